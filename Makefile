@@ -1,0 +1,18 @@
+# Each target sets up the environment first (idempotent, see tools/setup_env.sh).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export VENV
+
+.PHONY: setup demo test bench
+
+setup:
+	@bash tools/setup_env.sh
+
+demo: setup
+	$(PY) tools/demo.py
+
+test: setup
+	$(PY) -m pytest -q tests
+
+bench: setup
+	$(PY) tools/benchmark.py

@@ -1,0 +1,314 @@
+"""ARB-Loss (Attraction-Repulsion-Balanced Loss, Xie et al., 2023).
+
+For a pixel of class ``y`` with logits ``z`` and class counts ``n``::
+
+    loss = -log( e^{z_y} / sum_j (n_j / n_y) e^{z_j} )
+         = -log softmax(z + log n)[y]
+
+i.e. cross-entropy on logits shifted by ``log n_j``. The second form is what
+is computed: no (pixels x classes) weight matrix, and the softmax stays
+stable for any logit magnitude. Classes with ``n_j = 0`` drop out of the
+denominator.
+"""
+from typing import Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from mmseg.models.losses.utils import get_class_weight
+from mmseg.registry import MODELS
+from torch import Tensor, nn
+
+from ...counting.estimator import ClassCountEstimator
+from ...ops.class_count import check_label_dtype, label_masks
+from ...utils.class_stats import CountsSource
+
+REDUCTIONS = ('none', 'mean', 'sum')
+
+# The log-count of an absent class. exp(z + ABSENT_CLASS_SHIFT - lse)
+# underflows to exactly 0 for any sane logit, so the class drops out as in
+# the paper; unlike -inf it keeps a row whose classes are all absent (every
+# pixel ignored) finite, so its zero loss has zero, not NaN, gradients.
+ABSENT_CLASS_SHIFT = -1e30
+
+
+def log_count_shift(class_counts: Tensor) -> Tensor:
+    """``log n_j`` per class as float32, ``ABSENT_CLASS_SHIFT`` where 0.
+
+    Args:
+        class_counts (Tensor): Non-negative counts of shape ``(C,)``.
+
+    Returns:
+        Tensor: float32 shift of shape ``(C,)``.
+    """
+    counts = class_counts.to(torch.float64)
+    shift = torch.where(counts > 0, counts.log(),
+                        counts.new_full((), ABSENT_CLASS_SHIFT))
+    return shift.to(torch.float32)
+
+
+def check_logits_and_label(logits: Tensor, label: Tensor) -> None:
+    """Raise a clear error unless ``logits`` (N, C, ...) and ``label``
+    (N, ...) fit together."""
+    if not isinstance(logits, Tensor) or not isinstance(label, Tensor):
+        raise TypeError('logits and labels must be tensors, got '
+                        f'{type(logits).__name__} and {type(label).__name__}')
+    if not logits.dtype.is_floating_point:
+        raise TypeError(f'logits must be floating point, got {logits.dtype}')
+    check_label_dtype(label)
+    if logits.dim() < 2:
+        raise ValueError('logits must have shape (N, C) or (N, C, d1, ...), '
+                         f'got {tuple(logits.shape)}')
+    expected = (logits.shape[0], ) + tuple(logits.shape[2:])
+    if tuple(label.shape) != expected:
+        hint = ''
+        if label.dim() == logits.dim() and label.shape[1] == 1:
+            hint = ' (squeeze the channel dimension of the labels)'
+        elif label.shape[-2:] != logits.shape[-2:]:
+            hint = ' (resize the logits to the label size first)'
+        raise ValueError(
+            f'label shape {tuple(label.shape)} does not match logits shape '
+            f'{tuple(logits.shape)}: expected labels of shape {expected}'
+            f'{hint}')
+    if label.device != logits.device:
+        raise ValueError(f'logits are on {logits.device} but labels are on '
+                         f'{label.device}')
+
+
+def _mean_denominator(label: Tensor, num_classes: int, ignore_index: int,
+                      class_weight: Optional[Tensor],
+                      avg_non_ignore: bool) -> Union[float, Tensor]:
+    """Denominator of ``reduction='mean'``, kept on device (no ``.item()``).
+
+    As mmseg's ``CrossEntropyLoss``: all pixels, or only the non-ignored ones
+    with ``avg_non_ignore``; with ``class_weight`` each valid pixel counts
+    with its class's weight (and an ignored one, when counted, with 1, where
+    mmseg's own implementation crashes).
+    """
+    if class_weight is None and not avg_non_ignore:
+        return float(label.numel())
+    valid, _ = label_masks(label, num_classes, ignore_index)
+    if class_weight is None:
+        return valid.sum().to(torch.float32)
+    safe = torch.where(valid, label, 0)
+    weights = torch.where(valid, class_weight[safe],
+                          0.0 if avg_non_ignore else 1.0)
+    return weights.sum()
+
+
+def arb_loss(logits: Tensor,
+             label: Tensor,
+             class_counts: Tensor,
+             weight: Optional[Tensor] = None,
+             class_weight: Optional[Tensor] = None,
+             reduction: str = 'mean',
+             avg_factor: Optional[Union[float, Tensor]] = None,
+             ignore_index: int = 255,
+             avg_non_ignore: bool = False) -> Tensor:
+    """ARB-Loss of ``logits`` against ``label`` for given class counts.
+
+    Args:
+        logits (Tensor): (N, C) or (N, C, d1, ...), fp32/fp16/bf16/fp64. The
+            loss is computed in at least fp32.
+        label (Tensor): (N,) or (N, d1, ...) integer labels in ``[0, C)`` or
+            ``ignore_index``.
+        class_counts (Tensor): (C,) non-negative counts ``n``.
+        weight (Tensor, optional): Per-pixel weight broadcastable to the
+            label shape (e.g. from an OHEM sampler). Default: None.
+        class_weight (Tensor, optional): (C,) per-class loss weight, as in
+            ``F.cross_entropy``. Default: None.
+        reduction (str): ``'none'``, ``'mean'`` or ``'sum'``.
+        avg_factor (float | Tensor, optional): Denominator of the mean
+            instead of the default one. Default: None.
+        ignore_index (int): Label value that gets no loss. Default: 255.
+        avg_non_ignore (bool): Average over non-ignored pixels only.
+            Default: False (mmseg's CrossEntropyLoss default).
+
+    Returns:
+        Tensor: The loss: a scalar, or per-pixel (N, d1, ...) for
+        ``reduction='none'`` (0 at ignored pixels). A batch whose pixels are
+        all ignored gives 0 with zero gradients.
+    """
+    check_logits_and_label(logits, label)
+    if reduction not in REDUCTIONS:
+        raise ValueError(f'reduction must be one of {REDUCTIONS}, '
+                         f'got {reduction!r}')
+    num_classes = logits.shape[1]
+    if class_counts.shape != (num_classes, ):
+        raise ValueError(f'class_counts has shape {tuple(class_counts.shape)}'
+                         f' but the logits have {num_classes} classes')
+    if class_weight is not None and class_weight.shape != (num_classes, ):
+        raise ValueError(f'class_weight has {class_weight.numel()} entries '
+                         f'but the logits have {num_classes} classes')
+    if weight is not None and \
+            torch.broadcast_shapes(weight.shape, label.shape) != label.shape:
+        raise ValueError(f'weight of shape {tuple(weight.shape)} does not '
+                         f'broadcast to the label shape {tuple(label.shape)}')
+
+    shift = log_count_shift(class_counts).to(logits.device)
+    shift = shift.view((1, num_classes) + (1, ) * (logits.dim() - 2))
+    # Type promotion makes the sum fp32 (fp64 for fp64 logits) in one pass.
+    shifted = logits + shift
+    if class_weight is not None:
+        class_weight = class_weight.to(shifted)
+    loss = F.cross_entropy(
+        shifted,
+        label.long(),
+        weight=class_weight,
+        reduction='none',
+        ignore_index=ignore_index)
+    del shifted
+    if weight is not None:
+        loss = loss * weight.to(loss.dtype)
+    if reduction == 'none':
+        return loss
+    if reduction == 'sum':
+        return loss.sum()
+    if avg_factor is None:
+        avg_factor = _mean_denominator(label, num_classes, ignore_index,
+                                       class_weight, avg_non_ignore)
+    # eps as in mmseg: an all-ignored batch gives 0, not 0/0.
+    return loss.sum() / (avg_factor + torch.finfo(torch.float32).eps)
+
+
+@MODELS.register_module()
+class ARBLoss(nn.Module):
+    """Attraction-Repulsion-Balanced Loss, a drop-in for mmseg's
+    ``CrossEntropyLoss``.
+
+    It owns a :class:`ClassCountEstimator` that turns each batch's labels
+    into the class counts ``n`` of the loss (see :func:`arb_loss`).
+
+    Example config::
+
+        custom_imports = dict(imports=['mmseg_arb'],
+                              allow_failed_imports=False)
+        model = dict(decode_head=dict(loss_decode=dict(
+            type='ARBLoss', count_mode='batch', loss_weight=1.0)))
+
+    Args:
+        count_mode (str): How ``n`` is estimated: ``'batch'`` (the current
+            batch, all ranks together), ``'cumulative'`` (running totals),
+            ``'ema'`` (moving average with ``momentum``) or ``'prior'``
+            (fixed ``class_counts``). Default: ``'batch'``.
+        num_classes (int, optional): Sizes the count buffers at construction;
+            otherwise the first batch does. Default: None.
+        momentum (float): Weight of a new batch in ``'ema'`` mode.
+            Default: 0.01.
+        class_counts (list[float] | str, optional): Counts for ``'prior'``
+            mode, or the path of a class-statistics JSON file
+            (``tools/class_stats.py``). Default: None.
+        smoothing (float): Pseudo-count added to every class count.
+            Default: 0 (classes of count 0 drop out, as in the paper).
+        dist_sync (bool): Sum counts across ranks. Default: True.
+        label_check (str): ``'deferred'`` (GPU labels checked without host
+            syncs, errors reported a few iterations late) or ``'sync'``.
+            Default: ``'deferred'``.
+        reduction (str): ``'none'``, ``'mean'`` or ``'sum'``.
+            Default: ``'mean'``.
+        class_weight (list[float] | str, optional): Per-class loss weight,
+            or a file to read it from (as ``CrossEntropyLoss``).
+            Default: None.
+        loss_weight (float): Multiplier of the loss. Default: 1.0.
+        loss_name (str): Name of the loss in the log; must start with
+            ``'loss_'`` to be back-propagated. Default: ``'loss_arb'``.
+        avg_non_ignore (bool): Average over non-ignored pixels only.
+            Default: False.
+        use_sigmoid (bool): Accepted for configs written for
+            ``CrossEntropyLoss``; must be False.
+        use_mask (bool): Accepted likewise; must be False.
+    """
+
+    def __init__(self,
+                 count_mode: str = 'batch',
+                 num_classes: Optional[int] = None,
+                 momentum: float = 0.01,
+                 class_counts: Optional[CountsSource] = None,
+                 smoothing: float = 0.0,
+                 dist_sync: bool = True,
+                 label_check: str = 'deferred',
+                 reduction: str = 'mean',
+                 class_weight: Optional[Union[Sequence[float], str]] = None,
+                 loss_weight: float = 1.0,
+                 loss_name: str = 'loss_arb',
+                 avg_non_ignore: bool = False,
+                 use_sigmoid: bool = False,
+                 use_mask: bool = False) -> None:
+        super().__init__()
+        if use_sigmoid or use_mask:
+            raise ValueError(
+                'ARBLoss is a softmax loss: use_sigmoid=True / use_mask=True '
+                'are not supported (remove them from loss_decode)')
+        if reduction not in REDUCTIONS:
+            raise ValueError(f'reduction must be one of {REDUCTIONS}, '
+                             f'got {reduction!r}')
+        if not loss_name.startswith('loss_'):
+            raise ValueError(f"loss_name must start with 'loss_' or mmseg "
+                             f'will not back-propagate it, got {loss_name!r}')
+        self.estimator = ClassCountEstimator(
+            mode=count_mode,
+            num_classes=num_classes,
+            momentum=momentum,
+            prior=class_counts,
+            smoothing=smoothing,
+            dist_sync=dist_sync,
+            label_check=label_check)
+        self.reduction = reduction
+        self.class_weight = get_class_weight(class_weight)
+        self.loss_weight = loss_weight
+        self.avg_non_ignore = avg_non_ignore
+        self._loss_name = loss_name
+
+    @property
+    def loss_name(self) -> str:
+        """Name of the loss item in the log (``loss_`` prefix: trained)."""
+        return self._loss_name
+
+    def extra_repr(self) -> str:
+        return (f'reduction={self.reduction!r}, '
+                f'loss_weight={self.loss_weight}, '
+                f'avg_non_ignore={self.avg_non_ignore}')
+
+    def forward(self,
+                cls_score: Tensor,
+                label: Tensor,
+                weight: Optional[Tensor] = None,
+                avg_factor: Optional[Union[float, Tensor]] = None,
+                reduction_override: Optional[str] = None,
+                ignore_index: int = 255) -> Tensor:
+        """Count ``label``, then compute the weighted ARB-Loss.
+
+        Args:
+            cls_score (Tensor): Logits (N, C, H, W) or (N, C).
+            label (Tensor): Labels (N, H, W) or (N,), integer.
+            weight (Tensor, optional): Per-pixel weight. Default: None.
+            avg_factor (float | Tensor, optional): Mean denominator.
+            reduction_override (str, optional): Overrides ``reduction``.
+            ignore_index (int): Label value that gets no loss and is not
+                counted. Default: 255.
+
+        Returns:
+            Tensor: The loss multiplied by ``loss_weight``.
+        """
+        check_logits_and_label(cls_score, label)
+        reduction = reduction_override or self.reduction
+        num_classes = cls_score.shape[1]
+        counts = self.estimator(label, num_classes, ignore_index)
+        if label.device.type != 'cpu':
+            # Bad GPU labels are reported asynchronously by the estimator;
+            # meanwhile they must not reach the loss kernel's device assert.
+            _, invalid = label_masks(label, num_classes, ignore_index)
+            label = torch.where(invalid, ignore_index, label)
+        class_weight = None
+        if self.class_weight is not None:
+            class_weight = cls_score.new_tensor(
+                self.class_weight, dtype=torch.float32)
+        return self.loss_weight * arb_loss(
+            cls_score,
+            label,
+            counts,
+            weight=weight,
+            class_weight=class_weight,
+            reduction=reduction,
+            avg_factor=avg_factor,
+            ignore_index=ignore_index,
+            avg_non_ignore=self.avg_non_ignore)

@@ -1,0 +1,3 @@
+from .class_stats import check_class_counts, load_class_counts
+
+__all__ = ['check_class_counts', 'load_class_counts']

@@ -1,0 +1,63 @@
+"""Reading and checking per-class pixel counts (priors and class statistics).
+
+A class-statistics file is JSON: either a plain list of counts, or an object
+whose ``"counts"`` entry is that list (the format ``tools/class_stats.py``
+writes, with ``class_names``, ``dataset`` and ``num_images`` beside it).
+"""
+import json
+import os
+from typing import Sequence, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+CountsSource = Union[str, os.PathLike, Sequence[float], np.ndarray, Tensor]
+
+
+def load_class_counts(source: CountsSource) -> Tensor:
+    """Per-class counts as a float64 tensor, checked for sanity.
+
+    Args:
+        source: A sequence of numbers, an array or tensor, or the path of a
+            class-statistics JSON file.
+
+    Returns:
+        Tensor: float64 counts of shape ``(C,)``.
+
+    Raises:
+        FileNotFoundError: If a path does not exist.
+        ValueError: If the file has no counts, or a count is negative,
+            NaN or infinite, or the counts are not one-dimensional.
+    """
+    origin = 'class_counts'
+    if isinstance(source, (str, os.PathLike)):
+        origin = os.fspath(source)
+        with open(origin) as f:
+            data = json.load(f)
+        if isinstance(data, dict):
+            if 'counts' not in data:
+                raise ValueError(f'{origin}: a class-statistics JSON object '
+                                 f'needs a "counts" list')
+            data = data['counts']
+        source = data
+    counts = torch.as_tensor(np.asarray(source, dtype=np.float64))
+    check_class_counts(counts, origin)
+    return counts
+
+
+def check_class_counts(counts: Tensor, origin: str = 'class_counts') -> None:
+    """Raise ``ValueError`` unless ``counts`` is a 1-D vector of finite,
+    non-negative numbers."""
+    if counts.dim() != 1 or counts.numel() == 0:
+        raise ValueError(f'{origin}: expected a non-empty 1-D list of '
+                         f'per-class counts, got shape {tuple(counts.shape)}')
+    bad = ~torch.isfinite(counts)
+    if bad.any():
+        raise ValueError(f'{origin}: counts must be finite, classes '
+                         f'{bad.nonzero().flatten().tolist()} are NaN or inf')
+    negative = counts < 0
+    if negative.any():
+        raise ValueError(f'{origin}: counts must be non-negative, classes '
+                         f'{negative.nonzero().flatten().tolist()} are '
+                         f'negative')

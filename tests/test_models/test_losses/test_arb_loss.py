@@ -1,0 +1,317 @@
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from mmseg.models.losses import CrossEntropyLoss
+from reference import naive_arb_loss, naive_counts
+
+from mmseg_arb.counting import LabelRangeError
+from mmseg_arb.models.losses import ARBLoss, arb_loss, log_count_shift
+
+C = 7
+
+
+def make_batch(seed=0, n=2, c=C, h=6, w=5, classes=None, ignore_frac=0.2,
+               scale=3.0):
+    """Random logits and labels; ``classes`` restricts the labels used so
+    that the others are absent."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, c, h, w, generator=g, dtype=torch.float64) * scale
+    classes = torch.tensor(classes if classes is not None else range(c))
+    label = classes[torch.randint(len(classes), (n, h, w), generator=g)]
+    label[torch.rand(n, h, w, generator=g) < ignore_frac] = 255
+    return logits.requires_grad_(), label
+
+
+@pytest.mark.parametrize('avg_non_ignore', [False, True])
+def test_batch_mode_matches_naive_formula_with_absent_classes(avg_non_ignore):
+    logits, label = make_batch(classes=[0, 2, 3, 6])
+    loss = ARBLoss(avg_non_ignore=avg_non_ignore)(logits, label)
+    counts = naive_counts(label, C)
+    assert (counts == 0).sum() == 3  # classes 1, 4, 5 are absent
+    expected = naive_arb_loss(logits, label, counts,
+                              avg_non_ignore=avg_non_ignore)
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-9)
+
+
+def test_absent_classes_get_no_gradient():
+    logits, label = make_batch(classes=[0, 2, 3, 6], ignore_frac=0.0)
+    ARBLoss()(logits, label).backward()
+    assert torch.all(logits.grad[:, [1, 4, 5]] == 0)
+    assert torch.all(logits.grad[:, [0, 2, 3, 6]].abs().sum((0, 2, 3)) > 0)
+
+
+def test_cumulative_mode_uses_running_totals():
+    loss_fn = ARBLoss(count_mode='cumulative')
+    (l1, y1), (l2, y2) = make_batch(seed=1), make_batch(seed=2, classes=[1])
+    loss_fn(l1, y1)
+    loss = loss_fn(l2, y2)
+    counts = naive_counts(y1, C) + naive_counts(y2, C)
+    torch.testing.assert_close(loss, naive_arb_loss(l2, y2, counts))
+    torch.testing.assert_close(loss_fn.estimator.counts,
+                               torch.as_tensor(counts))
+    assert int(loss_fn.estimator.num_updates) == 2
+
+
+def test_ema_mode_blends_batches_with_momentum():
+    m = 0.3
+    loss_fn = ARBLoss(count_mode='ema', momentum=m)
+    (l1, y1), (l2, y2) = make_batch(seed=3), make_batch(seed=4)
+    loss_fn(l1, y1)
+    loss = loss_fn(l2, y2)
+    counts = (1 - m) * m * naive_counts(y1, C) + m * naive_counts(y2, C)
+    torch.testing.assert_close(loss, naive_arb_loss(l2, y2, counts))
+
+
+def test_prior_mode_from_list_and_json_file(tmp_path):
+    prior = [100.0, 5.0, 40.0, 1.0, 70.0, 2.0, 9.0]
+    logits, label = make_batch(seed=5)
+    expected = naive_arb_loss(logits, label, prior)
+    torch.testing.assert_close(
+        ARBLoss(count_mode='prior', class_counts=prior)(logits, label),
+        expected)
+    path = tmp_path / 'stats.json'
+    path.write_text(json.dumps({'counts': prior, 'class_names': list('abcdefg')}))
+    torch.testing.assert_close(
+        ARBLoss(count_mode='prior', class_counts=str(path))(logits, label),
+        expected)
+
+
+def test_classification_shaped_input():
+    g = torch.Generator().manual_seed(6)
+    logits = torch.randn(32, C, generator=g, dtype=torch.float64)
+    label = torch.randint(C, (32, ), generator=g)
+    label[:3] = 255
+    loss = ARBLoss()(logits, label)
+    expected = naive_arb_loss(logits, label, naive_counts(label, C))
+    torch.testing.assert_close(loss, expected)
+
+
+def test_equal_counts_reduce_to_mmseg_cross_entropy():
+    logits, label = make_batch(seed=7, ignore_frac=0.3)
+    prior = [50.0] * C
+    for avg_non_ignore in (False, True):
+        arb = ARBLoss(count_mode='prior', class_counts=prior,
+                      avg_non_ignore=avg_non_ignore)(logits, label)
+        ce = CrossEntropyLoss(avg_non_ignore=avg_non_ignore)(
+            logits, label, ignore_index=255)
+        torch.testing.assert_close(arb, ce)
+
+
+def test_class_weight_matches_mmseg_where_mmseg_works_and_handles_ignore():
+    weights = [0.5, 1.0, 2.0, 1.5, 0.2, 3.0, 1.0]
+    logits, label = make_batch(seed=8, ignore_frac=0.0)
+    prior = [10.0] * C
+    arb = ARBLoss(count_mode='prior', class_counts=prior,
+                  class_weight=weights)(logits, label)
+    ce = CrossEntropyLoss(class_weight=weights)(logits, label)
+    torch.testing.assert_close(arb, ce)
+    # With ignored pixels (where mmseg's own weighted mean crashes).
+    logits, label = make_batch(seed=9, ignore_frac=0.3)
+    for avg_non_ignore in (False, True):
+        loss = ARBLoss(class_weight=weights,
+                       avg_non_ignore=avg_non_ignore)(logits, label)
+        expected = naive_arb_loss(logits, label, naive_counts(label, C),
+                                  avg_non_ignore=avg_non_ignore,
+                                  class_weight=weights)
+        torch.testing.assert_close(loss, expected)
+
+
+def test_reductions_sample_weight_loss_weight_and_override():
+    logits, label = make_batch(seed=10)
+    counts = torch.as_tensor(naive_counts(label, C))
+    per_pixel = ARBLoss(reduction='none')(logits, label)
+    assert per_pixel.shape == label.shape
+    assert torch.all(per_pixel[label == 255] == 0)
+    loss_fn = ARBLoss(loss_weight=2.5)
+    torch.testing.assert_close(
+        loss_fn(logits, label, reduction_override='sum'),
+        2.5 * per_pixel.sum())
+    torch.testing.assert_close(
+        loss_fn(logits, label), 2.5 * per_pixel.sum() / label.numel())
+    weight = torch.rand(label.shape, dtype=torch.float64)
+    torch.testing.assert_close(
+        loss_fn(logits, label, weight=weight, avg_factor=10.0),
+        2.5 * (per_pixel * weight).sum() / 10.0)
+    torch.testing.assert_close(
+        arb_loss(logits, label, counts, reduction='none'), per_pixel)
+
+
+def test_gradient_matches_finite_differences():
+    logits, label = make_batch(seed=11, n=1, h=3, w=2)
+    counts = torch.as_tensor(naive_counts(label, C))
+    assert torch.autograd.gradcheck(
+        lambda z: arb_loss(z, label, counts, class_weight=None), (logits, ))
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_half_precision_logits_of_large_magnitude(dtype):
+    logits, label = make_batch(seed=12, scale=300.0)
+    low = logits.detach().to(dtype).requires_grad_()
+    loss = ARBLoss()(low, label)
+    assert loss.dtype == torch.float32
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(low.grad.float()).all()
+    assert low.grad.dtype == dtype
+    expected = naive_arb_loss(low.detach().double(), label,
+                              naive_counts(label, C))
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-4, atol=1e-3)
+
+
+def test_huge_logits_stay_finite():
+    logits, label = make_batch(seed=13, scale=1e4)
+    logits = logits.detach().float().requires_grad_()
+    loss = ARBLoss(avg_non_ignore=True)(logits, label)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+
+
+@pytest.mark.parametrize('mode', ['batch', 'cumulative', 'ema'])
+@pytest.mark.parametrize('avg_non_ignore', [False, True])
+def test_all_ignored_batch_gives_zero_loss_and_zero_gradients(
+        mode, avg_non_ignore):
+    logits, _ = make_batch(seed=14)
+    label = torch.full((2, 6, 5), 255)
+    loss = ARBLoss(count_mode=mode, avg_non_ignore=avg_non_ignore)(
+        logits, label)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert torch.all(logits.grad == 0)
+
+
+@pytest.mark.parametrize('dtype', [torch.int32, torch.uint8, torch.int64])
+def test_integer_label_dtypes(dtype):
+    logits, label = make_batch(seed=15)
+    torch.testing.assert_close(
+        ARBLoss()(logits, label.to(dtype)), ARBLoss()(logits, label))
+
+
+def test_log_count_shift_drops_zero_counts():
+    shift = log_count_shift(torch.tensor([0.0, 1.0, 10.0]))
+    assert shift.dtype == torch.float32
+    assert shift[0] < -1e29
+    torch.testing.assert_close(shift[1:], torch.tensor([0.0, math.log(10.0)]))
+
+
+def test_smoothing_adds_a_pseudo_count():
+    logits, label = make_batch(seed=16, classes=[0, 1])
+    loss = ARBLoss(smoothing=2.0)(logits, label)
+    expected = naive_arb_loss(logits, label, naive_counts(label, C) + 2.0)
+    torch.testing.assert_close(loss, expected)
+
+
+# Bad input: each one a clear error naming the problem.
+
+def test_error_float_labels():
+    logits, label = make_batch()
+    with pytest.raises(TypeError, match='integer'):
+        ARBLoss()(logits, label.float())
+
+
+def test_error_shape_mismatch():
+    logits, label = make_batch()
+    with pytest.raises(ValueError, match='does not match logits'):
+        ARBLoss()(logits, label[:, :3])
+    with pytest.raises(ValueError, match='squeeze'):
+        ARBLoss()(logits, label[:, None])
+
+
+@pytest.mark.parametrize('bad', [C, 200, -1])
+def test_error_label_out_of_range(bad):
+    logits, label = make_batch()
+    label[0, 0, 0] = bad
+    with pytest.raises(LabelRangeError, match=rf'\[0, {C}\).*\[{bad}\]'):
+        ARBLoss()(logits, label)
+
+
+def test_error_prior_length_differs_from_classes():
+    logits, label = make_batch()
+    with pytest.raises(ValueError, match='7 classes.*5'):
+        ARBLoss(count_mode='prior', class_counts=[1.0] * 5)(logits, label)
+
+
+@pytest.mark.parametrize('prior,match', [
+    ([1.0, -2.0, 3.0], 'negative'),
+    ([1.0, float('nan'), 3.0], 'NaN'),
+    ([1.0, 0.0, 3.0], 'infinite loss'),
+])
+def test_error_bad_prior(prior, match):
+    with pytest.raises(ValueError, match=match):
+        ARBLoss(count_mode='prior', class_counts=prior)
+
+
+def test_zero_prior_allowed_with_smoothing():
+    ARBLoss(count_mode='prior', class_counts=[1.0, 0.0, 3.0], smoothing=1.0)
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(count_mode='median'), 'count_mode'),
+    (dict(count_mode='prior'), 'class_counts'),
+    (dict(class_counts=[1.0, 2.0]), 'class_counts'),
+    (dict(use_sigmoid=True), 'use_sigmoid'),
+    (dict(use_mask=True), 'use_mask'),
+    (dict(loss_name='arb'), "start with 'loss_'"),
+    (dict(reduction='avg'), 'reduction'),
+    (dict(count_mode='ema', momentum=0.0), 'momentum'),
+])
+def test_error_bad_config(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ARBLoss(**kwargs)
+
+
+def test_error_class_weight_length():
+    logits, label = make_batch()
+    with pytest.raises(ValueError, match='class_weight'):
+        ARBLoss(class_weight=[1.0, 2.0])(logits, label)
+
+
+def test_ce_keys_from_an_overridden_config_are_accepted():
+    ARBLoss(use_sigmoid=False, use_mask=False, loss_weight=1.0)
+
+
+def test_changing_number_of_classes_is_an_error():
+    loss_fn = ARBLoss(count_mode='cumulative')
+    loss_fn(*make_batch())
+    logits, label = make_batch(c=5, classes=[0, 1])
+    with pytest.raises(ValueError, match='5 classes'):
+        loss_fn(logits, label)
+
+
+def test_registry_build_through_custom_imports():
+    from mmengine.config import Config
+    from mmengine.utils import import_modules_from_strings
+    from mmseg.registry import MODELS
+    cfg = Config(dict(
+        custom_imports=dict(imports=['mmseg_arb'],
+                            allow_failed_imports=False),
+        loss=dict(type='ARBLoss', count_mode='ema', momentum=0.1,
+                  loss_weight=0.4)))
+    import_modules_from_strings(**cfg.custom_imports)
+    loss_fn = MODELS.build(cfg.loss)
+    assert isinstance(loss_fn, ARBLoss)
+    assert loss_fn.loss_name == 'loss_arb'
+    assert loss_fn.estimator.mode == 'ema'
+
+
+def test_inside_an_mmseg_decode_head():
+    from mmengine.structures import PixelData
+    from mmseg.models.decode_heads import FCNHead
+    from mmseg.structures import SegDataSample
+    head = FCNHead(in_channels=4, channels=8, num_convs=1, num_classes=C,
+                   loss_decode=[dict(type='ARBLoss', count_mode='cumulative'),
+                                dict(type='CrossEntropyLoss', loss_weight=0.5)])
+    feats = [torch.randn(2, 4, 8, 8)]
+    samples = []
+    for i in range(2):
+        sample = SegDataSample()
+        sample.gt_sem_seg = PixelData(
+            data=torch.randint(C, (1, 16, 16)).index_fill_(1, torch.tensor([0]), 255))
+        samples.append(sample)
+    losses = head.loss(feats, samples, train_cfg=None)
+    assert set(losses) == {'loss_arb', 'loss_ce', 'acc_seg'}
+    losses['loss_arb'].backward()
+    assert torch.isfinite(head.conv_seg.weight.grad).all()
+    arb = head.loss_decode[0]
+    assert int(arb.estimator.counts.sum()) == 2 * 15 * 16
