@@ -17,11 +17,16 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from ..ops.class_count import count_classes
+from ..ops.class_count import count_classes, update_count_state_
 from ..utils.class_stats import CountsSource, load_class_counts
 from .label_guard import LabelRangeGuard
 
 COUNT_MODES = ('batch', 'cumulative', 'ema', 'prior')
+_STATE_UPDATE = {
+    'batch': 'replace',
+    'cumulative': 'accumulate',
+    'ema': 'moving_average'
+}
 
 
 def all_reduce_sum_(tensor: Tensor) -> Tensor:
@@ -156,9 +161,9 @@ class ClassCountEstimator(nn.Module):
             all_reduce_sum_(packed)
         self.label_guard.observe(packed[num_classes], num_classes,
                                  ignore_index, label)
-        batch = packed[:num_classes].to(torch.float64)
+        batch = packed[:num_classes]
         if self.counts.numel() == 0:
-            self.counts = torch.zeros_like(batch)
+            self.counts = torch.zeros_like(batch, dtype=torch.float64)
         elif self.counts.device != batch.device:
             raise RuntimeError(
                 f'count buffers are on {self.counts.device} but labels are '
@@ -168,24 +173,21 @@ class ClassCountEstimator(nn.Module):
         return counts + self.smoothing
 
     def _update(self, batch: Tensor) -> Tensor:
-        if self.mode == 'batch':
-            self.counts.copy_(batch)
-        elif self.mode == 'cumulative':
-            self.counts.add_(batch)
-        elif self.mode == 'ema':
-            self.counts.mul_(1.0 - self.momentum).add_(
-                batch, alpha=self.momentum)
+        if self.mode != 'prior':
+            update_count_state_(self.counts, batch, _STATE_UPDATE[self.mode],
+                                self.momentum)
         self.num_updates.add_(1)
         return self.counts
 
     def _current(self, batch: Tensor) -> Tensor:
         if self.mode == 'batch':
-            return batch
+            return batch.to(torch.float64)
         if self.mode == 'prior':
             return self.counts
         # Nothing accumulated yet (e.g. evaluating an untrained model): the
         # batch is the only estimate. Decided on device, without a sync.
-        return torch.where(self.counts.sum() > 0, self.counts, batch)
+        return torch.where(self.counts.sum() > 0, self.counts,
+                           batch.to(torch.float64))
 
     def _check_size(self, num_classes: int) -> None:
         if self.counts.numel() not in (0, num_classes):

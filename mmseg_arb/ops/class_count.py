@@ -1,32 +1,21 @@
-"""Per-class pixel counting of label maps: the one op the count estimator needs.
+"""Per-class pixel counting of label maps, and the count-state update.
 
-``count_classes`` is the seam between the estimator and its backends. This
-module holds the pure-PyTorch backend; a compiled backend registers itself
-through :func:`register_backend` and takes over for the devices it supports.
-Every backend must return the same thing: exact per-class counts of the
-valid pixels and the number of out-of-range pixels, both as device tensors,
-without synchronising the host.
+``count_classes`` runs the CUDA kernel (``csrc/arb_kernels.cu``) for CUDA
+tensors when it can be loaded (see :mod:`mmseg_arb.ops.cuda_ext`) and the
+pure-PyTorch implementation otherwise. Both return the same thing: exact
+per-class counts of the valid pixels and the number of out-of-range pixels,
+as device tensors, without synchronising the host.
 """
-from typing import Callable, Dict, Tuple
+from typing import Tuple
 
 import torch
 from torch import Tensor
 
-CountFn = Callable[[Tensor, int, int], Tuple[Tensor, Tensor]]
+from .cuda_ext import load_cuda_ops
 
-# device type ('cuda', ...) -> counting function of a compiled backend.
-_BACKENDS: Dict[str, CountFn] = {}
-
-
-def register_backend(device_type: str, fn: CountFn) -> None:
-    """Route :func:`count_classes` for ``device_type`` tensors to ``fn``."""
-    _BACKENDS[device_type] = fn
-
-
-def backend_name(device_type: str) -> str:
-    """Which implementation counts labels on ``device_type``."""
-    fn = _BACKENDS.get(device_type)
-    return 'pytorch' if fn is None else getattr(fn, '__qualname__', repr(fn))
+# Count-state updates, numbered as the kernel's CountUpdate.
+UPDATE_MODES = {'replace': 0, 'accumulate': 1, 'moving_average': 2}
+_KERNEL_LABEL_DTYPES = (torch.int64, torch.int32, torch.uint8)
 
 
 def check_label_dtype(label: Tensor) -> None:
@@ -95,5 +84,29 @@ def count_classes(label: Tensor, num_classes: int,
     check_label_dtype(label)
     if num_classes <= 0:
         raise ValueError(f'num_classes must be positive, got {num_classes}')
-    backend = _BACKENDS.get(label.device.type, count_classes_pytorch)
-    return backend(label, num_classes, ignore_index)
+    if label.is_cuda and label.dtype in _KERNEL_LABEL_DTYPES and \
+            load_cuda_ops():
+        return torch.ops.mmseg_arb.count_classes(label, num_classes,
+                                                 ignore_index)
+    return count_classes_pytorch(label, num_classes, ignore_index)
+
+
+def update_count_state_(state: Tensor, batch: Tensor, mode: str,
+                        momentum: float = 0.0) -> Tensor:
+    """Fold int64 batch counts into the float64 ``state`` in place.
+
+    ``mode``: ``'replace'`` (state = batch), ``'accumulate'``
+    (state += batch) or ``'moving_average'``
+    (state = (1 - momentum) * state + momentum * batch). One tiny kernel
+    launch on CUDA when the extension is loaded.
+    """
+    if state.is_cuda and load_cuda_ops():
+        torch.ops.mmseg_arb.update_counts(state, batch, UPDATE_MODES[mode],
+                                          momentum)
+    elif mode == 'replace':
+        state.copy_(batch)
+    elif mode == 'accumulate':
+        state.add_(batch)
+    else:
+        state.mul_(1.0 - momentum).add_(batch, alpha=momentum)
+    return state

@@ -1,3 +1,4 @@
-from .class_stats import check_class_counts, load_class_counts
+from .class_stats import (check_class_counts, load_class_counts,
+                          load_class_weight)
 
-__all__ = ['check_class_counts', 'load_class_counts']
+__all__ = ['check_class_counts', 'load_class_counts', 'load_class_weight']

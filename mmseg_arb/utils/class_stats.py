@@ -6,7 +6,7 @@ writes, with ``class_names``, ``dataset`` and ``num_images`` beside it).
 """
 import json
 import os
-from typing import Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -44,6 +44,29 @@ def load_class_counts(source: CountsSource) -> Tensor:
     counts = torch.as_tensor(np.asarray(source, dtype=np.float64))
     check_class_counts(counts, origin)
     return counts
+
+
+def load_class_weight(source: Optional[CountsSource]) -> Optional[List[float]]:
+    """Per-class loss weights from a sequence or a file, as mmseg reads them.
+
+    A path ending in ``.npy`` is read with numpy; any other path with
+    ``mmengine.fileio.load`` (JSON, YAML or pickle).
+    """
+    if source is None:
+        return None
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if path.endswith('.npy'):
+            source = np.load(path)
+        else:
+            from mmengine.fileio import load
+            source = load(path)
+    weight = np.asarray(source, dtype=np.float64)
+    if weight.ndim != 1 or not np.all(np.isfinite(weight)) or \
+            np.any(weight < 0):
+        raise ValueError('class_weight must be a 1-D list of finite, '
+                         f'non-negative numbers, got {source!r}')
+    return weight.tolist()
 
 
 def check_class_counts(counts: Tensor, origin: str = 'class_counts') -> None:

@@ -10,17 +10,25 @@ is computed: no (pixels x classes) weight matrix, and the softmax stays
 stable for any logit magnitude. Classes with ``n_j = 0`` drop out of the
 denominator.
 """
+import importlib.util
 from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
-from mmseg.models.losses.utils import get_class_weight
-from mmseg.registry import MODELS
 from torch import Tensor, nn
 
 from ...counting.estimator import ClassCountEstimator
 from ...ops.class_count import check_label_dtype, label_masks
-from ...utils.class_stats import CountsSource
+from ...ops.cuda_ext import load_cuda_ops
+from ...ops.fused_arb_loss import FUSED_DTYPES, fused_arb_cross_entropy
+from ...utils.class_stats import CountsSource, load_class_weight
+
+if importlib.util.find_spec('mmseg') is not None:
+    from mmseg.registry import MODELS
+    register_loss = MODELS.register_module()
+else:  # the math and the kernels also serve without MMSegmentation
+    def register_loss(cls):
+        return cls
 
 REDUCTIONS = ('none', 'mean', 'sum')
 
@@ -95,6 +103,31 @@ def _mean_denominator(label: Tensor, num_classes: int, ignore_index: int,
     return weights.sum()
 
 
+def _per_pixel_loss(logits: Tensor, label: Tensor, shift: Tensor,
+                    class_weight: Optional[Tensor],
+                    ignore_index: int) -> Tensor:
+    """Unreduced ARB-Loss: the fused CUDA kernels when available, else
+    cross-entropy on shifted logits."""
+    if logits.is_cuda and logits.dtype in FUSED_DTYPES and load_cuda_ops():
+        return fused_arb_cross_entropy(logits, label, shift, class_weight,
+                                       ignore_index)
+    num_classes = logits.shape[1]
+    if logits.device.type != 'cpu':
+        # Off the CPU, F.cross_entropy device-asserts on a bad label; it is
+        # ignored here and reported by the count estimator instead.
+        _, invalid = label_masks(label, num_classes, ignore_index)
+        label = torch.where(invalid, ignore_index, label)
+    shift = shift.view((1, num_classes) + (1, ) * (logits.dim() - 2))
+    # Type promotion makes the sum fp32 (fp64 for fp64 logits) in one pass.
+    return F.cross_entropy(
+        logits + shift,
+        label.long(),
+        weight=None if class_weight is None else class_weight.to(
+            torch.promote_types(logits.dtype, torch.float32)),
+        reduction='none',
+        ignore_index=ignore_index)
+
+
 def arb_loss(logits: Tensor,
              label: Tensor,
              class_counts: Tensor,
@@ -127,6 +160,10 @@ def arb_loss(logits: Tensor,
         Tensor: The loss: a scalar, or per-pixel (N, d1, ...) for
         ``reduction='none'`` (0 at ignored pixels). A batch whose pixels are
         all ignored gives 0 with zero gradients.
+
+    Labels outside ``[0, C)`` raise on CPU. On GPU they are treated as
+    ignored rather than tripping a device-side assert; :class:`ARBLoss`
+    reports them through its count estimator without a host sync.
     """
     check_logits_and_label(logits, label)
     if reduction not in REDUCTIONS:
@@ -145,18 +182,9 @@ def arb_loss(logits: Tensor,
                          f'broadcast to the label shape {tuple(label.shape)}')
 
     shift = log_count_shift(class_counts).to(logits.device)
-    shift = shift.view((1, num_classes) + (1, ) * (logits.dim() - 2))
-    # Type promotion makes the sum fp32 (fp64 for fp64 logits) in one pass.
-    shifted = logits + shift
     if class_weight is not None:
-        class_weight = class_weight.to(shifted)
-    loss = F.cross_entropy(
-        shifted,
-        label.long(),
-        weight=class_weight,
-        reduction='none',
-        ignore_index=ignore_index)
-    del shifted
+        class_weight = class_weight.to(logits.device, torch.float32)
+    loss = _per_pixel_loss(logits, label, shift, class_weight, ignore_index)
     if weight is not None:
         loss = loss * weight.to(loss.dtype)
     if reduction == 'none':
@@ -170,7 +198,7 @@ def arb_loss(logits: Tensor,
     return loss.sum() / (avg_factor + torch.finfo(torch.float32).eps)
 
 
-@MODELS.register_module()
+@register_loss
 class ARBLoss(nn.Module):
     """Attraction-Repulsion-Balanced Loss, a drop-in for mmseg's
     ``CrossEntropyLoss``.
@@ -253,7 +281,14 @@ class ARBLoss(nn.Module):
             dist_sync=dist_sync,
             label_check=label_check)
         self.reduction = reduction
-        self.class_weight = get_class_weight(class_weight)
+        weight = load_class_weight(class_weight)
+        # A buffer so that it moves with the model (no copy per step), but
+        # not saved: it is configuration, not state.
+        self.register_buffer(
+            'class_weight',
+            None if weight is None else torch.tensor(
+                weight, dtype=torch.float32),
+            persistent=False)
         self.loss_weight = loss_weight
         self.avg_non_ignore = avg_non_ignore
         self._loss_name = loss_name
@@ -293,21 +328,12 @@ class ARBLoss(nn.Module):
         reduction = reduction_override or self.reduction
         num_classes = cls_score.shape[1]
         counts = self.estimator(label, num_classes, ignore_index)
-        if label.device.type != 'cpu':
-            # Bad GPU labels are reported asynchronously by the estimator;
-            # meanwhile they must not reach the loss kernel's device assert.
-            _, invalid = label_masks(label, num_classes, ignore_index)
-            label = torch.where(invalid, ignore_index, label)
-        class_weight = None
-        if self.class_weight is not None:
-            class_weight = cls_score.new_tensor(
-                self.class_weight, dtype=torch.float32)
         return self.loss_weight * arb_loss(
             cls_score,
             label,
             counts,
             weight=weight,
-            class_weight=class_weight,
+            class_weight=self.class_weight,
             reduction=reduction,
             avg_factor=avg_factor,
             ignore_index=ignore_index,

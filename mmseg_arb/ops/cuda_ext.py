@@ -1,0 +1,90 @@
+"""Loading the CUDA kernels: built at install, else JIT-compiled, else none.
+
+Order of attempts, the first time a CUDA tensor reaches an op:
+
+1. ``mmseg_arb._ext``, built by ``pip install`` when a CUDA toolkit and a
+   CUDA-enabled torch were present (``MMSEG_ARB_WITH_CUDA=1`` forces the
+   build, ``=0`` skips it).
+2. A JIT build with ``torch.utils.cpp_extension.load``, cached by torch in
+   ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``), so
+   only the first run on a machine pays the compile (about a minute).
+3. Neither possible (no toolkit, a compile error, ``MMSEG_ARB_CUDA=0``):
+   the PyTorch implementations are used and one line says so.
+"""
+import logging
+import os
+import os.path as osp
+from typing import Optional
+
+import torch
+
+CSRC = osp.join(osp.dirname(__file__), 'csrc')
+SOURCES = [osp.join(CSRC, 'binding.cpp'), osp.join(CSRC, 'arb_kernels.cu')]
+
+_state = {'tried': False, 'loaded': False, 'reason': 'not tried yet'}
+
+
+def _log(message: str) -> None:
+    try:
+        from mmengine.logging import print_log
+        print_log(message, logger='current', level=logging.WARNING)
+    except ImportError:  # pragma: no cover - mmengine is a dependency
+        logging.getLogger(__name__).warning(message)
+
+
+def _ops_registered() -> bool:
+    return hasattr(torch.ops, 'mmseg_arb') and \
+        hasattr(torch.ops.mmseg_arb, 'count_classes')
+
+
+def _jit_build() -> None:
+    from torch.utils.cpp_extension import CUDA_HOME, load
+    if CUDA_HOME is None:
+        raise RuntimeError('no CUDA toolkit found (set CUDA_HOME)')
+    load(
+        name='mmseg_arb_cuda',
+        sources=SOURCES,
+        extra_cflags=['-O3'],
+        extra_cuda_cflags=['-O3', '-std=c++17'],
+        is_python_module=False,
+        verbose=os.environ.get('MMSEG_ARB_VERBOSE_BUILD') == '1')
+
+
+def load_cuda_ops() -> bool:
+    """Make ``torch.ops.mmseg_arb.*`` available; True on success.
+
+    Tried once per process; the outcome is remembered (see
+    :func:`cuda_ops_status`).
+    """
+    if _state['tried']:
+        return _state['loaded']
+    _state['tried'] = True
+    reason: Optional[str] = None
+    if os.environ.get('MMSEG_ARB_CUDA', '1') == '0':
+        reason = 'disabled by MMSEG_ARB_CUDA=0'
+    elif not torch.cuda.is_available():
+        reason = 'torch has no CUDA device'
+    else:
+        try:
+            from mmseg_arb import _ext  # noqa: F401  built at install
+            _state['reason'] = 'built at install (mmseg_arb._ext)'
+        except ImportError:
+            try:
+                _jit_build()
+                _state['reason'] = 'JIT-compiled'
+            except Exception as e:  # a failed compile must not stop training
+                reason = f'JIT build failed: {type(e).__name__}: {e}'
+    if reason is None and not _ops_registered():
+        reason = 'the extension loaded but registered no ops'
+    if reason is not None:
+        _state['reason'] = reason
+        _log(f'mmseg_arb: CUDA kernels unavailable ({reason.splitlines()[0]}'
+             f'); counting and ARB-Loss use the PyTorch path.')
+        return False
+    _state['loaded'] = True
+    return True
+
+
+def cuda_ops_status() -> str:
+    """Where the CUDA ops come from, or why they are not used."""
+    return _state['reason']

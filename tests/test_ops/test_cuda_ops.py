@@ -1,0 +1,155 @@
+"""GPU tests of the CUDA kernels against the PyTorch path (skipped on CPU)."""
+import pytest
+import torch
+
+from mmseg_arb.counting import LabelRangeError
+from mmseg_arb.models.losses import ARBLoss, arb_loss
+from mmseg_arb.models.losses.arb_loss import _per_pixel_loss, log_count_shift
+from mmseg_arb.ops import (count_classes, count_classes_pytorch,
+                           cuda_ops_status, load_cuda_ops,
+                           update_count_state_)
+
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason='needs a CUDA GPU')
+
+
+@pytest.fixture(scope='module', autouse=True)
+def cuda_ops():
+    assert load_cuda_ops(), cuda_ops_status()
+
+
+def long_tailed_labels(shape, num_classes, dtype=torch.int64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    probs = 1.0 / torch.arange(1, num_classes + 1, dtype=torch.float64)
+    n = int(torch.tensor(shape).prod())
+    label = torch.multinomial(probs, n, replacement=True, generator=g)
+    label = label.view(shape)
+    label[torch.rand(shape, generator=g) < 0.1] = 255 if num_classes < 255 \
+        else -1
+    return label.to(dtype).cuda()
+
+
+@pytest.mark.parametrize('dtype', [torch.int64, torch.int32, torch.uint8])
+@pytest.mark.parametrize('num_classes', [19, 150, 1024, 20000])
+def test_count_kernel_matches_pytorch(dtype, num_classes):
+    if dtype == torch.uint8 and num_classes > 255:
+        pytest.skip('uint8 labels hold at most 256 values')
+    ignore = 255 if num_classes < 255 else -1
+    label = long_tailed_labels((3, 97, 131), num_classes, dtype)
+    label.view(-1)[:5] = torch.tensor([0, 1, 2, 3, 4], dtype=dtype)
+    if dtype != torch.uint8:
+        label.view(-1)[7] = num_classes + 3  # out of range
+    # An unaligned view exercises the scalar head and tail.
+    for view in (label, label.view(-1)[3:-5]):
+        counts, invalid = count_classes(view, num_classes, ignore)
+        ref_counts, ref_invalid = count_classes_pytorch(view, num_classes,
+                                                        ignore)
+        assert torch.equal(counts, ref_counts)
+        assert int(invalid) == int(ref_invalid)
+
+
+@pytest.mark.parametrize('mode', ['replace', 'accumulate', 'moving_average'])
+def test_update_kernel_matches_pytorch(mode):
+    state = torch.rand(150, dtype=torch.float64, device='cuda') * 100
+    batch = torch.randint(0, 1000, (150, ), device='cuda')
+    expected = state.clone()
+    if mode == 'replace':
+        expected.copy_(batch)
+    elif mode == 'accumulate':
+        expected.add_(batch)
+    else:
+        expected.mul_(0.9).add_(batch, alpha=0.1)
+    update_count_state_(state, batch, mode, 0.1)
+    torch.testing.assert_close(state, expected)
+
+
+@pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-5),
+                                       (torch.float16, 2e-3),
+                                       (torch.bfloat16, 1e-2)])
+@pytest.mark.parametrize('weighted', [False, True])
+def test_fused_loss_matches_cpu_path(dtype, tol, weighted):
+    g = torch.Generator().manual_seed(1)
+    logits = (torch.randn(2, 19, 33, 17, generator=g) * 20).to(dtype)
+    label = torch.randint(19, (2, 33, 17), generator=g)
+    label[:, :3] = 255
+    label[0, 5, 5] = 40  # out of range: ignored by the kernel
+    counts = torch.bincount(label[label < 19], minlength=19).double()
+    counts[4] = 0  # an absent class drops out
+    label[label == 4] = 255
+    cw = torch.rand(19, generator=g) + 0.5 if weighted else None
+    shift = log_count_shift(counts)
+
+    z_cpu = logits.float().requires_grad_()
+    keep = label.clone()
+    keep[0, 5, 5] = 255
+    ref = _per_pixel_loss(z_cpu, keep, shift, cw, 255)
+    grad_out = torch.rand(ref.shape, generator=g)
+    ref.backward(grad_out)
+
+    z_gpu = logits.cuda().requires_grad_()
+    out = _per_pixel_loss(z_gpu, label.cuda(), shift.cuda(),
+                          None if cw is None else cw.cuda(), 255)
+    out.backward(grad_out.cuda())
+    torch.testing.assert_close(out.cpu(), ref.detach(), rtol=tol, atol=tol)
+    torch.testing.assert_close(z_gpu.grad.float().cpu(), z_cpu.grad,
+                               rtol=tol, atol=tol)
+    assert z_gpu.grad.dtype == dtype
+
+
+@pytest.mark.parametrize('mode', ['batch', 'cumulative', 'ema'])
+def test_gpu_loss_matches_cpu_loss_module(mode):
+    logits = torch.randn(2, 150, 64, 64, dtype=torch.float64)
+    label = long_tailed_labels((2, 64, 64), 150).cpu()
+    cpu = ARBLoss(count_mode=mode)
+    gpu = ARBLoss(count_mode=mode).cuda()
+    for _ in range(2):
+        a = cpu(logits.float(), label)
+        b = gpu(logits.float().cuda(), label.cuda())
+    torch.testing.assert_close(b.cpu(), a, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gpu.estimator.counts.cpu(),
+                               cpu.estimator.counts)
+
+
+@pytest.mark.parametrize('mode', ['batch', 'cumulative', 'ema', 'prior'])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16])
+def test_no_host_sync_in_count_loss_and_backward(mode, dtype):
+    kwargs = dict(class_counts=[float(i + 1) for i in range(150)]) \
+        if mode == 'prior' else {}
+    loss_fn = ARBLoss(count_mode=mode, avg_non_ignore=True,
+                      **kwargs).cuda()
+    label = long_tailed_labels((2, 128, 128), 150)
+    logits = torch.randn(2, 150, 128, 128, device='cuda', dtype=dtype,
+                         requires_grad=True)
+    loss_fn(logits, label).backward()  # warm-up: allocations, first launch
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        for _ in range(3):
+            loss_fn(logits, label).backward()
+    finally:
+        torch.cuda.set_sync_debug_mode('default')
+    torch.cuda.synchronize()
+
+
+def test_bad_gpu_label_is_reported_without_sync():
+    loss_fn = ARBLoss().cuda()
+    label = long_tailed_labels((2, 32, 32), 19)
+    label[0, 0, 0] = 77
+    logits = torch.randn(2, 19, 32, 32, device='cuda')
+    with pytest.raises(LabelRangeError, match='77|1 label pixel'):
+        for _ in range(50):  # reported within a few iterations
+            loss_fn(logits, label)
+            torch.cuda.synchronize()
+        loss_fn.estimator.label_guard.flush()
+    sync = ARBLoss(label_check='sync').cuda()
+    with pytest.raises(LabelRangeError, match=r'\[77\]'):
+        sync(logits, label)
+
+
+def test_arb_loss_on_gpu_needs_no_estimator():
+    logits = torch.randn(4, 19, device='cuda', requires_grad=True)
+    label = torch.tensor([0, 1, 1, 255], device='cuda')
+    counts = torch.tensor([1.0, 2.0] + [0.0] * 17, device='cuda')
+    loss = arb_loss(logits, label, counts, avg_non_ignore=True)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.all(logits.grad[:, 2:] == 0)
