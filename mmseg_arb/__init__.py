@@ -2,9 +2,22 @@
 
 Importing this package registers everything it provides in mmseg's
 registries, so ``custom_imports = dict(imports=['mmseg_arb'])`` is all a
-config needs.
+config needs, and allow-lists mmengine checkpoints for torch >= 2.6's
+``weights_only`` loading so that ``--resume`` works.
+
+The loss math, the count estimator and the CUDA ops work without
+MMSegmentation; the registrations need it.
 """
-from . import models  # noqa: F401  (registers ARBLoss)
+import importlib.util
+
+from . import models  # noqa: F401  (ARBLoss)
 from .version import __version__
+
+if importlib.util.find_spec('mmseg') is not None:
+    from . import engine  # noqa: F401  (ARBRunner, GradientBalanceHook)
+    from . import evaluation  # noqa: F401  (LongTailIoUMetric)
+    from .utils.checkpoint import allow_mmengine_checkpoints
+
+    allow_mmengine_checkpoints()
 
 __all__ = ['__version__']

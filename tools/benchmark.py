@@ -1,22 +1,30 @@
-"""Benchmark ARB-Loss against mmseg's CrossEntropyLoss and the naive formula.
+"""Benchmark the class counting and ARB-Loss against their baselines.
 
-Prints a table (and writes JSON with ``--json``) of forward+backward time and
-peak memory, each as a ratio to mmseg's ``CrossEntropyLoss`` measured in the
-same run on the same logits:
+Prints tables (and writes JSON with ``--json``); every figure is a ratio to a
+baseline measured in the same run:
 
-* ``ARBLoss``: this package (count + log-count shift + loss).
-* ``naive``: the paper's formula as written, with the (pixels x classes)
-  matrix of ``n_j / n_y`` weights materialised.
+* ``count``: ``count_classes`` (the CUDA kernel on GPU) against
+  ``torch.bincount(label[label != ignore])`` and
+  ``torch.unique(..., return_counts=True)``, for 8x512x512 and 8x1024x1024
+  int64 labels and C = 19 and 150, with the achieved bandwidth against the
+  device's copy bandwidth (a label-sized device-to-device copy, timed here).
+* ``loss``: forward+backward time and peak memory of ``ARBLoss`` (count +
+  log-count shift + loss) and of the paper's formula as written (``naive``,
+  the (pixels x classes) matrix of ``n_j / n_y`` materialised) against
+  mmseg's ``CrossEntropyLoss`` on the same logits.
+* ``train`` (GPU, needs mmseg with mmcv): a full DeepLabV3+ R-50 training
+  iteration with ARB-Loss against the same iteration with CE.
 
 Timings are medians of repeated runs after warm-up (CUDA events on GPU).
 Peak memory is the growth over the inputs during forward+backward:
-``torch.cuda.max_memory_allocated`` on GPU; on CPU the process's peak
-resident set (``VmHWM``, reset through ``/proc/self/clear_refs``) with glibc
-told to ``mmap`` every large block, so that freed memory leaves the RSS.
+``torch.cuda.max_memory_allocated`` on GPU; on CPU the peak resident set
+(``VmHWM``, reset through ``/proc/self/clear_refs``) of a child process in
+which glibc ``mmap``s every large block, so that freed memory leaves the RSS
+(timings are taken in this process, with the normal allocator).
 
 Usage::
 
-    python tools/benchmark.py                       # CPU, 2x150x128x128
+    python tools/benchmark.py --sections loss       # CPU, 2x150x128x128
     python tools/benchmark.py --device cuda --shape 8 150 512 512 \
         --dtype float16 --json bench.json
 """
@@ -29,18 +37,19 @@ import subprocess
 import sys
 import time
 import warnings
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import torch
 
 # glibc returns blocks above this size to the OS on free, which makes the
 # resident set a faithful measure of live tensors.
 MMAP_THRESHOLD = '65536'
+SECTIONS = ('count', 'loss', 'train')
 
 
 def naive_arb_loss(logits: torch.Tensor, label: torch.Tensor,
                    counts: torch.Tensor, ignore_index: int) -> torch.Tensor:
-    """-log(e^{z_y} / sum_j (n_j / n_y) e^{z_j}), mean over valid pixels."""
+    """-log(e^{z_y} / sum_j (n_j / n_y) e^{z_j}), mean over all pixels."""
     valid = label != ignore_index
     safe = torch.where(valid, label, 0)
     z = logits.float()
@@ -49,42 +58,53 @@ def naive_arb_loss(logits: torch.Tensor, label: torch.Tensor,
     denom = (ratio * z.exp()).sum(1)
     z_y = z.gather(1, safe[:, None])[:, 0]
     loss = -(z_y.exp() / denom).log()
-    return torch.where(valid, loss, 0.0).sum() / valid.sum()
+    return torch.where(valid, loss, 0.0).sum() / label.numel()
 
 
-def make_inputs(shape: List[int], dtype: torch.dtype, device: str,
-                ignore_frac: float = 0.1, seed: int = 0):
-    n, c, h, w = shape
+def long_tailed_labels(shape: List[int], num_classes: int, device: str,
+                       ignore_frac: float = 0.1, seed: int = 0):
+    """int64 labels, class k drawn with probability ~ 1/(k+1), 10% ignored."""
     g = torch.Generator().manual_seed(seed)
-    logits = torch.randn(shape, generator=g).to(device=device, dtype=dtype)
-    # A long-tailed label map: class k drawn with probability ~ 1/(k+1).
-    probs = 1.0 / torch.arange(1, c + 1, dtype=torch.float64)
-    label = torch.multinomial(probs, n * h * w, replacement=True,
-                              generator=g).view(n, h, w)
-    label[torch.rand(n, h, w, generator=g) < ignore_frac] = 255
-    return logits, label.to(device)
+    probs = 1.0 / torch.arange(1, num_classes + 1, dtype=torch.float64)
+    n = 1
+    for d in shape:
+        n *= d
+    label = torch.multinomial(probs, n, replacement=True, generator=g)
+    label = label.view(shape)
+    label[torch.rand(shape, generator=g) < ignore_frac] = 255
+    return label.to(device)
 
 
-def build_losses(ignore_index: int) -> Dict[str, Callable]:
-    from mmseg.models.losses import CrossEntropyLoss
+def _once(fn: Callable, device: str) -> float:
+    if device == 'cuda':
+        start, end = (torch.cuda.Event(enable_timing=True) for _ in range(2))
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
-    from mmseg_arb.models.losses import ARBLoss
-    from mmseg_arb.ops import count_classes
 
-    with warnings.catch_warnings():  # CE's note on its avg_non_ignore default
-        warnings.simplefilter('ignore')
-        ce = CrossEntropyLoss()
-    arb = ARBLoss()
+def timed_interleaved(fns: Dict[str, Callable], device: str, repeats: int,
+                      warmup: int) -> Dict[str, float]:
+    """Median seconds of each ``fn()``, CUDA events on GPU. The functions
+    take turns, so that each sees the same allocator and cache state."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: Dict[str, List[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name].append(_once(fn, device))
+    return {name: statistics.median(t) for name, t in times.items()}
 
-    def naive(logits, label):
-        counts, _ = count_classes(label, logits.shape[1], ignore_index)
-        return naive_arb_loss(logits, label, counts, ignore_index)
 
-    return {
-        'CrossEntropyLoss': lambda z, y: ce(z, y, ignore_index=ignore_index),
-        'ARBLoss': lambda z, y: arb(z, y, ignore_index=ignore_index),
-        'naive': naive,
-    }
+def timed(fn: Callable, device: str, repeats: int, warmup: int) -> float:
+    """Median seconds of ``fn()``."""
+    return timed_interleaved({'fn': fn}, device, repeats, warmup)['fn']
 
 
 def _cpu_status(field: str) -> int:
@@ -95,81 +115,173 @@ def _cpu_status(field: str) -> int:
     raise RuntimeError(f'{field} not in /proc/self/status')
 
 
-def measure(fn: Callable, logits: torch.Tensor, label: torch.Tensor,
-            repeats: int, warmup: int) -> Dict[str, float]:
-    """Median fwd+bwd seconds and peak extra bytes of one call of ``fn``."""
-    cuda = logits.device.type == 'cuda'
-
-    def step():
-        z = logits.detach().requires_grad_()
-        fn(z, label).backward()
-        return z
-
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(repeats):
-        if cuda:
-            start, end = (torch.cuda.Event(enable_timing=True)
-                          for _ in range(2))
-            start.record()
-            step()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end) / 1e3)
-        else:
-            t0 = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - t0)
-    if cuda:
+def peak_bytes(fn: Callable, device: str) -> int:
+    """Memory growth over the current level while ``fn()`` runs (on CPU:
+    only meaningful under ``MALLOC_MMAP_THRESHOLD_``, see :func:`cpu_peak`).
+    """
+    if device == 'cuda':
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
-        step()
+        fn()
         torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        base = _cpu_status('VmRSS')
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')  # reset the peak RSS (VmHWM) to the current RSS
-        step()
-        peak = _cpu_status('VmHWM') - base
-    return {'time_s': statistics.median(times), 'peak_bytes': peak}
+        return torch.cuda.max_memory_allocated() - base
+    base = _cpu_status('VmRSS')
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')  # reset the peak RSS (VmHWM) to the current RSS
+    fn()
+    return _cpu_status('VmHWM') - base
 
 
-def run(args: argparse.Namespace) -> Dict:
-    import mmseg_arb  # noqa: F401
-    torch.manual_seed(0)
+# ----------------------------------------------------------------- count
+
+
+def bench_count(args: argparse.Namespace) -> Dict:
+    from mmseg_arb.ops import count_classes
+    # 8M-element unique() takes seconds on a CPU: fewer repeats there.
+    repeats = args.repeats if args.device == 'cuda' else min(args.repeats, 3)
+    results = []
+    for shape in ([8, 512, 512], [8, 1024, 1024]):
+        copy_src = long_tailed_labels(shape, 19, args.device)
+        copy_dst = torch.empty_like(copy_src)
+        nbytes = copy_src.numel() * copy_src.element_size()
+        t_copy = timed(lambda: copy_dst.copy_(copy_src), args.device,
+                       repeats, args.warmup)
+        copy_bw = 2 * nbytes / t_copy  # read + write
+        for num_classes in (19, 150):
+            label = long_tailed_labels(shape, num_classes, args.device)
+            methods = {
+                'count_classes':
+                lambda: count_classes(label, num_classes, 255),
+                'bincount':
+                lambda: torch.bincount(label[label != 255],
+                                       minlength=num_classes),
+                'unique':
+                lambda: torch.unique(label[label != 255],
+                                     return_counts=True),
+            }
+            times = timed_interleaved(methods, args.device, repeats, 1)
+            results.append({
+                'shape': shape,
+                'num_classes': num_classes,
+                'times_s': times,
+                'speedup_vs_bincount':
+                times['bincount'] / times['count_classes'],
+                'speedup_vs_unique': times['unique'] / times['count_classes'],
+                'bandwidth_GBps': nbytes / times['count_classes'] / 1e9,
+                'copy_bandwidth_GBps': copy_bw / 1e9,
+                'fraction_of_copy_bandwidth':
+                nbytes / times['count_classes'] / copy_bw,
+            })
+    return {'count': results}
+
+
+def print_count(rows: List[Dict]) -> None:
+    print('\nclass counting, int64 labels (10% ignored), median times')
+    print(f"{'labels':<16}{'C':>5}{'kernel ms':>11}{'bincount':>10}"
+          f"{'unique':>9}{'x bincnt':>10}{'x unique':>10}{'GB/s':>8}"
+          f"{'of copy':>9}")
+    for r in rows:
+        t = r['times_s']
+        print(f"{'x'.join(map(str, r['shape'])):<16}{r['num_classes']:>5}"
+              f"{t['count_classes'] * 1e3:>11.3f}{t['bincount'] * 1e3:>10.3f}"
+              f"{t['unique'] * 1e3:>9.3f}{r['speedup_vs_bincount']:>10.2f}"
+              f"{r['speedup_vs_unique']:>10.2f}{r['bandwidth_GBps']:>8.1f}"
+              f"{r['fraction_of_copy_bandwidth']:>9.0%}")
+
+
+# ------------------------------------------------------------------ loss
+
+
+def mmseg_ce_or_equivalent() -> Callable:
+    """mmseg's CrossEntropyLoss (default settings), or, where mmseg cannot
+    be imported (a bare GPU machine without mmcv), the same computation:
+    ``F.cross_entropy(reduction='none')`` summed over ``numel + eps``."""
+    try:
+        from mmseg.models.losses import CrossEntropyLoss
+    except ImportError:
+        import torch.nn.functional as F
+        eps = torch.finfo(torch.float32).eps
+        print('baseline: mmseg not importable, using its computation '
+              '(F.cross_entropy + sum / numel)')
+        return lambda z, y, ignore_index: F.cross_entropy(
+            z, y, reduction='none', ignore_index=ignore_index).sum() / (
+                y.numel() + eps)
+    with warnings.catch_warnings():  # CE's note on its avg_non_ignore default
+        warnings.simplefilter('ignore')
+        return CrossEntropyLoss()
+
+
+def build_losses(ignore_index: int) -> Dict[str, Callable]:
+    from mmseg_arb.models.losses import ARBLoss
+    from mmseg_arb.ops import count_classes
+
+    ce = mmseg_ce_or_equivalent()
+    arb = ARBLoss()
+
+    def naive(logits, label):
+        counts, _ = count_classes(label, logits.shape[1], ignore_index)
+        return naive_arb_loss(logits, label, counts, ignore_index)
+
+    return {
+        'CrossEntropyLoss': lambda z, y: ce(z, y, ignore_index=ignore_index),
+        'ARBLoss': lambda z, y: arb.to(z.device)(z, y,
+                                                 ignore_index=ignore_index),
+        'naive': naive,
+    }
+
+
+def loss_steps(args: argparse.Namespace) -> Dict[str, Callable]:
+    """A forward+backward closure per loss, on the same inputs."""
     dtype = getattr(torch, args.dtype)
-    logits, label = make_inputs(args.shape, dtype, args.device)
-    results = {}
-    for name, fn in build_losses(args.ignore_index).items():
+    n, c, h, w = args.shape
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(args.shape, generator=g).to(args.device, dtype)
+    label = long_tailed_labels([n, h, w], c, args.device)
+    steps = {}
+    for name, fn in build_losses(255).items():
         if name == 'naive' and args.skip_naive:
             continue
-        results[name] = measure(fn, logits, label, args.repeats, args.warmup)
+
+        def step(fn=fn):
+            z = logits.detach().requires_grad_()
+            fn(z, label).backward()
+
+        steps[name] = step
+    return steps
+
+
+def cpu_peak(name: str) -> int:
+    """Peak bytes of one CPU step of loss ``name``, measured in a child
+    process whose glibc returns freed blocks to the OS at once."""
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=MMAP_THRESHOLD)
+    out = subprocess.run(
+        [sys.executable] + sys.argv + ['--memory-probe', name],
+        env=env, capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def bench_loss(args: argparse.Namespace) -> Dict:
+    steps = loss_steps(args)
+    times = timed_interleaved(steps, args.device, args.repeats, args.warmup)
+    results = {}
+    for name, step in steps.items():
+        results[name] = {
+            'time_s': times[name],
+            'peak_bytes': peak_bytes(step, args.device)
+            if args.device == 'cuda' else cpu_peak(name),
+        }
     base = results['CrossEntropyLoss']
     for r in results.values():
         r['time_ratio'] = r['time_s'] / base['time_s']
         r['memory_ratio'] = r['peak_bytes'] / base['peak_bytes']
-    device_name = (torch.cuda.get_device_name() if args.device == 'cuda'
-                   else platform.processor() or platform.machine())
-    return {
-        'device': args.device,
-        'device_name': device_name,
-        'torch': torch.__version__,
-        'threads': torch.get_num_threads(),
-        'shape': args.shape,
-        'dtype': args.dtype,
-        'repeats': args.repeats,
-        'loss': results,
-    }
+    return {'loss': results, 'loss_shape': args.shape,
+            'loss_dtype': args.dtype}
 
 
-def print_table(report: Dict) -> None:
-    print(f"\nloss fwd+bwd, logits {'x'.join(map(str, report['shape']))} "
-          f"{report['dtype']} on {report['device']} "
-          f"({report['device_name']}, torch {report['torch']}, "
-          f"{report['threads']} threads), median of {report['repeats']}")
+def print_loss(report: Dict) -> None:
+    print(f"\nloss fwd+bwd, logits {'x'.join(map(str, report['loss_shape']))}"
+          f" {report['loss_dtype']}, median times, peak = growth over inputs")
     print(f"{'loss':<18}{'time ms':>10}{'peak MiB':>11}"
           f"{'time/CE':>10}{'mem/CE':>9}")
     for name, r in report['loss'].items():
@@ -177,36 +289,132 @@ def print_table(report: Dict) -> None:
               f"{r['peak_bytes'] / 2**20:>11.1f}"
               f"{r['time_ratio']:>10.2f}{r['memory_ratio']:>9.2f}")
     arb = report['loss']['ARBLoss']
-    print(f"\nARB/CE time ratio {arb['time_ratio']:.2f}, "
-          f"memory ratio {arb['memory_ratio']:.2f}"
-          + (f", naive/CE time ratio "
-             f"{report['loss']['naive']['time_ratio']:.2f}"
-             if 'naive' in report['loss'] else ''))
+    naive = report['loss'].get('naive')
+    print(f"ARB/CE time ratio {arb['time_ratio']:.2f}, memory ratio "
+          f"{arb['memory_ratio']:.2f}" +
+          (f"; naive/CE time ratio {naive['time_ratio']:.2f}, memory ratio "
+           f"{naive['memory_ratio']:.2f}" if naive else ''))
+
+
+# ----------------------------------------------------------------- train
+
+
+def bench_train(args: argparse.Namespace) -> Optional[Dict]:
+    """One DeepLabV3+ R-50 training iteration (fwd, bwd, SGD step) on a
+    2x3x512x512 batch, ARB against CE, same model and data."""
+    if args.device != 'cuda':
+        return None
+    try:
+        from mmengine.config import Config
+        from mmengine.registry import init_default_scope
+        from mmseg.registry import MODELS
+        import mmseg
+    except ImportError as e:
+        print(f'train section skipped: {e}')
+        return None
+    cfg_path = os.path.join(
+        os.path.dirname(mmseg.__file__), '.mim', 'configs', 'deeplabv3plus',
+        'deeplabv3plus_r50-d8_4xb4-80k_ade20k-512x512.py')
+    init_default_scope('mmseg')
+    times = {}
+    for name in ('CrossEntropyLoss', 'ARBLoss'):
+        cfg = Config.fromfile(cfg_path)
+        model_cfg = cfg.model
+        model_cfg.pretrained = None
+        model_cfg.backbone.norm_cfg = model_cfg.decode_head.norm_cfg = \
+            model_cfg.auxiliary_head.norm_cfg = dict(type='BN')
+        if name == 'ARBLoss':
+            from mmseg_arb.utils.switch_config import switch_to_arb
+            model_cfg = switch_to_arb(model_cfg.to_dict())
+        model = MODELS.build(model_cfg).cuda().train()
+        optim = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        torch.manual_seed(0)
+        inputs = torch.randn(2, 3, 512, 512, device='cuda')
+        from mmengine.structures import PixelData
+        from mmseg.structures import SegDataSample
+        samples = []
+        for i in range(2):
+            s = SegDataSample()
+            s.gt_sem_seg = PixelData(data=long_tailed_labels(
+                [1, 512, 512], 150, 'cuda', seed=i))
+            s.set_metainfo(dict(img_shape=(512, 512), pad_shape=(512, 512)))
+            samples.append(s)
+
+        def step():
+            optim.zero_grad(set_to_none=True)
+            losses = model.loss(inputs, samples)
+            sum(v for k, v in losses.items() if 'loss' in k).backward()
+            optim.step()
+
+        times[name] = timed(step, 'cuda', args.repeats, args.warmup)
+        del model, optim
+        torch.cuda.empty_cache()
+    return {'train': {'times_s': times,
+                      'time_ratio': times['ARBLoss'] /
+                      times['CrossEntropyLoss']}}
+
+
+def print_train(report: Dict) -> None:
+    t = report['train']['times_s']
+    print('\nDeepLabV3+ R-50 training iteration, 2x3x512x512, 150 classes')
+    print(f"CE {t['CrossEntropyLoss'] * 1e3:.1f} ms, ARB "
+          f"{t['ARBLoss'] * 1e3:.1f} ms, ARB/CE "
+          f"{report['train']['time_ratio']:.3f}")
+
+
+# ------------------------------------------------------------------ main
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
+    parser.add_argument('--sections', nargs='+', default=list(SECTIONS),
+                        choices=SECTIONS)
     parser.add_argument('--shape', type=int, nargs=4,
-                        default=[2, 150, 128, 128], metavar=('N', 'C', 'H', 'W'))
+                        default=[2, 150, 128, 128],
+                        metavar=('N', 'C', 'H', 'W'),
+                        help='logits of the loss section')
     parser.add_argument('--dtype', default='float32',
                         choices=['float32', 'float16', 'bfloat16'])
     parser.add_argument('--repeats', type=int, default=20)
     parser.add_argument('--warmup', type=int, default=3)
-    parser.add_argument('--ignore-index', type=int, default=255)
     parser.add_argument('--skip-naive', action='store_true')
     parser.add_argument('--json', help='also write the results here')
+    parser.add_argument('--memory-probe', help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
 def main() -> None:
-    # The CPU memory measure needs the allocator setting from process start.
-    if os.environ.get('MALLOC_MMAP_THRESHOLD_') != MMAP_THRESHOLD:
-        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=MMAP_THRESHOLD)
-        sys.exit(subprocess.call([sys.executable] + sys.argv, env=env))
     args = parse_args()
-    report = run(args)
-    print_table(report)
+    import mmseg_arb  # noqa: F401
+    if args.memory_probe:  # child of cpu_peak(): one measurement, printed
+        step = loss_steps(args)[args.memory_probe]
+        step()  # warm-up
+        print(peak_bytes(step, 'cpu'))
+        return
+    from mmseg_arb.ops import cuda_ops_status, load_cuda_ops
+    if args.device == 'cuda':
+        load_cuda_ops()
+    report = {
+        'device': args.device,
+        'device_name': (torch.cuda.get_device_name() if args.device == 'cuda'
+                        else platform.processor() or platform.machine()),
+        'torch': torch.__version__,
+        'threads': torch.get_num_threads(),
+        'cuda_ops': cuda_ops_status(),
+        'repeats': args.repeats,
+    }
+    print(f"{report['device_name']} ({args.device}), torch {report['torch']},"
+          f" {report['threads']} threads, CUDA ops: {report['cuda_ops']}")
+    printers = {'count': print_count, 'loss': print_loss,
+                'train': print_train}
+    for section in args.sections:
+        part = {'count': bench_count, 'loss': bench_loss,
+                'train': bench_train}[section](args)
+        if part is None:
+            continue
+        report.update(part)
+        printers[section](part['count'] if section == 'count' else part)
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(report, f, indent=2)

@@ -100,6 +100,18 @@ class LabelRangeGuard:
                          "set label_check='sync' to stop at the bad batch)"))
 
 
+def check_labels_now(label: Tensor, num_classes: int,
+                     ignore_index: int) -> None:
+    """Raise :class:`LabelRangeError` if ``label`` has a value outside
+    ``[0, num_classes)`` other than ``ignore_index`` (reads the device)."""
+    _, invalid = label_masks(label, num_classes, ignore_index)
+    num_bad = int(invalid.sum())
+    if num_bad:
+        raise LabelRangeError(
+            _message(num_bad, num_classes, ignore_index,
+                     _offending_values(label, num_classes, ignore_index)))
+
+
 def _offending_values(label: Optional[Tensor], num_classes: int,
                       ignore_index: int) -> str:
     if label is None:

@@ -6,7 +6,7 @@ writes, with ``class_names``, ``dataset`` and ``num_images`` beside it).
 """
 import json
 import os
-from typing import List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -44,6 +44,18 @@ def load_class_counts(source: CountsSource) -> Tensor:
     counts = torch.as_tensor(np.asarray(source, dtype=np.float64))
     check_class_counts(counts, origin)
     return counts
+
+
+def save_class_stats(stats: Dict, path: str) -> None:
+    """Write class statistics (with at least ``counts``) as JSON, creating
+    the folder; the file loads back with :func:`load_class_counts`."""
+    check_class_counts(torch.as_tensor(stats['counts'], dtype=torch.float64),
+                       'stats')
+    folder = os.path.dirname(path)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    with open(path, 'w') as f:
+        json.dump(stats, f, indent=1)
 
 
 def load_class_weight(source: Optional[CountsSource]) -> Optional[List[float]]:

@@ -14,13 +14,14 @@ import importlib.util
 from typing import Optional, Sequence, Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...counting.estimator import ClassCountEstimator
+from ...counting.label_guard import check_labels_now
 from ...ops.class_count import check_label_dtype, label_masks
 from ...ops.cuda_ext import load_cuda_ops
 from ...ops.fused_arb_loss import FUSED_DTYPES, fused_arb_cross_entropy
+from ...ops.shifted_cross_entropy import shifted_cross_entropy
 from ...utils.class_stats import CountsSource, load_class_weight
 
 if importlib.util.find_spec('mmseg') is not None:
@@ -106,26 +107,13 @@ def _mean_denominator(label: Tensor, num_classes: int, ignore_index: int,
 def _per_pixel_loss(logits: Tensor, label: Tensor, shift: Tensor,
                     class_weight: Optional[Tensor],
                     ignore_index: int) -> Tensor:
-    """Unreduced ARB-Loss: the fused CUDA kernels when available, else
-    cross-entropy on shifted logits."""
+    """Unreduced ARB-Loss: the fused CUDA kernels when available, else the
+    PyTorch implementation. Both give bad labels loss 0 (see arb_loss)."""
     if logits.is_cuda and logits.dtype in FUSED_DTYPES and load_cuda_ops():
         return fused_arb_cross_entropy(logits, label, shift, class_weight,
                                        ignore_index)
-    num_classes = logits.shape[1]
-    if logits.device.type != 'cpu':
-        # Off the CPU, F.cross_entropy device-asserts on a bad label; it is
-        # ignored here and reported by the count estimator instead.
-        _, invalid = label_masks(label, num_classes, ignore_index)
-        label = torch.where(invalid, ignore_index, label)
-    shift = shift.view((1, num_classes) + (1, ) * (logits.dim() - 2))
-    # Type promotion makes the sum fp32 (fp64 for fp64 logits) in one pass.
-    return F.cross_entropy(
-        logits + shift,
-        label.long(),
-        weight=None if class_weight is None else class_weight.to(
-            torch.promote_types(logits.dtype, torch.float32)),
-        reduction='none',
-        ignore_index=ignore_index)
+    return shifted_cross_entropy(logits, label, shift, class_weight,
+                                 ignore_index)
 
 
 def arb_loss(logits: Tensor,
@@ -161,9 +149,10 @@ def arb_loss(logits: Tensor,
         ``reduction='none'`` (0 at ignored pixels). A batch whose pixels are
         all ignored gives 0 with zero gradients.
 
-    Labels outside ``[0, C)`` raise on CPU. On GPU they are treated as
-    ignored rather than tripping a device-side assert; :class:`ARBLoss`
-    reports them through its count estimator without a host sync.
+    Labels outside ``[0, C)`` raise :class:`LabelRangeError` on CPU. On GPU
+    they get loss 0, as ignored pixels, rather than a device-side assert;
+    :class:`ARBLoss` reports them through its count estimator without a
+    host sync.
     """
     check_logits_and_label(logits, label)
     if reduction not in REDUCTIONS:
@@ -181,6 +170,8 @@ def arb_loss(logits: Tensor,
         raise ValueError(f'weight of shape {tuple(weight.shape)} does not '
                          f'broadcast to the label shape {tuple(label.shape)}')
 
+    if label.device.type == 'cpu':  # free to check here: no device to stall
+        check_labels_now(label, num_classes, ignore_index)
     shift = log_count_shift(class_counts).to(logits.device)
     if class_weight is not None:
         class_weight = class_weight.to(logits.device, torch.float32)

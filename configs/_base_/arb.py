@@ -1,0 +1,17 @@
+# One _base_ line that switches any MMSegmentation config to ARB-Loss:
+#
+#     _base_ = ['./my_config.py', '<path to mmseg-arb>/configs/_base_/arb.py']
+#
+# Why not a `model = dict(...)` fragment: mmengine forbids two _base_ files
+# defining the same key, and every model config defines `model`. So this
+# fragment names a runner instead: ARBRunner (mmseg_arb/engine/runner.py)
+# rewrites the model config before the model is built, turning every softmax
+# CrossEntropyLoss (decode and auxiliary heads) into an ARBLoss that keeps
+# its loss_weight, class_weight, avg_non_ignore and reduction and adds the
+# settings below. mmseg's own tools/train.py and tools/test.py honour
+# `runner_type`, and so do ours.
+custom_imports = dict(imports=['mmseg_arb'], allow_failed_imports=False)
+runner_type = 'ARBRunner'
+# Keyword arguments of every ARBLoss created (see ARBLoss for all of them).
+# 'batch': counts of the current batch, summed over GPUs (the paper's loss).
+arb = dict(count_mode='batch')

@@ -1,0 +1,18 @@
+# DeepLabV3+ R101-D8 with ARB-Loss, ade20k (150 classes), 512x512, 80k.
+# Identical to mmseg's deeplabv3plus_r101-d8_4xb4-80k_ade20k-512x512.py but for the losses.
+_base_ = 'mmseg::deeplabv3plus/deeplabv3plus_r101-d8_4xb4-80k_ade20k-512x512.py'
+custom_imports = dict(imports=['mmseg_arb'], allow_failed_imports=False)
+# count_mode='batch': n_j are the pixel counts of the current batch, summed
+# over all GPUs (the paper's ARB-Loss); every rank applies the same weights.
+# The auxiliary FCN head is trained with ARB too, at mmseg's weight 0.4, so that
+# its gradient does not reintroduce the repulsion imbalance into the backbone.
+# No _delete_ needed: ARBLoss accepts the CE keys left over from the base.
+model = dict(
+    decode_head=dict(
+        loss_decode=dict(
+            type='ARBLoss', count_mode='batch', num_classes=150,
+            loss_weight=1.0)),
+    auxiliary_head=dict(
+        loss_decode=dict(
+            type='ARBLoss', count_mode='batch', num_classes=150,
+            loss_weight=0.4)))

@@ -1,0 +1,13 @@
+# SegFormer MiT-B4 with ARB-Loss, cityscapes (19 classes), 1024x1024, 160k.
+# Identical to mmseg's segformer_mit-b4_8xb1-160k_cityscapes-1024x1024.py but for the loss.
+_base_ = 'mmseg::segformer/segformer_mit-b4_8xb1-160k_cityscapes-1024x1024.py'
+custom_imports = dict(imports=['mmseg_arb'], allow_failed_imports=False)
+# count_mode='batch': n_j are the pixel counts of the current batch, summed
+# over all GPUs (the paper's ARB-Loss); every rank applies the same weights.
+# SegFormer has no auxiliary head. No _delete_ needed: ARBLoss accepts the CE
+# keys left over from the base.
+model = dict(
+    decode_head=dict(
+        loss_decode=dict(
+            type='ARBLoss', count_mode='batch', num_classes=19,
+            loss_weight=1.0)))

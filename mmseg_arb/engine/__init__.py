@@ -1,0 +1,4 @@
+from .hooks import GradientBalanceHook
+from .runner import ARBRunner
+
+__all__ = ['ARBRunner', 'GradientBalanceHook']

@@ -1,0 +1,245 @@
+"""Measuring what ARB-Loss balances: per-class attraction and repulsion
+gradients on the final classifier."""
+import json
+import os.path as osp
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from mmengine.hooks import Hook
+from mmseg.registry import HOOKS
+from torch import Tensor
+
+
+def attraction_repulsion_norms(grad_logits: Tensor, label: Tensor,
+                               features: Tensor, align_corners: bool,
+                               ignore_index: int = 255
+                               ) -> Tuple[Tensor, Tensor]:
+    """Per-class norms of the attraction and repulsion parts of the
+    classifier-weight gradient.
+
+    The decode head computes ``logits = resize(W f + b)``, so
+    ``dL/dW_c = sum_j (R^T G)_{jc} f_j`` with ``G = dL/dlogits`` at label
+    resolution and ``R^T`` the adjoint of the bilinear resize. Splitting
+    ``G`` by the pixel's label gives the attraction of class ``c`` (from its
+    own pixels, ``G_ic [y_i = c]``) and its repulsion (from every other
+    pixel, ``G_ic [y_i != c]``); both are mapped back to ``W`` exactly.
+
+    Args:
+        grad_logits (Tensor): ``dL/dlogits`` (N, C, H, W) at label size.
+        label (Tensor): (N, H, W) labels.
+        features (Tensor): (N, K, h, w) input of the classifier conv.
+        align_corners (bool): The head's resize setting.
+        ignore_index (int): Ignored label.
+
+    Returns:
+        tuple[Tensor, Tensor]: float64 (C,) norms of the attraction and of
+        the repulsion gradient of each class's weight vector.
+    """
+    num_classes = grad_logits.shape[1]
+    valid = (label != ignore_index) & (label >= 0) & (label < num_classes)
+    own = F.one_hot(torch.where(valid, label, 0), num_classes).permute(
+        0, 3, 1, 2).to(grad_logits.dtype) * valid[:, None]
+    g = grad_logits.detach()
+    low = features.shape[-2:]
+    norms = []
+    for part in (g * own, g * (valid[:, None] & (own == 0))):
+        if part.shape[-2:] != low:
+            part = _resize_adjoint(part, low, align_corners)
+        grad_w = torch.einsum('nchw,nkhw->ck', part.double(),
+                              features.detach().double())
+        norms.append(grad_w.norm(dim=1))
+    return norms[0], norms[1]
+
+
+def _resize_adjoint(grad_high: Tensor, low_size, align_corners: bool
+                    ) -> Tensor:
+    """``R^T grad_high`` for ``R`` = bilinear resize from ``low_size``."""
+    probe = grad_high.new_zeros(grad_high.shape[:2] + tuple(low_size),
+                                requires_grad=True)
+    with torch.enable_grad():
+        high = F.interpolate(probe, size=grad_high.shape[-2:],
+                             mode='bilinear', align_corners=align_corners)
+        (adjoint, ) = torch.autograd.grad(high, probe, grad_high)
+    return adjoint
+
+
+@HOOKS.register_module()
+class GradientBalanceHook(Hook):
+    """Logs per-class attraction vs repulsion gradient norms of the decode
+    head's classifier (``conv_seg``) every ``interval`` iterations, and plots
+    them at the end of training.
+
+    Cost: nothing on other iterations (no hooks are attached); on a
+    measured iteration, one copy of the label-size logits gradient, two
+    adjoint resizes and two (C x K) contractions over the feature map.
+
+    Logged: ``train/grad_attraction`` and ``train/grad_repulsion`` (means
+    over the classes present) and ``train/grad_balance`` (median of
+    attraction / repulsion) in the training log; per-class values go to the
+    visualizer (``grad_balance/attraction/<class>``, TensorBoard-ready).
+    At the end: ``<work_dir>/gradient_balance.png`` (classes sorted by their
+    pixel frequency in the measured batches) and ``gradient_balance.json``.
+
+    Args:
+        interval (int): Measure every ``interval`` iterations. Default: 50.
+        head (str): Attribute of the segmentor holding the head.
+            Default: ``'decode_head'``.
+        average_last (int): Measurements averaged for the plot. Default: 10.
+    """
+
+    priority = 'LOW'
+
+    def __init__(self, interval: int = 50, head: str = 'decode_head',
+                 average_last: int = 10) -> None:
+        if interval < 1:
+            raise ValueError(f'interval must be >= 1, got {interval}')
+        self.interval = interval
+        self.head_name = head
+        self.average_last = average_last
+        self._handles: List = []
+        self._captured: Dict[str, Tensor] = {}
+        self.history: List[Dict[str, np.ndarray]] = []
+        self.label_counts: Optional[np.ndarray] = None
+
+    def _head(self, runner):
+        model = runner.model
+        model = getattr(model, 'module', model)
+        return getattr(model, self.head_name)
+
+    def before_train_iter(self, runner, batch_idx: int,
+                          data_batch=None) -> None:
+        if (runner.iter + 1) % self.interval:
+            return
+        head = self._head(runner)
+        captured = self._captured
+        captured.clear()
+
+        def keep_features(module, inputs, output):
+            captured['features'] = inputs[0]
+
+        def keep_logits(module, args):
+            logits, label = args[0], args[1]
+            captured['label'] = label
+            if logits.requires_grad:
+                logits.register_hook(
+                    lambda g: captured.__setitem__('grad', g))
+
+        losses = head.loss_decode
+        first = losses[0] if isinstance(losses, torch.nn.ModuleList) \
+            else losses
+        self._handles = [
+            head.conv_seg.register_forward_hook(keep_features),
+            first.register_forward_pre_hook(keep_logits)
+        ]
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None,
+                         outputs=None) -> None:
+        if not self._handles:
+            return
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+        captured = self._captured
+        if 'grad' not in captured:
+            return  # the loss did not reach the classifier this step
+        head = self._head(runner)
+        attraction, repulsion = attraction_repulsion_norms(
+            captured['grad'], captured['label'], captured['features'],
+            head.align_corners, head.ignore_index)
+        label = captured['label']
+        valid = label[(label >= 0) & (label < len(attraction))]
+        counts = torch.bincount(valid.flatten(),
+                                minlength=len(attraction)).cpu().numpy()
+        self.label_counts = counts if self.label_counts is None else \
+            self.label_counts + counts
+        captured.clear()
+        self._record(runner, attraction.cpu().numpy(),
+                     repulsion.cpu().numpy())
+
+    def _record(self, runner, attraction: np.ndarray,
+                repulsion: np.ndarray) -> None:
+        present = repulsion > 0
+        ratio = attraction[present] / repulsion[present]
+        hub = runner.message_hub
+        hub.update_scalar('train/grad_attraction',
+                          float(attraction[present].mean()))
+        hub.update_scalar('train/grad_repulsion',
+                          float(repulsion[present].mean()))
+        hub.update_scalar('train/grad_balance', float(np.median(ratio)))
+        names = self._class_names(runner, len(attraction))
+        runner.visualizer.add_scalars(
+            {
+                **{f'grad_balance/attraction/{n}': float(a)
+                   for n, a in zip(names, attraction)},
+                **{f'grad_balance/repulsion/{n}': float(r)
+                   for n, r in zip(names, repulsion)}
+            },
+            step=runner.iter + 1)
+        self.history.append({'iter': runner.iter + 1,
+                             'attraction': attraction,
+                             'repulsion': repulsion})
+
+    def before_train(self, runner) -> None:
+        self.label_counts = None
+
+    def after_train(self, runner) -> None:
+        if not self.history or not runner.rank == 0:
+            return
+        recent = self.history[-self.average_last:]
+        attraction = np.mean([h['attraction'] for h in recent], axis=0)
+        repulsion = np.mean([h['repulsion'] for h in recent], axis=0)
+        names = self._class_names(runner, len(attraction))
+        counts = self.label_counts
+        out = osp.join(runner.work_dir, 'gradient_balance')
+        with open(out + '.json', 'w') as f:
+            json.dump({
+                'classes': names,
+                'pixel_counts': counts.tolist(),
+                'attraction': attraction.tolist(),
+                'repulsion': repulsion.tolist(),
+                'iterations': [h['iter'] for h in recent],
+            }, f, indent=1)
+        plot_gradient_balance(names, counts, attraction, repulsion,
+                              out + '.png')
+
+    @staticmethod
+    def _class_names(runner, num_classes: int) -> List[str]:
+        meta = getattr(runner.train_dataloader.dataset, 'metainfo', {}) or {}
+        names = list(meta.get('classes', []))
+        return names if len(names) == num_classes else \
+            [str(i) for i in range(num_classes)]
+
+
+def plot_gradient_balance(names: List[str], counts: np.ndarray,
+                          attraction: np.ndarray, repulsion: np.ndarray,
+                          path: str) -> None:
+    """Per-class attraction and repulsion norms, classes sorted by pixel
+    frequency (most frequent left), with their ratio below."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    order = np.argsort(-np.asarray(counts), kind='stable')
+    x = np.arange(len(order))
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(max(6, 0.15 * len(order)), 6), sharex=True)
+    top.bar(x - 0.2, attraction[order], 0.4, label='attraction (own pixels)')
+    top.bar(x + 0.2, repulsion[order], 0.4, label='repulsion (other pixels)')
+    top.set_yscale('log')
+    top.set_ylabel('gradient norm')
+    top.legend()
+    ratio = np.where(repulsion > 0, attraction / np.maximum(repulsion, 1e-30),
+                     np.nan)
+    bottom.bar(x, ratio[order], color='tab:green')
+    bottom.axhline(1.0, color='k', lw=0.8)
+    bottom.set_yscale('log')
+    bottom.set_ylabel('attraction / repulsion')
+    bottom.set_xticks(x)
+    bottom.set_xticklabels([names[i] for i in order], rotation=90,
+                           fontsize=6 if len(order) > 40 else 8)
+    bottom.set_xlabel('classes, most frequent first')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,24 @@
+"""A Runner that switches a config's cross-entropy losses to ARB-Loss.
+
+Selected by ``runner_type = 'ARBRunner'`` (see ``configs/_base_/arb.py``);
+the top-level ``arb`` dict of the config holds the ARBLoss settings.
+"""
+import copy
+
+from mmengine.config import Config
+from mmengine.runner import Runner
+from mmseg.registry import RUNNERS
+
+from ..utils.switch_config import switch_to_arb
+
+
+@RUNNERS.register_module()
+class ARBRunner(Runner):
+    """:class:`mmengine.runner.Runner` whose model config has its softmax
+    ``CrossEntropyLoss`` entries replaced by ``ARBLoss`` before building."""
+
+    @classmethod
+    def from_cfg(cls, cfg: Config) -> Runner:
+        cfg = copy.deepcopy(cfg)
+        cfg.model = switch_to_arb(cfg.model, **cfg.get('arb', {}))
+        return super().from_cfg(cfg)

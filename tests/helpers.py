@@ -1,0 +1,76 @@
+"""Shrinking the shipped configs to what a CPU test can run, changing only
+what CPU and the absence of weights force."""
+import copy
+import os.path as osp
+from typing import Any
+
+from mmengine.config import Config
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIGS = osp.join(ROOT, 'configs')
+
+
+def replace_type(node: Any, old: str, new: str) -> Any:
+    """Every dict with ``type == old`` gets ``type = new`` (recursively)."""
+    if isinstance(node, dict):
+        if node.get('type') == old:
+            node['type'] = new
+        for value in node.values():
+            replace_type(value, old, new)
+    elif isinstance(node, list):
+        for value in node:
+            replace_type(value, old, new)
+    return node
+
+
+def shrink_for_cpu(cfg: Config, data_root: str, work_dir: str,
+                   iters: int = 4, crop=(64, 64)) -> Config:
+    """CPU-sized copy of a shipped config: BN for SyncBN, small crop and
+    width, no pretrained weights, a few iterations, generated data."""
+    cfg = copy.deepcopy(cfg)
+    cfg.work_dir = work_dir
+    cfg.launcher = 'none'
+    model = cfg.model
+    replace_type(model, 'SyncBN', 'BN')
+    model.data_preprocessor.size = crop
+    model.pretrained = None
+    backbone = model.backbone
+    backbone.init_cfg = None
+    if backbone.type == 'ResNetV1c':  # DeepLabV3+: ResNet-18 at 1/4 width
+        backbone.update(depth=18, stem_channels=16, base_channels=16)
+        model.decode_head.update(in_channels=128, channels=32,
+                                 c1_in_channels=16, c1_channels=8,
+                                 dilations=(1, 2, 3, 4))
+        model.auxiliary_head.update(in_channels=64, channels=16)
+    else:  # SegFormer: MiT-B0 with one block per stage
+        backbone.update(embed_dims=16, num_layers=[1, 1, 1, 1])
+        model.decode_head.update(in_channels=[16, 32, 80, 128], channels=32)
+    model.test_cfg = dict(mode='whole')
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg[name]
+        loader.num_workers = 0
+        loader.persistent_workers = False
+        loader.dataset.data_root = data_root
+    cfg.train_dataloader.batch_size = 2
+    for t in cfg.train_dataloader.dataset.pipeline:
+        if t.type == 'RandomResize':
+            t.scale = (4 * crop[1], crop[0])
+        if t.type == 'RandomCrop':
+            t.crop_size = crop
+    for loader in ('val_dataloader', 'test_dataloader'):
+        for t in cfg[loader].dataset.pipeline:
+            if t.type == 'Resize':
+                t.scale = (4 * crop[1], crop[0])
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=iters,
+                         val_interval=iters)
+    cfg.param_scheduler = [dict(type='PolyLR', power=0.9, begin=0,
+                                end=iters, by_epoch=False, eta_min=1e-4)]
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False,
+                                        interval=max(1, iters // 2))
+    cfg.default_hooks.logger.interval = 1
+    cfg.env_cfg = dict(cudnn_benchmark=False,
+                       mp_cfg=dict(mp_start_method='fork',
+                                   opencv_num_threads=0),
+                       dist_cfg=dict(backend='gloo'))
+    cfg.randomness = dict(seed=0)
+    return cfg

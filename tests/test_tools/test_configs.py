@@ -1,0 +1,121 @@
+"""Every shipped config loads and builds its model; each differs from the
+mmseg config it inherits only in the losses."""
+import glob
+import json
+import os
+import os.path as osp
+
+import pytest
+from helpers import CONFIGS
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+import mmseg_arb  # noqa: F401
+from mmseg_arb.models.losses import ARBLoss
+from mmseg_arb.utils.switch_config import switch_to_arb
+
+SHIPPED = sorted(
+    glob.glob(osp.join(CONFIGS, '*', '*.py'))
+    + glob.glob(osp.join(CONFIGS, '_base_', '*.py')))
+MODEL_CONFIGS = [p for p in SHIPPED if '_base_' not in p]
+
+
+@pytest.fixture
+def prior_files(tmp_path, monkeypatch):
+    """The class statistics the prior configs read, in a scratch cwd."""
+    monkeypatch.chdir(tmp_path)
+    for rel, n in (('data/ade/ADEChallengeData2016', 150),
+                   ('data/cityscapes', 19)):
+        os.makedirs(rel)
+        with open(osp.join(rel, 'class_stats_train.json'), 'w') as f:
+            json.dump({'counts': list(range(1, n + 1))}, f)
+
+
+def arb_heads(model):
+    heads = [model.decode_head]
+    if getattr(model, 'auxiliary_head', None) is not None:
+        heads.append(model.auxiliary_head)
+    return heads
+
+
+@pytest.mark.parametrize('path', MODEL_CONFIGS,
+                         ids=[osp.basename(p) for p in MODEL_CONFIGS])
+def test_config_builds_model_with_arb(path, prior_files):
+    from mmseg.registry import MODELS
+    cfg = Config.fromfile(path)
+    init_default_scope('mmseg')
+    model = MODELS.build(cfg.model)
+    heads = arb_heads(model)
+    for head in heads:
+        assert isinstance(head.loss_decode, ARBLoss), path
+        assert head.loss_decode.estimator.num_classes == head.num_classes
+    if 'deeplabv3plus' in path:
+        assert len(heads) == 2  # auxiliary head trained with ARB too
+
+
+def _mmseg_config(path: str) -> str:
+    """The file behind the ``mmseg::`` reference in ``path``'s ``_base_``."""
+    import mmseg
+    with open(path) as f:
+        ref = next(line for line in f if line.startswith('_base_'))
+    rel = ref.split("'")[1].split('mmseg::')[1]
+    return osp.join(osp.dirname(mmseg.__file__), '.mim', 'configs', rel)
+
+
+def _pop_losses(node, found):
+    if isinstance(node, dict):
+        if 'loss_decode' in node:
+            found.append(node.pop('loss_decode'))
+        for value in node.values():
+            _pop_losses(value, found)
+    return found
+
+
+MMSEG_TWINS = [p for p in MODEL_CONFIGS if 'demo' not in p
+               and 'prior' not in p]
+
+
+@pytest.mark.parametrize('path', MMSEG_TWINS,
+                         ids=[osp.basename(p) for p in MMSEG_TWINS])
+def test_config_differs_from_mmseg_only_in_losses(path):
+    ours = Config.fromfile(path).to_dict()
+    theirs = Config.fromfile(_mmseg_config(path)).to_dict()
+    assert ours.pop('custom_imports') == dict(
+        imports=['mmseg_arb'], allow_failed_imports=False)
+    our_losses = _pop_losses(ours, [])
+    their_losses = _pop_losses(theirs, [])
+    assert ours == theirs
+    assert [l['type'] for l in our_losses] == ['ARBLoss'] * len(our_losses)
+    assert [l['loss_weight'] for l in our_losses] == \
+        [l['loss_weight'] for l in their_losses]
+
+
+def test_base_fragment_switches_a_plain_mmseg_config(tmp_path):
+    user_cfg = tmp_path / 'my_config.py'
+    user_cfg.write_text(
+        "_base_ = ['mmseg::deeplabv3plus/"
+        "deeplabv3plus_r50-d8_4xb4-80k_ade20k-512x512.py', "
+        f"'{osp.join(CONFIGS, '_base_', 'arb.py')}']\n")
+    cfg = Config.fromfile(str(user_cfg))
+    assert cfg.runner_type == 'ARBRunner'
+    model = switch_to_arb(cfg.model, **cfg.arb)
+    losses = [model['decode_head']['loss_decode'],
+              model['auxiliary_head']['loss_decode']]
+    assert [(l['type'], l['loss_weight'], l['num_classes']) for l in losses] \
+        == [('ARBLoss', 1.0, 150), ('ARBLoss', 0.4, 150)]
+
+
+def test_switch_keeps_other_losses_and_rejects_models_without_ce():
+    model = dict(decode_head=dict(num_classes=5, loss_decode=[
+        dict(type='CrossEntropyLoss', loss_weight=1.0, avg_non_ignore=True,
+             class_weight=[1.0] * 5),
+        dict(type='DiceLoss', loss_weight=3.0),
+        dict(type='CrossEntropyLoss', use_sigmoid=True)]))
+    out = switch_to_arb(model, count_mode='ema', momentum=0.05)
+    first, dice, bce = out['decode_head']['loss_decode']
+    assert first == dict(type='ARBLoss', loss_weight=1.0, avg_non_ignore=True,
+                         class_weight=[1.0] * 5, loss_name='loss_arb',
+                         num_classes=5, count_mode='ema', momentum=0.05)
+    assert dice['type'] == 'DiceLoss' and bce['use_sigmoid']
+    with pytest.raises(ValueError, match='no softmax CrossEntropyLoss'):
+        switch_to_arb(dict(decode_head=dict(loss_decode=dice)))

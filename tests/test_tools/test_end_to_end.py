@@ -1,0 +1,120 @@
+"""The user's workflow through the real mmengine Runner on CPU: the shipped
+configs (shrunk only where CPU forces it) train on generated data in the
+real layouts, validate, checkpoint, resume, test; dist_train.sh runs 2
+processes. Slow-ish (about a minute each); they run in CI all the same."""
+import glob
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+from helpers import CONFIGS, ROOT, shrink_for_cpu
+from mmengine.config import Config
+from mmengine.hooks import Hook
+
+import mmseg_arb  # noqa: F401
+from mmseg_arb.datasets.synthetic import SyntheticSpec, generate_dataset
+from mmseg_arb.utils.launch import build_runner
+
+FAMILIES = {
+    'ade20k-deeplabv3plus':
+    'deeplabv3plus/deeplabv3plus_r50-d8_arb_4xb4-80k_ade20k-512x512.py',
+    'ade20k-segformer':
+    'segformer/segformer_mit-b0_arb_8xb2-160k_ade20k-512x512.py',
+    'cityscapes-deeplabv3plus':
+    'deeplabv3plus/deeplabv3plus_r50-d8_arb_4xb2-40k_cityscapes-512x1024.py',
+    'cityscapes-segformer':
+    'segformer/segformer_mit-b0_arb_8xb1-160k_cityscapes-1024x1024.py',
+}
+
+
+@pytest.fixture(scope='session')
+def datasets(tmp_path_factory):
+    root = tmp_path_factory.mktemp('data')
+    out = {}
+    for layout, size in (('ade20k', (64, 64)), ('cityscapes', (64, 128))):
+        out[layout] = str(root / layout)
+        generate_dataset(out[layout], SyntheticSpec(
+            layout=layout, num_train=8, num_val=3, height=size[0],
+            width=size[1], rarest_share=2e-3, seed=1), progress=False)
+    return out
+
+
+class RecordState(Hook):
+    """Remembers the iteration and ARB count state when training starts."""
+
+    def before_train(self, runner):
+        runner.recorded = (runner.iter, {
+            name: buf.clone()
+            for name, buf in runner.model.named_buffers()
+            if 'estimator' in name
+        })
+
+
+def _runner_cfg(family, datasets, work_dir, **loss_override):
+    cfg = Config.fromfile(osp.join(CONFIGS, FAMILIES[family]))
+    layout = family.split('-')[0]
+    cfg = shrink_for_cpu(cfg, datasets[layout], str(work_dir), iters=4)
+    for head in ('decode_head', 'auxiliary_head'):
+        if cfg.model.get(head):
+            cfg.model[head].loss_decode.update(loss_override)
+    return cfg
+
+
+@pytest.mark.parametrize('family', sorted(FAMILIES))
+def test_train_validate_checkpoint_resume(family, datasets, tmp_path):
+    cfg = _runner_cfg(family, datasets, tmp_path, count_mode='cumulative')
+    runner = build_runner(cfg)
+    runner.train()
+    assert 0 <= runner.message_hub.get_scalar('val/mIoU').current() <= 100
+    assert osp.exists(tmp_path / 'iter_4.pth')
+    saved = torch.load(tmp_path / 'iter_4.pth', map_location='cpu')
+    counts = {k: v for k, v in saved['state_dict'].items()
+              if 'estimator' in k}
+    assert any(k.endswith('counts') and v.sum() > 0
+               for k, v in counts.items())
+
+    resumed = _runner_cfg(family, datasets, tmp_path,
+                          count_mode='cumulative')
+    resumed.train_cfg.max_iters = 6
+    resumed.resume = True
+    resumed.custom_hooks = [dict(type=RecordState)]
+    runner = build_runner(resumed)
+    runner.train()
+    start_iter, state = runner.recorded
+    assert start_iter == 4
+    for name, buf in state.items():
+        torch.testing.assert_close(buf, counts[name])
+    assert runner.iter == 6
+
+
+def test_test_tool_evaluates_a_checkpoint(datasets, tmp_path):
+    family = 'ade20k-deeplabv3plus'
+    cfg = _runner_cfg(family, datasets, tmp_path)
+    build_runner(cfg).train()
+    cfg_path = tmp_path / 'cfg.py'
+    cfg.dump(str(cfg_path))
+    result = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'tools', 'test.py'), str(cfg_path),
+         str(tmp_path / 'iter_4.pth'), '--work-dir', str(tmp_path / 'test')],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'mIoU' in result.stdout + result.stderr
+
+
+def test_dist_train_two_processes_on_cpu(datasets, tmp_path):
+    cfg = _runner_cfg('ade20k-deeplabv3plus', datasets, tmp_path)
+    cfg_path = tmp_path / 'cfg.py'
+    cfg.dump(str(cfg_path))
+    env = dict(os.environ, PORT='29577', PYTHON=sys.executable,
+               OMP_NUM_THREADS='1')
+    result = subprocess.run(
+        ['bash', osp.join(ROOT, 'tools', 'dist_train.sh'), str(cfg_path),
+         '2', '--work-dir', str(tmp_path / 'dist')],
+        capture_output=True, text=True, timeout=900, cwd=ROOT, env=env)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert 'Iter(train) [4/4]' in log
+    assert glob.glob(str(tmp_path / 'dist' / 'iter_4.pth'))
