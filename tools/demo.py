@@ -23,6 +23,7 @@ from typing import Dict, List
 
 import numpy as np
 from mmengine.hooks import Hook
+from mmseg.registry import HOOKS
 
 import mmseg_arb  # noqa: F401
 from mmseg_arb.datasets.synthetic import SyntheticSpec, generate_dataset
@@ -80,7 +81,8 @@ def ensure_dataset(cfg, data_root: str) -> str:
     return stats_path
 
 
-class ProgressBar(Hook):
+@HOOKS.register_module(force=True)
+class DemoProgressBar(Hook):
     """A tqdm bar over the training iterations, with the current loss."""
 
     def __init__(self, desc: str) -> None:
@@ -117,7 +119,7 @@ def train_one(name: str, args: argparse.Namespace, data_root: str) -> Dict:
     cfg.default_hooks.logger.interval = max(10, iters // 10)
     cfg.custom_hooks = [
         dict(type='GradientBalanceHook', interval=max(1, iters // 20)),
-        dict(type=ProgressBar, desc=f'{name:>3} training'),
+        dict(type='DemoProgressBar', desc=f'{name:>3} training'),
     ]
     runner = build_runner(cfg)
     runner.train()  # validates after the last iteration

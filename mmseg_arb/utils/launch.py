@@ -25,8 +25,32 @@ def load_config(path: str, cfg_options: Optional[dict] = None,
     return cfg
 
 
+def prepare_cpu_distributed(cfg: Config) -> None:
+    """Make ``--launcher pytorch`` work without GPUs (e.g. tests, CI).
+
+    mmengine 0.10 calls ``torch.cuda.set_device`` when it starts the process
+    group and gives DDP a GPU ``device_ids``; a CPU-only torch has neither.
+    So the gloo group is started here (mmengine then uses it as is) and DDP
+    is told to use no device ids, unless the config sets its own wrapper.
+    """
+    import torch
+    import torch.distributed as dist
+    if cfg.get('launcher', 'none') != 'pytorch' or torch.cuda.is_available():
+        return
+    if not dist.is_initialized():
+        dist.init_process_group(backend='gloo')
+    if cfg.get('model_wrapper_cfg') is None:
+        cfg.model_wrapper_cfg = dict(
+            type='MMDistributedDataParallel',
+            device_ids=None,
+            broadcast_buffers=False,
+            find_unused_parameters=cfg.get('find_unused_parameters', False))
+
+
 def build_runner(cfg: Config) -> Runner:
-    """``Runner.from_cfg``, or the registered runner ``cfg.runner_type``."""
+    """``Runner.from_cfg``, or the registered runner ``cfg.runner_type``
+    (CPU-only distributed runs get their gloo group first)."""
+    prepare_cpu_distributed(cfg)
     if 'runner_type' not in cfg:
         return Runner.from_cfg(cfg)
     from mmseg.registry import RUNNERS

@@ -40,11 +40,14 @@ def arb_heads(model):
 
 @pytest.mark.parametrize('path', MODEL_CONFIGS,
                          ids=[osp.basename(p) for p in MODEL_CONFIGS])
-def test_config_builds_model_with_arb(path, prior_files):
+def test_config_builds_model(path, prior_files):
+    """Every config builds; the ``_arb`` ones train every head with ARB."""
     from mmseg.registry import MODELS
     cfg = Config.fromfile(path)
     init_default_scope('mmseg')
     model = MODELS.build(cfg.model)
+    if '_arb' not in osp.basename(path):  # the demo's CE baseline
+        return
     heads = arb_heads(model)
     for head in heads:
         assert isinstance(head.loss_decode, ARBLoss), path
@@ -60,6 +63,15 @@ def _mmseg_config(path: str) -> str:
         ref = next(line for line in f if line.startswith('_base_'))
     rel = ref.split("'")[1].split('mmseg::')[1]
     return osp.join(osp.dirname(mmseg.__file__), '.mim', 'configs', rel)
+
+
+def _drop_scope(node):
+    """Without the ``_scope_`` keys mmengine adds to ``mmseg::`` bases."""
+    if isinstance(node, dict):
+        return {k: _drop_scope(v) for k, v in node.items() if k != '_scope_'}
+    if isinstance(node, (list, tuple)):
+        return type(node)(_drop_scope(v) for v in node)
+    return node
 
 
 def _pop_losses(node, found):
@@ -78,8 +90,8 @@ MMSEG_TWINS = [p for p in MODEL_CONFIGS if 'demo' not in p
 @pytest.mark.parametrize('path', MMSEG_TWINS,
                          ids=[osp.basename(p) for p in MMSEG_TWINS])
 def test_config_differs_from_mmseg_only_in_losses(path):
-    ours = Config.fromfile(path).to_dict()
-    theirs = Config.fromfile(_mmseg_config(path)).to_dict()
+    ours = _drop_scope(Config.fromfile(path).to_dict())
+    theirs = _drop_scope(Config.fromfile(_mmseg_config(path)).to_dict())
     assert ours.pop('custom_imports') == dict(
         imports=['mmseg_arb'], allow_failed_imports=False)
     our_losses = _pop_losses(ours, [])

@@ -13,6 +13,7 @@ import torch
 from helpers import CONFIGS, ROOT, shrink_for_cpu
 from mmengine.config import Config
 from mmengine.hooks import Hook
+from mmseg.registry import HOOKS
 
 import mmseg_arb  # noqa: F401
 from mmseg_arb.datasets.synthetic import SyntheticSpec, generate_dataset
@@ -42,6 +43,7 @@ def datasets(tmp_path_factory):
     return out
 
 
+@HOOKS.register_module(force=True)
 class RecordState(Hook):
     """Remembers the iteration and ARB count state when training starts."""
 
@@ -80,7 +82,7 @@ def test_train_validate_checkpoint_resume(family, datasets, tmp_path):
                           count_mode='cumulative')
     resumed.train_cfg.max_iters = 6
     resumed.resume = True
-    resumed.custom_hooks = [dict(type=RecordState)]
+    resumed.custom_hooks = [dict(type='RecordState')]
     runner = build_runner(resumed)
     runner.train()
     start_iter, state = runner.recorded
