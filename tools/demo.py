@@ -12,7 +12,7 @@
 
 No download, no GPU.
 
-    python tools/demo.py [--iters 600] [--work-dir work_dirs/demo]
+    python tools/demo.py [--iters 400] [--work-dir work_dirs/demo]
 """
 import argparse
 import json
@@ -33,9 +33,9 @@ from mmseg_arb.utils.results import code_version, load_run, results_markdown
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = {
-    'CE': 'deeplabv3plus_r18-tiny_1xb8-600iter_synthetic-ade20k-128x128.py',
+    'CE': 'deeplabv3plus_r18-tiny_1xb8-400iter_synthetic-ade20k-128x128.py',
     'ARB':
-    'deeplabv3plus_r18-tiny_arb_1xb8-600iter_synthetic-ade20k-128x128.py',
+    'deeplabv3plus_r18-tiny_arb_1xb8-400iter_synthetic-ade20k-128x128.py',
 }
 SUMMARY = ('mIoU', 'mIoU_head', 'mIoU_body', 'mIoU_tail', 'mAcc', 'aAcc')
 
@@ -73,8 +73,9 @@ def ensure_dataset(cfg, data_root: str) -> str:
 
     from mmseg_arb.datasets.class_statistics import dataset_class_stats
     init_default_scope('mmseg')
-    stats = dataset_class_stats(
-        DATASETS.build(cfg.train_dataloader.dataset), workers=2)
+    dataset_cfg = cfg.train_dataloader.dataset.copy()
+    dataset_cfg.data_root = data_root
+    stats = dataset_class_stats(DATASETS.build(dataset_cfg), workers=2)
     stats.update(dataset='ADE20KDataset (generated)', data_root=data_root,
                  split='train')
     save_class_stats(stats, stats_path)
@@ -117,6 +118,9 @@ def train_one(name: str, args: argparse.Namespace, data_root: str) -> Dict:
     cfg.default_hooks.checkpoint.interval = iters
     cfg.param_scheduler[0].end = iters
     cfg.default_hooks.logger.interval = max(10, iters // 10)
+    # Visualizers are per-name singletons: a second runner in this process
+    # would otherwise write into the first run's folder.
+    cfg.visualizer.name = f'visualizer_{name.lower()}'
     cfg.custom_hooks = [
         dict(type='GradientBalanceHook', interval=max(1, iters // 20)),
         dict(type='DemoProgressBar', desc=f'{name:>3} training'),

@@ -26,6 +26,7 @@ ready() {
   "$PY" - "$ROOT" <<'PYEOF' 2>/dev/null
 import os, sys
 import mmcv, mmcv.ops, mmengine, mmseg, pytest, pkg_resources  # noqa
+import cityscapesscripts.helpers.labels  # noqa
 import mmseg_arb
 assert mmcv.__version__ == '2.1.0'
 assert os.path.dirname(os.path.dirname(mmseg_arb.__file__)) == sys.argv[1]
@@ -67,6 +68,10 @@ pip_install 'setuptools>=77,<81' addict pyyaml yapf opencv-python Pillow \
   numpy packaging matplotlib prettytable scipy ftfy regex rich termcolor \
   tqdm pytest 'mmengine>=0.10.4,<0.11'
 pip_install --no-deps 'mmsegmentation==1.2.2'
+# Cityscapes evaluation / test-server format (mmseg's CityscapesMetric). Its
+# 'typing' requirement is the Python 2 backport, hence --no-deps.
+pip_install requests appdirs pyquaternion coloredlogs
+pip_install --no-deps 'cityscapesscripts==2.3.0'
 pip_install --no-deps --no-build-isolation -e "$ROOT"
 
 ready || { echo "setup: the environment in $VENV is still incomplete" >&2; exit 1; }

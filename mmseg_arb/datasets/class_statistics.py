@@ -13,8 +13,8 @@ import numpy as np
 def _count_one(args) -> np.ndarray:
     info, num_classes = args
     from mmseg.datasets.transforms import LoadAnnotations
-    loader = LoadAnnotations(reduce_zero_label=info.get('reduce_zero_label'))
-    gt = loader(dict(info, seg_fields=[]))['gt_seg_map']
+    # reduce_zero_label and label_map come with the dataset's info.
+    gt = LoadAnnotations()(dict(info, seg_fields=[]))['gt_seg_map']
     gt = gt[(gt >= 0) & (gt < num_classes)]
     return np.bincount(gt.ravel(), minlength=num_classes)
 

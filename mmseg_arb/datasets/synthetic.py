@@ -108,6 +108,9 @@ def target_shares(base: np.ndarray, rarest_share: float) -> np.ndarray:
     """Tilt ``base`` frequencies to ``base ** g`` (normalised) with ``g``
     chosen so that the rarest class gets ``rarest_share``."""
     base = np.asarray(base, dtype=np.float64)
+    if not 0 < rarest_share < 1.0 / len(base):
+        raise ValueError(f'rarest_share must be in (0, 1/{len(base)}), '
+                         f'got {rarest_share}')
 
     def rarest(g: float) -> float:
         s = base**g

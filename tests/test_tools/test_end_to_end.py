@@ -120,3 +120,51 @@ def test_dist_train_two_processes_on_cpu(datasets, tmp_path):
     assert result.returncode == 0, log[-3000:]
     assert 'Iter(train) [4/4]' in log
     assert glob.glob(str(tmp_path / 'dist' / 'iter_4.pth'))
+
+
+def _trained(family, datasets, work_dir):
+    cfg = _runner_cfg(family, datasets, work_dir)
+    build_runner(cfg).train()
+    cfg_path = work_dir / 'cfg.py'
+    cfg.dump(str(cfg_path))
+    return str(cfg_path), str(work_dir / 'iter_4.pth')
+
+
+def _test_tool(cfg_path, checkpoint, *options):
+    return subprocess.run(
+        [sys.executable, osp.join(ROOT, 'tools', 'test.py'), cfg_path,
+         checkpoint, '--cfg-options', *options],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+
+
+def test_ade20k_test_server_pngs(datasets, tmp_path):
+    """format_only: one PNG per image, labels back in ADE20K's 1..150."""
+    import numpy as np
+    from PIL import Image
+    cfg_path, ckpt = _trained('ade20k-deeplabv3plus', datasets, tmp_path)
+    out = tmp_path / 'ade_submission'
+    result = _test_tool(cfg_path, ckpt, 'test_evaluator.format_only=True',
+                        f'test_evaluator.output_dir={out}')
+    assert result.returncode == 0, result.stderr[-3000:]
+    pngs = sorted(out.glob('ADE_val_*.png'))
+    assert len(pngs) == 3
+    values = np.unique(np.asarray(Image.open(pngs[0])))
+    assert values.min() >= 1 and values.max() <= 150
+
+
+def test_cityscapes_test_server_format(datasets, tmp_path):
+    """CityscapesMetric format_only: labelIds PNGs named after the images."""
+    import cityscapesscripts.helpers.labels as cs_labels
+    import numpy as np
+    from PIL import Image
+    cfg_path, ckpt = _trained('cityscapes-deeplabv3plus', datasets, tmp_path)
+    out = tmp_path / 'cityscapes_submission'
+    result = _test_tool(cfg_path, ckpt, 'test_evaluator.type=CityscapesMetric',
+                        'test_evaluator.format_only=True',
+                        'test_evaluator.keep_results=True',
+                        f'test_evaluator.output_dir={out}')
+    assert result.returncode == 0, result.stderr[-3000:]
+    pngs = sorted(out.glob('*_leftImg8bit.png'))
+    assert len(pngs) == 3
+    label_ids = {cs_labels.trainId2label[t].id for t in range(19)}
+    assert set(np.unique(np.asarray(Image.open(pngs[0])))) <= label_ids

@@ -12,7 +12,7 @@ custom_imports = dict(imports=['mmseg_arb'], allow_failed_imports=False)
 num_classes = 24
 data_root = 'data/synthetic_ade20k'
 crop_size = (128, 128)
-max_iters = 600
+max_iters = 400
 # SyncBN needs several GPUs; one process on CPU uses plain BN.
 norm_cfg = dict(type='BN', requires_grad=True)
 

@@ -1,6 +1,6 @@
 # The demo with ARB-Loss: identical to its cross-entropy baseline but for the
 # losses of the decode and auxiliary heads.
-_base_ = './deeplabv3plus_r18-tiny_1xb8-600iter_synthetic-ade20k-128x128.py'
+_base_ = './deeplabv3plus_r18-tiny_1xb8-400iter_synthetic-ade20k-128x128.py'
 # 'batch': counts of the current batch (the paper's ARB-Loss).
 model = dict(
     decode_head=dict(

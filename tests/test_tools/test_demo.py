@@ -1,0 +1,32 @@
+"""The README's main command, shortened to 20 iterations per loss."""
+import json
+import os.path as osp
+import subprocess
+import sys
+
+from helpers import ROOT
+
+
+def test_short_demo_prints_the_table_and_saves_the_plots(tmp_path):
+    work_dir, data_root = tmp_path / 'demo', tmp_path / 'data'
+    result = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'tools', 'demo.py'), '--iters', '20',
+         '--work-dir', str(work_dir), '--data-root', str(data_root)],
+        capture_output=True, text=True, timeout=900, cwd=str(tmp_path))
+    out = result.stdout
+    assert result.returncode == 0, (out + result.stderr)[-3000:]
+    header = next(line for line in out.splitlines()
+                  if line.split()[:3] == ['CE', 'ARB', 'ARB-CE'])
+    rows = out[out.index(header):].splitlines()[1:12]
+    labels = [r.split()[0] for r in rows]
+    assert labels[:6] == ['mIoU', 'mIoU_head', 'mIoU_body', 'mIoU_tail',
+                          'mAcc', 'aAcc']
+    assert sum(label == 'IoU' for label in labels) == 5  # five rarest
+    for name in ('iou_vs_frequency.png', 'ce/gradient_balance.png',
+                 'arb/gradient_balance.png', 'results.md'):
+        assert (work_dir / name).stat().st_size > 0, name
+    with open(work_dir / 'results.json') as f:
+        runs = json.load(f)['runs']
+    assert [r['name'] for r in runs] == ['CE', 'ARB']
+    assert len(runs[1]['per_class_iou']) == 24
+    assert (data_root / 'class_stats_train.json').exists()

@@ -1,0 +1,61 @@
+import json
+import os
+
+from mmseg_arb.utils.results import load_run, results_markdown
+
+
+def fake_run(root, name, stamp, metrics, checkpoint):
+    work_dir = root / name
+    log_dir = work_dir / stamp / 'vis_data'
+    os.makedirs(log_dir)
+    with open(log_dir / 'scalars.json', 'w') as f:
+        f.write(json.dumps({'loss': 1.0, 'step': 10}) + '\n')
+        f.write(json.dumps(dict(metrics, step=20)) + '\n')
+    (work_dir / 'last_checkpoint').write_text(str(work_dir / checkpoint))
+    (work_dir / f'{name}_cfg.py').write_text('model = dict()\n')
+    return str(work_dir)
+
+
+def test_markdown_and_json_of_two_runs(tmp_path):
+    ce = fake_run(tmp_path, 'ce', '20261127_120000', {
+        'mIoU': 40.0, 'mIoU_head': 70.0, 'mIoU_body': 40.0,
+        'mIoU_tail': 10.0, 'mAcc': 50.0, 'aAcc': 90.0,
+        'IoU.wall': 80.0, 'IoU.sofa': 5.5}, 'iter_600.pth')
+    arb = fake_run(tmp_path, 'arb', '20261127_130000', {
+        'mIoU': 45.25, 'mIoU_head': 69.0, 'mIoU_body': 44.0,
+        'mIoU_tail': 22.75, 'mAcc': 60.0, 'aAcc': 89.5,
+        'IoU.wall': 79.0, 'IoU.sofa': 21.0}, 'iter_600.pth')
+    runs = [load_run(ce, 'CE'), load_run(arb, 'ARB')]
+    md = results_markdown(runs, {'mmseg_arb': '0.1.0', 'git_commit': 'abc'})
+    assert md == f"""\
+| run | mIoU | mIoU_head | mIoU_body | mIoU_tail | mAcc | aAcc |
+|---|---:|---:|---:|---:|---:|---:|
+| CE | 40.00 | 70.00 | 40.00 | 10.00 | 50.00 | 90.00 |
+| ARB | 45.25 | 69.00 | 44.00 | 22.75 | 60.00 | 89.50 |
+
+| class | CE | ARB |
+|---|---:|---:|
+| wall | 80.00 | 79.00 |
+| sofa | 5.50 | 21.00 |
+
+| run | config | checkpoint |
+|---|---|---|
+| CE | {ce}/ce_cfg.py | {ce}/iter_600.pth |
+| ARB | {arb}/arb_cfg.py | {arb}/iter_600.pth |
+
+Code: mmseg_arb 0.1.0, git_commit abc
+"""
+
+
+def test_newest_log_folder_wins_and_missing_metrics_are_an_error(tmp_path):
+    import pytest
+    run = fake_run(tmp_path, 'r', '20261127_120000', {'mIoU': 1.0}, 'a.pth')
+    newer = tmp_path / 'r' / '20261128_090000'
+    os.makedirs(newer)
+    with open(newer / '20261128_090000.json', 'w') as f:
+        f.write(json.dumps({'mIoU': 2.0, 'aAcc': 3.0}) + '\n')
+    assert load_run(run)['summary'] == {'mIoU': 2.0, 'aAcc': 3.0}
+    empty = tmp_path / 'empty'
+    os.makedirs(empty)
+    with pytest.raises(FileNotFoundError, match='no evaluation with mIoU'):
+        load_run(str(empty))
