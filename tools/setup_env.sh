@@ -41,7 +41,7 @@ start=$(date +%s)
 
 # 1. torch first, alone: anything later that asks for torch finds it and
 #    pulls no multi-GB CUDA build.
-"$PY" -c 'import torch' 2>/dev/null || pip_install "$TORCH_SPEC"
+"$PY" -c 'import torch, numpy' 2>/dev/null || pip_install "$TORCH_SPEC" numpy
 TORCH_VERSION=$("$PY" -c 'import torch; print(torch.__version__)')
 
 # 2. mmcv with ops, from a cached wheel when there is one.
