@@ -168,3 +168,27 @@ def test_cityscapes_test_server_format(datasets, tmp_path):
     assert len(pngs) == 3
     label_ids = {cs_labels.trainId2label[t].id for t in range(19)}
     assert set(np.unique(np.asarray(Image.open(pngs[0])))) <= label_ids
+
+
+def test_mmseg_own_train_tool_resumes(datasets, tmp_path):
+    """mmseg's tools/train.py --resume works once the config imports
+    mmseg_arb (torch >= 2.6 weights_only loading)."""
+    import mmseg
+    mmseg_train = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools',
+                           'train.py')
+    cfg = _runner_cfg('ade20k-deeplabv3plus', datasets, tmp_path,
+                      count_mode='cumulative')
+    cfg_path = tmp_path / 'cfg.py'
+    cfg.dump(str(cfg_path))
+    first = subprocess.run(
+        [sys.executable, mmseg_train, str(cfg_path)],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = subprocess.run(
+        [sys.executable, mmseg_train, str(cfg_path), '--resume',
+         '--cfg-options', 'train_cfg.max_iters=6'],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    log = second.stdout + second.stderr
+    assert second.returncode == 0, log[-3000:]
+    assert 'resumed epoch: 0, iter: 4' in log
+    assert 'Iter(train) [6/6]' in log
