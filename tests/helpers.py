@@ -2,12 +2,20 @@
 what CPU and the absence of weights force."""
 import copy
 import os.path as osp
+import socket
 from typing import Any
 
 from mmengine.config import Config
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = osp.join(ROOT, 'configs')
+
+
+def free_port() -> int:
+    """A TCP port on localhost that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
 
 
 def replace_type(node: Any, old: str, new: str) -> Any:

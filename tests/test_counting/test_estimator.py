@@ -1,10 +1,10 @@
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from helpers import free_port
 from reference import naive_arb_loss, naive_counts
 
 from mmseg_arb.counting import ClassCountEstimator, LabelRangeError
@@ -82,11 +82,6 @@ def test_no_python_loop_over_classes_scales_to_many_classes():
     assert int(counts.sum()) == label.numel() - int((label == 255).sum())
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
 
 def _dist_worker(rank, world_size, port, mode, out_dir):
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
@@ -119,7 +114,7 @@ def _dist_worker(rank, world_size, port, mode, out_dir):
 @pytest.mark.parametrize('mode', ['batch', 'cumulative'])
 def test_two_ranks_use_the_summed_counts(tmp_path, mode):
     world_size = 2
-    mp.spawn(_dist_worker, args=(world_size, _free_port(), mode,
+    mp.spawn(_dist_worker, args=(world_size, free_port(), mode,
                                  str(tmp_path)), nprocs=world_size)
     out = [torch.load(tmp_path / f'{r}.pt') for r in range(world_size)]
     total = torch.zeros(C, dtype=torch.float64)

@@ -1,12 +1,12 @@
 import math
 import os
-import socket
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from helpers import free_port
 
 from mmseg_arb.evaluation import LongTailIoUMetric, frequency_groups
 
@@ -103,11 +103,6 @@ def test_bad_configuration_is_an_error():
         LongTailIoUMetric(iou_metrics=['mDice'])
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
 
 def _merge_worker(rank, port, out):
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
@@ -123,7 +118,7 @@ def _merge_worker(rank, port, out):
 
 
 def test_two_process_merge_equals_single_process(tmp_path):
-    mp.spawn(_merge_worker, args=(_free_port(), str(tmp_path)), nprocs=2)
+    mp.spawn(_merge_worker, args=(free_port(), str(tmp_path)), nprocs=2)
     merged = [torch.load(tmp_path / f'{r}.pt') for r in range(2)]
     single = LongTailIoUMetric(class_counts=[1000, 100, 10, 1])
     single.dataset_meta = dict(classes=CLASSES)

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from helpers import CONFIGS, ROOT, shrink_for_cpu
+from helpers import CONFIGS, ROOT, free_port, shrink_for_cpu
 from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
@@ -29,6 +29,7 @@ FAMILIES = {
     'cityscapes-segformer':
     'segformer/segformer_mit-b0_arb_8xb1-160k_cityscapes-1024x1024.py',
 }
+
 
 
 @pytest.fixture(scope='session')
@@ -110,7 +111,7 @@ def test_dist_train_two_processes_on_cpu(datasets, tmp_path):
     cfg = _runner_cfg('ade20k-deeplabv3plus', datasets, tmp_path)
     cfg_path = tmp_path / 'cfg.py'
     cfg.dump(str(cfg_path))
-    env = dict(os.environ, PORT='29577', PYTHON=sys.executable,
+    env = dict(os.environ, PORT=str(free_port()), PYTHON=sys.executable,
                OMP_NUM_THREADS='1')
     result = subprocess.run(
         ['bash', osp.join(ROOT, 'tools', 'dist_train.sh'), str(cfg_path),

@@ -3,7 +3,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from mmseg.models.losses import CrossEntropyLoss
 from reference import naive_arb_loss, naive_counts
 
