@@ -13,6 +13,8 @@ mkdir -p "$OUT"
 PY=${PYTHON:-python3}
 exec > >(tee "$OUT/log.txt") 2>&1
 export PYTHONUNBUFFERED=1
+# The checkout itself, not an installed copy, is what is checked.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 echo "== machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
