@@ -223,9 +223,9 @@ class SyntheticSegmentationGenerator:
         warp = rng.normal(0, 1, (num_seeds, 4, 4))
         dist = np.empty((num_seeds, h, w))
         for i, (sy, sx) in enumerate(seeds):
-            field = cv2.resize(warp[i], (w, h), interpolation=cv2.INTER_CUBIC)
+            wobble = cv2.resize(warp[i], (w, h), interpolation=cv2.INTER_CUBIC)
             dist[i] = np.hypot(self.yy - sy, self.xx - sx) - reach[i] + \
-                0.08 * (h + w) * field
+                0.08 * (h + w) * wobble
         return classes[np.argmin(dist, axis=0)].astype(np.int64)
 
     def _thing_mask(self, c: int, rng: np.random.Generator) -> np.ndarray:
