@@ -63,12 +63,7 @@ class LabelRangeGuard:
                 values when the check is immediate.
         """
         if num_invalid.device.type != 'cuda' or self.policy == 'sync':
-            num_bad = int(num_invalid)
-            if num_bad:
-                raise LabelRangeError(
-                    _message(num_bad, num_classes, ignore_index,
-                             _offending_values(label, num_classes,
-                                               ignore_index)))
+            _raise_if_bad(int(num_invalid), num_classes, ignore_index, label)
             return
         self._context = (num_classes, ignore_index)
         if self._device_total is None or \
@@ -105,7 +100,11 @@ def check_labels_now(label: Tensor, num_classes: int,
     """Raise :class:`LabelRangeError` if ``label`` has a value outside
     ``[0, num_classes)`` other than ``ignore_index`` (reads the device)."""
     _, invalid = label_masks(label, num_classes, ignore_index)
-    num_bad = int(invalid.sum())
+    _raise_if_bad(int(invalid.sum()), num_classes, ignore_index, label)
+
+
+def _raise_if_bad(num_bad: int, num_classes: int, ignore_index: int,
+                  label: Optional[Tensor]) -> None:
     if num_bad:
         raise LabelRangeError(
             _message(num_bad, num_classes, ignore_index,

@@ -155,6 +155,21 @@ def arb_loss(logits: Tensor,
     host sync.
     """
     check_logits_and_label(logits, label)
+    if label.device.type == 'cpu':  # free to check here: no device to stall
+        check_labels_now(label, logits.shape[1], ignore_index)
+    return _checked_arb_loss(logits, label, class_counts, weight,
+                             class_weight, reduction, avg_factor,
+                             ignore_index, avg_non_ignore)
+
+
+def _checked_arb_loss(logits: Tensor, label: Tensor, class_counts: Tensor,
+                      weight: Optional[Tensor],
+                      class_weight: Optional[Tensor], reduction: str,
+                      avg_factor: Optional[Union[float, Tensor]],
+                      ignore_index: int, avg_non_ignore: bool) -> Tensor:
+    """:func:`arb_loss` once logits and labels are known to fit and the
+    label range is checked (by ``arb_loss``, or by ARBLoss's estimator in
+    the same pass as the counting)."""
     if reduction not in REDUCTIONS:
         raise ValueError(f'reduction must be one of {REDUCTIONS}, '
                          f'got {reduction!r}')
@@ -170,8 +185,6 @@ def arb_loss(logits: Tensor,
         raise ValueError(f'weight of shape {tuple(weight.shape)} does not '
                          f'broadcast to the label shape {tuple(label.shape)}')
 
-    if label.device.type == 'cpu':  # free to check here: no device to stall
-        check_labels_now(label, num_classes, ignore_index)
     shift = log_count_shift(class_counts).to(logits.device)
     if class_weight is not None:
         class_weight = class_weight.to(logits.device, torch.float32)
@@ -318,14 +331,8 @@ class ARBLoss(nn.Module):
         check_logits_and_label(cls_score, label)
         reduction = reduction_override or self.reduction
         num_classes = cls_score.shape[1]
+        # The estimator checks the label range while counting.
         counts = self.estimator(label, num_classes, ignore_index)
-        return self.loss_weight * arb_loss(
-            cls_score,
-            label,
-            counts,
-            weight=weight,
-            class_weight=self.class_weight,
-            reduction=reduction,
-            avg_factor=avg_factor,
-            ignore_index=ignore_index,
-            avg_non_ignore=self.avg_non_ignore)
+        return self.loss_weight * _checked_arb_loss(
+            cls_score, label, counts, weight, self.class_weight, reduction,
+            avg_factor, ignore_index, self.avg_non_ignore)
