@@ -8,6 +8,13 @@
 # against the installed torch (about 15 minutes on 2 cores) and keeps the
 # wheel in $MMCV_WHEEL_DIR (default ~/.cache/mmseg_arb/wheels/<torch version>);
 # later runs, in any clone on this machine, install that wheel in seconds.
+#
+# On a machine with nvcc but only a CPU torch, it also makes $CUDA_VENV
+# (default .venv-cuda) with a CUDA build of torch, in which the tests compile
+# and link the CUDA extension (tests/test_ops/test_extension_build.py; no GPU
+# needed). MMSEG_ARB_CUDA_BUILD_CHECK=auto (default) does so only when pip
+# finds that torch wheel in a local file, never by downloading it (several
+# GB); =1 downloads it if need be, =0 never makes it.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -16,6 +23,9 @@ TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 MMCV_VERSION=2.1.0
 WHEEL_ROOT=${MMCV_WHEEL_DIR:-$HOME/.cache/mmseg_arb/wheels}
 PY=$VENV/bin/python
+CUDA_VENV=${CUDA_VENV:-$ROOT/.venv-cuda}
+CUDA_TORCH_SPEC=${CUDA_TORCH_SPEC:-torch==2.14.1}
+CUDA_BUILD_CHECK=${MMSEG_ARB_CUDA_BUILD_CHECK:-auto}
 
 pip_install() {
   "$PY" -m pip install --disable-pip-version-check -q "$@" 2>&1 \
@@ -33,8 +43,54 @@ assert os.path.dirname(os.path.dirname(mmseg_arb.__file__)) == sys.argv[1]
 PYEOF
 }
 
+# The CUDA build of torch for the extension build test, decided once per
+# $VENV (the decision is remembered in $VENV/.cuda_build_check).
+setup_cuda_build_check() {
+  local decision=$VENV/.cuda_build_check
+  [ "$CUDA_BUILD_CHECK" = 0 ] && return 0
+  command -v nvcc >/dev/null || return 0
+  if [ -f "$decision" ]; then  # decided before: only redo a lost venv
+    grep -q '^made' "$decision" || [ "$CUDA_BUILD_CHECK" = 1 ] || return 0
+    [ -x "$CUDA_VENV/bin/python" ] && return 0
+  fi
+  if "$PY" -c 'import sys, torch; sys.exit(torch.version.cuda is None)' 2>/dev/null; then
+    echo "torch in $VENV is a CUDA build" > "$decision"  # the tests use it
+    return 0
+  fi
+  if [ "$CUDA_BUILD_CHECK" = auto ]; then
+    local report
+    report=$(mktemp)
+    "$PY" -m pip install --disable-pip-version-check -q --dry-run \
+      --ignore-installed --report "$report" "$CUDA_TORCH_SPEC" >/dev/null 2>&1 || true
+    if ! "$PY" - "$report" <<'PYEOF'
+import json, sys
+try:
+    report = json.load(open(sys.argv[1]))
+except ValueError:
+    sys.exit(1)
+urls = [i['download_info']['url'] for i in report.get('install', [])
+        if i['metadata']['name'].lower() == 'torch']
+sys.exit(not (urls and urls[0].startswith('file:')))
+PYEOF
+    then
+      rm -f "$report"
+      echo "setup: no local CUDA build of torch ($CUDA_TORCH_SPEC): the extension" \
+           "build test will skip (MMSEG_ARB_CUDA_BUILD_CHECK=1 downloads it)"
+      echo "no local $CUDA_TORCH_SPEC" > "$decision"
+      return 0
+    fi
+    rm -f "$report"
+  fi
+  echo "setup: making $CUDA_VENV with $CUDA_TORCH_SPEC (CUDA build) for the extension build test..."
+  [ -x "$CUDA_VENV/bin/python" ] || python3 -m venv "$CUDA_VENV"
+  "$CUDA_VENV/bin/python" -m pip install --disable-pip-version-check -q \
+    "$CUDA_TORCH_SPEC" ninja numpy 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
+  echo "made $CUDA_VENV" > "$decision"
+}
+
 [ -x "$PY" ] || python3 -m venv "$VENV"
 if ready; then
+  setup_cuda_build_check
   exit 0
 fi
 start=$(date +%s)
@@ -75,4 +131,5 @@ pip_install --no-deps 'cityscapesscripts==2.3.0'
 pip_install --no-deps --no-build-isolation -e "$ROOT"
 
 ready || { echo "setup: the environment in $VENV is still incomplete" >&2; exit 1; }
+setup_cuda_build_check
 echo "setup: environment ready in $VENV ($(( $(date +%s) - start )) s)"

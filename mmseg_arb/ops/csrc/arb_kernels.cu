@@ -14,6 +14,8 @@ constexpr int kThreads = 256;
 constexpr int kWarp = 32;
 // Static shared memory every CUDA device offers without opting in.
 constexpr int kSharedBudget = 48 * 1024;
+// Classes whose logits the fused loss loads at once.
+constexpr int kLseChunk = 8;
 
 __device__ __forceinline__ float to_float(float v) { return v; }
 __device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
@@ -173,9 +175,28 @@ __global__ void __launch_bounds__(kThreads)
        p < total; p += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t n = p / S;
     const F* z = logits + n * C * S + (p - n * S);
-    // Online log-sum-exp: one pass over the classes, one exp per logit.
+    // Online log-sum-exp over chunks of classes: one pass over the logits,
+    // one exp per logit, and a chunk's loads issued together (they are
+    // strided by S, so each is its own memory transaction).
     float m = -INFINITY, sum = 0.f;
-    for (int c = 0; c < C; ++c) {
+    int c = 0;
+    for (; c + kLseChunk <= C; c += kLseChunk) {
+      float v[kLseChunk];
+#pragma unroll
+      for (int k = 0; k < kLseChunk; ++k) {
+        v[k] = to_float(z[(c + k) * S]) + __ldg(shift + c + k);
+      }
+      float chunk_max = v[0];
+#pragma unroll
+      for (int k = 1; k < kLseChunk; ++k) chunk_max = fmaxf(chunk_max, v[k]);
+      if (chunk_max > m) {
+        sum *= expf(m - chunk_max);
+        m = chunk_max;
+      }
+#pragma unroll
+      for (int k = 0; k < kLseChunk; ++k) sum += expf(v[k] - m);
+    }
+    for (; c < C; ++c) {
       const float v = to_float(z[c * S]) + __ldg(shift + c);
       if (v > m) {
         sum = sum * expf(m - v) + 1.f;
@@ -225,10 +246,21 @@ __global__ void __launch_bounds__(kThreads)
     }
     const F* z = logits + offset;
     const float l = lse[p];
-    for (int c = 0; c < C; ++c) {
-      const float prob = expf(to_float(z[c * S]) + __ldg(shift + c) - l);
-      g_out[c * S] = from_float<F>((prob - (c == t ? 1.f : 0.f)) * g);
+    auto grad_of = [&](int c, float v) {
+      const float prob = expf(v + __ldg(shift + c) - l);
+      return from_float<F>((prob - (c == t ? 1.f : 0.f)) * g);
+    };
+    int c = 0;
+    for (; c + kLseChunk <= C; c += kLseChunk) {  // loads first, as forward
+      float v[kLseChunk];
+#pragma unroll
+      for (int k = 0; k < kLseChunk; ++k) v[k] = to_float(z[(c + k) * S]);
+#pragma unroll
+      for (int k = 0; k < kLseChunk; ++k) {
+        g_out[(c + k) * S] = grad_of(c + k, v[k]);
+      }
     }
+    for (; c < C; ++c) g_out[c * S] = grad_of(c, to_float(z[c * S]));
   }
 }
 

@@ -7,7 +7,9 @@
 #include <torch/library.h>
 
 #include <climits>
+#include <mutex>
 #include <tuple>
+#include <unordered_map>
 
 #include "arb_kernels.cuh"
 
@@ -53,12 +55,22 @@ cudaStream_t current_stream() {
   return c10::cuda::getCurrentCUDAStream().stream();
 }
 
+// Looked up once per device, not per step. (ATen's cached device
+// properties would pull in cuBLAS/cuSPARSE headers, which a minimal CUDA
+// toolkit lacks.)
 int multiprocessor_count(int device) {
-  int count = 0;
-  check_launch(cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount,
-                                      device),
-               "cudaDeviceGetAttribute");
-  return count;
+  static std::mutex mutex;
+  static std::unordered_map<int, int> counts;
+  const std::lock_guard<std::mutex> lock(mutex);
+  auto it = counts.find(device);
+  if (it == counts.end()) {
+    int count = 0;
+    check_launch(cudaDeviceGetAttribute(
+                     &count, cudaDevAttrMultiProcessorCount, device),
+                 "cudaDeviceGetAttribute");
+    it = counts.emplace(device, count).first;
+  }
+  return it->second;
 }
 
 void check_cuda(const at::Tensor& t, const char* name) {
