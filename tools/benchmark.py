@@ -12,8 +12,11 @@ baseline measured in the same run:
   log-count shift + loss) and of the paper's formula as written (``naive``,
   the (pixels x classes) matrix of ``n_j / n_y`` materialised) against
   mmseg's ``CrossEntropyLoss`` on the same logits.
-* ``train`` (GPU, needs mmseg with mmcv): a full DeepLabV3+ R-50 training
-  iteration with ARB-Loss against the same iteration with CE.
+* ``train`` (needs mmseg): a full DeepLabV3+ R-50 training iteration with
+  ARB-Loss against the same iteration with CE (same weights and batch,
+  timed in turns; on GPU also peak memory). Where mmcv has no compiled ops
+  (``mmcv-lite``), ``--stub-mmcv-ops`` lets mmseg import; the model uses
+  none of them.
 
 Timings are medians of repeated runs after warm-up (CUDA events on GPU).
 Peak memory is the growth over the inputs during forward+backward:
@@ -107,6 +110,30 @@ def timed(fn: Callable, device: str, repeats: int, warmup: int) -> float:
     return timed_interleaved({'fn': fn}, device, repeats, warmup)['fn']
 
 
+def timed_graph(fn: Callable, repeats: int, calls: int = 20
+                ) -> Optional[float]:
+    """Median GPU seconds of one ``fn()`` replayed from a CUDA graph of
+    ``calls`` back-to-back calls: the device time alone, without the
+    Python and launch overhead that a single eager call adds. None if
+    ``fn`` cannot be captured (e.g. it synchronises)."""
+    try:
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            fn()  # warm-up outside the capture
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(calls):
+                fn()
+    except RuntimeError as e:
+        print(f'  (no CUDA graph: {str(e).splitlines()[0]})')
+        return None
+    graph.replay()
+    return statistics.median(
+        _once(graph.replay, 'cuda') for _ in range(repeats)) / calls
+
+
 def _cpu_status(field: str) -> int:
     with open('/proc/self/status') as f:
         for line in f:
@@ -145,8 +172,12 @@ def bench_count(args: argparse.Namespace) -> Dict:
         copy_src = long_tailed_labels(shape, 19, args.device)
         copy_dst = torch.empty_like(copy_src)
         nbytes = copy_src.numel() * copy_src.element_size()
-        t_copy = timed(lambda: copy_dst.copy_(copy_src), args.device,
-                       repeats, args.warmup)
+        def copy():
+            copy_dst.copy_(copy_src)
+
+        t_copy = timed(copy, args.device, repeats, args.warmup)
+        if args.device == 'cuda':  # device time, as for the kernel below
+            t_copy = timed_graph(copy, repeats) or t_copy
         copy_bw = 2 * nbytes / t_copy  # read + write
         for num_classes in (19, 150):
             label = long_tailed_labels(shape, num_classes, args.device)
@@ -161,30 +192,39 @@ def bench_count(args: argparse.Namespace) -> Dict:
                                      return_counts=True),
             }
             times = timed_interleaved(methods, args.device, repeats, 1)
+            # Bandwidth from device time (a graph replay) where possible;
+            # the speed-ups compare the eager calls a training step makes.
+            t_kernel = (timed_graph(methods['count_classes'], repeats)
+                        if args.device == 'cuda' else None)
+            t_bw = t_kernel or times['count_classes']
             results.append({
                 'shape': shape,
                 'num_classes': num_classes,
                 'times_s': times,
+                'device_time_s': t_kernel,
                 'speedup_vs_bincount':
                 times['bincount'] / times['count_classes'],
                 'speedup_vs_unique': times['unique'] / times['count_classes'],
-                'bandwidth_GBps': nbytes / times['count_classes'] / 1e9,
+                'bandwidth_GBps': nbytes / t_bw / 1e9,
                 'copy_bandwidth_GBps': copy_bw / 1e9,
-                'fraction_of_copy_bandwidth':
-                nbytes / times['count_classes'] / copy_bw,
+                'fraction_of_copy_bandwidth': nbytes / t_bw / copy_bw,
             })
     return {'count': results}
 
 
 def print_count(rows: List[Dict]) -> None:
-    print('\nclass counting, int64 labels (10% ignored), median times')
-    print(f"{'labels':<16}{'C':>5}{'kernel ms':>11}{'bincount':>10}"
+    print('\nclass counting, int64 labels (10% ignored), median ms per call '
+          '(eager); GB/s from device time (CUDA graph) on GPU')
+    print(f"{'labels':<16}{'C':>5}{'count':>9}{'device':>9}{'bincount':>10}"
           f"{'unique':>9}{'x bincnt':>10}{'x unique':>10}{'GB/s':>8}"
           f"{'of copy':>9}")
     for r in rows:
         t = r['times_s']
+        device = r['device_time_s']
         print(f"{'x'.join(map(str, r['shape'])):<16}{r['num_classes']:>5}"
-              f"{t['count_classes'] * 1e3:>11.3f}{t['bincount'] * 1e3:>10.3f}"
+              f"{t['count_classes'] * 1e3:>9.3f}"
+              f"{device * 1e3 if device else float('nan'):>9.3f}"
+              f"{t['bincount'] * 1e3:>10.3f}"
               f"{t['unique'] * 1e3:>9.3f}{r['speedup_vs_bincount']:>10.2f}"
               f"{r['speedup_vs_unique']:>10.2f}{r['bandwidth_GBps']:>8.1f}"
               f"{r['fraction_of_copy_bandwidth']:>9.0%}")
@@ -274,7 +314,9 @@ def bench_loss(args: argparse.Namespace) -> Dict:
     base = results['CrossEntropyLoss']
     for r in results.values():
         r['time_ratio'] = r['time_s'] / base['time_s']
-        r['memory_ratio'] = r['peak_bytes'] / base['peak_bytes']
+        # None where the baseline's growth is below what can be measured.
+        r['memory_ratio'] = (r['peak_bytes'] / base['peak_bytes']
+                             if base['peak_bytes'] > 0 else None)
     return {'loss': results, 'loss_shape': args.shape,
             'loss_dtype': args.dtype}
 
@@ -287,25 +329,62 @@ def print_loss(report: Dict) -> None:
     for name, r in report['loss'].items():
         print(f"{name:<18}{r['time_s'] * 1e3:>10.2f}"
               f"{r['peak_bytes'] / 2**20:>11.1f}"
-              f"{r['time_ratio']:>10.2f}{r['memory_ratio']:>9.2f}")
+              f"{r['time_ratio']:>10.2f}{_ratio(r['memory_ratio']):>9}")
     arb = report['loss']['ARBLoss']
     naive = report['loss'].get('naive')
     print(f"ARB/CE time ratio {arb['time_ratio']:.2f}, memory ratio "
-          f"{arb['memory_ratio']:.2f}" +
+          f"{_ratio(arb['memory_ratio'])}" +
           (f"; naive/CE time ratio {naive['time_ratio']:.2f}, memory ratio "
-           f"{naive['memory_ratio']:.2f}" if naive else ''))
+           f"{_ratio(naive['memory_ratio'])}" if naive else ''))
+
+
+def _ratio(value: Optional[float]) -> str:
+    return 'n/a' if value is None else f'{value:.2f}'
 
 
 # ----------------------------------------------------------------- train
 
 
-def _train_step_time(cfg_path: str, use_arb: bool,
-                     args: argparse.Namespace) -> float:
-    """Median time of one DeepLabV3+ training iteration (fwd, bwd, SGD)."""
+def stub_missing_mmcv_ops() -> bool:
+    """Let mmseg import where mmcv has no compiled ops (``mmcv-lite``, e.g.
+    carried to a bare GPU machine): ``mmcv.ops`` becomes a module whose every
+    name is a placeholder class that raises when called. The model timed
+    here uses none of them, so a placeholder that is ever reached fails the
+    run instead of changing what is measured. True if stubbed."""
+    try:
+        import mmcv
+    except ImportError:
+        return False  # no mmcv at all: nothing to help
+    try:
+        import mmcv.ops  # noqa: F401
+        return False
+    except ImportError:
+        pass
+    import types
+
+    def placeholder(name: str) -> type:
+        def refuse(cls, *args, **kwargs):
+            raise RuntimeError(f'mmcv.ops.{name} was reached, but this mmcv '
+                               f'has no compiled ops (stubbed by benchmark)')
+        return type(name, (), {'__new__': refuse})
+
+    def missing(name: str) -> type:
+        if name.startswith('__'):
+            raise AttributeError(name)
+        return placeholder(name)
+
+    ops = types.ModuleType('mmcv.ops', 'placeholders (no compiled ops)')
+    ops.__getattr__ = missing
+    sys.modules['mmcv.ops'] = ops
+    mmcv.ops = ops
+    return True
+
+
+def _deeplabv3plus(cfg_path: str, use_arb: bool, device: str):
+    """DeepLabV3+ R-50 from mmseg's config, BN instead of SyncBN, no
+    pretrained weights; with ARB-Loss in both heads if ``use_arb``."""
     from mmengine.config import Config
-    from mmengine.structures import PixelData
     from mmseg.registry import MODELS
-    from mmseg.structures import SegDataSample
 
     from mmseg_arb.utils.switch_config import switch_to_arb
     model_cfg = Config.fromfile(cfg_path).model.to_dict()
@@ -314,61 +393,77 @@ def _train_step_time(cfg_path: str, use_arb: bool,
         model_cfg[part]['norm_cfg'] = dict(type='BN', requires_grad=True)
     if use_arb:
         model_cfg = switch_to_arb(model_cfg)
-    model = MODELS.build(model_cfg).cuda().train()
-    optim = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    torch.manual_seed(0)
-    inputs = torch.randn(2, 3, 512, 512, device='cuda')
-    samples = []
-    for i in range(2):
-        sample = SegDataSample()
-        sample.gt_sem_seg = PixelData(
-            data=long_tailed_labels([1, 512, 512], 150, 'cuda', seed=i))
-        sample.set_metainfo(dict(img_shape=(512, 512), pad_shape=(512, 512)))
-        samples.append(sample)
-
-    def step():
-        optim.zero_grad(set_to_none=True)
-        losses = model.loss(inputs, samples)
-        sum(v for k, v in losses.items() if 'loss' in k).backward()
-        optim.step()
-
-    return timed(step, 'cuda', args.repeats, args.warmup)
+    return MODELS.build(model_cfg).to(device).train()
 
 
 def bench_train(args: argparse.Namespace) -> Optional[Dict]:
-    """One DeepLabV3+ R-50 training iteration (fwd, bwd, SGD step) on a
-    2x3x512x512 batch, ARB against CE, same model and data."""
-    if args.device != 'cuda':
-        return None
+    """One DeepLabV3+ R-50 training iteration (fwd, bwd, SGD step), ARB
+    against CE: same weights, same batch, timed in turns."""
     try:
         import mmseg
         from mmengine.registry import init_default_scope
+        import mmseg.models  # noqa: F401  needs mmcv.ops
+        from mmengine.structures import PixelData
+        from mmseg.structures import SegDataSample
     except ImportError as e:
-        print(f'train section skipped: {e}')
+        print(f'train section skipped ({type(e).__name__}: {e}); with '
+              f'mmcv-lite, add --stub-mmcv-ops')
         return None
     init_default_scope('mmseg')
     cfg_path = os.path.join(
         os.path.dirname(mmseg.__file__), '.mim', 'configs', 'deeplabv3plus',
         'deeplabv3plus_r50-d8_4xb4-80k_ade20k-512x512.py')
-    times = {}
-    for name, use_arb in (('CrossEntropyLoss', False), ('ARBLoss', True)):
-        try:
-            times[name] = _train_step_time(cfg_path, use_arb, args)
-        except ImportError as e:  # mmseg.models needs mmcv's compiled ops
-            print(f'train section skipped: {e}')
-            return None
-        torch.cuda.empty_cache()
-    return {'train': {'times_s': times,
-                      'time_ratio': times['ARBLoss'] /
-                      times['CrossEntropyLoss']}}
+    n, h, w = args.train_shape
+    torch.manual_seed(0)
+    with warnings.catch_warnings():  # CE's note on its avg_non_ignore default
+        warnings.simplefilter('ignore')
+        ce = _deeplabv3plus(cfg_path, False, args.device)
+        arb = _deeplabv3plus(cfg_path, True, args.device)
+    missing, unexpected = arb.load_state_dict(ce.state_dict(), strict=False)
+    assert not unexpected and all('estimator' in k for k in missing), \
+        (missing, unexpected)
+    inputs = torch.randn(n, 3, h, w, device=args.device)
+    samples = []
+    for i in range(n):
+        sample = SegDataSample()
+        sample.gt_sem_seg = PixelData(
+            data=long_tailed_labels([1, h, w], 150, args.device, seed=i))
+        sample.set_metainfo(dict(img_shape=(h, w), pad_shape=(h, w)))
+        samples.append(sample)
+
+    def make_step(model):
+        optim = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+        def step():
+            optim.zero_grad(set_to_none=True)
+            losses = model.loss(inputs, samples)
+            sum(v for k, v in losses.items() if 'loss' in k).backward()
+            optim.step()
+
+        return step
+
+    steps = {'CrossEntropyLoss': make_step(ce), 'ARBLoss': make_step(arb)}
+    times = timed_interleaved(steps, args.device, args.repeats, args.warmup)
+    report = {'times_s': times, 'shape': [n, 3, h, w],
+              'time_ratio': times['ARBLoss'] / times['CrossEntropyLoss']}
+    if args.device == 'cuda':
+        peaks = {name: peak_bytes(step, 'cuda')
+                 for name, step in steps.items()}
+        report['peak_bytes'] = peaks
+        report['memory_ratio'] = peaks['ARBLoss'] / peaks['CrossEntropyLoss']
+    return {'train': report}
 
 
 def print_train(report: Dict) -> None:
-    t = report['train']['times_s']
-    print('\nDeepLabV3+ R-50 training iteration, 2x3x512x512, 150 classes')
+    r = report['train']
+    t = r['times_s']
+    print(f"\nDeepLabV3+ R-50 training iteration (fwd, bwd, SGD), input "
+          f"{'x'.join(map(str, r['shape']))}, 150 classes, median times")
     print(f"CE {t['CrossEntropyLoss'] * 1e3:.1f} ms, ARB "
-          f"{t['ARBLoss'] * 1e3:.1f} ms, ARB/CE "
-          f"{report['train']['time_ratio']:.3f}")
+          f"{t['ARBLoss'] * 1e3:.1f} ms, ARB/CE time "
+          f"{r['time_ratio']:.3f}" +
+          (f", peak memory ARB/CE {r['memory_ratio']:.3f}"
+           if 'memory_ratio' in r else ''))
 
 
 # ------------------------------------------------------------------ main
@@ -377,8 +472,8 @@ def print_train(report: Dict) -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
-    parser.add_argument('--sections', nargs='+', default=list(SECTIONS),
-                        choices=SECTIONS)
+    parser.add_argument('--sections', nargs='+', choices=SECTIONS,
+                        help='default: all on cuda; count and loss on cpu')
     parser.add_argument('--shape', type=int, nargs=4,
                         default=[2, 150, 128, 128],
                         metavar=('N', 'C', 'H', 'W'),
@@ -388,13 +483,26 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--repeats', type=int, default=20)
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--skip-naive', action='store_true')
+    parser.add_argument('--train-shape', type=int, nargs=3,
+                        default=[4, 512, 512], metavar=('N', 'H', 'W'),
+                        help='input batch of the train section (default: '
+                        "the 4xb4 config's per-GPU batch)")
+    parser.add_argument('--stub-mmcv-ops', action='store_true',
+                        help='import mmseg even where mmcv has no compiled '
+                        'ops (mmcv-lite): the CE baseline and the train '
+                        'section then use mmseg itself')
     parser.add_argument('--json', help='also write the results here')
     parser.add_argument('--memory-probe', help=argparse.SUPPRESS)
-    return parser.parse_args()
+    args = parser.parse_args()
+    if args.sections is None:
+        args.sections = list(SECTIONS) if args.device == 'cuda' else \
+            ['count', 'loss']
+    return args
 
 
 def main() -> None:
     args = parse_args()
+    stubbed = args.stub_mmcv_ops and stub_missing_mmcv_ops()
     import mmseg_arb  # noqa: F401
     if args.memory_probe:  # child of cpu_peak(): one measurement, printed
         step = loss_steps(args)[args.memory_probe]
@@ -402,6 +510,9 @@ def main() -> None:
         print(peak_bytes(step, 'cpu'))
         return
     from mmseg_arb.ops import cuda_ops_status, load_cuda_ops
+    if stubbed:
+        print('mmcv has no compiled ops here: mmcv.ops stubbed (neither '
+              "mmseg's CrossEntropyLoss nor DeepLabV3+ R-50 uses them)")
     if args.device == 'cuda':
         load_cuda_ops()
     report = {

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # One-call GPU check: build the CUDA extension, run the GPU tests, run the
-# benchmarks, and write everything to $OUT (default ./gpu_check_out):
-#   log.txt, pytest.txt, bench_fp32.json, bench_fp16.json
+# benchmarks, then the kernels under compute-sanitizer; everything goes to
+# $OUT (default ./gpu_check_out): log.txt, pytest.txt, bench_fp32.json,
+# bench_fp16.json, bench_naive.json, sanitizer.txt.
+#
 # Needs only what a bare GPU machine with PyTorch has (nvcc, ninja, pytest,
-# numpy). mmseg is optional: without it the loss baseline is mmseg's CE
-# computation and the training-iteration benchmark is skipped. Well under
-# 10 minutes on one H100.
+# numpy). For mmseg's own CrossEntropyLoss as the loss baseline and for the
+# DeepLabV3+ R-50 training iteration, first run tools/fetch_gpu_check_wheels.sh
+# where PyPI is reachable and carry the resulting .whl/ along; they are
+# installed here with --no-index. Without them the loss baseline is mmseg's
+# CE computation and the training iteration is skipped. About 5 minutes on
+# one H100 (the build is the longest part).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_check_out}
@@ -15,28 +20,63 @@ exec > >(tee "$OUT/log.txt") 2>&1
 export PYTHONUNBUFFERED=1
 # The checkout itself, not an installed copy, is what is checked.
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+BENCH_FLAGS=()
+if ls .whl/*.whl >/dev/null 2>&1; then
+  SITE=${TMPDIR:-/tmp}/mmseg_arb_site
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+    --upgrade --target "$SITE" .whl/*.whl
+  # Use them only if mmseg then imports: a missing dependency of theirs must
+  # not take the tests of the kernels down with it.
+  if PYTHONPATH="$PYTHONPATH:$SITE" "$PY" -c 'import mmengine, mmseg.registry'; then
+    export PYTHONPATH="$PYTHONPATH:$SITE"
+    BENCH_FLAGS=(--stub-mmcv-ops)
+  else
+    echo "carried wheels not used: mmseg does not import with them"
+  fi
+fi
 
 echo "== machine"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
 "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name())'
+nvcc --version | tail -n 2
 
 echo "== build (setup.py build_ext --inplace, MMSEG_ARB_WITH_CUDA=1)"
 start=$(date +%s)
 MMSEG_ARB_WITH_CUDA=1 MAX_JOBS=${MAX_JOBS:-16} "$PY" setup.py -q build_ext --inplace \
   || { echo "BUILD FAILED"; exit 1; }
 echo "built in $(( $(date +%s) - start )) s"
-"$PY" -c 'import mmseg_arb._ext, torch; print("ops:", [o for o in dir(torch.ops.mmseg_arb) if not o.startswith("_")])'
+"$PY" -c 'import mmseg_arb._ext, torch
+for name in ("count_classes", "update_counts", "arb_loss_forward", "arb_loss_backward"):
+    print(getattr(torch.ops.mmseg_arb, name).default._schema)'
 
 echo "== GPU tests"
-"$PY" -m pytest -q -p no:cacheprovider tests/test_ops 2>&1 | tee "$OUT/pytest.txt"
+# (test_extension_build compiles twice more; the build above covers it here.)
+"$PY" -m pytest -q -p no:cacheprovider tests/test_ops \
+  --ignore=tests/test_ops/test_extension_build.py 2>&1 | tee "$OUT/pytest.txt"
 test_rc=${PIPESTATUS[0]}
 
 echo "== benchmarks"
-"$PY" tools/benchmark.py --device cuda --sections count loss train \
+"$PY" tools/benchmark.py --device cuda --sections count loss train "${BENCH_FLAGS[@]}" \
   --shape 8 150 512 512 --dtype float32 --skip-naive --json "$OUT/bench_fp32.json"
-"$PY" tools/benchmark.py --device cuda --sections loss \
+"$PY" tools/benchmark.py --device cuda --sections loss "${BENCH_FLAGS[@]}" \
   --shape 8 150 512 512 --dtype float16 --skip-naive --json "$OUT/bench_fp16.json"
-"$PY" tools/benchmark.py --device cuda --sections loss \
+"$PY" tools/benchmark.py --device cuda --sections loss "${BENCH_FLAGS[@]}" \
   --shape 2 150 256 256 --dtype float32 --json "$OUT/bench_naive.json"
+
+echo "== compute-sanitizer (memcheck, then racecheck on the count kernel)"
+if command -v compute-sanitizer >/dev/null; then
+  {
+    timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 \
+      "$PY" -m pytest -q -p no:cacheprovider -x tests/test_ops/test_cuda_ops.py \
+      -k "count_kernel or update_kernel or fused_loss"
+    echo "memcheck exit $?"
+    timeout 200 compute-sanitizer --tool racecheck --error-exitcode 9 \
+      "$PY" -m pytest -q -p no:cacheprovider -x tests/test_ops/test_cuda_ops.py \
+      -k "count_kernel and int64"
+    echo "racecheck exit $?"
+  } 2>&1 | tail -n 60 | tee "$OUT/sanitizer.txt"
+else
+  echo "compute-sanitizer not found"
+fi
 echo "== done (pytest exit $test_rc)"
 exit "$test_rc"
