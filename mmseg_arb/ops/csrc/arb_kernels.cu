@@ -1,48 +1,19 @@
 // Torch-free CUDA kernels of mmseg-arb (see arb_kernels.cuh).
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
-#include <cmath>
 #include <type_traits>
 
+#include "arb_kernel_logic.cuh"
 #include "arb_kernels.cuh"
 
 namespace mmseg_arb {
 namespace {
 
+using logic::bin_of;
+using logic::for_each_owned_label;
+
 constexpr int kThreads = 256;
 constexpr int kWarp = 32;
 // Static shared memory every CUDA device offers without opting in.
 constexpr int kSharedBudget = 48 * 1024;
-// Classes whose logits the fused loss loads at once.
-constexpr int kLseChunk = 8;
-
-__device__ __forceinline__ float to_float(float v) { return v; }
-__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) {
-  return __bfloat162float(v);
-}
-template <typename F>
-__device__ __forceinline__ F from_float(float v);
-template <>
-__device__ __forceinline__ float from_float<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ __half from_float<__half>(float v) {
-  return __float2half(v);
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
-  return __float2bfloat16(v);
-}
-
-// -1: ignored, num_classes: out of range, else the class.
-template <typename T>
-__device__ __forceinline__ int bin_of(T raw, int num_classes,
-                                      long long ignore_index) {
-  const long long v = static_cast<long long>(raw);
-  if (v == ignore_index) return -1;
-  return (v >= 0 && v < num_classes) ? static_cast<int>(v) : num_classes;
-}
 
 // Adds one pixel to a shared histogram. Lanes of a warp that hit the same
 // bin (a dominant class such as "road") are merged first, so one atomic
@@ -80,26 +51,11 @@ __global__ void __launch_bounds__(kThreads)
     }
   };
 
-  // 16-byte loads: a scalar head up to alignment, the vector body, a tail.
-  constexpr int kVec = 16 / sizeof(T);
-  const uintptr_t address = reinterpret_cast<uintptr_t>(labels);
-  int64_t head = static_cast<int64_t>((16 - address % 16) % 16) / sizeof(T);
-  if (head > n) head = n;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  // This thread's share of the labels, read 16 bytes at a time.
   const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x +
                       threadIdx.x;
-  if (tid < head) add(labels[tid]);
-  const int64_t num_vec = (n - head) / kVec;
-  const uint4* vec = reinterpret_cast<const uint4*>(labels + head);
-  for (int64_t i = tid; i < num_vec; i += stride) {
-    const uint4 packed = __ldg(vec + i);
-    const T* items = reinterpret_cast<const T*>(&packed);
-#pragma unroll
-    for (int k = 0; k < kVec; ++k) add(items[k]);
-  }
-  for (int64_t i = head + num_vec * kVec + tid; i < n; i += stride) {
-    add(labels[i]);
-  }
+  for_each_owned_label(labels, n, tid,
+                       static_cast<int64_t>(gridDim.x) * blockDim.x, add);
 
   if (kShared) {
     __syncthreads();
@@ -152,15 +108,6 @@ __global__ void update_counts_kernel(double* __restrict__ state,
   }
 }
 
-template <typename L>
-__device__ __forceinline__ bool valid_target(const L* labels, int64_t p,
-                                             int C, long long ignore_index,
-                                             int* target) {
-  const long long t = static_cast<long long>(labels[p]);
-  *target = static_cast<int>(t);
-  return t != ignore_index && t >= 0 && t < C;
-}
-
 template <typename F, typename L>
 __global__ void __launch_bounds__(kThreads)
     arb_loss_forward_kernel(const F* __restrict__ logits,
@@ -174,46 +121,13 @@ __global__ void __launch_bounds__(kThreads)
                    threadIdx.x;
        p < total; p += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t n = p / S;
-    const F* z = logits + n * C * S + (p - n * S);
-    // Online log-sum-exp over chunks of classes: one pass over the logits,
-    // one exp per logit, and a chunk's loads issued together (they are
-    // strided by S, so each is its own memory transaction).
-    float m = -INFINITY, sum = 0.f;
-    int c = 0;
-    for (; c + kLseChunk <= C; c += kLseChunk) {
-      float v[kLseChunk];
-#pragma unroll
-      for (int k = 0; k < kLseChunk; ++k) {
-        v[k] = to_float(z[(c + k) * S]) + __ldg(shift + c + k);
-      }
-      float chunk_max = v[0];
-#pragma unroll
-      for (int k = 1; k < kLseChunk; ++k) chunk_max = fmaxf(chunk_max, v[k]);
-      if (chunk_max > m) {
-        sum *= expf(m - chunk_max);
-        m = chunk_max;
-      }
-#pragma unroll
-      for (int k = 0; k < kLseChunk; ++k) sum += expf(v[k] - m);
-    }
-    for (; c < C; ++c) {
-      const float v = to_float(z[c * S]) + __ldg(shift + c);
-      if (v > m) {
-        sum = sum * expf(m - v) + 1.f;
-        m = v;
-      } else {
-        sum += expf(v - m);
-      }
-    }
-    const float l = m + logf(sum);
-    lse[p] = l;
     int t;
-    float out = 0.f;
-    if (valid_target(labels, p, C, ignore_index, &t)) {
-      out = l - (to_float(z[t * S]) + __ldg(shift + t));
-      if (class_weight != nullptr) out *= __ldg(class_weight + t);
-    }
-    loss[p] = out;
+    const bool valid = logic::valid_target(labels, p, C, ignore_index, &t);
+    const logic::PixelLoss out = logic::pixel_forward(
+        logits + n * C * S + (p - n * S), S, C, shift, class_weight, valid,
+        t);
+    loss[p] = out.loss;
+    lse[p] = out.lse;
   }
 }
 
@@ -233,34 +147,11 @@ __global__ void __launch_bounds__(kThreads)
        p < total; p += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t n = p / S;
     const int64_t offset = n * C * S + (p - n * S);
-    F* g_out = grad + offset;
     int t;
-    float g = 0.f;
-    if (valid_target(labels, p, C, ignore_index, &t)) {
-      g = grad_loss[p];
-      if (class_weight != nullptr) g *= __ldg(class_weight + t);
-    }
-    if (g == 0.f) {  // ignored pixel: no need to read its logits
-      for (int c = 0; c < C; ++c) g_out[c * S] = from_float<F>(0.f);
-      continue;
-    }
-    const F* z = logits + offset;
-    const float l = lse[p];
-    auto grad_of = [&](int c, float v) {
-      const float prob = expf(v + __ldg(shift + c) - l);
-      return from_float<F>((prob - (c == t ? 1.f : 0.f)) * g);
-    };
-    int c = 0;
-    for (; c + kLseChunk <= C; c += kLseChunk) {  // loads first, as forward
-      float v[kLseChunk];
-#pragma unroll
-      for (int k = 0; k < kLseChunk; ++k) v[k] = to_float(z[(c + k) * S]);
-#pragma unroll
-      for (int k = 0; k < kLseChunk; ++k) {
-        g_out[(c + k) * S] = grad_of(c + k, v[k]);
-      }
-    }
-    for (; c < C; ++c) g_out[c * S] = grad_of(c, to_float(z[c * S]));
+    const bool valid = logic::valid_target(labels, p, C, ignore_index, &t);
+    logic::pixel_backward(logits + offset, S, C, shift, class_weight, lse[p],
+                          valid ? grad_loss[p] : 0.f, valid, t,
+                          grad + offset);
   }
 }
 

@@ -1,0 +1,179 @@
+// What each thread of the mmseg-arb kernels computes, as __host__ __device__
+// functions: which labels a thread of the count kernel reads, and the fused
+// loss of one pixel, forward and backward. The kernels in arb_kernels.cu are
+// loops around these; tests/test_ops/csrc/test_kernel_logic.cu runs the same
+// functions on the host against exact references, so this logic is tested
+// wherever nvcc exists, GPU or not. Torch-free, like arb_kernels.cu.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#define ARB_HD __host__ __device__ __forceinline__
+
+namespace mmseg_arb {
+namespace logic {
+
+// Classes whose logits the fused loss loads at once (independent strided
+// loads in flight per thread).
+constexpr int kLseChunk = 8;
+
+ARB_HD float to_float(float v) { return v; }
+ARB_HD float to_float(__half v) { return __half2float(v); }
+ARB_HD float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename F>
+ARB_HD F from_float(float v);
+template <>
+ARB_HD float from_float<float>(float v) { return v; }
+template <>
+ARB_HD __half from_float<__half>(float v) { return __float2half(v); }
+template <>
+ARB_HD __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
+  return __float2bfloat16(v);
+}
+
+// A read-only global load: through the non-coherent cache on the device.
+template <typename T>
+ARB_HD T load_readonly(const T* p) {
+#ifdef __CUDA_ARCH__
+  return __ldg(p);
+#else
+  return *p;
+#endif
+}
+
+// -1: ignored, num_classes: out of range, else the class.
+template <typename T>
+ARB_HD int bin_of(T raw, int num_classes, long long ignore_index) {
+  const long long v = static_cast<long long>(raw);
+  if (v == ignore_index) return -1;
+  return (v >= 0 && v < num_classes) ? static_cast<int>(v) : num_classes;
+}
+
+// Calls visit(labels[i]) for each i in [0, n) owned by thread `tid` of
+// `num_threads`: a scalar head up to the first 16-byte boundary, then
+// 16-byte vector loads, then a scalar tail. Each i is owned by exactly one
+// thread, whatever the alignment of `labels`.
+#pragma nv_exec_check_disable
+template <typename T, typename Visit>
+ARB_HD void for_each_owned_label(const T* labels, int64_t n, int64_t tid,
+                                 int64_t num_threads, Visit&& visit) {
+  constexpr int kVec = 16 / sizeof(T);
+  const uintptr_t address = reinterpret_cast<uintptr_t>(labels);
+  int64_t head = static_cast<int64_t>((16 - address % 16) % 16) /
+                 static_cast<int64_t>(sizeof(T));
+  if (head > n) head = n;
+  for (int64_t i = tid; i < head; i += num_threads) visit(labels[i]);
+  const int64_t num_vec = (n - head) / kVec;
+  const uint4* vec = reinterpret_cast<const uint4*>(labels + head);
+  for (int64_t i = tid; i < num_vec; i += num_threads) {
+    const uint4 packed = load_readonly(vec + i);
+    T items[kVec];  // memcpy, not a pointer cast: no aliasing violation
+    memcpy(items, &packed, sizeof(packed));
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) visit(items[k]);
+  }
+  for (int64_t i = head + num_vec * kVec + tid; i < n; i += num_threads) {
+    visit(labels[i]);
+  }
+}
+
+// The label of pixel p if it is a class in [0, C) and not ignored.
+template <typename L>
+ARB_HD bool valid_target(const L* labels, int64_t p, int C,
+                         long long ignore_index, int* target) {
+  const long long t = static_cast<long long>(labels[p]);
+  *target = static_cast<int>(t);
+  return t != ignore_index && t >= 0 && t < C;
+}
+
+struct PixelLoss {
+  float loss;  // (lse - z_y - shift_y) * weight_y, 0 if y is not valid
+  float lse;   // log sum_c exp(z_c + shift_c)
+};
+
+// Forward of one pixel whose C logits lie `stride` elements apart from z.
+// One pass over the logits (online log-sum-exp over chunks of kLseChunk),
+// one exp per logit.
+template <typename F>
+ARB_HD PixelLoss pixel_forward(const F* z, int64_t stride, int C,
+                               const float* shift, const float* class_weight,
+                               bool valid, int target) {
+  float m = -INFINITY, sum = 0.f;
+  int c = 0;
+  for (; c + kLseChunk <= C; c += kLseChunk) {
+    float v[kLseChunk];
+#pragma unroll
+    for (int k = 0; k < kLseChunk; ++k) {
+      v[k] = to_float(z[(c + k) * stride]) + load_readonly(shift + c + k);
+    }
+    float chunk_max = v[0];
+#pragma unroll
+    for (int k = 1; k < kLseChunk; ++k) chunk_max = fmaxf(chunk_max, v[k]);
+    if (chunk_max > m) {
+      sum *= expf(m - chunk_max);
+      m = chunk_max;
+    }
+#pragma unroll
+    for (int k = 0; k < kLseChunk; ++k) sum += expf(v[k] - m);
+  }
+  for (; c < C; ++c) {
+    const float v = to_float(z[c * stride]) + load_readonly(shift + c);
+    if (v > m) {
+      sum = sum * expf(m - v) + 1.f;
+      m = v;
+    } else {
+      sum += expf(v - m);
+    }
+  }
+  PixelLoss out{0.f, m + logf(sum)};
+  if (valid) {
+    out.loss = out.lse -
+               (to_float(z[target * stride]) + load_readonly(shift + target));
+    if (class_weight != nullptr) out.loss *= load_readonly(class_weight + target);
+  }
+  return out;
+}
+
+// Backward of one pixel: grad_c = (exp(z_c + shift_c - lse) - [c == y]) * g
+// with g = grad_loss * weight_y (0 if y is not valid: the logits are then
+// not read). One read of the logits, one write of the gradient.
+template <typename F>
+ARB_HD void pixel_backward(const F* z, int64_t stride, int C,
+                           const float* shift, const float* class_weight,
+                           float lse, float grad_loss, bool valid, int target,
+                           F* grad) {
+  float g = 0.f;
+  if (valid) {
+    g = grad_loss;
+    if (class_weight != nullptr) g *= load_readonly(class_weight + target);
+  }
+  if (g == 0.f) {
+    for (int c = 0; c < C; ++c) grad[c * stride] = from_float<F>(0.f);
+    return;
+  }
+  int c = 0;
+  for (; c + kLseChunk <= C; c += kLseChunk) {  // loads first, as forward
+    float v[kLseChunk];
+#pragma unroll
+    for (int k = 0; k < kLseChunk; ++k) v[k] = to_float(z[(c + k) * stride]);
+#pragma unroll
+    for (int k = 0; k < kLseChunk; ++k) {
+      const int cls = c + k;
+      const float prob = expf(v[k] + load_readonly(shift + cls) - lse);
+      grad[cls * stride] = from_float<F>((prob - (cls == target ? 1.f : 0.f)) * g);
+    }
+  }
+  for (; c < C; ++c) {
+    const float prob = expf(to_float(z[c * stride]) + load_readonly(shift + c) - lse);
+    grad[c * stride] = from_float<F>((prob - (c == target ? 1.f : 0.f)) * g);
+  }
+}
+
+}  // namespace logic
+}  // namespace mmseg_arb
