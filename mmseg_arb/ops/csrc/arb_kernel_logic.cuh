@@ -135,9 +135,19 @@ ARB_HD PixelLoss pixel_forward(const F* z, int64_t stride, int C,
   if (valid) {
     out.loss = out.lse -
                (to_float(z[target * stride]) + load_readonly(shift + target));
-    if (class_weight != nullptr) out.loss *= load_readonly(class_weight + target);
+    if (class_weight != nullptr) {
+      out.loss *= load_readonly(class_weight + target);
+    }
   }
   return out;
+}
+
+// d loss / d z_c of a pixel: (softmax_c - [c == y]) * g.
+template <typename F>
+ARB_HD F logit_grad(float z_c, float shift_c, float lse, bool is_target,
+                    float g) {
+  const float prob = expf(z_c + shift_c - lse);
+  return from_float<F>((prob - (is_target ? 1.f : 0.f)) * g);
 }
 
 // Backward of one pixel: grad_c = (exp(z_c + shift_c - lse) - [c == y]) * g
@@ -164,14 +174,14 @@ ARB_HD void pixel_backward(const F* z, int64_t stride, int C,
     for (int k = 0; k < kLseChunk; ++k) v[k] = to_float(z[(c + k) * stride]);
 #pragma unroll
     for (int k = 0; k < kLseChunk; ++k) {
-      const int cls = c + k;
-      const float prob = expf(v[k] + load_readonly(shift + cls) - lse);
-      grad[cls * stride] = from_float<F>((prob - (cls == target ? 1.f : 0.f)) * g);
+      grad[(c + k) * stride] = logit_grad<F>(
+          v[k], load_readonly(shift + c + k), lse, c + k == target, g);
     }
   }
   for (; c < C; ++c) {
-    const float prob = expf(to_float(z[c * stride]) + load_readonly(shift + c) - lse);
-    grad[c * stride] = from_float<F>((prob - (c == target ? 1.f : 0.f)) * g);
+    grad[c * stride] = logit_grad<F>(to_float(z[c * stride]),
+                                     load_readonly(shift + c), lse,
+                                     c == target, g);
   }
 }
 

@@ -75,7 +75,8 @@ cudaError_t count_classes_typed(const T* labels, int64_t n, int num_classes,
   const int bins = num_classes + 1;
   const int64_t per_block = static_cast<int64_t>(kThreads) * (16 / sizeof(T));
   int64_t blocks = (n + per_block - 1) / per_block;
-  const int64_t max_blocks = static_cast<int64_t>(num_sms > 0 ? num_sms : 1) * 4;
+  const int64_t max_blocks =
+      static_cast<int64_t>(num_sms > 0 ? num_sms : 1) * 4;
   if (blocks > max_blocks) blocks = max_blocks;
   const size_t hist_bytes = static_cast<size_t>(bins) * sizeof(unsigned int);
   if (hist_bytes <= static_cast<size_t>(kSharedBudget)) {

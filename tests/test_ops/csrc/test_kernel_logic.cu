@@ -92,14 +92,17 @@ void test_pixel(std::mt19937& rng) {
   for (int C = 1; C <= 41; ++C) {
     for (int stride : strides) {
       for (int trial = 0; trial < 6; ++trial) {
-        const float scale = trial % 3 == 0 ? 1.f : (trial % 3 == 1 ? 30.f : 300.f);
+        const float scale = trial % 3 == 0 ? 1.f
+                            : trial % 3 == 1 ? 30.f : 300.f;
         std::vector<F> z(static_cast<size_t>(C) * stride);
         std::vector<double> zd(C);
         std::vector<float> shift(C), weight(C);
         for (int c = 0; c < C; ++c) {
           z[c * stride] = from_float<F>(normal(rng) * scale);
           zd[c] = to_float(z[c * stride]);
-          shift[c] = uniform(rng) < 0.2f ? -1e30f : std::log(1.f + 1e4f * uniform(rng));
+          shift[c] = uniform(rng) < 0.2f  // an absent class
+                         ? -1e30f
+                         : std::log(1.f + 1e4f * uniform(rng));
           weight[c] = 0.5f + uniform(rng);
         }
         const int target = static_cast<int>(rng() % C);
