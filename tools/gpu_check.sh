@@ -9,8 +9,11 @@
 # DeepLabV3+ R-50 training iteration, first run tools/fetch_gpu_check_wheels.sh
 # where PyPI is reachable and carry the resulting .whl/ along; they are
 # installed here with --no-index. Without them the loss baseline is mmseg's
-# CE computation and the training iteration is skipped. About 5 minutes on
-# one H100 (the build is the longest part).
+# CE computation and the training iteration is skipped. Not yet run on a GPU;
+# expected under 9 minutes on one H100: the build took 100 s on this
+# project's 2-core CPU machine, and the sanitizer runs are capped at 5
+# minutes together, last, so that the results before them are already in
+# $OUT if the device call's limit cuts them short.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_check_out}
@@ -50,9 +53,10 @@ for name in ("count_classes", "update_counts", "arb_loss_forward", "arb_loss_bac
     print(getattr(torch.ops.mmseg_arb, name).default._schema)'
 
 echo "== GPU tests"
-# (test_extension_build compiles twice more; the build above covers it here.)
-"$PY" -m pytest -q -p no:cacheprovider tests/test_ops \
-  --ignore=tests/test_ops/test_extension_build.py 2>&1 | tee "$OUT/pytest.txt"
+# Only the tests that need the GPU: the compile, host-logic and build tests
+# of tests/test_ops pass on CPU machines, and the build above covers them.
+"$PY" -m pytest -q -p no:cacheprovider tests/test_ops/test_cuda_ops.py \
+  tests/test_ops/test_cuda_ext_fallback.py 2>&1 | tee "$OUT/pytest.txt"
 test_rc=${PIPESTATUS[0]}
 
 echo "== benchmarks"
@@ -66,11 +70,11 @@ echo "== benchmarks"
 echo "== compute-sanitizer (memcheck, then racecheck on the count kernel)"
 if command -v compute-sanitizer >/dev/null; then
   {
-    timeout 300 compute-sanitizer --tool memcheck --error-exitcode 9 \
+    timeout 180 compute-sanitizer --tool memcheck --error-exitcode 9 \
       "$PY" -m pytest -q -p no:cacheprovider -x tests/test_ops/test_cuda_ops.py \
       -k "count_kernel or update_kernel or fused_loss"
     echo "memcheck exit $?"
-    timeout 200 compute-sanitizer --tool racecheck --error-exitcode 9 \
+    timeout 120 compute-sanitizer --tool racecheck --error-exitcode 9 \
       "$PY" -m pytest -q -p no:cacheprovider -x tests/test_ops/test_cuda_ops.py \
       -k "count_kernel and int64"
     echo "racecheck exit $?"
