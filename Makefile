@@ -11,7 +11,8 @@ setup:
 demo: setup
 	$(PY) tools/demo.py
 
-test: setup
+test:
+	@bash tools/setup_env.sh --tests
 	$(PY) -m pytest -q tests
 
 bench: setup

@@ -9,12 +9,13 @@
 # wheel in $MMCV_WHEEL_DIR (default ~/.cache/mmseg_arb/wheels/<torch version>);
 # later runs, in any clone on this machine, install that wheel in seconds.
 #
-# On a machine with nvcc but only a CPU torch, it also makes $CUDA_VENV
-# (default .venv-cuda) with a CUDA build of torch, in which the tests compile
-# and link the CUDA extension (tests/test_ops/test_extension_build.py; no GPU
-# needed). MMSEG_ARB_CUDA_BUILD_CHECK=auto (default) does so only when pip
-# finds that torch wheel in a local file, never by downloading it (several
-# GB); =1 downloads it if need be, =0 never makes it.
+# With --tests (make test), on a machine with nvcc but only a CPU torch, it
+# also makes $CUDA_VENV (default .venv-cuda) with a CUDA build of torch, in
+# which the tests compile and link the CUDA extension
+# (tests/test_ops/test_extension_build.py; no GPU needed).
+# MMSEG_ARB_CUDA_BUILD_CHECK=auto (default) does so only when pip finds that
+# torch wheel in a local file, never by downloading it (several GB); =1
+# downloads it if need be, =0 never makes it.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,6 +27,7 @@ PY=$VENV/bin/python
 CUDA_VENV=${CUDA_VENV:-$ROOT/.venv-cuda}
 CUDA_TORCH_SPEC=${CUDA_TORCH_SPEC:-torch==2.14.1}
 CUDA_BUILD_CHECK=${MMSEG_ARB_CUDA_BUILD_CHECK:-auto}
+[ "${1:-}" = --tests ] || CUDA_BUILD_CHECK=0  # only the tests need it
 
 pip_install() {
   "$PY" -m pip install --disable-pip-version-check -q "$@" 2>&1 \
