@@ -153,3 +153,19 @@ def test_arb_loss_on_gpu_needs_no_estimator():
     loss = arb_loss(logits, label, counts, avg_non_ignore=True)
     loss.backward()
     assert torch.isfinite(loss) and torch.all(logits.grad[:, 2:] == 0)
+
+
+def test_count_kernel_replays_in_a_cuda_graph():
+    # The benchmark measures the kernel's device time this way, and
+    # graph-captured training steps (e.g. torch.compile's reduce-overhead
+    # mode) need the op to be capturable: no sync, no host-side state.
+    label = long_tailed_labels((4, 256, 256), 150)
+    count_classes(label, 150, 255)  # warm-up: SM count, allocator
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        counts, invalid = count_classes(label, 150, 255)
+    label.copy_(long_tailed_labels((4, 256, 256), 150, seed=1))
+    graph.replay()
+    expected = count_classes_pytorch(label, 150, 255)
+    assert torch.equal(counts, expected[0])
+    assert int(invalid) == int(expected[1])
