@@ -172,6 +172,7 @@ def bench_count(args: argparse.Namespace) -> Dict:
         copy_src = long_tailed_labels(shape, 19, args.device)
         copy_dst = torch.empty_like(copy_src)
         nbytes = copy_src.numel() * copy_src.element_size()
+
         def copy():
             copy_dst.copy_(copy_src)
 

@@ -3,7 +3,7 @@
 # needs and a bare GPU machine with PyTorch lacks: mmengine, mmsegmentation,
 # mmcv-lite (mmcv without compiled ops; the benchmark stubs mmcv.ops, which
 # neither mmseg's CrossEntropyLoss nor DeepLabV3+ R-50 uses) and their small
-# dependencies, about 3 MB. Run it where PyPI is reachable, then carry `.whl`
+# dependencies, about 5 MB. Run it where PyPI is reachable, then carry `.whl`
 # to the GPU machine; gpu_check.sh installs them there with --no-index.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -29,10 +29,14 @@ CUDA_TORCH_SPEC=${CUDA_TORCH_SPEC:-torch==2.14.1}
 CUDA_BUILD_CHECK=${MMSEG_ARB_CUDA_BUILD_CHECK:-auto}
 [ "${1:-}" = --tests ] || CUDA_BUILD_CHECK=0  # only the tests need it
 
-pip_install() {
-  "$PY" -m pip install --disable-pip-version-check -q "$@" 2>&1 \
+# pip install into the venv of the python given first, its noise filtered.
+pip_install_with() {
+  local python=$1
+  shift
+  "$python" -m pip install --disable-pip-version-check -q "$@" 2>&1 \
     | { grep -v -e "^WARNING: Location 'file:" -e 'dependency conflicts' || true; }
 }
+pip_install() { pip_install_with "$PY" "$@"; }
 
 ready() {
   "$PY" - "$ROOT" <<'PYEOF' 2>/dev/null
@@ -59,12 +63,26 @@ setup_cuda_build_check() {
     echo "torch in $VENV is a CUDA build" > "$decision"  # the tests use it
     return 0
   fi
-  if [ "$CUDA_BUILD_CHECK" = auto ]; then
-    local report
-    report=$(mktemp)
-    "$PY" -m pip install --disable-pip-version-check -q --dry-run \
-      --ignore-installed --report "$report" "$CUDA_TORCH_SPEC" >/dev/null 2>&1 || true
-    if ! "$PY" - "$report" <<'PYEOF'
+  if [ "$CUDA_BUILD_CHECK" = auto ] && ! torch_wheel_is_local; then
+    echo "setup: no local CUDA build of torch ($CUDA_TORCH_SPEC): the extension" \
+         "build test will skip (MMSEG_ARB_CUDA_BUILD_CHECK=1 downloads it)"
+    echo "no local $CUDA_TORCH_SPEC" > "$decision"
+    return 0
+  fi
+  echo "setup: making $CUDA_VENV with $CUDA_TORCH_SPEC (CUDA build) for the extension build test..."
+  [ -x "$CUDA_VENV/bin/python" ] || python3 -m venv "$CUDA_VENV"
+  pip_install_with "$CUDA_VENV/bin/python" "$CUDA_TORCH_SPEC" ninja numpy
+  echo "made $CUDA_VENV" > "$decision"
+}
+
+# Whether pip would take $CUDA_TORCH_SPEC's torch wheel from a local file
+# (asked with --dry-run, which downloads no wheel).
+torch_wheel_is_local() {
+  local report status=0
+  report=$(mktemp)
+  "$PY" -m pip install --disable-pip-version-check -q --dry-run \
+    --ignore-installed --report "$report" "$CUDA_TORCH_SPEC" >/dev/null 2>&1 || true
+  "$PY" - "$report" <<'PYEOF' || status=1
 import json, sys
 try:
     report = json.load(open(sys.argv[1]))
@@ -74,20 +92,8 @@ urls = [i['download_info']['url'] for i in report.get('install', [])
         if i['metadata']['name'].lower() == 'torch']
 sys.exit(not (urls and urls[0].startswith('file:')))
 PYEOF
-    then
-      rm -f "$report"
-      echo "setup: no local CUDA build of torch ($CUDA_TORCH_SPEC): the extension" \
-           "build test will skip (MMSEG_ARB_CUDA_BUILD_CHECK=1 downloads it)"
-      echo "no local $CUDA_TORCH_SPEC" > "$decision"
-      return 0
-    fi
-    rm -f "$report"
-  fi
-  echo "setup: making $CUDA_VENV with $CUDA_TORCH_SPEC (CUDA build) for the extension build test..."
-  [ -x "$CUDA_VENV/bin/python" ] || python3 -m venv "$CUDA_VENV"
-  "$CUDA_VENV/bin/python" -m pip install --disable-pip-version-check -q \
-    "$CUDA_TORCH_SPEC" ninja numpy 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
-  echo "made $CUDA_VENV" > "$decision"
+  rm -f "$report"
+  return "$status"
 }
 
 [ -x "$PY" ] || python3 -m venv "$VENV"

@@ -9,12 +9,11 @@ from helpers import ROOT
 
 BENCHMARK = osp.join(ROOT, 'tools', 'benchmark.py')
 
-# Runs the benchmark as if mmcv had no compiled ops (as with mmcv-lite on a
-# bare GPU machine): importing mmcv._ext fails.
-WITHOUT_MMCV_EXT = (
-    "import runpy, sys; sys.modules['mmcv._ext'] = None; "
-    "sys.argv = [{path!r}] + {args!r}; "
-    "runpy.run_path({path!r}, run_name='__main__')")
+# Python code prefix that makes mmcv look as if it had no compiled ops (as
+# mmcv-lite on a bare GPU machine): importing mmcv._ext fails.
+HIDE_MMCV_EXT = "import runpy, sys; sys.modules['mmcv._ext'] = None; "
+RUN_BENCHMARK = ("sys.argv = [{path!r}] + {args!r}; "
+                 "runpy.run_path({path!r}, run_name='__main__')")
 
 
 def run(args, tmp_path, without_mmcv_ext=False):
@@ -23,7 +22,8 @@ def run(args, tmp_path, without_mmcv_ext=False):
                          str(out)]
     if without_mmcv_ext:
         cmd = [sys.executable, '-c',
-               WITHOUT_MMCV_EXT.format(path=BENCHMARK, args=args)]
+               HIDE_MMCV_EXT + RUN_BENCHMARK.format(path=BENCHMARK,
+                                                    args=args)]
     else:
         cmd = [sys.executable, BENCHMARK] + args
     result = subprocess.run(cmd, capture_output=True, text=True,
@@ -69,8 +69,7 @@ def test_train_section_explains_missing_mmcv_ops(tmp_path):
 
 def test_stubbed_op_refuses_to_run():
     code = (
-        "import runpy, sys; sys.modules['mmcv._ext'] = None; "
-        f"bench = runpy.run_path({BENCHMARK!r}); "
+        HIDE_MMCV_EXT + f"bench = runpy.run_path({BENCHMARK!r}); "
         "assert bench['stub_missing_mmcv_ops'](); "
         "from mmcv.ops import point_sample\n"
         "try:\n    point_sample(None, None)\n"

@@ -151,8 +151,7 @@ __global__ void __launch_bounds__(kThreads)
     int t;
     const bool valid = logic::valid_target(labels, p, C, ignore_index, &t);
     logic::pixel_backward(logits + offset, S, C, shift, class_weight, lse[p],
-                          valid ? grad_loss[p] : 0.f, valid, t,
-                          grad + offset);
+                          grad_loss[p], valid, t, grad + offset);
   }
 }
 
