@@ -1,7 +1,13 @@
-"""The per-thread logic of the CUDA kernels (``arb_kernel_logic.cuh``: which
-labels a thread counts, one pixel's fused loss forward and backward) runs on
-the host against exact references, so it is tested wherever nvcc exists,
-GPU or not (see ``csrc/test_kernel_logic.cu``)."""
+"""The logic of the CUDA kernels (``arb_kernel_logic.cuh``) runs on the host
+against exact references, so it is tested wherever nvcc exists, GPU or not:
+
+* ``csrc/test_kernel_logic.cu``: which labels a thread counts, and one
+  pixel's fused loss forward and backward;
+* ``csrc/test_count_block.cu``: the count kernel's launch plan and whole
+  grid, one host thread per CUDA thread, with warp aggregation both
+  converged and diverged; once more under ThreadSanitizer, which reports
+  any shared-memory access a missing ``__syncthreads`` leaves unordered.
+"""
 import os.path as osp
 import shutil
 import subprocess
@@ -11,17 +17,42 @@ import pytest
 import mmseg_arb.ops
 
 CSRC = osp.join(osp.dirname(mmseg_arb.ops.__file__), 'csrc')
-TEST_SOURCE = osp.join(osp.dirname(__file__), 'csrc', 'test_kernel_logic.cu')
+TEST_CSRC = osp.join(osp.dirname(__file__), 'csrc')
+
+pytestmark = pytest.mark.skipif(
+    shutil.which('nvcc') is None, reason='nvcc not on PATH')
 
 
-@pytest.mark.skipif(shutil.which('nvcc') is None, reason='nvcc not on PATH')
-def test_kernel_logic_on_the_host(tmp_path):
-    binary = str(tmp_path / 'test_kernel_logic')
-    build = subprocess.run(
-        ['nvcc', '-std=c++17', '-O2', f'-I{CSRC}', TEST_SOURCE, '-o', binary],
+def build(tmp_path, source, *flags):
+    binary = str(tmp_path / osp.splitext(source)[0])
+    return binary, subprocess.run(
+        ['nvcc', '-std=c++17', *flags, f'-I{CSRC}',
+         osp.join(TEST_CSRC, source), '-o', binary],
         capture_output=True, text=True, timeout=600)
-    assert build.returncode == 0, build.stderr
-    run = subprocess.run([binary], capture_output=True, text=True,
+
+
+def run_checks(binary, *args):
+    run = subprocess.run([binary, *args], capture_output=True, text=True,
                          timeout=600)
-    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     assert ', 0 failed' in run.stdout
+    return run
+
+
+@pytest.mark.parametrize('source', ['test_kernel_logic.cu',
+                                    'test_count_block.cu'])
+def test_kernel_logic_on_the_host(tmp_path, source):
+    binary, build_run = build(tmp_path, source, '-O2')
+    assert build_run.returncode == 0, build_run.stderr
+    run_checks(binary)
+
+
+def test_count_block_is_race_free(tmp_path):
+    binary, build_run = build(tmp_path, 'test_count_block.cu', '-O1', '-g',
+                              '-Xcompiler', '-fsanitize=thread', '-ltsan')
+    if build_run.returncode != 0 and 'tsan' in build_run.stderr:
+        pytest.skip('ThreadSanitizer is not available to the host compiler: '
+                    + build_run.stderr.strip().splitlines()[-1])
+    assert build_run.returncode == 0, build_run.stderr
+    run = run_checks(binary, '--races')
+    assert 'ThreadSanitizer' not in run.stderr, run.stderr[-4000:]

@@ -1,9 +1,12 @@
-// What each thread of the mmseg-arb kernels computes, as __host__ __device__
-// functions: which labels a thread of the count kernel reads, and the fused
-// loss of one pixel, forward and backward. The kernels in arb_kernels.cu are
-// loops around these; tests/test_ops/csrc/test_kernel_logic.cu runs the same
-// functions on the host against exact references, so this logic is tested
-// wherever nvcc exists, GPU or not. Torch-free, like arb_kernels.cu.
+// What the mmseg-arb kernels compute, as __host__ __device__ functions: the
+// count kernel's launch plan and one block of it (written against a Block
+// that supplies __syncthreads, __match_any_sync and the atomics), which
+// labels a thread reads, and the fused loss of one pixel, forward and
+// backward. The kernels in arb_kernels.cu are thin wrappers around these.
+// tests/test_ops/csrc/ runs the same functions on the host, the block with
+// emulated threads under ThreadSanitizer, against exact references, so this
+// logic is tested wherever nvcc exists, GPU or not. Torch-free, like
+// arb_kernels.cu.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -80,6 +83,113 @@ ARB_HD void for_each_owned_label(const T* labels, int64_t n, int64_t tid,
   }
   for (int64_t i = head + num_vec * kVec + tid; i < n; i += num_threads) {
     visit(labels[i]);
+  }
+}
+
+// Launch shape of the count kernel: a grid of at most 4 blocks per SM, each
+// with `replicas` private shared-memory histograms of num_classes + 1 32-bit
+// counters, or none (replicas == 0: global atomics) when one does not fit.
+constexpr int kCountThreads = 256;
+constexpr int kWarp = 32;
+// Static shared memory every CUDA device offers without opting in.
+constexpr int64_t kSharedBudget = 48 * 1024;
+// A block never reads more labels than a 32-bit shared counter can count.
+constexpr int64_t kMaxLabelsPerBlock = int64_t(1) << 31;
+
+struct CountPlan {
+  int64_t blocks;
+  int replicas;
+  int64_t shared_bytes;
+};
+
+inline CountPlan plan_count(int64_t n, int label_bytes, int num_classes,
+                            int num_sms) {
+  const int64_t per_block = int64_t(kCountThreads) * (16 / label_bytes);
+  const int64_t wanted = (n + per_block - 1) / per_block;
+  const int64_t cap = int64_t(num_sms > 0 ? num_sms : 1) * 4;
+  const int64_t needed = (n + kMaxLabelsPerBlock - 1) / kMaxLabelsPerBlock;
+  int64_t blocks = wanted < cap ? wanted : cap;
+  if (blocks < needed) blocks = needed;
+  if (blocks < 1) blocks = 1;
+  const int64_t hist_bytes = int64_t(num_classes + 1) * 4;
+  int64_t replicas = kSharedBudget / hist_bytes;
+  if (replicas > kCountThreads / kWarp) replicas = kCountThreads / kWarp;
+  return CountPlan{blocks, static_cast<int>(replicas),
+                   replicas * hist_bytes};
+}
+
+ARB_HD int first_lane(unsigned int mask) {
+#ifdef __CUDA_ARCH__
+  return __ffs(mask) - 1;
+#else
+  return __builtin_ffs(mask) - 1;
+#endif
+}
+
+ARB_HD unsigned int lanes_in(unsigned int mask) {
+#ifdef __CUDA_ARCH__
+  return __popc(mask);
+#else
+  return __builtin_popcount(mask);
+#endif
+}
+
+// Adds one label to a histogram: with kShared, the lanes of a warp that
+// hit the same bin (a dominant class such as "road") are merged first, so
+// one shared atomic per distinct bin and warp; otherwise a global atomic.
+template <bool kShared, typename T, typename Block>
+struct AddLabel {
+  const Block& block;
+  int num_classes;
+  long long ignore_index;
+  unsigned int* hist;  // this thread's shared replica
+  unsigned long long* out;
+
+#pragma nv_exec_check_disable
+  ARB_HD void operator()(T raw) const {
+    const int bin = bin_of(raw, num_classes, ignore_index);
+    if (kShared) {
+      const unsigned int peers = block.match_any(bin);
+      if (bin >= 0 && block.lane() == first_lane(peers)) {
+        block.atomic_add(hist + bin, lanes_in(peers));
+      }
+    } else if (bin >= 0) {
+      block.atomic_add(out + bin, 1ull);
+    }
+  }
+};
+
+// One block of the count kernel: out[c] += labels of class c, out[C] +=
+// out-of-range labels, ignored labels skipped. With shared histograms each
+// warp group adds into its own replica, then one global atomic per bin per
+// block. `Block` supplies thread(), threads(), lane(), global_thread(),
+// grid_threads(), sync(), match_any(int) and atomic_add(p, v): the CUDA
+// built-ins in the kernel, emulated threads in the host test.
+#pragma nv_exec_check_disable
+template <bool kShared, typename T, typename Block>
+ARB_HD void count_block(const Block& block, const T* labels, int64_t n,
+                        int num_classes, long long ignore_index,
+                        int replicas, unsigned int* shared_hist,
+                        unsigned long long* out) {
+  const int bins = num_classes + 1;
+  unsigned int* hist = shared_hist;
+  if (kShared) {
+    for (int i = block.thread(); i < replicas * bins; i += block.threads()) {
+      shared_hist[i] = 0u;
+    }
+    block.sync();
+    hist = shared_hist + (block.thread() / kWarp % replicas) * bins;
+  }
+  for_each_owned_label(
+      labels, n, block.global_thread(), block.grid_threads(),
+      AddLabel<kShared, T, Block>{block, num_classes, ignore_index, hist, out});
+  if (kShared) {
+    block.sync();
+    for (int b = block.thread(); b < bins; b += block.threads()) {
+      unsigned long long total = 0;
+      for (int r = 0; r < replicas; ++r) total += shared_hist[r * bins + b];
+      if (total) block.atomic_add(out + b, total);
+    }
   }
 }
 

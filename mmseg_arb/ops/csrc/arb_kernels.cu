@@ -7,24 +7,30 @@
 namespace mmseg_arb {
 namespace {
 
-using logic::bin_of;
-using logic::for_each_owned_label;
+constexpr int kThreads = logic::kCountThreads;
+using logic::kWarp;
 
-constexpr int kThreads = 256;
-constexpr int kWarp = 32;
-// Static shared memory every CUDA device offers without opting in.
-constexpr int kSharedBudget = 48 * 1024;
-
-// Adds one pixel to a shared histogram. Lanes of a warp that hit the same
-// bin (a dominant class such as "road") are merged first, so one atomic
-// per distinct bin and warp reaches shared memory.
-__device__ __forceinline__ void add_shared(unsigned int* hist, int bin) {
-  const unsigned int peers = __match_any_sync(__activemask(), bin);
-  const int leader = __ffs(peers) - 1;
-  if (bin >= 0 && (threadIdx.x % kWarp) == leader) {
-    atomicAdd(hist + bin, static_cast<unsigned int>(__popc(peers)));
+// The CUDA side of logic::count_block's Block.
+struct DeviceBlock {
+  __device__ int thread() const { return threadIdx.x; }
+  __device__ int threads() const { return blockDim.x; }
+  __device__ int lane() const { return threadIdx.x % kWarp; }
+  __device__ int64_t global_thread() const {
+    return static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   }
-}
+  __device__ int64_t grid_threads() const {
+    return static_cast<int64_t>(gridDim.x) * blockDim.x;
+  }
+  __device__ void sync() const { __syncthreads(); }
+  // Lanes converged here that carry the same value.
+  __device__ unsigned int match_any(int value) const {
+    return __match_any_sync(__activemask(), value);
+  }
+  template <typename C>
+  __device__ void atomic_add(C* address, C value) const {
+    atomicAdd(address, value);
+  }
+};
 
 template <typename T, bool kShared>
 __global__ void __launch_bounds__(kThreads)
@@ -32,39 +38,9 @@ __global__ void __launch_bounds__(kThreads)
                          int num_classes, long long ignore_index,
                          int replicas, unsigned long long* __restrict__ out) {
   extern __shared__ unsigned int shared_hist[];
-  const int bins = num_classes + 1;
-  unsigned int* hist = shared_hist;
-  if (kShared) {
-    for (int i = threadIdx.x; i < replicas * bins; i += blockDim.x) {
-      shared_hist[i] = 0u;
-    }
-    __syncthreads();
-    // One private copy per group of warps spreads atomic traffic.
-    hist = shared_hist + (threadIdx.x / kWarp % replicas) * bins;
-  }
-  auto add = [&](T raw) {
-    const int bin = bin_of(raw, num_classes, ignore_index);
-    if (kShared) {
-      add_shared(hist, bin);
-    } else if (bin >= 0) {
-      atomicAdd(out + bin, 1ull);
-    }
-  };
-
-  // This thread's share of the labels, read 16 bytes at a time.
-  const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x +
-                      threadIdx.x;
-  for_each_owned_label(labels, n, tid,
-                       static_cast<int64_t>(gridDim.x) * blockDim.x, add);
-
-  if (kShared) {
-    __syncthreads();
-    for (int b = threadIdx.x; b < bins; b += blockDim.x) {
-      unsigned long long total = 0;
-      for (int r = 0; r < replicas; ++r) total += shared_hist[r * bins + b];
-      if (total) atomicAdd(out + b, total);  // one global atomic per bin
-    }
-  }
+  DeviceBlock block;
+  logic::count_block<kShared>(block, labels, n, num_classes, ignore_index,
+                              replicas, shared_hist, out);
 }
 
 template <typename T>
@@ -72,23 +48,16 @@ cudaError_t count_classes_typed(const T* labels, int64_t n, int num_classes,
                                 int64_t ignore_index, unsigned long long* out,
                                 int num_sms, cudaStream_t stream) {
   if (n == 0) return cudaSuccess;
-  const int bins = num_classes + 1;
-  const int64_t per_block = static_cast<int64_t>(kThreads) * (16 / sizeof(T));
-  int64_t blocks = (n + per_block - 1) / per_block;
-  const int64_t max_blocks =
-      static_cast<int64_t>(num_sms > 0 ? num_sms : 1) * 4;
-  if (blocks > max_blocks) blocks = max_blocks;
-  const size_t hist_bytes = static_cast<size_t>(bins) * sizeof(unsigned int);
-  if (hist_bytes <= static_cast<size_t>(kSharedBudget)) {
-    int replicas = static_cast<int>(kSharedBudget / hist_bytes);
-    if (replicas > kThreads / kWarp) replicas = kThreads / kWarp;
+  const logic::CountPlan plan =
+      logic::plan_count(n, sizeof(T), num_classes, num_sms);
+  const auto grid = static_cast<unsigned int>(plan.blocks);
+  if (plan.replicas > 0) {
     count_classes_kernel<T, true>
-        <<<static_cast<unsigned int>(blocks), kThreads, replicas * hist_bytes,
-           stream>>>(labels, n, num_classes, ignore_index, replicas, out);
+        <<<grid, kThreads, static_cast<size_t>(plan.shared_bytes), stream>>>(
+            labels, n, num_classes, ignore_index, plan.replicas, out);
   } else {  // too many classes for shared memory: global atomics
-    count_classes_kernel<T, false>
-        <<<static_cast<unsigned int>(blocks), kThreads, 0, stream>>>(
-            labels, n, num_classes, ignore_index, 1, out);
+    count_classes_kernel<T, false><<<grid, kThreads, 0, stream>>>(
+        labels, n, num_classes, ignore_index, 0, out);
   }
   return cudaGetLastError();
 }
