@@ -6,7 +6,7 @@ from mmseg_arb.counting import LabelRangeError
 from mmseg_arb.models.losses import ARBLoss, arb_loss
 from mmseg_arb.models.losses.arb_loss import _per_pixel_loss, log_count_shift
 from mmseg_arb.ops import (count_classes, count_classes_pytorch,
-                           cuda_ops_status, load_cuda_ops,
+                           cuda_ext, cuda_ops_status, load_cuda_ops,
                            update_count_state_)
 
 pytestmark = pytest.mark.skipif(
@@ -113,9 +113,15 @@ def test_gpu_loss_matches_cpu_loss_module(mode):
                                cpu.estimator.counts)
 
 
+# 'pytorch': the path of GPUs where the extension is not loaded.
+@pytest.mark.parametrize('backend', ['cuda_ops', 'pytorch'])
 @pytest.mark.parametrize('mode', ['batch', 'cumulative', 'ema', 'prior'])
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float16])
-def test_no_host_sync_in_count_loss_and_backward(mode, dtype):
+def test_no_host_sync_in_count_loss_and_backward(mode, dtype, backend,
+                                                  monkeypatch):
+    if backend == 'pytorch':
+        monkeypatch.setattr(cuda_ext, '_state', {
+            'tried': True, 'loaded': False, 'reason': 'off for this test'})
     kwargs = dict(class_counts=[float(i + 1) for i in range(150)]) \
         if mode == 'prior' else {}
     loss_fn = ARBLoss(count_mode=mode, avg_non_ignore=True,
