@@ -134,9 +134,10 @@ ARB_HD unsigned int lanes_in(unsigned int mask) {
 #endif
 }
 
-// Adds one label to a histogram: with kShared, the lanes of a warp that
-// hit the same bin (a dominant class such as "road") are merged first, so
-// one shared atomic per distinct bin and warp; otherwise a global atomic.
+// Adds one label to the histogram. The lanes of a warp that hit the same
+// bin (a dominant class such as "road") are merged first, so one atomic per
+// distinct bin and warp reaches this thread's shared replica (kShared) or,
+// beyond shared memory, the global counters.
 template <bool kShared, typename T, typename Block>
 struct AddLabel {
   const Block& block;
@@ -148,13 +149,13 @@ struct AddLabel {
 #pragma nv_exec_check_disable
   ARB_HD void operator()(T raw) const {
     const int bin = bin_of(raw, num_classes, ignore_index);
+    const unsigned int peers = block.match_any(bin);
+    if (bin < 0 || block.lane() != first_lane(peers)) return;
     if (kShared) {
-      const unsigned int peers = block.match_any(bin);
-      if (bin >= 0 && block.lane() == first_lane(peers)) {
-        block.atomic_add(hist + bin, lanes_in(peers));
-      }
-    } else if (bin >= 0) {
-      block.atomic_add(out + bin, 1ull);
+      block.atomic_add(hist + bin, lanes_in(peers));
+    } else {
+      block.atomic_add(out + bin,
+                       static_cast<unsigned long long>(lanes_in(peers)));
     }
   }
 };

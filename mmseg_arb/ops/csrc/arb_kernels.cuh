@@ -22,7 +22,7 @@ enum class CountUpdate { kReplace = 0, kAccumulate = 1, kMovingAverage = 2 };
 // class c, out[num_classes] += pixels that are neither in [0, num_classes)
 // nor `ignore_index`. `out` must hold num_classes + 1 zeroed (or running)
 // 64-bit counters. Privatised shared-memory histograms when they fit,
-// global atomics otherwise. Asynchronous on `stream`.
+// warp-aggregated global atomics otherwise. Asynchronous on `stream`.
 cudaError_t launch_count_classes(const void* labels, LabelType type,
                                  int64_t n, int num_classes,
                                  int64_t ignore_index,
