@@ -31,12 +31,15 @@ def build(tmp_path, source, *flags):
         capture_output=True, text=True, timeout=600)
 
 
-def run_checks(binary, *args):
-    run = subprocess.run([binary, *args], capture_output=True, text=True,
-                         timeout=600)
-    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
-    assert ', 0 failed' in run.stdout
-    return run
+def run(binary, *args):
+    return subprocess.run([binary, *args], capture_output=True, text=True,
+                          timeout=600)
+
+
+def check_output(result):
+    assert result.returncode == 0, \
+        result.stdout[-4000:] + result.stderr[-4000:]
+    assert ', 0 failed' in result.stdout
 
 
 @pytest.mark.parametrize('source', ['test_kernel_logic.cu',
@@ -44,7 +47,7 @@ def run_checks(binary, *args):
 def test_kernel_logic_on_the_host(tmp_path, source):
     binary, build_run = build(tmp_path, source, '-O2')
     assert build_run.returncode == 0, build_run.stderr
-    run_checks(binary)
+    check_output(run(binary))
 
 
 def test_count_block_is_race_free(tmp_path):
@@ -54,5 +57,9 @@ def test_count_block_is_race_free(tmp_path):
         pytest.skip('ThreadSanitizer is not available to the host compiler: '
                     + build_run.stderr.strip().splitlines()[-1])
     assert build_run.returncode == 0, build_run.stderr
-    run = run_checks(binary, '--races')
-    assert 'ThreadSanitizer' not in run.stderr, run.stderr[-4000:]
+    races = run(binary, '--races')
+    if 'FATAL: ThreadSanitizer' in races.stderr:  # e.g. the kernel's ASLR
+        pytest.skip('ThreadSanitizer cannot run here: '
+                    + races.stderr.strip().splitlines()[0])
+    assert 'ThreadSanitizer' not in races.stderr, races.stderr[-4000:]
+    check_output(races)
