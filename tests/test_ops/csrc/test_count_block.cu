@@ -205,7 +205,7 @@ void test_grid(const char* type, int num_classes, int64_t n, int offset,
     const int kind = pick(rng);
     // A dominant class, so that converged lanes merge, plus every kind of
     // label: any class, ignored, out of range.
-    long long v = kind < 5 ? 0 : kind == 5 ? ignore_index : any(rng);
+    const long long v = kind < 5 ? 0 : kind == 5 ? ignore_index : any(rng);
     labels[i] = static_cast<T>(v);
     const int bin = bin_of(labels[i], num_classes, ignore_index);
     if (bin >= 0) ++want[bin];
