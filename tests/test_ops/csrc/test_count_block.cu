@@ -24,19 +24,15 @@
 #include <vector>
 
 #include "arb_kernel_logic.cuh"
+#include "host_check.h"
 
 namespace {
 
 using namespace mmseg_arb::logic;
 
-int failures = 0;
-long checks = 0;
-
 void expect(bool ok, const char* what, long long got, long long want,
             const char* type, int num_classes, int64_t n) {
-  ++checks;
-  if (ok) return;
-  if (++failures <= 20) {
+  if (host_check::tally(ok)) {
     std::printf("FAIL %s: got %lld want %lld (%s, C=%d, n=%lld)\n", what, got,
                 want, type, num_classes, static_cast<long long>(n));
   }
@@ -283,6 +279,5 @@ int main(int argc, char** argv) {
   test_type<int64_t>("int64", races, rng);
   test_type<int32_t>("int32", races, rng);
   test_type<uint8_t>("uint8", races, rng);
-  std::printf("count_block: %ld checks, %d failed\n", checks, failures);
-  return failures == 0 ? 0 : 1;
+  return host_check::finish("count_block");
 }

@@ -10,19 +10,15 @@
 #include <vector>
 
 #include "arb_kernel_logic.cuh"
+#include "host_check.h"
 
 namespace {
 
 using namespace mmseg_arb::logic;
 
-int failures = 0;
-long checks = 0;
-
 void expect(bool ok, const char* what, double got, double want, int a = -1,
             int b = -1, int c = -1) {
-  ++checks;
-  if (ok) return;
-  if (++failures <= 20) {
+  if (host_check::tally(ok)) {
     std::printf("FAIL %s: got %.9g want %.9g (%d %d %d)\n", what, got, want,
                 a, b, c);
   }
@@ -190,6 +186,5 @@ int main() {
   test_pixel<__half>(rng);
   test_pixel<__nv_bfloat16>(rng);
   test_extremes();
-  std::printf("kernel logic: %ld checks, %d failed\n", checks, failures);
-  return failures == 0 ? 0 : 1;
+  return host_check::finish("kernel logic");
 }
