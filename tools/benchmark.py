@@ -3,7 +3,8 @@
 Prints tables (and writes JSON with ``--json``); every figure is a ratio to a
 baseline measured in the same run:
 
-* ``count``: ``count_classes`` (the CUDA kernel on GPU) against
+* ``count``: ``class_histogram`` (what the count estimator calls each step:
+  the CUDA kernel on GPU) against
   ``torch.bincount(label[label != ignore])`` and
   ``torch.unique(..., return_counts=True)``, for 8x512x512 and 8x1024x1024
   int64 labels and C = 19 and 150, with the achieved bandwidth against the
@@ -164,7 +165,7 @@ def peak_bytes(fn: Callable, device: str) -> int:
 
 
 def bench_count(args: argparse.Namespace) -> Dict:
-    from mmseg_arb.ops import count_classes
+    from mmseg_arb.ops import class_histogram
     # 8M-element unique() takes seconds on a CPU: fewer repeats there.
     repeats = args.repeats if args.device == 'cuda' else min(args.repeats, 3)
     results = []
@@ -183,8 +184,8 @@ def bench_count(args: argparse.Namespace) -> Dict:
         for num_classes in (19, 150):
             label = long_tailed_labels(shape, num_classes, args.device)
             methods = {
-                'count_classes':
-                lambda: count_classes(label, num_classes, 255),
+                'class_histogram':
+                lambda: class_histogram(label, num_classes, 255),
                 'bincount':
                 lambda: torch.bincount(label[label != 255],
                                        minlength=num_classes),
@@ -195,17 +196,18 @@ def bench_count(args: argparse.Namespace) -> Dict:
             times = timed_interleaved(methods, args.device, repeats, 1)
             # Bandwidth from device time (a graph replay) where possible;
             # the speed-ups compare the eager calls a training step makes.
-            t_kernel = (timed_graph(methods['count_classes'], repeats)
+            t_kernel = (timed_graph(methods['class_histogram'], repeats)
                         if args.device == 'cuda' else None)
-            t_bw = t_kernel or times['count_classes']
+            t_bw = t_kernel or times['class_histogram']
             results.append({
                 'shape': shape,
                 'num_classes': num_classes,
                 'times_s': times,
                 'device_time_s': t_kernel,
                 'speedup_vs_bincount':
-                times['bincount'] / times['count_classes'],
-                'speedup_vs_unique': times['unique'] / times['count_classes'],
+                times['bincount'] / times['class_histogram'],
+                'speedup_vs_unique':
+                times['unique'] / times['class_histogram'],
                 'bandwidth_GBps': nbytes / t_bw / 1e9,
                 'copy_bandwidth_GBps': copy_bw / 1e9,
                 'fraction_of_copy_bandwidth': nbytes / t_bw / copy_bw,
@@ -223,7 +225,7 @@ def print_count(rows: List[Dict]) -> None:
         t = r['times_s']
         device = r['device_time_s']
         print(f"{'x'.join(map(str, r['shape'])):<16}{r['num_classes']:>5}"
-              f"{t['count_classes'] * 1e3:>9.3f}"
+              f"{t['class_histogram'] * 1e3:>9.3f}"
               f"{device * 1e3 if device else float('nan'):>9.3f}"
               f"{t['bincount'] * 1e3:>10.3f}"
               f"{t['unique'] * 1e3:>9.3f}{r['speedup_vs_bincount']:>10.2f}"

@@ -49,8 +49,10 @@ MMSEG_ARB_WITH_CUDA=1 MAX_JOBS=${MAX_JOBS:-16} "$PY" setup.py -q build_ext --inp
   || { echo "BUILD FAILED"; exit 1; }
 echo "built in $(( $(date +%s) - start )) s"
 "$PY" -c 'import mmseg_arb._ext, torch
-for name in ("count_classes", "update_counts", "arb_loss_forward", "arb_loss_backward"):
-    print(getattr(torch.ops.mmseg_arb, name).default._schema)'
+from mmseg_arb.ops.library import SCHEMAS, has_cuda_kernels
+for name in SCHEMAS:
+    print(getattr(torch.ops.mmseg_arb, name).default._schema)
+assert has_cuda_kernels(), "the build registered no CUDA kernels"'
 
 echo "== GPU tests"
 # Only the tests that need the GPU: the compile, host-logic and build tests

@@ -3,7 +3,7 @@
 ARB-Loss needs a count ``n_j`` per class. How it is estimated is a choice of
 the user (``mode``); everything else is the same for every mode:
 
-* this step's labels are counted on their device (:func:`count_classes`),
+* this step's labels are counted on their device (:func:`class_histogram`),
 * the counts of all ranks are summed with one ``all_reduce`` so that every
   rank applies the same weights,
 * the running state is updated *before* it is read, so every class present
@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from ..ops.class_count import count_classes, update_count_state_
+from ..ops.class_count import class_histogram, update_count_state_
 from ..utils.class_stats import CountsSource, load_class_counts
 from .label_guard import LabelRangeGuard
 
@@ -153,15 +153,15 @@ class ClassCountEstimator(nn.Module):
             (``smoothing`` included), ready for :func:`log_count_shift`.
         """
         self._check_size(num_classes)
-        batch, num_invalid = count_classes(label, num_classes, ignore_index)
-        # One collective for counts and the bad-label total, so that every
-        # rank raises together instead of the others hanging.
-        packed = torch.cat([batch, num_invalid.view(1)])
+        # Class counts and the bad-label total in one buffer: one collective
+        # for both, so that every rank raises together instead of the others
+        # hanging.
+        hist = class_histogram(label, num_classes, ignore_index)
         if self.dist_sync:
-            all_reduce_sum_(packed)
-        self.label_guard.observe(packed[num_classes], num_classes,
+            all_reduce_sum_(hist)
+        self.label_guard.observe(hist[num_classes], num_classes,
                                  ignore_index, label)
-        batch = packed[:num_classes]
+        batch = hist[:num_classes]
         if self.counts.numel() == 0:
             self.counts = torch.zeros_like(batch, dtype=torch.float64)
         elif self.counts.device != batch.device:

@@ -1,6 +1,8 @@
 """Loading the CUDA kernels: built at install, else JIT-compiled, else none.
 
-Order of attempts, the first time a CUDA tensor reaches an op:
+The operators themselves are defined in :mod:`mmseg_arb.ops.library`; the
+extension adds their CUDA kernels. Order of attempts, the first time a CUDA
+tensor reaches an op:
 
 1. ``mmseg_arb._ext``, built by ``pip install`` when a CUDA toolkit and a
    CUDA-enabled torch were present (``MMSEG_ARB_WITH_CUDA=1`` forces the
@@ -11,12 +13,16 @@ Order of attempts, the first time a CUDA tensor reaches an op:
 3. Neither possible (no toolkit, a compile error, ``MMSEG_ARB_CUDA=0``):
    the PyTorch implementations are used and one line says so.
 """
+import importlib
 import logging
 import os
 import os.path as osp
 from typing import Optional
 
 import torch
+from torch import Tensor
+
+from .library import has_cuda_kernels
 
 CSRC = osp.join(osp.dirname(__file__), 'csrc')
 SOURCES = [osp.join(CSRC, 'binding.cpp'), osp.join(CSRC, 'arb_kernels.cu')]
@@ -30,11 +36,6 @@ def _log(message: str) -> None:
         print_log(message, logger='current', level=logging.WARNING)
     except ImportError:  # pragma: no cover - mmengine is a dependency
         logging.getLogger(__name__).warning(message)
-
-
-def _ops_registered() -> bool:
-    return hasattr(torch.ops, 'mmseg_arb') and \
-        hasattr(torch.ops.mmseg_arb, 'count_classes')
 
 
 def _jit_build() -> None:
@@ -66,16 +67,19 @@ def load_cuda_ops() -> bool:
         reason = 'torch has no CUDA device'
     else:
         try:
-            from mmseg_arb import _ext  # noqa: F401  built at install
+            importlib.import_module('mmseg_arb._ext')  # built at install
             _state['reason'] = 'built at install (mmseg_arb._ext)'
-        except ImportError:
+        except Exception as e:  # not built, or built for another torch
+            installed = '' if isinstance(e, ModuleNotFoundError) else \
+                f'mmseg_arb._ext: {type(e).__name__}: {e}; '
             try:
                 _jit_build()
-                _state['reason'] = 'JIT-compiled'
+                _state['reason'] = f'{installed}JIT-compiled'
             except Exception as e:  # a failed compile must not stop training
-                reason = f'JIT build failed: {type(e).__name__}: {e}'
-    if reason is None and not _ops_registered():
-        reason = 'the extension loaded but registered no ops'
+                reason = (f'{installed}JIT build failed: '
+                          f'{type(e).__name__}: {e}')
+    if reason is None and not has_cuda_kernels():
+        reason = 'the extension loaded but registered no CUDA kernels'
     if reason is not None:
         _state['reason'] = reason
         _log(f'mmseg_arb: CUDA kernels unavailable ({reason.splitlines()[0]}'
@@ -83,6 +87,13 @@ def load_cuda_ops() -> bool:
         return False
     _state['loaded'] = True
     return True
+
+
+def cuda_ops_apply(tensor: Tensor) -> bool:
+    """Whether ops on ``tensor`` run on the CUDA kernels: it is a CUDA
+    tensor and the kernels are loaded. (The one switch between the kernels
+    and the PyTorch path; the tests turn it on for ``meta`` tensors.)"""
+    return tensor.is_cuda and load_cuda_ops()
 
 
 def cuda_ops_status() -> str:

@@ -1,7 +1,11 @@
 """Without a usable GPU the ops fall back to PyTorch and say so once."""
+import importlib.machinery
+import sys
+
 import pytest
 import torch
 
+import mmseg_arb
 from mmseg_arb.ops import count_classes, cuda_ext
 
 
@@ -33,3 +37,30 @@ def test_no_gpu_means_pytorch_path(logged):
     assert len(logged) == 1
     counts, invalid = count_classes(torch.tensor([0, 1, 1, 255]), 3)
     assert counts.tolist() == [1, 2, 0] and int(invalid) == 0
+
+
+
+@pytest.mark.parametrize('build', ['missing', 'broken'])
+def test_unusable_build_falls_back_to_jit_then_pytorch(build, logged,
+                                                       monkeypatch, tmp_path):
+    if build == 'missing':
+        monkeypatch.setitem(sys.modules, 'mmseg_arb._ext', None)
+    else:  # a file that is no loadable library, found first
+        suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+        (tmp_path / f'_ext{suffix}').write_bytes(b'not a shared object')
+        monkeypatch.setattr(mmseg_arb, '__path__',
+                            [str(tmp_path)] + list(mmseg_arb.__path__))
+
+    def jit_build():
+        raise RuntimeError('no CUDA toolkit found (set CUDA_HOME)')
+
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(cuda_ext, '_jit_build', jit_build)
+    assert cuda_ext.load_cuda_ops() is False
+    status = cuda_ext.cuda_ops_status()
+    assert status.endswith('JIT build failed: RuntimeError: no CUDA toolkit '
+                           'found (set CUDA_HOME)')
+    # A build that is there but cannot load is named; a missing one is not.
+    assert status.startswith('mmseg_arb._ext: ImportError: ') == \
+        (build == 'broken')
+    assert len(logged) == 1 and 'use the PyTorch path' in logged[0]

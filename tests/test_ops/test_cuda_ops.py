@@ -5,9 +5,10 @@ import torch
 from mmseg_arb.counting import LabelRangeError
 from mmseg_arb.models.losses import ARBLoss, arb_loss
 from mmseg_arb.models.losses.arb_loss import _per_pixel_loss, log_count_shift
-from mmseg_arb.ops import (count_classes, count_classes_pytorch,
-                           cuda_ext, cuda_ops_status, load_cuda_ops,
-                           update_count_state_)
+from mmseg_arb.ops import (class_histogram, class_histogram_pytorch,
+                           count_classes, cuda_ext, cuda_ops_status,
+                           load_cuda_ops, update_count_state_)
+from mmseg_arb.ops.library import SCHEMAS
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(), reason='needs a CUDA GPU')
@@ -44,11 +45,9 @@ def test_count_kernel_matches_pytorch(dtype, num_classes):
         label.view(-1)[7] = num_classes + 3  # out of range
     # An unaligned view exercises the scalar head and tail.
     for view in (label, label.view(-1)[3:-5]):
-        counts, invalid = count_classes(view, num_classes, ignore)
-        ref_counts, ref_invalid = count_classes_pytorch(view, num_classes,
-                                                        ignore)
-        assert torch.equal(counts, ref_counts)
-        assert int(invalid) == int(ref_invalid)
+        hist = class_histogram(view, num_classes, ignore)
+        assert torch.equal(
+            hist, class_histogram_pytorch(view, num_classes, ignore))
 
 
 @pytest.mark.parametrize('mode', ['replace', 'accumulate', 'moving_average'])
@@ -175,6 +174,33 @@ def test_count_kernel_replays_in_a_cuda_graph():
         counts, invalid = count_classes(label, 150, 255)
     label.copy_(long_tailed_labels((4, 256, 256), 150, seed=1))
     graph.replay()
-    expected = count_classes_pytorch(label, 150, 255)
-    assert torch.equal(counts, expected[0])
-    assert int(invalid) == int(expected[1])
+    expected = class_histogram_pytorch(label, 150, 255)
+    assert torch.equal(counts, expected[:150])
+    assert int(invalid) == int(expected[150])
+
+
+def test_ops_agree_with_their_fake_implementations():
+    # torch.library.opcheck runs each op for real and against its fake
+    # (torch.compile) implementation, and checks the schema's mutation and
+    # aliasing claims and the autograd registration.
+    label = long_tailed_labels((2, 33, 17), 19)
+    logits = torch.randn(2, 19, 33, 17, device='cuda')
+    shift = torch.randn(19, device='cuda')
+    weight = torch.rand(19, device='cuda')
+    loss, lse = torch.ops.mmseg_arb.arb_loss_forward(logits, label, shift,
+                                                     weight, 255)
+    cases = {
+        'class_histogram': [(label, 19, 255), (label.to(torch.uint8), 7, 3)],
+        'update_counts': [(torch.rand(19, dtype=torch.float64,
+                                      device='cuda'),
+                           torch.randint(9, (19, ), device='cuda'), m, 0.1)
+                          for m in range(3)],
+        'arb_loss_forward': [(logits, label, shift, None, 255),
+                             (logits.half(), label.int(), shift, weight, 255)],
+        'arb_loss_backward': [(torch.rand_like(loss), logits, label, shift,
+                               weight, lse, 255)],
+    }
+    assert set(cases) == set(SCHEMAS)
+    for name, calls in cases.items():
+        for args in calls:
+            torch.library.opcheck(getattr(torch.ops.mmseg_arb, name), args)

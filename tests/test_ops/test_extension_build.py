@@ -22,10 +22,11 @@ import torch
 
 from helpers import ROOT
 
+# The ops' public contract, pinned.
 OPS = {
-    'count_classes':
-    'mmseg_arb::count_classes(Tensor label, int num_classes, '
-    'int ignore_index) -> (Tensor, Tensor)',
+    'class_histogram':
+    'mmseg_arb::class_histogram(Tensor label, int num_classes, '
+    'int ignore_index) -> Tensor',
     'update_counts':
     'mmseg_arb::update_counts(Tensor(a!) state, Tensor batch, int mode, '
     'float momentum) -> ()',
@@ -88,20 +89,26 @@ pytestmark = [
         'let tools/setup_env.sh make .venv-cuda)'),
 ]
 
-# Run with the CUDA torch: load what was built, report the registered ops and
-# how a CPU tensor is refused (the ops are CUDA-only by design).
+# Run with the CUDA torch: define the ops (mmseg_arb.ops), load what was
+# built, report the schemas, which ops gained a CUDA kernel from the build,
+# and how a CPU tensor is refused (the kernels are CUDA-only by design).
 PROBE = textwrap.dedent('''
     import json, sys, torch
+    from mmseg_arb.ops.library import has_cuda_kernels
+    before = has_cuda_kernels()
     {load}
     ns = torch.ops.mmseg_arb
     schemas = {{name: str(getattr(ns, name).default._schema)
                for name in {names!r}}}
+    cuda = {{name: torch._C._dispatch_has_kernel_for_dispatch_key(
+        'mmseg_arb::' + name, 'CUDA') for name in {names!r}}}
     try:
-        ns.count_classes(torch.zeros(4, dtype=torch.long), 3, 255)
+        ns.class_histogram(torch.zeros(4, dtype=torch.long), 3, 255)
         cpu_error = None
     except NotImplementedError as e:
         cpu_error = str(e).splitlines()[0]
-    print(json.dumps(dict(schemas=schemas, cpu_error=cpu_error)))
+    print(json.dumps(dict(schemas=schemas, cuda=cuda, before=before,
+                          after=has_cuda_kernels(), cpu_error=cpu_error)))
 ''')
 
 
@@ -126,6 +133,8 @@ def probe(load: str, env: dict) -> dict:
 
 def check_registered(report: dict) -> None:
     assert report['schemas'] == OPS
+    assert report['before'] is False and report['after'] is True
+    assert report['cuda'] == {name: True for name in OPS}
     assert report['cpu_error'] is not None
     assert "'CPU' backend" in report['cpu_error']
 

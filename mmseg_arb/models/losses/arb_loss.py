@@ -18,8 +18,8 @@ from torch import Tensor, nn
 
 from ...counting.estimator import ClassCountEstimator
 from ...counting.label_guard import check_labels_now
+from ...ops import cuda_ext
 from ...ops.class_count import check_label_dtype, label_masks
-from ...ops.cuda_ext import load_cuda_ops
 from ...ops.fused_arb_loss import FUSED_DTYPES, fused_arb_cross_entropy
 from ...ops.shifted_cross_entropy import shifted_cross_entropy
 from ...utils.class_stats import CountsSource, load_class_weight
@@ -109,7 +109,7 @@ def _per_pixel_loss(logits: Tensor, label: Tensor, shift: Tensor,
                     ignore_index: int) -> Tensor:
     """Unreduced ARB-Loss: the fused CUDA kernels when available, else the
     PyTorch implementation. Both give bad labels loss 0 (see arb_loss)."""
-    if logits.is_cuda and logits.dtype in FUSED_DTYPES and load_cuda_ops():
+    if logits.dtype in FUSED_DTYPES and cuda_ext.cuda_ops_apply(logits):
         return fused_arb_cross_entropy(logits, label, shift, class_weight,
                                        ignore_index)
     return shifted_cross_entropy(logits, label, shift, class_weight,

@@ -1,6 +1,7 @@
 // Torch side of the mmseg-arb CUDA ops: checks, allocation, streams, and
-// registration as torch.ops.mmseg_arb.*. The kernels themselves live in the
-// torch-free arb_kernels.cu.
+// registration as the CUDA kernels of torch.ops.mmseg_arb.*, whose schemas
+// (and shape-only fake implementations) mmseg_arb/ops/library.py defines.
+// The kernels themselves live in the torch-free arb_kernels.cu.
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/extension.h>
@@ -77,9 +78,9 @@ void check_cuda(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.is_cuda(), "mmseg_arb: ", name, " must be a CUDA tensor");
 }
 
-std::tuple<at::Tensor, at::Tensor> count_classes(const at::Tensor& label,
-                                                 int64_t num_classes,
-                                                 int64_t ignore_index) {
+// (C + 1,) int64: pixels of each class, then the out-of-range ones.
+at::Tensor class_histogram(const at::Tensor& label, int64_t num_classes,
+                           int64_t ignore_index) {
   check_cuda(label, "label");
   TORCH_CHECK(num_classes > 0 && num_classes < INT_MAX,
               "mmseg_arb: num_classes must be in [1, INT_MAX)");
@@ -93,8 +94,8 @@ std::tuple<at::Tensor, at::Tensor> count_classes(const at::Tensor& label,
                    static_cast<int>(num_classes), ignore_index,
                    reinterpret_cast<unsigned long long*>(out.data_ptr<int64_t>()),
                    sms, current_stream()),
-               "count_classes");
-  return {out.narrow(0, 0, num_classes), out.select(0, num_classes)};
+               "class_histogram");
+  return out;
 }
 
 void update_counts(at::Tensor state, const at::Tensor& batch, int64_t mode,
@@ -200,20 +201,8 @@ at::Tensor arb_loss_backward(const at::Tensor& grad_loss,
 
 }  // namespace
 
-TORCH_LIBRARY(mmseg_arb, m) {
-  m.def("count_classes(Tensor label, int num_classes, int ignore_index) -> "
-        "(Tensor, Tensor)");
-  m.def("update_counts(Tensor(a!) state, Tensor batch, int mode, "
-        "float momentum) -> ()");
-  m.def("arb_loss_forward(Tensor logits, Tensor label, Tensor shift, "
-        "Tensor? class_weight, int ignore_index) -> (Tensor, Tensor)");
-  m.def("arb_loss_backward(Tensor grad_loss, Tensor logits, Tensor label, "
-        "Tensor shift, Tensor? class_weight, Tensor lse, int ignore_index) "
-        "-> Tensor");
-}
-
 TORCH_LIBRARY_IMPL(mmseg_arb, CUDA, m) {
-  m.impl("count_classes", &count_classes);
+  m.impl("class_histogram", &class_histogram);
   m.impl("update_counts", &update_counts);
   m.impl("arb_loss_forward", &arb_loss_forward);
   m.impl("arb_loss_backward", &arb_loss_backward);

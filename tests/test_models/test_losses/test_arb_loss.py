@@ -180,6 +180,30 @@ def test_all_ignored_batch_gives_zero_loss_and_zero_gradients(
     assert torch.all(logits.grad == 0)
 
 
+@pytest.mark.parametrize('mode', ['batch', 'ema'])
+def test_torch_compile_gives_the_eager_loss_gradients_and_counts(mode):
+    # mmengine's runner can wrap the model in torch.compile (compile=True);
+    # the state update and the label check must survive that.
+    torch._dynamo.reset()
+    eager, compiled = ARBLoss(count_mode=mode), ARBLoss(count_mode=mode)
+    compiled_fn = torch.compile(compiled, backend='aot_eager')
+    for seed in range(3):
+        logits, label = make_batch(seed=seed, c=19, h=16, w=16)
+        z = logits.detach().float().requires_grad_()
+        z_compiled = z.detach().clone().requires_grad_()
+        expected, loss = eager(z, label), compiled_fn(z_compiled, label)
+        expected.backward()
+        loss.backward()
+        torch.testing.assert_close(loss, expected)
+        torch.testing.assert_close(z_compiled.grad, z.grad)
+        torch.testing.assert_close(compiled.estimator.counts,
+                                   eager.estimator.counts)
+    label[0, 0, 0] = 42
+    with pytest.raises(LabelRangeError, match='42'):
+        compiled_fn(z_compiled, label)
+    torch._dynamo.reset()
+
+
 @pytest.mark.parametrize('dtype', [torch.int32, torch.uint8, torch.int64])
 def test_integer_label_dtypes(dtype):
     logits, label = make_batch(seed=15)

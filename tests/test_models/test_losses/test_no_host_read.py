@@ -1,5 +1,5 @@
-"""The PyTorch path of count + loss + backward never reads device data on
-the host.
+"""Count + loss + backward never read device data on the host, on either
+path: the PyTorch one and the CUDA-op one.
 
 On a GPU such a read (``.item()``, ``bool(tensor)``, ``nonzero``, boolean
 indexing, ``bincount``, ...) stalls the training loop until the device has
@@ -7,7 +7,10 @@ caught up. The GPU tests check the whole step under
 ``torch.cuda.set_sync_debug_mode('error')``; here the same computation runs
 on the ``meta`` device, which has shapes but no data, so any such read
 raises. A read that creeps into the PyTorch path (the one GPUs use when the
-CUDA extension is not loaded) therefore fails CI on a CPU machine.
+CUDA extension is not loaded) therefore fails CI on a CPU machine. The
+CUDA-op path runs here too: switched on for ``meta`` tensors, it calls
+``torch.ops.mmseg_arb.*``, whose fake implementations give shapes without
+data, so the Python around the kernels is held to the same rule.
 
 The label guard is left out: its GPU path (a pinned copy read when its
 CUDA event has completed) is CUDA-only and tested on a GPU, and on other
@@ -17,9 +20,29 @@ import pytest
 import torch
 
 from mmseg_arb.models.losses import ARBLoss, arb_loss
-from mmseg_arb.ops import count_classes, update_count_state_
+from mmseg_arb.ops import count_classes, cuda_ext, update_count_state_
 
 META = torch.device('meta')
+OPS = ('mmseg_arb::class_histogram', 'mmseg_arb::update_counts',
+       'mmseg_arb::arb_loss_forward', 'mmseg_arb::arb_loss_backward')
+
+
+@pytest.fixture(params=['pytorch', 'cuda_ops'])
+def backend(request, monkeypatch):
+    """The path under test; yields the mmseg_arb ops it must call."""
+    if request.param == 'cuda_ops':
+        monkeypatch.setattr(cuda_ext, 'cuda_ops_apply', lambda t: True)
+        return OPS
+    return ()
+
+
+def called_ops(fn) -> set:
+    """The mmseg_arb operators that ``fn()`` calls."""
+    with torch.profiler.profile(activities=[
+            torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return {e.key for e in prof.key_averages()
+            if e.key.startswith('mmseg_arb::')}
 
 
 def test_the_meta_device_catches_host_reads():
@@ -34,33 +57,43 @@ def test_the_meta_device_catches_host_reads():
 
 @pytest.mark.parametrize('dtype', [torch.int64, torch.int32, torch.uint8])
 @pytest.mark.parametrize('mode', ['replace', 'accumulate', 'moving_average'])
-def test_counting_and_state_update(dtype, mode):
+def test_counting_and_state_update(dtype, mode, backend):
     label = torch.empty(2, 17, 23, dtype=dtype, device=META)
-    counts, invalid = count_classes(label, 19, 255)
-    assert counts.shape == (19, ) and counts.dtype == torch.int64
-    assert invalid.shape == () and invalid.device == META
     state = torch.zeros(19, dtype=torch.float64, device=META)
-    update_count_state_(state, counts, mode, momentum=0.1)
+
+    def step():
+        counts, invalid = count_classes(label, 19, 255)
+        assert counts.shape == (19, ) and counts.dtype == torch.int64
+        assert invalid.shape == () and invalid.device == META
+        update_count_state_(state, counts, mode, momentum=0.1)
+
+    assert called_ops(step) == set(backend[:2])
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float16])
 @pytest.mark.parametrize('weighted', [False, True])
 @pytest.mark.parametrize('avg_non_ignore', [False, True])
-def test_functional_loss_and_backward(dtype, weighted, avg_non_ignore):
+def test_functional_loss_and_backward(dtype, weighted, avg_non_ignore,
+                                      backend):
     logits = torch.empty(2, 19, 8, 8, dtype=dtype, device=META,
                          requires_grad=True)
     label = torch.empty(2, 8, 8, dtype=torch.int64, device=META)
-    loss = arb_loss(
-        logits, label, torch.empty(19, dtype=torch.float64, device=META),
-        weight=torch.empty(2, 8, 8, device=META) if weighted else None,
-        class_weight=torch.empty(19, device=META) if weighted else None,
-        avg_non_ignore=avg_non_ignore)
-    loss.backward()
-    assert loss.shape == () and logits.grad.shape == logits.shape
+
+    def step():
+        loss = arb_loss(
+            logits, label, torch.empty(19, dtype=torch.float64, device=META),
+            weight=torch.empty(2, 8, 8, device=META) if weighted else None,
+            class_weight=torch.empty(19, device=META) if weighted else None,
+            avg_non_ignore=avg_non_ignore)
+        loss.backward()
+        assert loss.shape == () and logits.grad.shape == logits.shape
+        assert logits.grad.dtype == dtype
+
+    assert called_ops(step) == set(backend[2:])
 
 
 @pytest.mark.parametrize('mode', ['batch', 'cumulative', 'ema', 'prior'])
-def test_module_step_train_and_eval(mode, monkeypatch):
+def test_module_step_train_and_eval(mode, backend, monkeypatch):
     kwargs = dict(class_counts=[float(i + 1) for i in range(19)]) \
         if mode == 'prior' else {}
     loss_fn = ARBLoss(count_mode=mode, num_classes=19, dist_sync=False,
@@ -71,9 +104,16 @@ def test_module_step_train_and_eval(mode, monkeypatch):
                             num_invalid.device))
     logits = torch.empty(2, 19, 8, 8, device=META, requires_grad=True)
     label = torch.empty(2, 8, 8, dtype=torch.int64, device=META)
-    for _ in range(2):
-        loss_fn(logits, label).backward()
-    loss_fn.eval()
-    loss_fn(logits, label)
+
+    def steps():
+        for _ in range(2):
+            loss_fn(logits, label).backward()
+        loss_fn.eval()
+        loss_fn(logits, label)
+
+    expected = set(backend)
+    if mode == 'prior':  # a fixed state: nothing to update
+        expected.discard('mmseg_arb::update_counts')
+    assert called_ops(steps) == expected
     assert observed == [META] * 3
     assert loss_fn.estimator.counts.device == META

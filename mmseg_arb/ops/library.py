@@ -1,0 +1,75 @@
+"""The ``torch.ops.mmseg_arb`` operators: schemas and shape functions.
+
+The schemas are defined here, in Python, so that the operators exist on
+every machine; the CUDA extension (``csrc/binding.cpp``) only adds their
+CUDA kernels. Each operator also has a fake implementation (shapes and
+dtypes, no data), which PyTorch uses on the ``meta`` device and when
+``torch.compile`` traces a model, so a training step that reaches these
+operators compiles without a graph break. The tests run the whole CUDA-op
+path on ``meta`` this way, on machines without a GPU.
+"""
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+NAMESPACE = 'mmseg_arb'
+SCHEMAS = {
+    'class_histogram':
+    'class_histogram(Tensor label, int num_classes, int ignore_index) '
+    '-> Tensor',
+    'update_counts':
+    'update_counts(Tensor(a!) state, Tensor batch, int mode, '
+    'float momentum) -> ()',
+    'arb_loss_forward':
+    'arb_loss_forward(Tensor logits, Tensor label, Tensor shift, '
+    'Tensor? class_weight, int ignore_index) -> (Tensor, Tensor)',
+    'arb_loss_backward':
+    'arb_loss_backward(Tensor grad_loss, Tensor logits, Tensor label, '
+    'Tensor shift, Tensor? class_weight, Tensor lse, int ignore_index) '
+    '-> Tensor',
+}
+
+_library = torch.library.Library(NAMESPACE, 'DEF')
+for _schema in SCHEMAS.values():
+    _library.define(_schema)
+
+# torch < 2.4 calls it impl_abstract.
+_register_fake = getattr(torch.library, 'register_fake', None) or \
+    torch.library.impl_abstract
+
+
+def has_cuda_kernels() -> bool:
+    """Whether every operator has a CUDA kernel (the extension is loaded)."""
+    return all(
+        torch._C._dispatch_has_kernel_for_dispatch_key(
+            f'{NAMESPACE}::{name}', 'CUDA') for name in SCHEMAS)
+
+
+@_register_fake(f'{NAMESPACE}::class_histogram')
+def _class_histogram(label: Tensor, num_classes: int,
+                     ignore_index: int) -> Tensor:
+    # Counts of classes 0..C-1, then the out-of-range pixels.
+    return label.new_empty(num_classes + 1, dtype=torch.int64)
+
+
+@_register_fake(f'{NAMESPACE}::update_counts')
+def _update_counts(state: Tensor, batch: Tensor, mode: int,
+                   momentum: float) -> None:
+    return None
+
+
+@_register_fake(f'{NAMESPACE}::arb_loss_forward')
+def _arb_loss_forward(logits: Tensor, label: Tensor, shift: Tensor,
+                      class_weight: Optional[Tensor],
+                      ignore_index: int) -> Tuple[Tensor, Tensor]:
+    # Per-pixel loss and log-sum-exp, float32 whatever the logits' type.
+    loss = logits.new_empty(label.shape, dtype=torch.float32)
+    return loss, torch.empty_like(loss)
+
+
+@_register_fake(f'{NAMESPACE}::arb_loss_backward')
+def _arb_loss_backward(grad_loss: Tensor, logits: Tensor, label: Tensor,
+                       shift: Tensor, class_weight: Optional[Tensor],
+                       lse: Tensor, ignore_index: int) -> Tensor:
+    return torch.empty_like(logits, memory_format=torch.contiguous_format)

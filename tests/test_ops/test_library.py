@@ -1,0 +1,72 @@
+"""The ``torch.ops.mmseg_arb`` operators exist on every machine, describe
+their outputs without data, and trace under ``torch.compile``."""
+import pytest
+import torch
+
+from mmseg_arb.ops import fused_arb_cross_entropy
+from mmseg_arb.ops.library import SCHEMAS, has_cuda_kernels
+
+META = torch.device('meta')
+ops = torch.ops.mmseg_arb
+
+
+def test_ops_are_defined_without_the_extension():
+    for name, schema in SCHEMAS.items():
+        assert str(getattr(ops, name).default._schema) == \
+            f'mmseg_arb::{schema}'
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='CPU-only check')
+def test_without_the_extension_there_are_no_kernels_to_run():
+    assert not has_cuda_kernels()
+    with pytest.raises(NotImplementedError, match="'CPU' backend"):
+        ops.class_histogram(torch.zeros(4, dtype=torch.long), 3, 255)
+
+
+@pytest.mark.parametrize('dtype', [torch.int64, torch.int32, torch.uint8])
+def test_fake_class_histogram(dtype):
+    hist = ops.class_histogram(torch.empty(3, 5, dtype=dtype, device=META),
+                               19, 255)
+    assert hist.shape == (20, ) and hist.dtype == torch.int64
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16,
+                                   torch.bfloat16])
+def test_fake_loss_forward_and_backward(dtype):
+    logits = torch.empty(2, 19, 5, 7, dtype=dtype, device=META)
+    label = torch.empty(2, 5, 7, dtype=torch.int64, device=META)
+    shift = torch.empty(19, device=META)
+    loss, lse = ops.arb_loss_forward(logits, label, shift, None, 255)
+    for t in (loss, lse):
+        assert t.shape == label.shape and t.dtype == torch.float32
+    grad = ops.arb_loss_backward(loss, logits.transpose(2, 3), label,
+                                 shift, shift, lse, 255)
+    # The kernel writes a contiguous gradient in the logits' type.
+    assert grad.shape == (2, 19, 7, 5) and grad.dtype == dtype
+    assert grad.is_contiguous()
+
+
+def test_fake_update_counts_mutates_in_place_only():
+    state = torch.empty(19, dtype=torch.float64, device=META)
+    assert ops.update_counts(state, torch.empty(19, dtype=torch.int64,
+                                                device=META), 1, 0.0) is None
+
+
+def test_fused_loss_compiles_without_graph_breaks():
+    # fullgraph=True fails on any graph break; aot_eager also traces the
+    # backward through AOTAutograd with the fake implementations.
+    torch._dynamo.reset()
+
+    def loss_and_grad(logits, label, shift, weight):
+        loss = fused_arb_cross_entropy(logits, label, shift, weight, 255)
+        return loss.sum()
+
+    compiled = torch.compile(loss_and_grad, fullgraph=True,
+                             backend='aot_eager')
+    logits = torch.empty(2, 19, 8, 8, device=META, requires_grad=True)
+    label = torch.empty(2, 8, 8, dtype=torch.int64, device=META)
+    loss = compiled(logits, label, torch.empty(19, device=META),
+                    torch.empty(19, device=META))
+    loss.backward()
+    assert loss.shape == () and logits.grad.shape == logits.shape
+    torch._dynamo.reset()
