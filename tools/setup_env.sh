@@ -5,7 +5,7 @@
 # detected in about a second.
 #
 # mmcv 2.1.0 ships only as a source archive, so the first run builds it
-# against the installed torch (20 to 35 minutes on 2 cores) and keeps the
+# against the installed torch (18 to 35 minutes on 2 cores) and keeps the
 # wheel in $MMCV_WHEEL_DIR (default ~/.cache/mmseg_arb/wheels/<torch version>);
 # later runs, in any clone on this machine, install that wheel in seconds.
 #
@@ -114,7 +114,7 @@ if ! "$PY" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$MMCV_VERSION'
   wheel=$(ls "$wheel_dir"/mmcv-$MMCV_VERSION-*.whl 2>/dev/null | head -n 1 || true)
   if [ -z "$wheel" ]; then
     echo "setup: building mmcv $MMCV_VERSION with its CPU ops against torch $TORCH_VERSION" \
-         "(once; 20 to 35 minutes on 2 cores)..."
+         "(once; 18 to 35 minutes on 2 cores)..."
     # mmcv's setup.py needs pkg_resources and torch at build time.
     pip_install 'setuptools<70' wheel ninja numpy packaging
     mkdir -p "$wheel_dir"
