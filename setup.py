@@ -8,12 +8,17 @@ OpenMMLab's mmcv instructions for your CUDA/torch pair).
 The CUDA kernels (``mmseg_arb/ops/csrc``) are compiled here when torch sees a
 GPU and a CUDA toolkit is found; ``MMSEG_ARB_WITH_CUDA=1`` (or mmcv's
 ``FORCE_CUDA=1``) forces the build, e.g. on a GPU-less build node, and
-``MMSEG_ARB_WITH_CUDA=0`` skips it. Use ``pip install --no-build-isolation``
-so that the build sees your torch. Without a build the kernels are
-JIT-compiled on first GPU use (see ``mmseg_arb/ops/cuda_ext.py``).
+``MMSEG_ARB_WITH_CUDA=0`` skips it. The build targets the visible GPUs, or
+``TORCH_CUDA_ARCH_LIST``; on a node without a GPU, by default, every
+architecture the installed torch was built for that nvcc can compile. Use
+``pip install --no-build-isolation`` so that the build sees your torch.
+Without a build the kernels are JIT-compiled on first GPU use (see
+``mmseg_arb/ops/cuda_ext.py``).
 """
 import os
 import os.path as osp
+import re
+import subprocess
 
 from setuptools import find_packages, setup
 
@@ -23,6 +28,44 @@ def read_version() -> str:
     with open(osp.join('mmseg_arb', 'version.py')) as f:
         exec(f.read(), scope)
     return scope['__version__']
+
+
+def _arch_version(arch: str) -> str:
+    """'sm_86' or 'compute_90a' -> '8.6' or '9.0a'."""
+    digits, suffix = re.fullmatch(r'[a-z]+_(\d+)([a-z]?)', arch).groups()
+    return f'{digits[:-1]}.{digits[-1]}{suffix}'
+
+
+def default_cuda_arch_list(torch_archs: str, nvcc_archs: str) -> str:
+    """``TORCH_CUDA_ARCH_LIST`` for a build that sees no GPU (torch's own
+    choice then fails): the architectures the installed torch was built for
+    (``torch._C._cuda_getArchFlags()``, e.g. 'sm_75 sm_80 sm_90') that nvcc
+    can compile (``nvcc --list-gpu-arch``), with PTX of the newest for
+    later GPUs."""
+    compilable = {_arch_version(a) for a in nvcc_archs.split()}
+    wanted = [
+        _arch_version(a) for a in torch_archs.split() if a.startswith('sm_')
+    ]
+    arches = [a for a in wanted if a in compilable]
+    if not arches:
+        raise RuntimeError(
+            f'no CUDA architecture that both torch ({torch_archs!r}) and '
+            f'nvcc ({nvcc_archs!r}) support: set TORCH_CUDA_ARCH_LIST, '
+            f'e.g. "8.0;9.0"')
+    return ';'.join(arches) + '+PTX'
+
+
+def _set_arch_list_without_gpu(torch, cuda_home: str) -> None:
+    if os.getenv('TORCH_CUDA_ARCH_LIST') or torch.cuda.is_available():
+        return
+    nvcc = subprocess.run([osp.join(cuda_home, 'bin', 'nvcc'),
+                           '--list-gpu-arch'],
+                          capture_output=True, text=True, check=True)
+    arch_list = default_cuda_arch_list(torch._C._cuda_getArchFlags(),
+                                       nvcc.stdout)
+    os.environ['TORCH_CUDA_ARCH_LIST'] = arch_list
+    print(f'mmseg-arb: no GPU visible, building the CUDA kernels for '
+          f'TORCH_CUDA_ARCH_LIST={arch_list} (set it to build for fewer)')
 
 
 def cuda_build_options() -> dict:
@@ -43,6 +86,7 @@ def cuda_build_options() -> dict:
         return {}
     if CUDA_HOME is None:
         raise RuntimeError('MMSEG_ARB_WITH_CUDA=1 but no CUDA toolkit found')
+    _set_arch_list_without_gpu(torch, CUDA_HOME)
     csrc = osp.join('mmseg_arb', 'ops', 'csrc')
     extension = CUDAExtension(
         'mmseg_arb._ext',
@@ -62,26 +106,27 @@ def cuda_build_options() -> dict:
     }
 
 
-setup(
-    name='mmseg-arb',
-    version=read_version(),
-    description='ARB-Loss (Attraction-Repulsion-Balanced Loss) for '
-    'MMSegmentation',
-    long_description=open('README.md').read() if osp.exists('README.md')
-    else '',
-    long_description_content_type='text/markdown',
-    python_requires='>=3.8',
-    packages=find_packages(include=['mmseg_arb', 'mmseg_arb.*']),
-    include_package_data=True,
-    install_requires=[
-        'torch>=2.1',
-        'mmengine>=0.10.4,<1.0',
-        'mmsegmentation>=1.2.2,<1.3',
-        'ftfy',
-        'regex',
-    ],
-    extras_require={'tests': ['pytest']},
-    license='Apache-2.0',
-    zip_safe=False,
-    **cuda_build_options(),
-)
+if __name__ == '__main__':  # as pip and setuptools run it; tests import it
+    setup(
+        name='mmseg-arb',
+        version=read_version(),
+        description='ARB-Loss (Attraction-Repulsion-Balanced Loss) for '
+        'MMSegmentation',
+        long_description=open('README.md').read() if osp.exists('README.md')
+        else '',
+        long_description_content_type='text/markdown',
+        python_requires='>=3.8',
+        packages=find_packages(include=['mmseg_arb', 'mmseg_arb.*']),
+        include_package_data=True,
+        install_requires=[
+            'torch>=2.1',
+            'mmengine>=0.10.4,<1.0',
+            'mmsegmentation>=1.2.2,<1.3',
+            'ftfy',
+            'regex',
+        ],
+        extras_require={'tests': ['pytest']},
+        license='Apache-2.0',
+        zip_safe=False,
+        **cuda_build_options(),
+    )

@@ -139,6 +139,29 @@ def check_registered(report: dict) -> None:
     assert "'CPU' backend" in report['cpu_error']
 
 
+def test_build_without_gpu_gets_an_arch_list_torch_accepts(tmp_path):
+    # Where no GPU is visible and TORCH_CUDA_ARCH_LIST is unset, torch's
+    # own choice fails (an IndexError deep in cpp_extension); setup.py
+    # chooses instead, and torch turns the choice into nvcc flags.
+    env = build_env(tmp_path)
+    del env['TORCH_CUDA_ARCH_LIST']
+    env['CUDA_VISIBLE_DEVICES'] = ''
+    code = textwrap.dedent('''
+        import os, runpy, torch
+        from torch.utils import cpp_extension
+        runpy.run_path('setup.py', run_name='setup')[
+            '_set_arch_list_without_gpu'](torch, cpp_extension.CUDA_HOME)
+        flags = cpp_extension._get_cuda_arch_flags()
+        print(os.environ['TORCH_CUDA_ARCH_LIST'], ' '.join(flags))
+    ''')
+    result = subprocess.run([PYTHON, '-c', code], capture_output=True,
+                            text=True, env=env, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-4000:]
+    arch_list, *flags = result.stdout.splitlines()[-1].split()
+    assert arch_list.endswith('+PTX') and '9.0' in arch_list.split(';')
+    assert '-gencode=arch=compute_90,code=sm_90' in flags
+
+
 def test_setup_py_builds_the_extension(tmp_path):
     env = build_env(tmp_path)
     env['MMSEG_ARB_WITH_CUDA'] = '1'
