@@ -38,10 +38,23 @@ if ls .whl/*.whl >/dev/null 2>&1; then
   fi
 fi
 
+# torch takes CUDA_HOME from nvcc's folder; where nvcc is a wrapper outside
+# the toolkit (as on this project's CPU machines), find the headers instead.
+if [ -z "${CUDA_HOME:-}" ]; then
+  nvcc_home=$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")
+  for home in "$nvcc_home" /usr/local/cuda /usr/local/cuda-*; do
+    if [ -f "$home/include/cuda_runtime.h" ]; then
+      export CUDA_HOME=$home
+      break
+    fi
+  done
+fi
+
 echo "== machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
 "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name())'
 nvcc --version | tail -n 2
+echo "CUDA_HOME=${CUDA_HOME:-not found}"
 
 echo "== build (setup.py build_ext --inplace, MMSEG_ARB_WITH_CUDA=1)"
 start=$(date +%s)
