@@ -84,6 +84,10 @@ def cuda_build_options() -> dict:
         return {}
     if flag == 'auto' and not (torch.cuda.is_available() and CUDA_HOME):
         return {}
+    if torch.version.cuda is None:
+        raise RuntimeError(f'MMSEG_ARB_WITH_CUDA=1 but torch '
+                           f'{torch.__version__} is a CPU build: install a '
+                           f'CUDA build of torch first')
     if CUDA_HOME is None:
         raise RuntimeError('MMSEG_ARB_WITH_CUDA=1 but no CUDA toolkit found')
     _set_arch_list_without_gpu(torch, CUDA_HOME)
