@@ -4,9 +4,9 @@ The schemas are defined here, in Python, so that the operators exist on
 every machine; the CUDA extension (``csrc/binding.cpp``) only adds their
 CUDA kernels. Each operator also has a fake implementation (shapes and
 dtypes, no data), which PyTorch uses on the ``meta`` device and when
-``torch.compile`` traces a model, so a training step that reaches these
-operators compiles without a graph break. The tests run the whole CUDA-op
-path on ``meta`` this way, on machines without a GPU.
+``torch.compile`` traces a model, so tracing goes through these operators
+without a graph break. The tests run the whole CUDA-op path on ``meta``
+this way, on machines without a GPU.
 """
 from typing import Optional, Tuple
 
@@ -34,9 +34,21 @@ _library = torch.library.Library(NAMESPACE, 'DEF')
 for _schema in SCHEMAS.values():
     _library.define(_schema)
 
-# torch < 2.4 calls it impl_abstract.
-_register_fake = getattr(torch.library, 'register_fake', None) or \
-    torch.library.impl_abstract
+
+def _register_fake(qualname: str):
+    """Decorator: ``fn`` is the fake implementation of op ``qualname``."""
+    # torch >= 2.4: register_fake; 2.2 and 2.3: impl_abstract; older: a
+    # Meta kernel, which fake tensors fall back to.
+    register = getattr(torch.library, 'register_fake', None) or \
+        getattr(torch.library, 'impl_abstract', None)
+    if register is not None:
+        return register(qualname)
+
+    def as_meta_kernel(fn):
+        _library.impl(qualname.split('::')[1], fn, 'Meta')
+        return fn
+
+    return as_meta_kernel
 
 
 def has_cuda_kernels() -> bool:

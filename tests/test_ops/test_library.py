@@ -1,7 +1,13 @@
 """The ``torch.ops.mmseg_arb`` operators exist on every machine, describe
 their outputs without data, and trace under ``torch.compile``."""
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
+
+from helpers import ROOT
 
 from mmseg_arb.ops import fused_arb_cross_entropy
 from mmseg_arb.ops.library import SCHEMAS, has_cuda_kernels
@@ -44,6 +50,21 @@ def test_fake_loss_forward_and_backward(dtype):
     # The kernel writes a contiguous gradient in the logits' type.
     assert grad.shape == (2, 19, 7, 5) and grad.dtype == dtype
     assert grad.is_contiguous()
+
+
+def test_fakes_are_meta_kernels_where_torch_lacks_register_fake():
+    # torch < 2.2 has neither register_fake nor impl_abstract.
+    code = textwrap.dedent('''
+        import runpy, torch
+        del torch.library.register_fake, torch.library.impl_abstract
+        runpy.run_path('mmseg_arb/ops/library.py')  # alone: no mmengine
+        label = torch.empty(3, 5, dtype=torch.uint8, device='meta')
+        print(tuple(torch.ops.mmseg_arb.class_histogram(label, 19, 255).shape))
+    ''')
+    result = subprocess.run([sys.executable, '-c', code], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split()[-1] == '(20,)'
 
 
 def test_fake_update_counts_mutates_in_place_only():
