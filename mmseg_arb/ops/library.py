@@ -35,17 +35,17 @@ for _schema in SCHEMAS.values():
     _library.define(_schema)
 
 
-def _register_fake(qualname: str):
-    """Decorator: ``fn`` is the fake implementation of op ``qualname``."""
+def _register_fake(name: str):
+    """Decorator: ``fn`` is the fake implementation of op ``name``."""
     # torch >= 2.4: register_fake; 2.2 and 2.3: impl_abstract; older: a
     # Meta kernel, which fake tensors fall back to.
     register = getattr(torch.library, 'register_fake', None) or \
         getattr(torch.library, 'impl_abstract', None)
     if register is not None:
-        return register(qualname)
+        return register(f'{NAMESPACE}::{name}')
 
     def as_meta_kernel(fn):
-        _library.impl(qualname.split('::')[1], fn, 'Meta')
+        _library.impl(name, fn, 'Meta')
         return fn
 
     return as_meta_kernel
@@ -58,20 +58,20 @@ def has_cuda_kernels() -> bool:
             f'{NAMESPACE}::{name}', 'CUDA') for name in SCHEMAS)
 
 
-@_register_fake(f'{NAMESPACE}::class_histogram')
+@_register_fake('class_histogram')
 def _class_histogram(label: Tensor, num_classes: int,
                      ignore_index: int) -> Tensor:
     # Counts of classes 0..C-1, then the out-of-range pixels.
     return label.new_empty(num_classes + 1, dtype=torch.int64)
 
 
-@_register_fake(f'{NAMESPACE}::update_counts')
+@_register_fake('update_counts')
 def _update_counts(state: Tensor, batch: Tensor, mode: int,
                    momentum: float) -> None:
     return None
 
 
-@_register_fake(f'{NAMESPACE}::arb_loss_forward')
+@_register_fake('arb_loss_forward')
 def _arb_loss_forward(logits: Tensor, label: Tensor, shift: Tensor,
                       class_weight: Optional[Tensor],
                       ignore_index: int) -> Tuple[Tensor, Tensor]:
@@ -80,7 +80,7 @@ def _arb_loss_forward(logits: Tensor, label: Tensor, shift: Tensor,
     return loss, torch.empty_like(loss)
 
 
-@_register_fake(f'{NAMESPACE}::arb_loss_backward')
+@_register_fake('arb_loss_backward')
 def _arb_loss_backward(grad_loss: Tensor, logits: Tensor, label: Tensor,
                        shift: Tensor, class_weight: Optional[Tensor],
                        lse: Tensor, ignore_index: int) -> Tensor:
