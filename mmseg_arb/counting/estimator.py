@@ -3,42 +3,44 @@
 ARB-Loss needs a count ``n_j`` per class. How it is estimated is a choice of
 the user (``mode``); everything else is the same for every mode:
 
-* this step's labels are counted on their device (:func:`class_histogram`),
-* the counts of all ranks are summed with one ``all_reduce`` so that every
-  rank applies the same weights,
+* the step's labels are counted on their device, once per step however
+  many losses and samplers ask (:func:`step_histogram`), and the counts of
+  all ranks are summed with one ``all_reduce``, so every rank applies the
+  same weights;
+* only a training step (module in train mode, gradients enabled) changes
+  the state, exactly once; any other call (a sampler ranking pixels under
+  ``no_grad``, evaluation) reads it and leaves it alone;
 * the running state is updated *before* it is read, so every class present
   in the batch has a positive count and the loss is finite from the first
-  iteration without any smoothing,
-* the state lives in buffers: checkpoints save it and resume restores it.
+  iteration without any smoothing;
+* running counts live in a buffer that checkpoints save and ``--resume``
+  restores, while a prior comes from the config and wins over any
+  checkpoint.
 """
+import logging
+import os
+import os.path as osp
 from typing import Any, Optional
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 
-from ..ops.class_count import class_histogram, update_count_state_
+from ..ops.class_count import EXTRA_ENTRIES
+from ..ops.count_state import log_count_shift, update_counts_
 from ..utils.class_stats import CountsSource, load_class_counts
 from .label_guard import LabelRangeGuard
+from .step_histogram import step_histogram
 
 COUNT_MODES = ('batch', 'cumulative', 'ema', 'prior')
-_STATE_UPDATE = {
-    'batch': 'replace',
-    'cumulative': 'accumulate',
-    'ema': 'moving_average'
-}
 
 
-def all_reduce_sum_(tensor: Tensor) -> Tensor:
-    """Sum ``tensor`` over all ranks in place when running distributed."""
-    if dist.is_available() and dist.is_initialized() and \
-            dist.get_world_size() > 1:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
+def _log(message: str, level: int = logging.WARNING) -> None:
+    from mmengine.logging import print_log
+    print_log(message, logger='current', level=level)
 
 
 class ClassCountEstimator(nn.Module):
-    """Estimates per-class pixel counts ``n`` for ARB-Loss.
+    """Estimates per-class pixel counts ``n`` and gives ARB-Loss its shift.
 
     Modes:
 
@@ -53,22 +55,17 @@ class ClassCountEstimator(nn.Module):
       ``tools/class_stats.py``.
 
     A class whose count is 0 (never seen so far, or absent from the batch)
-    drops out of the softmax denominator, exactly as in the paper. Because
-    the state is updated with the current batch before it is used, a
-    labelled pixel's own class always has a positive count, so no smoothing
-    is needed for the loss to be finite. ``smoothing`` adds a pseudo-count to
-    every class for those who want never-seen classes to keep a small weight;
-    in ``'prior'`` mode it is required when the prior has zero entries,
-    since a pixel of such a class would otherwise have an infinite loss.
+    drops out of the softmax denominator, exactly as in the paper.
+    ``smoothing`` adds a pseudo-count to every class for those who want
+    never-seen classes to keep a small weight; in ``'prior'`` mode it is
+    required when the prior has zero entries, since a pixel of such a class
+    would otherwise have an infinite loss.
 
-    Running modes update only in training mode. In eval mode they use the
-    stored state, or the batch counts while nothing has been accumulated.
+    Outside training steps running modes use the stored state, or the batch
+    counts while nothing has been accumulated; ``'batch'`` uses the batch.
 
-    Label validation: labels outside ``[0, C)`` that are not
-    ``ignore_index`` raise :class:`LabelRangeError`. They are counted in the
-    same pass as the classes; CPU labels are checked at once, GPU labels
-    asynchronously (see :mod:`mmseg_arb.counting.label_guard`), so no host
-    sync is paid per step.
+    Bad labels (outside ``[0, C)`` and not ``ignore_index``) are counted in
+    the same pass as the classes and reported by :class:`LabelRangeGuard`.
 
     Args:
         mode (str): One of ``'batch'``, ``'cumulative'``, ``'ema'``,
@@ -79,9 +76,14 @@ class ClassCountEstimator(nn.Module):
         momentum (float): Weight of the new batch in ``'ema'`` mode, in
             ``(0, 1]`` (the convention of ``nn.BatchNorm``). Default: 0.01.
         prior (list | str, optional): Counts for ``'prior'`` mode, or the
-            path of a class-statistics JSON file. Default: None.
+            path of a class-statistics JSON file. A relative path that does
+            not exist from the working directory is looked up under the
+            training set's ``data_root`` by ``ClassCountHook``.
+            Default: None.
         smoothing (float): Pseudo-count added to every class before use.
             Default: 0.
+        tau (float): Exponent of the counts: the shift is ``tau * log n``.
+            ``0`` is cross-entropy, ``1`` the paper. Default: 1.
         dist_sync (bool): Sum counts across ranks when ``torch.distributed``
             is initialised. Default: True.
         label_check (str): ``'deferred'`` or ``'sync'``, see
@@ -94,6 +96,7 @@ class ClassCountEstimator(nn.Module):
                  momentum: float = 0.01,
                  prior: Optional[CountsSource] = None,
                  smoothing: float = 0.0,
+                 tau: float = 1.0,
                  dist_sync: bool = True,
                  label_check: str = 'deferred') -> None:
         super().__init__()
@@ -104,31 +107,30 @@ class ClassCountEstimator(nn.Module):
             raise ValueError(f'momentum must be in (0, 1], got {momentum}')
         if not smoothing >= 0.0:
             raise ValueError(f'smoothing must be >= 0, got {smoothing}')
+        if not 0.0 <= tau < float('inf'):
+            raise ValueError(f'tau must be a finite number >= 0, got {tau}')
         if (prior is None) != (mode != 'prior'):
             raise ValueError("class_counts must be given exactly when "
                              f"count_mode='prior' (count_mode={mode!r})")
         self.mode = mode
         self.momentum = momentum
         self.smoothing = smoothing
+        self.tau = tau
         self.dist_sync = dist_sync
         self.label_guard = LabelRangeGuard(label_check)
-
-        initial = torch.zeros(num_classes or 0, dtype=torch.float64)
+        # A relative prior file not found yet (see resolve_prior).
+        self.prior_file: Optional[str] = None
+        # The counts were sized by a checkpoint, not by this model's logits.
+        self._sized_by_checkpoint = False
+        self._declared_classes = num_classes
+        self.register_buffer(
+            'counts', torch.zeros(num_classes or 0, dtype=torch.float64))
         if prior is not None:
-            initial = load_class_counts(prior)
-            if num_classes is not None and initial.numel() != num_classes:
-                raise ValueError(
-                    f'class_counts has {initial.numel()} entries but '
-                    f'num_classes is {num_classes}')
-            zero = (initial == 0).nonzero().flatten().tolist()
-            if zero and smoothing == 0:
-                raise ValueError(
-                    f'class_counts of classes {zero} are 0: a pixel of such a '
-                    f'class would get an infinite loss. Set smoothing > 0 '
-                    f'(a pseudo-count added to every class) or recount.')
-        # State: running counts (or the prior, or the last batch's counts).
-        self.register_buffer('counts', initial)
-        self.register_buffer('num_updates', torch.zeros((), dtype=torch.int64))
+            if isinstance(prior, (str, os.PathLike)) and \
+                    not osp.isabs(prior) and not osp.exists(prior):
+                self.prior_file = os.fspath(prior)
+            else:
+                self._set_prior(load_class_counts(prior))
 
     @property
     def num_classes(self) -> Optional[int]:
@@ -137,11 +139,24 @@ class ClassCountEstimator(nn.Module):
 
     def extra_repr(self) -> str:
         return (f'mode={self.mode!r}, num_classes={self.num_classes}, '
-                f'momentum={self.momentum}, smoothing={self.smoothing}')
+                f'momentum={self.momentum}, smoothing={self.smoothing}, '
+                f'tau={self.tau}')
+
+    def resolve_prior(self, data_root: Optional[str]) -> None:
+        """Load a relative prior file that was not found from the working
+        directory, from under ``data_root`` (the training set's)."""
+        if self.prior_file is None:
+            return
+        path = osp.join(data_root or '', self.prior_file)
+        if not osp.exists(path):
+            raise FileNotFoundError(self._missing_prior(path))
+        self._set_prior(load_class_counts(path))
+        self.prior_file = None
 
     def forward(self, label: Tensor, num_classes: int,
                 ignore_index: int = 255) -> Tensor:
-        """Count ``label``, update the state and return the counts to use.
+        """Count ``label``, update the state in a training step, and return
+        the shift ``log n`` of the loss.
 
         Args:
             label (Tensor): Integer labels of any shape.
@@ -149,58 +164,99 @@ class ClassCountEstimator(nn.Module):
             ignore_index (int): Label value that is not counted.
 
         Returns:
-            Tensor: float64 counts of shape ``(C,)`` on the label's device
-            (``smoothing`` included), ready for :func:`log_count_shift`.
+            Tensor: float32 ``(C,)`` on the label's device: ``log(n +
+            smoothing)``, and a large negative number where that count is 0.
         """
-        self._check_size(num_classes)
-        # Class counts and the bad-label total in one buffer: one collective
-        # for both, so that every rank raises together instead of the others
-        # hanging.
-        hist = class_histogram(label, num_classes, ignore_index)
-        if self.dist_sync:
-            all_reduce_sum_(hist)
-        self.label_guard.observe(hist[num_classes], num_classes,
-                                 ignore_index, label)
+        if self.prior_file is not None:
+            raise FileNotFoundError(self._missing_prior(None))
+        self._check_size(num_classes, label.device)
+        step = self.training and torch.is_grad_enabled()
+        hist = step_histogram(label, num_classes, ignore_index,
+                              self.dist_sync)
+        self.label_guard.observe(hist[num_classes:], num_classes,
+                                 ignore_index, label, step)
         batch = hist[:num_classes]
-        if self.counts.numel() == 0:
-            self.counts = torch.zeros_like(batch, dtype=torch.float64)
-        elif self.counts.device != batch.device:
-            raise RuntimeError(
-                f'count buffers are on {self.counts.device} but labels are '
-                f'on {batch.device}; move the loss module with the model')
-        counts = self._update(batch) if self.training else self._current(
-            batch)
-        return counts + self.smoothing
-
-    def _update(self, batch: Tensor) -> Tensor:
-        if self.mode != 'prior':
-            update_count_state_(self.counts, batch, _STATE_UPDATE[self.mode],
-                                self.momentum)
-        self.num_updates.add_(1)
-        return self.counts
-
-    def _current(self, batch: Tensor) -> Tensor:
-        if self.mode == 'batch':
-            return batch.to(torch.float64)
         if self.mode == 'prior':
-            return self.counts
-        # Nothing accumulated yet (e.g. evaluating an untrained model): the
-        # batch is the only estimate. Decided on device, without a sync.
-        return torch.where(self.counts.sum() > 0, self.counts,
-                           batch.to(torch.float64))
+            counts = self.counts
+        elif step:
+            counts = update_counts_(self.counts, batch, self.mode,
+                                    self.momentum)
+        elif self.mode == 'batch':
+            counts = batch
+        else:
+            # Nothing accumulated yet (e.g. evaluating an untrained model):
+            # the batch is the only estimate. Decided on device, no sync.
+            counts = torch.where(self.counts.sum() > 0, self.counts,
+                                 batch.to(torch.float64))
+        return log_count_shift(counts, self.smoothing, self.tau)
 
-    def _check_size(self, num_classes: int) -> None:
-        if self.counts.numel() not in (0, num_classes):
+    def _set_prior(self, prior: Tensor) -> None:
+        declared = self._declared_classes
+        if declared is not None and prior.numel() != declared:
+            raise ValueError(f'class_counts has {prior.numel()} entries but '
+                             f'num_classes is {declared}')
+        zero = (prior == 0).nonzero().flatten().tolist()
+        if zero and self.smoothing == 0 and self.tau > 0:
             raise ValueError(
-                f'the logits have {num_classes} classes but the class counts '
-                f'have {self.counts.numel()} (count_mode={self.mode!r}); '
-                f'check class_counts / num_classes against the decode head')
+                f'class_counts of classes {zero} are 0: a pixel of such a '
+                f'class would get an infinite loss. Set smoothing > 0 '
+                f'(a pseudo-count added to every class) or recount.')
+        self.counts = prior.to(self.counts.device)
+
+    def _missing_prior(self, tried: Optional[str]) -> str:
+        where = f'nor at {tried!r} under the training data_root' if tried \
+            else ('and no ClassCountHook resolved it against the training '
+                  "data_root (add custom_hooks=[dict(type='ClassCountHook')]"
+                  ' or give an absolute path)')
+        return (f'class_counts file {self.prior_file!r} not found in the '
+                f'working directory {os.getcwd()!r} {where}. Write it with '
+                f'"python tools/class_stats.py CONFIG", which puts it next to '
+                f'the data.')
+
+    def _check_size(self, num_classes: int, device: torch.device) -> None:
+        size = self.counts.numel()
+        if size == num_classes or (size == 0 and self.mode != 'prior'):
+            if size == 0:
+                self.counts = torch.zeros(
+                    num_classes, dtype=torch.float64, device=device)
+            self._sized_by_checkpoint = False
+            return
+        if self._sized_by_checkpoint:
+            # Fine-tuning into a head with other classes: the checkpoint's
+            # counts belong to its classes, as its classifier does, and
+            # mmengine re-initialises that classifier too.
+            _log(f'mmseg_arb: the class counts loaded from the checkpoint '
+                 f'have {size} classes but the logits have {num_classes}; '
+                 f'counting starts afresh (count_mode={self.mode!r}).')
+            self.counts = torch.zeros(
+                num_classes, dtype=torch.float64, device=device)
+            self._sized_by_checkpoint = False
+            return
+        raise ValueError(
+            f'the logits have {num_classes} classes but the class counts '
+            f'have {size} (count_mode={self.mode!r}); check class_counts / '
+            f'num_classes against the decode head')
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str,
                               *args: Any, **kwargs: Any) -> None:
-        # Buffers sized lazily are still empty when a checkpoint is loaded
-        # before the first batch (resume): take the checkpoint's size.
-        saved = state_dict.get(prefix + 'counts')
-        if saved is not None and self.counts.numel() == 0:
-            self.counts = torch.zeros_like(saved, device=self.counts.device)
+        key = prefix + 'counts'
+        # Written by mmseg-arb before 0.2 and read by nothing: dropped.
+        state_dict.pop(prefix + 'num_updates', None)
+        saved = state_dict.get(key)
+        if saved is not None and self.mode == 'prior':
+            # The prior is configuration: the config's wins over whatever
+            # the checkpoint carries (e.g. a batch-mode run's last batch).
+            # (Still empty if its file is resolved later, by the hook.)
+            if self.counts.numel() and not torch.equal(
+                    saved.to(self.counts), self.counts):
+                _log('mmseg_arb: the checkpoint carries other class counts '
+                     f'({key}); the prior from the config is kept.',
+                     logging.INFO)
+            state_dict[key] = self.counts
+        elif saved is not None and self.counts.numel() == 0:
+            # Buffers sized lazily are still empty when a checkpoint is
+            # loaded before the first batch (resume): take its size.
+            self.counts = torch.zeros_like(saved, dtype=torch.float64,
+                                           device=self.counts.device)
+            self._sized_by_checkpoint = True
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

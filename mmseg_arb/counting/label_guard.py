@@ -1,22 +1,33 @@
-"""Reporting out-of-range labels without stalling the GPU.
+"""Reporting bad labels without stalling the GPU.
 
-Reading a device value on the host waits for every kernel queued before it,
-so checking labels with ``.item()`` each step would serialise the training
-loop. The guard below keeps a running device-side total of bad pixels and
-copies it to pinned host memory asynchronously; a later step reads the copy
-once its CUDA event has completed (``Event.query`` never blocks). A bad batch
-is therefore reported one or a few iterations late, by count rather than by
-value, and never silently. CPU tensors are checked at once (no sync to save),
-and ``policy='sync'`` checks GPU labels at once too, for debugging.
+A *bad* label is neither a class in ``[0, C)`` nor ``ignore_index``: a
+wrong ``reduce_zero_label``, a head with too few classes, a dataset whose
+ignore value is not the head's. ARB-Loss gives such pixels no loss, so they
+must be reported, never silently skipped.
+
+The count kernel finds them in the same pass as the classes (see
+:func:`~mmseg_arb.ops.class_count.class_histogram`). Reading that number
+on the host each step would stall the training loop, so on a GPU the guard
+only accumulates it on the device, summed across ranks, with the extreme
+offending values of this rank. It is read where mmengine synchronises
+anyway: :class:`~mmseg_arb.engine.hooks.ClassCountHook` reads it after the
+iterations that mmengine logs and at the end of training, so every rank
+raises at the same iteration. Without that hook (a training loop of one's
+own) the guard reads it itself every ``interval`` training steps, one host
+read each time. CPU labels are checked at once (there is no device to
+stall), and ``policy='sync'`` checks GPU labels at once too.
 """
 from typing import Optional
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..ops.class_count import label_masks
 
 LABEL_CHECK_POLICIES = ('deferred', 'sync')
+# Training steps between the guard's own reads when no hook reads it
+# (mmengine's default logging interval).
+DEFAULT_INTERVAL = 50
 
 
 class LabelRangeError(ValueError):
@@ -24,75 +35,107 @@ class LabelRangeError(ValueError):
 
 
 def _message(num_bad: int, num_classes: int, ignore_index: int,
-             detail: str = '') -> str:
+             detail: str) -> str:
     return (f'{num_bad} label pixel(s) are outside [0, {num_classes}) and '
             f'are not ignore_index={ignore_index}{detail}. Check the '
-            f'dataset\'s label mapping (e.g. reduce_zero_label) and the '
-            f'decode head\'s num_classes.')
+            f"dataset's label mapping (reduce_zero_label, label_map), its "
+            f"ignore value and the decode head's num_classes.")
 
 
-class LabelRangeGuard:
+def reads_are_free(device: torch.device) -> bool:
+    """Whether reading a value of ``device`` on the host costs no stall
+    (the CPU: nothing runs ahead of the host there)."""
+    return device.type == 'cpu'
+
+
+class LabelRangeGuard(nn.Module):
     """Raises :class:`LabelRangeError` when bad labels were counted.
 
+    Its state, ``bad_labels`` (int64: the bad pixels counted so far on all
+    ranks, the largest bad value above the range and minus the smallest
+    below zero seen on this rank), is a buffer so that it follows the model
+    to its device, but it is not saved in checkpoints.
+
     Args:
-        policy (str): ``'deferred'`` (default) checks GPU counts
-            asynchronously, reporting within a few iterations at no sync
-            cost; ``'sync'`` reads them at once (one host sync per step).
-            CPU counts are always checked at once.
+        policy (str): ``'deferred'`` (default): GPU counts are read at
+            logging steps and at the end of training, at no sync cost;
+            ``'sync'``: read at once (one host sync per step). CPU counts are
+            always checked at once.
     """
 
     def __init__(self, policy: str = 'deferred') -> None:
+        super().__init__()
         if policy not in LABEL_CHECK_POLICIES:
             raise ValueError(f'label_check must be one of '
                              f'{LABEL_CHECK_POLICIES}, got {policy!r}')
         self.policy = policy
-        self._device_total: Optional[Tensor] = None
-        self._host_copy: Optional[Tensor] = None
-        self._copy_done: Optional['torch.cuda.Event'] = None
+        self.register_buffer(
+            'bad_labels', torch.zeros(3, dtype=torch.int64), persistent=False)
+        # Set by ClassCountHook when it reads the guard at logging steps.
+        self.read_by_hook = False
+        self.interval = DEFAULT_INTERVAL
+        self._steps = 0
         self._context = (0, 0)
 
-    def observe(self, num_invalid: Tensor, num_classes: int,
-                ignore_index: int, label: Optional[Tensor] = None) -> None:
-        """Record this step's count of bad pixels and raise if any is known.
+    def observe(self, hist_tail: Tensor, num_classes: int,
+                ignore_index: int, label: Tensor, step: bool) -> None:
+        """Record a histogram's bad-label entries; raise if checked at once.
 
         Args:
-            num_invalid (Tensor): int64 scalar on the labels' device.
+            hist_tail (Tensor): The last three entries of the histogram
+                (bad pixels, largest above the range, minus smallest below).
             num_classes (int): ``C`` of the valid range, for the message.
             ignore_index (int): The ignored label, for the message.
-            label (Tensor, optional): The labels, used only to name offending
-                values when the check is immediate.
+            label (Tensor): The labels, to name offending values when the
+                check is immediate.
+            step (bool): Whether this call is a training step (the interval
+                of the guard's own reads counts those).
         """
-        if num_invalid.device.type != 'cuda' or self.policy == 'sync':
-            _raise_if_bad(int(num_invalid), num_classes, ignore_index, label)
+        if self.policy == 'sync' or reads_are_free(hist_tail.device):
+            num_bad = int(hist_tail[0])
+            if num_bad:
+                raise LabelRangeError(_message(
+                    num_bad, num_classes, ignore_index,
+                    _offending_values(label, num_classes, ignore_index)))
             return
         self._context = (num_classes, ignore_index)
-        if self._device_total is None or \
-                self._device_total.device != num_invalid.device:
-            self._device_total = torch.zeros_like(num_invalid)
-            self._host_copy = torch.zeros((), dtype=num_invalid.dtype,
-                                          pin_memory=True)
-            self._copy_done = torch.cuda.Event()
-        self._device_total.add_(num_invalid)
-        if self._copy_done.query():
-            self._raise_if_reported()
-            self._host_copy.copy_(self._device_total, non_blocking=True)
-            self._copy_done.record()
+        self.bad_labels[0].add_(hist_tail[0])
+        self.bad_labels[1:].copy_(
+            torch.maximum(self.bad_labels[1:], hist_tail[1:]))
+        if step and not self.read_by_hook:
+            self._count_step()
 
-    def flush(self) -> None:
-        """Wait for the pending copy and raise if it reports bad labels."""
-        if self._copy_done is not None:
-            self._copy_done.synchronize()
-            self._raise_if_reported()
-            self._host_copy.copy_(self._device_total)
-            self._raise_if_reported()
+    @torch.compiler.disable
+    def _count_step(self) -> None:
+        # Outside any compiled graph: a Python counter there would be a
+        # guard that changes every step.
+        self._steps += 1
+        if self._steps % self.interval == 0:
+            self.check()
 
-    def _raise_if_reported(self) -> None:
-        num_bad = int(self._host_copy)
-        if num_bad:
-            raise LabelRangeError(
-                _message(num_bad, *self._context,
-                         ' (counted on the GPU in the last few iterations; '
-                         "set label_check='sync' to stop at the bad batch)"))
+    def check(self, where: str = '') -> None:
+        """Read the accumulated bad-label count (one host read) and raise
+        :class:`LabelRangeError` if there is any.
+
+        Args:
+            where (str): Names the loss in the message (e.g. the module
+                path), for models with several.
+        """
+        num_bad, above, below = self.bad_labels.tolist()
+        if not num_bad:
+            return
+        values = []
+        if below:
+            values.append(f'as low as {-below}')
+        if above:
+            values.append(f'as high as {above}')
+        detail = (f' (values on this rank: {" and ".join(values)})'
+                  if values else ' (none on this rank; see the other ranks)')
+        if where:
+            detail += f' in the labels of {where}'
+        detail += (', counted on the GPU since training started; '
+                   "label_check='sync' stops at the first bad batch")
+        raise LabelRangeError(_message(num_bad, *self._context, detail))
 
 
 def check_labels_now(label: Tensor, num_classes: int,
@@ -100,11 +143,7 @@ def check_labels_now(label: Tensor, num_classes: int,
     """Raise :class:`LabelRangeError` if ``label`` has a value outside
     ``[0, num_classes)`` other than ``ignore_index`` (reads the device)."""
     _, invalid = label_masks(label, num_classes, ignore_index)
-    _raise_if_bad(int(invalid.sum()), num_classes, ignore_index, label)
-
-
-def _raise_if_bad(num_bad: int, num_classes: int, ignore_index: int,
-                  label: Optional[Tensor]) -> None:
+    num_bad = int(invalid.sum())
     if num_bad:
         raise LabelRangeError(
             _message(num_bad, num_classes, ignore_index,

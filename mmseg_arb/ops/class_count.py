@@ -1,11 +1,18 @@
-"""Per-class pixel counting of label maps, and the count-state update.
+"""Per-class pixel counting of label maps.
 
 ``class_histogram`` runs the CUDA kernel (``csrc/arb_kernels.cu``) for CUDA
 tensors when it can be loaded (see :mod:`mmseg_arb.ops.cuda_ext`) and the
-pure-PyTorch implementation otherwise. Both return the same thing: exact
-per-class counts of the valid pixels followed by the number of out-of-range
-pixels, in one device tensor (one buffer to sum across GPUs), without
-synchronising the host.
+pure-PyTorch implementation otherwise. Both return the same histogram in one
+device tensor, without synchronising the host:
+
+* ``[0, C)``: the pixels of each class (``ignore_index`` not counted);
+* ``C``: the *bad* pixels, whose label is neither a class nor
+  ``ignore_index``;
+* ``C + 1``: the largest bad label above the range (0 if none);
+* ``C + 2``: minus the smallest bad label below zero (0 if none).
+
+The first ``C + 1`` entries are what ranks sum (:data:`SUMMED`); the last
+two let an error name the offending values without reading the labels.
 """
 from typing import Tuple
 
@@ -13,9 +20,10 @@ import torch
 from torch import Tensor
 
 from . import cuda_ext
+from .library import EXTRA_ENTRIES  # noqa: F401  (the layout below)
 
-# Count-state updates, numbered as the kernel's CountUpdate.
-UPDATE_MODES = {'replace': 0, 'accumulate': 1, 'moving_average': 2}
+# Entries after the C class counts that ranks sum (the bad-pixel total).
+SUMMED_EXTRA = 1
 _KERNEL_LABEL_DTYPES = (torch.int64, torch.int32, torch.uint8)
 
 
@@ -43,17 +51,18 @@ def label_masks(label: Tensor, num_classes: int,
 
 def class_histogram_pytorch(label: Tensor, num_classes: int,
                             ignore_index: int) -> Tensor:
-    """Reference backend of :func:`class_histogram` in plain PyTorch.
+    """PyTorch backend of :func:`class_histogram`.
 
-    Out-of-range pixels go to bin ``C`` and ignored ones to an extra bin
-    ``C + 1``, dropped at the end, so that no boolean indexing (a host sync
-    on GPU) is needed. On CPU ``torch.bincount`` is the fastest kernel;
-    elsewhere ``scatter_add_`` is used because ``bincount`` reads its
-    input's maximum back to the host.
+    Bad pixels go to bin ``C`` and ignored ones to an extra bin ``C + 1``,
+    dropped at the end, so that no boolean indexing (a host sync on GPU) is
+    needed. On CPU ``torch.bincount`` is the fastest kernel; elsewhere
+    ``scatter_add_`` is used because ``bincount`` reads its input's maximum
+    back to the host.
     """
     flat = label.reshape(-1)
     valid, invalid = label_masks(flat, num_classes, ignore_index)
-    bins = torch.where(valid, flat.long(),
+    wide = flat.long()
+    bins = torch.where(valid, wide,
                        torch.where(invalid, num_classes, num_classes + 1))
     if flat.device.type == 'cpu':
         hist = torch.bincount(bins, minlength=num_classes + 2)
@@ -61,7 +70,12 @@ def class_histogram_pytorch(label: Tensor, num_classes: int,
         hist = torch.zeros(
             num_classes + 2, dtype=torch.int64, device=flat.device)
         hist.scatter_add_(0, bins, torch.ones_like(bins))
-    return hist[:num_classes + 1]
+    # amax of an empty tensor is an error: a zero in front keeps it defined
+    # and is the "none" value of both extremes.
+    zero = wide.new_zeros(1)
+    above = torch.cat([zero, torch.where(invalid, wide, 0)]).amax()
+    below = torch.cat([zero, torch.where(invalid, -wide, 0)]).amax()
+    return torch.cat([hist[:num_classes + 1], above[None], below[None]])
 
 
 def class_histogram(label: Tensor, num_classes: int,
@@ -75,10 +89,9 @@ def class_histogram(label: Tensor, num_classes: int,
         ignore_index (int): Label value that is not counted. Default: 255.
 
     Returns:
-        Tensor: int64 ``(C + 1,)`` on the label's device: the pixels of each
-        class ``0 .. C-1``, then the number of pixels whose label is neither
-        in ``[0, C)`` nor ``ignore_index``. Not read back to the host here;
-        the caller decides when.
+        Tensor: int64 ``(C + 3,)`` on the label's device, laid out as the
+        module docstring says. Not read back to the host here; the caller
+        decides when.
 
     Raises:
         TypeError: If ``label`` is not an integer tensor.
@@ -92,32 +105,3 @@ def class_histogram(label: Tensor, num_classes: int,
         return torch.ops.mmseg_arb.class_histogram(label, num_classes,
                                                    ignore_index)
     return class_histogram_pytorch(label, num_classes, ignore_index)
-
-
-def count_classes(label: Tensor, num_classes: int,
-                  ignore_index: int = 255) -> Tuple[Tensor, Tensor]:
-    """:func:`class_histogram` split into ``counts`` (int64 ``(C,)``) and
-    ``num_invalid`` (int64 scalar, the out-of-range pixels)."""
-    hist = class_histogram(label, num_classes, ignore_index)
-    return hist[:num_classes], hist[num_classes]
-
-
-def update_count_state_(state: Tensor, batch: Tensor, mode: str,
-                        momentum: float = 0.0) -> Tensor:
-    """Fold int64 batch counts into the float64 ``state`` in place.
-
-    ``mode``: ``'replace'`` (state = batch), ``'accumulate'``
-    (state += batch) or ``'moving_average'``
-    (state = (1 - momentum) * state + momentum * batch). One tiny kernel
-    launch on CUDA when the extension is loaded.
-    """
-    if cuda_ext.cuda_ops_apply(state):
-        torch.ops.mmseg_arb.update_counts(state, batch, UPDATE_MODES[mode],
-                                          momentum)
-    elif mode == 'replace':
-        state.copy_(batch)
-    elif mode == 'accumulate':
-        state.add_(batch)
-    else:
-        state.mul_(1.0 - momentum).add_(batch, alpha=momentum)
-    return state

@@ -14,12 +14,15 @@ import torch
 from torch import Tensor
 
 NAMESPACE = 'mmseg_arb'
+# class_histogram's entries after the C class counts: the bad pixels, the
+# largest bad label above the range, minus the smallest one below zero.
+EXTRA_ENTRIES = 3
 SCHEMAS = {
     'class_histogram':
     'class_histogram(Tensor label, int num_classes, int ignore_index) '
     '-> Tensor',
     'update_counts':
-    'update_counts(Tensor(a!) state, Tensor batch, int mode, '
+    'update_counts(Tensor(a!) counts, Tensor batch, str count_mode, '
     'float momentum) -> ()',
     'arb_loss_forward':
     'arb_loss_forward(Tensor logits, Tensor label, Tensor shift, '
@@ -61,12 +64,12 @@ def has_cuda_kernels() -> bool:
 @_register_fake('class_histogram')
 def _class_histogram(label: Tensor, num_classes: int,
                      ignore_index: int) -> Tensor:
-    # Counts of classes 0..C-1, then the out-of-range pixels.
-    return label.new_empty(num_classes + 1, dtype=torch.int64)
+    # Counts of classes 0..C-1, then the bad pixels and their extremes.
+    return label.new_empty(num_classes + EXTRA_ENTRIES, dtype=torch.int64)
 
 
 @_register_fake('update_counts')
-def _update_counts(state: Tensor, batch: Tensor, mode: int,
+def _update_counts(counts: Tensor, batch: Tensor, count_mode: str,
                    momentum: float) -> None:
     return None
 

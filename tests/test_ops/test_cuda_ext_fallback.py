@@ -1,12 +1,13 @@
 """Without a usable GPU the ops fall back to PyTorch and say so once."""
 import importlib.machinery
 import sys
+import types
 
 import pytest
 import torch
 
 import mmseg_arb
-from mmseg_arb.ops import count_classes, cuda_ext
+from mmseg_arb.ops import class_histogram, cuda_ext
 
 
 @pytest.fixture
@@ -35,17 +36,24 @@ def test_no_gpu_means_pytorch_path(logged):
     assert cuda_ext.load_cuda_ops() is False
     assert cuda_ext.cuda_ops_status() == 'torch has no CUDA device'
     assert len(logged) == 1
-    counts, invalid = count_classes(torch.tensor([0, 1, 1, 255]), 3)
-    assert counts.tolist() == [1, 2, 0] and int(invalid) == 0
+    hist = class_histogram(torch.tensor([0, 1, 1, 255, 7]), 3)
+    assert hist.tolist() == [1, 2, 0, 1, 7, 0]
 
 
 
-@pytest.mark.parametrize('build', ['missing', 'broken'])
+# 'imported': the real extension was imported into this process before
+# (by an earlier test, or by gpu_check.sh's in-place build), which must not
+# hide the broken file this test puts first.
+@pytest.mark.parametrize('build', ['missing', 'broken', 'imported'])
 def test_unusable_build_falls_back_to_jit_then_pytorch(build, logged,
                                                        monkeypatch, tmp_path):
+    if build == 'imported':
+        monkeypatch.setitem(sys.modules, 'mmseg_arb._ext',
+                            types.ModuleType('mmseg_arb._ext'))
     if build == 'missing':
         monkeypatch.setitem(sys.modules, 'mmseg_arb._ext', None)
     else:  # a file that is no loadable library, found first
+        monkeypatch.delitem(sys.modules, 'mmseg_arb._ext', raising=False)
         suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
         (tmp_path / f'_ext{suffix}').write_bytes(b'not a shared object')
         monkeypatch.setattr(mmseg_arb, '__path__',
@@ -62,5 +70,5 @@ def test_unusable_build_falls_back_to_jit_then_pytorch(build, logged,
                            'found (set CUDA_HOME)')
     # A build that is there but cannot load is named; a missing one is not.
     assert status.startswith('mmseg_arb._ext: ImportError: ') == \
-        (build == 'broken')
+        (build != 'missing')
     assert len(logged) == 1 and 'use the PyTorch path' in logged[0]

@@ -4,10 +4,10 @@ import torch
 
 from mmseg_arb.counting import LabelRangeError
 from mmseg_arb.models.losses import ARBLoss, arb_loss
-from mmseg_arb.models.losses.arb_loss import _per_pixel_loss, log_count_shift
+from mmseg_arb.models.losses.arb_loss import _per_pixel_loss
 from mmseg_arb.ops import (class_histogram, class_histogram_pytorch,
-                           count_classes, cuda_ext, cuda_ops_status,
-                           load_cuda_ops, update_count_state_)
+                           cuda_ext, cuda_ops_status, load_cuda_ops,
+                           log_count_shift, update_counts_)
 from mmseg_arb.ops.library import SCHEMAS
 
 pytestmark = pytest.mark.skipif(
@@ -43,6 +43,7 @@ def test_count_kernel_matches_pytorch(dtype, num_classes):
     label.view(-1)[:5] = torch.tensor([0, 1, 2, 3, 4], dtype=dtype)
     if dtype != torch.uint8:
         label.view(-1)[7] = num_classes + 3  # out of range
+        label.view(-1)[9] = -7 if ignore != -1 else -8
     # An unaligned view exercises the scalar head and tail.
     for view in (label, label.view(-1)[3:-5]):
         hist = class_histogram(view, num_classes, ignore)
@@ -50,18 +51,18 @@ def test_count_kernel_matches_pytorch(dtype, num_classes):
             hist, class_histogram_pytorch(view, num_classes, ignore))
 
 
-@pytest.mark.parametrize('mode', ['replace', 'accumulate', 'moving_average'])
+@pytest.mark.parametrize('mode', ['batch', 'cumulative', 'ema'])
 def test_update_kernel_matches_pytorch(mode):
     state = torch.rand(150, dtype=torch.float64, device='cuda') * 100
     batch = torch.randint(0, 1000, (150, ), device='cuda')
     expected = state.clone()
-    if mode == 'replace':
+    if mode == 'batch':
         expected.copy_(batch)
-    elif mode == 'accumulate':
+    elif mode == 'cumulative':
         expected.add_(batch)
     else:
         expected.mul_(0.9).add_(batch, alpha=0.1)
-    update_count_state_(state, batch, mode, 0.1)
+    update_counts_(state, batch, mode, 0.1)
     torch.testing.assert_close(state, expected)
 
 
@@ -81,7 +82,9 @@ def test_fused_loss_matches_cpu_path(dtype, tol, weighted):
     cw = torch.rand(19, generator=g) + 0.5 if weighted else None
     shift = log_count_shift(counts)
 
-    z_cpu = logits.float().requires_grad_()
+    # Leaves of their own: for fp32, logits.float() is logits itself, and a
+    # .cuda() copy of a tensor that requires grad would not be a leaf.
+    z_cpu = logits.float().clone().requires_grad_()
     keep = label.clone()
     keep[0, 5, 5] = 255
     ref = _per_pixel_loss(z_cpu, keep, shift, cw, 255)
@@ -89,6 +92,7 @@ def test_fused_loss_matches_cpu_path(dtype, tol, weighted):
     ref.backward(grad_out)
 
     z_gpu = logits.cuda().requires_grad_()
+    assert z_gpu.is_leaf
     out = _per_pixel_loss(z_gpu, label.cuda(), shift.cuda(),
                           None if cw is None else cw.cuda(), 255)
     out.backward(grad_out.cuda())
@@ -139,18 +143,61 @@ def test_no_host_sync_in_count_loss_and_backward(mode, dtype, backend,
     torch.cuda.synchronize()
 
 
-def test_bad_gpu_label_is_reported_without_sync():
+@pytest.mark.parametrize('mode', ['batch', 'cumulative', 'ema', 'prior'])
+@pytest.mark.parametrize('hooked', [False, True])
+def test_compiled_loss_matches_eager_with_the_cuda_ops(mode, hooked):
+    # mmengine's compile=True: forward + backward of a compiled ARBLoss give
+    # the eager loss, gradients and counts, through the CUDA ops (the
+    # profiler sees them), with and without ClassCountHook's steps.
+    from mmseg_arb.counting import begin_step, end_step
+    torch._dynamo.reset()
+    kwargs = dict(class_counts=[float(i + 1) for i in range(150)]) \
+        if mode == 'prior' else {}
+    eager = ARBLoss(count_mode=mode, **kwargs).cuda()
+    compiled = ARBLoss(count_mode=mode, **kwargs).cuda()
+    compiled.estimator.label_guard.read_by_hook = hooked
+    compiled_fn = torch.compile(compiled)
+    for seed in range(3):
+        label = long_tailed_labels((2, 128, 128), 150, seed=seed)
+        z = torch.randn(2, 150, 128, 128, device='cuda', requires_grad=True)
+        z_compiled = z.detach().clone().requires_grad_()
+        expected = eager(z, label)
+        if hooked:
+            begin_step()
+        with torch.profiler.profile() as prof:
+            loss = compiled_fn(z_compiled, label)
+            loss.backward()
+        if hooked:
+            end_step()
+        expected.backward()
+        torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(z_compiled.grad, z.grad, rtol=1e-5,
+                                   atol=1e-6)
+        torch.testing.assert_close(compiled.estimator.counts,
+                                   eager.estimator.counts)
+        ops = {e.key for e in prof.key_averages()
+               if e.key.startswith('mmseg_arb::')}
+        assert {'mmseg_arb::class_histogram', 'mmseg_arb::arb_loss_forward',
+                'mmseg_arb::arb_loss_backward'} <= ops
+    torch._dynamo.reset()
+
+
+def test_bad_gpu_labels_are_read_at_the_interval_and_named():
+    # Without ClassCountHook the guard reads its device total itself, every
+    # `interval` training steps; the message names this rank's extremes.
     loss_fn = ARBLoss().cuda()
+    guard = loss_fn.estimator.label_guard
     label = long_tailed_labels((2, 32, 32), 19)
-    label[0, 0, 0] = 77
+    label[0, 0, :2] = torch.tensor([77, -3])
     logits = torch.randn(2, 19, 32, 32, device='cuda')
-    with pytest.raises(LabelRangeError, match='77|1 label pixel'):
-        for _ in range(50):  # reported within a few iterations
-            loss_fn(logits, label)
-            torch.cuda.synchronize()
-        loss_fn.estimator.label_guard.flush()
+    for _ in range(guard.interval - 1):
+        loss_fn(logits, label)
+    assert int(guard.bad_labels[0]) == 2 * (guard.interval - 1)
+    with pytest.raises(LabelRangeError,
+                       match='as low as -3 and as high as 77'):
+        loss_fn(logits, label)
     sync = ARBLoss(label_check='sync').cuda()
-    with pytest.raises(LabelRangeError, match=r'\[77\]'):
+    with pytest.raises(LabelRangeError, match=r'\[-3, 77\]'):
         sync(logits, label)
 
 
@@ -168,15 +215,13 @@ def test_count_kernel_replays_in_a_cuda_graph():
     # graph-captured training steps (e.g. torch.compile's reduce-overhead
     # mode) need the op to be capturable: no sync, no host-side state.
     label = long_tailed_labels((4, 256, 256), 150)
-    count_classes(label, 150, 255)  # warm-up: SM count, allocator
+    class_histogram(label, 150, 255)  # warm-up: SM count, allocator
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        counts, invalid = count_classes(label, 150, 255)
+        hist = class_histogram(label, 150, 255)
     label.copy_(long_tailed_labels((4, 256, 256), 150, seed=1))
     graph.replay()
-    expected = class_histogram_pytorch(label, 150, 255)
-    assert torch.equal(counts, expected[:150])
-    assert int(invalid) == int(expected[150])
+    assert torch.equal(hist, class_histogram_pytorch(label, 150, 255))
 
 
 def test_ops_agree_with_their_fake_implementations():
@@ -194,7 +239,7 @@ def test_ops_agree_with_their_fake_implementations():
         'update_counts': [(torch.rand(19, dtype=torch.float64,
                                       device='cuda'),
                            torch.randint(9, (19, ), device='cuda'), m, 0.1)
-                          for m in range(3)],
+                          for m in ('batch', 'cumulative', 'ema')],
         'arb_loss_forward': [(logits, label, shift, None, 255),
                              (logits.half(), label.int(), shift, weight, 255)],
         'arb_loss_backward': [(torch.rand_like(loss), logits, label, shift,

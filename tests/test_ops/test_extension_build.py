@@ -28,8 +28,8 @@ OPS = {
     'mmseg_arb::class_histogram(Tensor label, int num_classes, '
     'int ignore_index) -> Tensor',
     'update_counts':
-    'mmseg_arb::update_counts(Tensor(a!) state, Tensor batch, int mode, '
-    'float momentum) -> ()',
+    'mmseg_arb::update_counts(Tensor(a!) counts, Tensor batch, '
+    'str count_mode, float momentum) -> ()',
     'arb_loss_forward':
     'mmseg_arb::arb_loss_forward(Tensor logits, Tensor label, Tensor shift, '
     'Tensor? class_weight, int ignore_index) -> (Tensor, Tensor)',

@@ -11,7 +11,7 @@ stable for any logit magnitude. Classes with ``n_j = 0`` drop out of the
 denominator.
 """
 import importlib.util
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -20,6 +20,7 @@ from ...counting.estimator import ClassCountEstimator
 from ...counting.label_guard import check_labels_now
 from ...ops import cuda_ext
 from ...ops.class_count import check_label_dtype, label_masks
+from ...ops.count_state import log_count_shift
 from ...ops.fused_arb_loss import FUSED_DTYPES, fused_arb_cross_entropy
 from ...ops.shifted_cross_entropy import shifted_cross_entropy
 from ...utils.class_stats import CountsSource, load_class_weight
@@ -32,27 +33,6 @@ else:  # the math and the kernels also serve without MMSegmentation
         return cls
 
 REDUCTIONS = ('none', 'mean', 'sum')
-
-# The log-count of an absent class. exp(z + ABSENT_CLASS_SHIFT - lse)
-# underflows to exactly 0 for any sane logit, so the class drops out as in
-# the paper; unlike -inf it keeps a row whose classes are all absent (every
-# pixel ignored) finite, so its zero loss has zero, not NaN, gradients.
-ABSENT_CLASS_SHIFT = -1e30
-
-
-def log_count_shift(class_counts: Tensor) -> Tensor:
-    """``log n_j`` per class as float32, ``ABSENT_CLASS_SHIFT`` where 0.
-
-    Args:
-        class_counts (Tensor): Non-negative counts of shape ``(C,)``.
-
-    Returns:
-        Tensor: float32 shift of shape ``(C,)``.
-    """
-    counts = class_counts.to(torch.float64)
-    shift = torch.where(counts > 0, counts.log(),
-                        counts.new_full((), ABSENT_CLASS_SHIFT))
-    return shift.to(torch.float32)
 
 
 def check_logits_and_label(logits: Tensor, label: Tensor) -> None:
@@ -149,34 +129,39 @@ def arb_loss(logits: Tensor,
         ``reduction='none'`` (0 at ignored pixels). A batch whose pixels are
         all ignored gives 0 with zero gradients.
 
-    Labels outside ``[0, C)`` raise :class:`LabelRangeError` on CPU. On GPU
-    they get loss 0, as ignored pixels, rather than a device-side assert;
-    :class:`ARBLoss` reports them through its count estimator without a
-    host sync.
+    Labels outside ``[0, C)`` that are not ``ignore_index`` raise
+    :class:`LabelRangeError` on CPU. **On GPU this function does not check
+    them** (that would stall the device): they get loss 0, as ignored
+    pixels. :class:`ARBLoss` reports them through its count estimator;
+    callers of this function on GPU check their labels themselves (e.g.
+    with :func:`~mmseg_arb.counting.label_guard.check_labels_now`).
     """
     check_logits_and_label(logits, label)
     if label.device.type == 'cpu':  # free to check here: no device to stall
         check_labels_now(label, logits.shape[1], ignore_index)
-    return _checked_arb_loss(logits, label, class_counts, weight,
-                             class_weight, reduction, avg_factor,
-                             ignore_index, avg_non_ignore)
-
-
-def _checked_arb_loss(logits: Tensor, label: Tensor, class_counts: Tensor,
-                      weight: Optional[Tensor],
-                      class_weight: Optional[Tensor], reduction: str,
-                      avg_factor: Optional[Union[float, Tensor]],
-                      ignore_index: int, avg_non_ignore: bool) -> Tensor:
-    """:func:`arb_loss` once logits and labels are known to fit and the
-    label range is checked (by ``arb_loss``, or by ARBLoss's estimator in
-    the same pass as the counting)."""
-    if reduction not in REDUCTIONS:
-        raise ValueError(f'reduction must be one of {REDUCTIONS}, '
-                         f'got {reduction!r}')
     num_classes = logits.shape[1]
     if class_counts.shape != (num_classes, ):
         raise ValueError(f'class_counts has shape {tuple(class_counts.shape)}'
                          f' but the logits have {num_classes} classes')
+    return _shifted_loss(logits, label,
+                         log_count_shift(class_counts).to(logits.device),
+                         weight, class_weight, reduction, avg_factor,
+                         ignore_index, avg_non_ignore)
+
+
+def _shifted_loss(logits: Tensor, label: Tensor, shift: Tensor,
+                  weight: Optional[Tensor], class_weight: Optional[Tensor],
+                  reduction: str, avg_factor: Optional[Union[float, Tensor]],
+                  ignore_index: int, avg_non_ignore: bool) -> Tensor:
+    """Reduced cross-entropy of ``logits + shift``, once logits and labels
+    are known to fit and the label range is checked (by ``arb_loss``, or by
+    ARBLoss's estimator in the same pass as the counting)."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f'reduction must be one of {REDUCTIONS}, '
+                         f'got {reduction!r}')
+    if avg_factor is not None and reduction == 'sum':
+        raise ValueError('avg_factor can not be used with reduction="sum"')
+    num_classes = logits.shape[1]
     if class_weight is not None and class_weight.shape != (num_classes, ):
         raise ValueError(f'class_weight has {class_weight.numel()} entries '
                          f'but the logits have {num_classes} classes')
@@ -185,7 +170,6 @@ def _checked_arb_loss(logits: Tensor, label: Tensor, class_counts: Tensor,
         raise ValueError(f'weight of shape {tuple(weight.shape)} does not '
                          f'broadcast to the label shape {tuple(label.shape)}')
 
-    shift = log_count_shift(class_counts).to(logits.device)
     if class_weight is not None:
         class_weight = class_weight.to(logits.device, torch.float32)
     loss = _per_pixel_loss(logits, label, shift, class_weight, ignore_index)
@@ -231,10 +215,17 @@ class ARBLoss(nn.Module):
             (``tools/class_stats.py``). Default: None.
         smoothing (float): Pseudo-count added to every class count.
             Default: 0 (classes of count 0 drop out, as in the paper).
+        tau (float): Exponent of the counts: the logits are shifted by
+            ``tau * log n``. ``0`` is cross-entropy exactly, ``1`` the
+            paper's ARB-Loss; with ``count_mode='prior'`` and ``tau=1`` it
+            is Balanced Softmax (Ren et al., 2020), i.e. the logit-adjusted
+            loss of Menon et al. (2021). Default: 1.
         dist_sync (bool): Sum counts across ranks. Default: True.
-        label_check (str): ``'deferred'`` (GPU labels checked without host
-            syncs, errors reported a few iterations late) or ``'sync'``.
-            Default: ``'deferred'``.
+        label_check (str): ``'deferred'``: bad labels on GPU are counted
+            without host syncs and reported at mmengine's logging steps and
+            at the end of training (by ``ClassCountHook``; without it, every
+            50 training steps); ``'sync'``: at once, one sync per step. CPU
+            labels are always checked at once. Default: ``'deferred'``.
         reduction (str): ``'none'``, ``'mean'`` or ``'sum'``.
             Default: ``'mean'``.
         class_weight (list[float] | str, optional): Per-class loss weight,
@@ -256,6 +247,7 @@ class ARBLoss(nn.Module):
                  momentum: float = 0.01,
                  class_counts: Optional[CountsSource] = None,
                  smoothing: float = 0.0,
+                 tau: float = 1.0,
                  dist_sync: bool = True,
                  label_check: str = 'deferred',
                  reduction: str = 'mean',
@@ -282,6 +274,7 @@ class ARBLoss(nn.Module):
             momentum=momentum,
             prior=class_counts,
             smoothing=smoothing,
+            tau=tau,
             dist_sync=dist_sync,
             label_check=label_check)
         self.reduction = reduction
@@ -313,7 +306,8 @@ class ARBLoss(nn.Module):
                 weight: Optional[Tensor] = None,
                 avg_factor: Optional[Union[float, Tensor]] = None,
                 reduction_override: Optional[str] = None,
-                ignore_index: int = 255) -> Tensor:
+                ignore_index: int = 255,
+                **kwargs: Any) -> Tensor:
         """Count ``label``, then compute the weighted ARB-Loss.
 
         Args:
@@ -324,6 +318,7 @@ class ARBLoss(nn.Module):
             reduction_override (str, optional): Overrides ``reduction``.
             ignore_index (int): Label value that gets no loss and is not
                 counted. Default: 255.
+            **kwargs: Accepted and unused, as by mmseg's other losses.
 
         Returns:
             Tensor: The loss multiplied by ``loss_weight``.
@@ -332,7 +327,7 @@ class ARBLoss(nn.Module):
         reduction = reduction_override or self.reduction
         num_classes = cls_score.shape[1]
         # The estimator checks the label range while counting.
-        counts = self.estimator(label, num_classes, ignore_index)
-        return self.loss_weight * _checked_arb_loss(
-            cls_score, label, counts, weight, self.class_weight, reduction,
+        shift = self.estimator(label, num_classes, ignore_index)
+        return self.loss_weight * _shifted_loss(
+            cls_score, label, shift, weight, self.class_weight, reduction,
             avg_factor, ignore_index, self.avg_non_ignore)

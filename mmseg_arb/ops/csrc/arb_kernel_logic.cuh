@@ -146,9 +146,25 @@ struct AddLabel {
   unsigned int* hist;  // this thread's shared replica
   unsigned long long* out;
 
+  // A bad label's extremes, straight to the global entries after the bins:
+  // out[C + 1] = the largest above the range, out[C + 2] = minus the
+  // smallest below zero (both start at 0). Bad labels are rare; each lane
+  // that meets one pays a global atomic.
+#pragma nv_exec_check_disable
+  ARB_HD void note_bad_label(long long v) const {
+    if (v >= num_classes) {
+      block.atomic_max(out + num_classes + 1,
+                       static_cast<unsigned long long>(v));
+    } else {  // v < 0; the unsigned negation is exact even for INT64_MIN
+      block.atomic_max(out + num_classes + 2,
+                       0ull - static_cast<unsigned long long>(v));
+    }
+  }
+
 #pragma nv_exec_check_disable
   ARB_HD void operator()(T raw) const {
     const int bin = bin_of(raw, num_classes, ignore_index);
+    if (bin == num_classes) note_bad_label(static_cast<long long>(raw));
     const unsigned int peers = block.match_any(bin);
     if (bin < 0 || block.lane() != first_lane(peers)) return;
     if (kShared) {
@@ -161,11 +177,13 @@ struct AddLabel {
 };
 
 // One block of the count kernel: out[c] += labels of class c, out[C] +=
-// out-of-range labels, ignored labels skipped. With shared histograms each
+// bad labels (neither a class nor ignored) and out[C + 1], out[C + 2] their
+// extremes (see AddLabel), ignored labels skipped. With shared histograms each
 // warp group adds into its own replica, then one global atomic per bin per
 // block. `Block` supplies thread(), threads(), lane(), global_thread(),
-// grid_threads(), sync(), match_any(int) and atomic_add(p, v): the CUDA
-// built-ins in the kernel, emulated threads in the host test.
+// grid_threads(), sync(), match_any(int), atomic_add(p, v) and
+// atomic_max(p, v): the CUDA built-ins in the kernel, emulated threads in
+// the host test.
 #pragma nv_exec_check_disable
 template <bool kShared, typename T, typename Block>
 ARB_HD void count_block(const Block& block, const T* labels, int64_t n,

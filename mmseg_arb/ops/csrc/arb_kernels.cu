@@ -30,6 +30,10 @@ struct DeviceBlock {
   __device__ void atomic_add(C* address, C value) const {
     atomicAdd(address, value);
   }
+  __device__ void atomic_max(unsigned long long* address,
+                             unsigned long long value) const {
+    atomicMax(address, value);
+  }
 };
 
 template <typename T, bool kShared>
@@ -62,19 +66,19 @@ cudaError_t count_classes_typed(const T* labels, int64_t n, int num_classes,
   return cudaGetLastError();
 }
 
-__global__ void update_counts_kernel(double* __restrict__ state,
+__global__ void update_counts_kernel(double* __restrict__ counts,
                                      const long long* __restrict__ batch,
-                                     int num_classes, int mode,
+                                     int num_classes, CountMode mode,
                                      double momentum) {
   const int c = blockIdx.x * blockDim.x + threadIdx.x;
   if (c >= num_classes) return;
   const double b = static_cast<double>(batch[c]);
-  if (mode == static_cast<int>(CountUpdate::kReplace)) {
-    state[c] = b;
-  } else if (mode == static_cast<int>(CountUpdate::kAccumulate)) {
-    state[c] += b;
+  if (mode == CountMode::kBatch) {
+    counts[c] = b;
+  } else if (mode == CountMode::kCumulative) {
+    counts[c] += b;
   } else {
-    state[c] = (1.0 - momentum) * state[c] + momentum * b;
+    counts[c] = (1.0 - momentum) * counts[c] + momentum * b;
   }
 }
 
@@ -180,12 +184,12 @@ cudaError_t launch_count_classes(const void* labels, LabelType type,
   return cudaErrorInvalidValue;
 }
 
-cudaError_t launch_update_counts(double* state, const long long* batch,
-                                 int num_classes, CountUpdate mode,
+cudaError_t launch_update_counts(double* counts, const long long* batch,
+                                 int num_classes, CountMode mode,
                                  double momentum, cudaStream_t stream) {
   const int blocks = (num_classes + kThreads - 1) / kThreads;
   update_counts_kernel<<<blocks, kThreads, 0, stream>>>(
-      state, batch, num_classes, static_cast<int>(mode), momentum);
+      counts, batch, num_classes, mode, momentum);
   return cudaGetLastError();
 }
 

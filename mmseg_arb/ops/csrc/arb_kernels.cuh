@@ -15,13 +15,15 @@ namespace mmseg_arb {
 enum class LabelType { kInt64, kInt32, kUInt8 };
 enum class FloatType { kFloat32, kFloat16, kBFloat16 };
 
-// Count-state update applied after the batch counts are known.
-enum class CountUpdate { kReplace = 0, kAccumulate = 1, kMovingAverage = 2 };
+// The running count modes, as ARBLoss's count_mode names them.
+enum class CountMode { kBatch, kCumulative, kEma };
 
-// Histogram of `n` labels into `out[0..num_classes]`: out[c] += pixels of
-// class c, out[num_classes] += pixels that are neither in [0, num_classes)
-// nor `ignore_index`. `out` must hold num_classes + 1 zeroed (or running)
-// 64-bit counters. Privatised shared-memory histograms when they fit,
+// Histogram of `n` labels into `out[0..num_classes + 2]`: out[c] += pixels
+// of class c, out[num_classes] += bad pixels (neither in [0, num_classes)
+// nor `ignore_index`), out[num_classes + 1] = max(itself, the largest bad
+// label above the range), out[num_classes + 2] = max(itself, minus the
+// smallest bad label below zero). `out` must hold num_classes + 3 zeroed
+// (or running) 64-bit counters. Privatised shared-memory histograms when they fit,
 // warp-aggregated global atomics otherwise. Asynchronous on `stream`.
 cudaError_t launch_count_classes(const void* labels, LabelType type,
                                  int64_t n, int num_classes,
@@ -29,10 +31,10 @@ cudaError_t launch_count_classes(const void* labels, LabelType type,
                                  unsigned long long* out, int num_sms,
                                  cudaStream_t stream);
 
-// state[c] <- batch[c] (kReplace), state[c] + batch[c] (kAccumulate), or
-// (1 - momentum) * state[c] + momentum * batch[c] (kMovingAverage).
-cudaError_t launch_update_counts(double* state, const long long* batch,
-                                 int num_classes, CountUpdate mode,
+// counts[c] <- batch[c] (kBatch), counts[c] + batch[c] (kCumulative), or
+// (1 - momentum) * counts[c] + momentum * batch[c] (kEma).
+cudaError_t launch_update_counts(double* counts, const long long* batch,
+                                 int num_classes, CountMode mode,
                                  double momentum, cudaStream_t stream);
 
 // Forward of the fused loss over logits (N, C, S) (S = spatial size, 1 for

@@ -78,7 +78,8 @@ void check_cuda(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.is_cuda(), "mmseg_arb: ", name, " must be a CUDA tensor");
 }
 
-// (C + 1,) int64: pixels of each class, then the out-of-range ones.
+// (C + 3,) int64: pixels of each class, then the bad ones and their
+// extremes (see launch_count_classes).
 at::Tensor class_histogram(const at::Tensor& label, int64_t num_classes,
                            int64_t ignore_index) {
   check_cuda(label, "label");
@@ -87,7 +88,7 @@ at::Tensor class_histogram(const at::Tensor& label, int64_t num_classes,
   const c10::cuda::CUDAGuard guard(label.device());
   const at::Tensor flat = label.contiguous();
   at::Tensor out =
-      at::zeros({num_classes + 1}, label.options().dtype(at::kLong));
+      at::zeros({num_classes + 3}, label.options().dtype(at::kLong));
   const int sms = multiprocessor_count(label.get_device());
   check_launch(mmseg_arb::launch_count_classes(
                    flat.data_ptr(), label_type(flat), flat.numel(),
@@ -98,23 +99,30 @@ at::Tensor class_histogram(const at::Tensor& label, int64_t num_classes,
   return out;
 }
 
-void update_counts(at::Tensor state, const at::Tensor& batch, int64_t mode,
-                   double momentum) {
-  check_cuda(state, "state");
+mmseg_arb::CountMode count_mode_of(c10::string_view name) {
+  if (name == "batch") return mmseg_arb::CountMode::kBatch;
+  if (name == "cumulative") return mmseg_arb::CountMode::kCumulative;
+  TORCH_CHECK(name == "ema", "mmseg_arb: count_mode must be batch, ",
+              "cumulative or ema, got ", name);
+  return mmseg_arb::CountMode::kEma;
+}
+
+void update_counts(at::Tensor counts, const at::Tensor& batch,
+                   c10::string_view count_mode, double momentum) {
+  check_cuda(counts, "counts");
   check_cuda(batch, "batch");
-  TORCH_CHECK(state.scalar_type() == at::kDouble && state.is_contiguous(),
-              "mmseg_arb: count state must be a contiguous float64 tensor");
+  TORCH_CHECK(counts.scalar_type() == at::kDouble && counts.is_contiguous(),
+              "mmseg_arb: counts must be a contiguous float64 tensor");
   TORCH_CHECK(batch.scalar_type() == at::kLong &&
-                  batch.numel() == state.numel(),
+                  batch.numel() == counts.numel(),
               "mmseg_arb: batch counts must be int64 with one per class");
-  TORCH_CHECK(mode >= 0 && mode <= 2, "mmseg_arb: unknown update mode ", mode);
-  const c10::cuda::CUDAGuard guard(state.device());
+  const mmseg_arb::CountMode mode = count_mode_of(count_mode);
+  const c10::cuda::CUDAGuard guard(counts.device());
   const at::Tensor b = batch.contiguous();
   check_launch(mmseg_arb::launch_update_counts(
-                   state.data_ptr<double>(),
+                   counts.data_ptr<double>(),
                    reinterpret_cast<const long long*>(b.data_ptr<int64_t>()),
-                   static_cast<int>(state.numel()),
-                   static_cast<mmseg_arb::CountUpdate>(mode), momentum,
+                   static_cast<int>(counts.numel()), mode, momentum,
                    current_stream()),
                "update_counts");
 }

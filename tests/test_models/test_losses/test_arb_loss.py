@@ -51,7 +51,6 @@ def test_cumulative_mode_uses_running_totals():
     torch.testing.assert_close(loss, naive_arb_loss(l2, y2, counts))
     torch.testing.assert_close(loss_fn.estimator.counts,
                                torch.as_tensor(counts))
-    assert int(loss_fn.estimator.num_updates) == 2
 
 
 def test_ema_mode_blends_batches_with_momentum():
@@ -294,6 +293,17 @@ def test_ce_keys_from_an_overridden_config_are_accepted():
     ARBLoss(use_sigmoid=False, use_mask=False, loss_weight=1.0)
 
 
+def test_call_interface_of_mmseg_losses():
+    logits, label = make_batch(seed=17)
+    loss_fn = ARBLoss()
+    # mmseg's weight_reduce_loss refuses a mean denominator for a sum.
+    with pytest.raises(ValueError, match='avg_factor can not be used'):
+        loss_fn(logits, label, avg_factor=10.0, reduction_override='sum')
+    # Extra keyword arguments are accepted, as mmseg's losses accept them.
+    torch.testing.assert_close(loss_fn(logits, label, seg_weight=None),
+                               loss_fn(logits, label))
+
+
 def test_changing_number_of_classes_is_an_error():
     loss_fn = ARBLoss(count_mode='cumulative')
     loss_fn(*make_batch())
@@ -338,3 +348,95 @@ def test_inside_an_mmseg_decode_head():
     assert torch.isfinite(head.conv_seg.weight.grad).all()
     arb = head.loss_decode[0]
     assert int(arb.estimator.counts.sum()) == 2 * 15 * 16
+
+
+def _ohem_head(loss_decode, **sampler):
+    from mmseg.models.decode_heads import FCNHead
+    return FCNHead(in_channels=4, channels=8, num_convs=1, num_classes=C,
+                   loss_decode=loss_decode,
+                   sampler=dict(type='OHEMPixelSampler', **sampler))
+
+
+def _samples(n=2, size=16, ignored_rows=0, seed=0):
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+    g = torch.Generator().manual_seed(seed)
+    samples = []
+    for _ in range(n):
+        sample = SegDataSample()
+        data = torch.randint(C, (1, size, size), generator=g)
+        data[:, :ignored_rows] = 255
+        sample.gt_sem_seg = PixelData(data=data)
+        samples.append(sample)
+    return samples
+
+
+@pytest.mark.parametrize('sampler', [dict(min_kept=100),
+                                     dict(thresh=0.7, min_kept=100)],
+                         ids=['loss-ranked', 'thresh'])
+@pytest.mark.parametrize('mode', ['cumulative', 'ema'])
+def test_ohem_sampler_does_not_count_the_batch_twice(sampler, mode):
+    # mmseg's OHEMPixelSampler (min_kept alone) ranks pixels by calling the
+    # loss under no_grad before the loss runs: only the training call may
+    # fold the batch into the state.
+    head = _ohem_head(dict(type='ARBLoss', count_mode=mode, momentum=0.5),
+                      **sampler)
+    feats = [torch.randn(2, 4, 8, 8)]
+    samples = _samples()  # 2 x 16 x 16 = 512 labelled pixels
+    losses = head.loss(feats, samples, train_cfg=None)
+    losses['loss_arb'].backward()
+    estimator = head.loss_decode.estimator
+    labels = torch.stack([s.gt_sem_seg.data[0] for s in samples])
+    batch = torch.as_tensor(naive_counts(labels, C))
+    expected = batch if mode == 'cumulative' else 0.5 * batch
+    torch.testing.assert_close(estimator.counts, expected)
+    assert int(estimator.counts.sum()) == (512 if mode == 'cumulative'
+                                           else 256)
+
+
+def test_calls_outside_a_training_step_leave_the_state_alone():
+    loss_fn = ARBLoss(count_mode='cumulative')
+    logits, label = make_batch(seed=18)
+    loss_fn(logits, label)
+    after_step = loss_fn.estimator.counts.clone()
+    with torch.no_grad():
+        loss_fn(logits, label, reduction_override='none')
+    loss_fn.eval()
+    loss_fn(logits, label)
+    torch.testing.assert_close(loss_fn.estimator.counts, after_step)
+
+
+def test_heads_share_one_count_per_step(monkeypatch):
+    # Decode and auxiliary heads, and the OHEM sampler of the decode head,
+    # see the same labels in a step: one histogram (and, distributed, one
+    # all_reduce) for all of them; each loss keeps its own state.
+    from mmseg.models.decode_heads import FCNHead
+    from mmseg_arb.counting import begin_step, end_step, step_histogram
+    calls = []
+    original = step_histogram.__globals__['class_histogram']
+    monkeypatch.setitem(step_histogram.__globals__, 'class_histogram',
+                        lambda *a: calls.append(a) or original(*a))
+    decode = _ohem_head(dict(type='ARBLoss', count_mode='cumulative'),
+                        min_kept=100)
+    aux = FCNHead(in_channels=4, channels=8, num_convs=1, num_classes=C,
+                  loss_decode=dict(type='ARBLoss', count_mode='ema',
+                                   momentum=0.5, loss_weight=0.4))
+    feats = [torch.randn(2, 4, 8, 8)]
+    samples = _samples(ignored_rows=3)
+    labels = torch.stack([s.gt_sem_seg.data[0] for s in samples])
+    batch = torch.as_tensor(naive_counts(labels, C))
+    for step in range(2):
+        begin_step()
+        try:
+            loss = decode.loss(feats, samples, None)['loss_arb'] + \
+                aux.loss(feats, samples, None)['loss_arb']
+        finally:
+            end_step()
+        loss.backward()
+        assert len(calls) == step + 1
+    torch.testing.assert_close(decode.loss_decode.estimator.counts,
+                               2 * batch)
+    torch.testing.assert_close(aux.loss_decode.estimator.counts,
+                               0.75 * batch)
+    decode.loss(feats, samples, None)  # outside a step: each call counts
+    assert len(calls) == 4

@@ -11,6 +11,7 @@
 // ThreadSanitizer, which reports any shared-memory access that a missing
 // barrier would leave unordered. Prints one line per failure and exits
 // non-zero if any.
+#include <algorithm>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
@@ -139,6 +140,14 @@ struct HostThread {
   void atomic_add(C* address, C value) const {
     __atomic_fetch_add(address, value, __ATOMIC_RELAXED);
   }
+  void atomic_max(unsigned long long* address,
+                  unsigned long long value) const {
+    unsigned long long seen = __atomic_load_n(address, __ATOMIC_RELAXED);
+    while (seen < value &&
+           !__atomic_compare_exchange_n(address, &seen, value, true,
+                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+  }
 };
 
 // Runs the planned grid with one host thread per CUDA thread.
@@ -148,7 +157,7 @@ std::vector<unsigned long long> run_grid(const T* labels, int64_t n,
                                          long long ignore_index,
                                          const CountPlan& plan,
                                          bool converged) {
-  std::vector<unsigned long long> out(num_classes + 1, 0ull);
+  std::vector<unsigned long long> out(num_classes + 3, 0ull);
   const bool shared = plan.replicas > 0;
   std::vector<std::vector<unsigned int>> shared_memory(plan.blocks);
   std::vector<std::unique_ptr<Barrier>> barriers;
@@ -189,7 +198,9 @@ void test_grid(const char* type, int num_classes, int64_t n, int offset,
                long long ignore_index, bool converged, std::mt19937& rng) {
   std::vector<T> storage(n + 16);
   T* labels = storage.data() + offset;
-  std::vector<unsigned long long> want(num_classes + 1, 0ull);
+  // Counts, bad labels, the largest bad label above the range and minus
+  // the smallest below zero.
+  std::vector<unsigned long long> want(num_classes + 3, 0ull);
   const long long max_label = static_cast<long long>(
       std::numeric_limits<T>::max() < num_classes + 5
           ? std::numeric_limits<T>::max()
@@ -205,11 +216,19 @@ void test_grid(const char* type, int num_classes, int64_t n, int offset,
     labels[i] = static_cast<T>(v);
     const int bin = bin_of(labels[i], num_classes, ignore_index);
     if (bin >= 0) ++want[bin];
+    const long long value = static_cast<long long>(labels[i]);
+    if (bin == num_classes && value >= num_classes) {
+      want[num_classes + 1] = std::max<unsigned long long>(
+          want[num_classes + 1], static_cast<unsigned long long>(value));
+    } else if (bin == num_classes) {
+      want[num_classes + 2] = std::max<unsigned long long>(
+          want[num_classes + 2], static_cast<unsigned long long>(-value));
+    }
   }
   const CountPlan plan = plan_count(n, sizeof(T), num_classes, 1);
   const auto got =
       run_grid(labels, n, num_classes, ignore_index, plan, converged);
-  for (int c = 0; c <= num_classes; ++c) {
+  for (int c = 0; c <= num_classes + 2; ++c) {
     expect(got[c] == want[c], converged ? "converged count" : "diverged count",
            static_cast<long long>(got[c]), static_cast<long long>(want[c]),
            type, num_classes, n);

@@ -1,0 +1,88 @@
+"""The label histogram of a training step, counted once per step.
+
+Every ARB-Loss in a model needs the class counts of the step's labels, and
+in mmseg every head of a segmentor sees the same labels: DeepLabV3+'s
+decode and auxiliary heads, or a sampler that ranks pixels with the loss
+before the loss itself runs. Counting once per step saves a histogram and,
+above all, an ``all_reduce`` per extra caller.
+
+Steps are marked by :class:`~mmseg_arb.engine.hooks.ClassCountHook`
+(:func:`begin_step` / :func:`end_step` around each training iteration).
+Inside a step, calls whose labels have the same device, dtype and shape and
+the same ``num_classes``, ``ignore_index`` and synchronisation get the same
+histogram; each loss still folds it into its own state with its own
+settings. Outside a step (no hook, a loop of one's own) every call counts
+its own labels.
+"""
+from typing import Dict, Tuple
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from ..ops.class_count import SUMMED_EXTRA, class_histogram
+
+
+class _Step:
+    active = False
+    histograms: Dict[Tuple, Tensor] = {}
+
+
+_STEP = _Step()
+
+
+def begin_step() -> None:
+    """Start a training step: calls until :func:`end_step` share counts."""
+    _STEP.active = True
+    _STEP.histograms.clear()
+
+
+def end_step() -> None:
+    """End the step and drop its histograms."""
+    _STEP.active = False
+    _STEP.histograms.clear()
+
+
+def all_reduce_sum_(tensor: Tensor) -> Tensor:
+    """Sum ``tensor`` over all ranks in place when running distributed."""
+    if dist.is_available() and dist.is_initialized() and \
+            dist.get_world_size() > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def count_labels(label: Tensor, num_classes: int, ignore_index: int,
+                 dist_sync: bool) -> Tensor:
+    """:func:`class_histogram` of ``label`` with its class counts and bad
+    pixels summed over ranks when ``dist_sync``: one collective."""
+    hist = class_histogram(label, num_classes, ignore_index)
+    if dist_sync:
+        all_reduce_sum_(hist[:num_classes + SUMMED_EXTRA])
+    return hist
+
+
+def step_histogram(label: Tensor, num_classes: int, ignore_index: int,
+                   dist_sync: bool) -> Tensor:
+    """:func:`count_labels`, shared within a training step (see the module
+    docstring). Callers must not modify the result."""
+    if not _STEP.active:
+        return count_labels(label, num_classes, ignore_index, dist_sync)
+    key = (label.device, label.dtype, tuple(label.shape), num_classes,
+           ignore_index, dist_sync)
+    hist = _shared(key)
+    if hist is None:
+        hist = count_labels(label, num_classes, ignore_index, dist_sync)
+        _share(key, hist)
+    return hist
+
+
+# The step's dictionary stays outside compiled graphs (torch.compile would
+# otherwise guard on its contents, which change every step).
+@torch.compiler.disable
+def _shared(key: Tuple):
+    return _STEP.histograms.get(key)
+
+
+@torch.compiler.disable
+def _share(key: Tuple, hist: Tensor) -> None:
+    _STEP.histograms[key] = hist
