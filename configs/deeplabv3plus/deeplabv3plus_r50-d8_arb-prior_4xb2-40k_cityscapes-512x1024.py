@@ -8,7 +8,9 @@
 # which writes the JSON read here. Unlike count_mode='batch', the weights do
 # not vary with the crop: a class keeps its dataset-wide rarity in every step.
 _base_ = './deeplabv3plus_r50-d8_arb_4xb2-40k_cityscapes-512x1024.py'
-class_counts = 'data/cityscapes/class_stats_train.json'
+# Relative to the training set's data_root, wherever that is (looked up
+# by ClassCountHook); tools/class_stats.py writes it there.
+class_counts = 'class_stats_train.json'
 model = dict(
     decode_head=dict(
         loss_decode=dict(count_mode='prior', class_counts=class_counts)),

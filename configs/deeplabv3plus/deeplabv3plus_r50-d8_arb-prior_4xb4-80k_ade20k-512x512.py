@@ -8,7 +8,9 @@
 # which writes the JSON read here. Unlike count_mode='batch', the weights do
 # not vary with the crop: a class keeps its dataset-wide rarity in every step.
 _base_ = './deeplabv3plus_r50-d8_arb_4xb4-80k_ade20k-512x512.py'
-class_counts = 'data/ade/ADEChallengeData2016/class_stats_train.json'
+# Relative to the training set's data_root, wherever that is (looked up
+# by ClassCountHook); tools/class_stats.py writes it there.
+class_counts = 'class_stats_train.json'
 model = dict(
     decode_head=dict(
         loss_decode=dict(count_mode='prior', class_counts=class_counts)),

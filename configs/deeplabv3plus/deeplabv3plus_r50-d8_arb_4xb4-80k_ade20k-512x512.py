@@ -2,6 +2,10 @@
 # Identical to mmseg's deeplabv3plus_r50-d8_4xb4-80k_ade20k-512x512.py but for the losses.
 _base_ = 'mmseg::deeplabv3plus/deeplabv3plus_r50-d8_4xb4-80k_ade20k-512x512.py'
 custom_imports = dict(imports=['mmseg_arb'], allow_failed_imports=False)
+# Counts each training step's labels once for both heads, reports bad labels
+# at logging steps without stalling the GPU, and finds a prior's file under
+# the data root (see mmseg_arb/engine/hooks/class_count_hook.py).
+custom_hooks = [dict(type='ClassCountHook')]
 # count_mode='batch': n_j are the pixel counts of the current batch, summed
 # over all GPUs (the paper's ARB-Loss); every rank applies the same weights.
 # The auxiliary FCN head is trained with ARB too, at mmseg's weight 0.4, so that
@@ -10,9 +14,7 @@ custom_imports = dict(imports=['mmseg_arb'], allow_failed_imports=False)
 model = dict(
     decode_head=dict(
         loss_decode=dict(
-            type='ARBLoss', count_mode='batch', num_classes=150,
-            loss_weight=1.0)),
+            type='ARBLoss', count_mode='batch', loss_weight=1.0)),
     auxiliary_head=dict(
         loss_decode=dict(
-            type='ARBLoss', count_mode='batch', num_classes=150,
-            loss_weight=0.4)))
+            type='ARBLoss', count_mode='batch', loss_weight=0.4)))

@@ -2,6 +2,10 @@
 # Identical to mmseg's segformer_mit-b4_8xb1-160k_cityscapes-1024x1024.py but for the loss.
 _base_ = 'mmseg::segformer/segformer_mit-b4_8xb1-160k_cityscapes-1024x1024.py'
 custom_imports = dict(imports=['mmseg_arb'], allow_failed_imports=False)
+# Counts each training step's labels once for both heads, reports bad labels
+# at logging steps without stalling the GPU, and finds a prior's file under
+# the data root (see mmseg_arb/engine/hooks/class_count_hook.py).
+custom_hooks = [dict(type='ClassCountHook')]
 # count_mode='batch': n_j are the pixel counts of the current batch, summed
 # over all GPUs (the paper's ARB-Loss); every rank applies the same weights.
 # SegFormer has no auxiliary head. No _delete_ needed: ARBLoss accepts the CE
@@ -9,5 +13,4 @@ custom_imports = dict(imports=['mmseg_arb'], allow_failed_imports=False)
 model = dict(
     decode_head=dict(
         loss_decode=dict(
-            type='ARBLoss', count_mode='batch', num_classes=19,
-            loss_weight=1.0)))
+            type='ARBLoss', count_mode='batch', loss_weight=1.0)))

@@ -1,4 +1,4 @@
-from .hooks import GradientBalanceHook
+from .hooks import ClassCountHook, GradientBalanceHook
 from .runner import ARBRunner
 
-__all__ = ['ARBRunner', 'GradientBalanceHook']
+__all__ = ['ARBRunner', 'ClassCountHook', 'GradientBalanceHook']

@@ -6,6 +6,8 @@ from typing import Optional
 from mmengine.config import Config
 from mmengine.runner import Runner
 
+from .switch_config import with_class_count_hook
+
 
 def load_config(path: str, cfg_options: Optional[dict] = None,
                 work_dir: Optional[str] = None,
@@ -48,8 +50,10 @@ def prepare_cpu_distributed(cfg: Config) -> None:
 
 
 def build_runner(cfg: Config) -> Runner:
-    """``Runner.from_cfg``, or the registered runner ``cfg.runner_type``
-    (CPU-only distributed runs get their gloo group first)."""
+    """``Runner.from_cfg``, or the registered runner ``cfg.runner_type``,
+    with ``ClassCountHook`` among the hooks (CPU-only distributed runs get
+    their gloo group first)."""
+    cfg.custom_hooks = with_class_count_hook(cfg.get('custom_hooks'))
     prepare_cpu_distributed(cfg)
     if 'runner_type' not in cfg:
         return Runner.from_cfg(cfg)

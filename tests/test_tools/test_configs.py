@@ -1,8 +1,6 @@
 """Every shipped config loads and builds its model; each differs from the
 mmseg config it inherits only in the losses."""
 import glob
-import json
-import os
 import os.path as osp
 
 import pytest
@@ -12,23 +10,12 @@ from mmengine.registry import init_default_scope
 
 import mmseg_arb  # noqa: F401
 from mmseg_arb.models.losses import ARBLoss
-from mmseg_arb.utils.switch_config import switch_to_arb
+from mmseg_arb.utils.switch_config import switch_to_arb, with_class_count_hook
 
 SHIPPED = sorted(
     glob.glob(osp.join(CONFIGS, '*', '*.py'))
     + glob.glob(osp.join(CONFIGS, '_base_', '*.py')))
 MODEL_CONFIGS = [p for p in SHIPPED if '_base_' not in p]
-
-
-@pytest.fixture
-def prior_files(tmp_path, monkeypatch):
-    """The class statistics the prior configs read, in a scratch cwd."""
-    monkeypatch.chdir(tmp_path)
-    for rel, n in (('data/ade/ADEChallengeData2016', 150),
-                   ('data/cityscapes', 19)):
-        os.makedirs(rel)
-        with open(osp.join(rel, 'class_stats_train.json'), 'w') as f:
-            json.dump({'counts': list(range(1, n + 1))}, f)
 
 
 def arb_heads(model):
@@ -40,18 +27,25 @@ def arb_heads(model):
 
 @pytest.mark.parametrize('path', MODEL_CONFIGS,
                          ids=[osp.basename(p) for p in MODEL_CONFIGS])
-def test_config_builds_model(path, prior_files):
-    """Every config builds; the ``_arb`` ones train every head with ARB."""
+def test_config_builds_model(path, tmp_path, monkeypatch):
+    """Every config builds; the ``_arb`` ones train every head with ARB,
+    sized by the logits (no num_classes to keep in step with the head)."""
     from mmseg.registry import MODELS
+    monkeypatch.chdir(tmp_path)  # no data here, as on a fresh checkout
     cfg = Config.fromfile(path)
     init_default_scope('mmseg')
     model = MODELS.build(cfg.model)
     if '_arb' not in osp.basename(path):  # the demo's CE baseline
         return
+    assert cfg.custom_hooks == [dict(type='ClassCountHook')]
     heads = arb_heads(model)
     for head in heads:
         assert isinstance(head.loss_decode, ARBLoss), path
-        assert head.loss_decode.estimator.num_classes == head.num_classes
+        estimator = head.loss_decode.estimator
+        assert estimator.num_classes is None
+        # A prior's file is found under the data root when training starts.
+        assert estimator.prior_file == (
+            'class_stats_train.json' if 'prior' in path else None)
     if 'deeplabv3plus' in path:
         assert len(heads) == 2  # auxiliary head trained with ARB too
 
@@ -94,6 +88,7 @@ def test_config_differs_from_mmseg_only_in_losses(path):
     theirs = _drop_scope(Config.fromfile(_mmseg_config(path)).to_dict())
     assert ours.pop('custom_imports') == dict(
         imports=['mmseg_arb'], allow_failed_imports=False)
+    assert ours.pop('custom_hooks') == [dict(type='ClassCountHook')]
     our_losses = _pop_losses(ours, [])
     their_losses = _pop_losses(theirs, [])
     assert ours == theirs
@@ -113,8 +108,9 @@ def test_base_fragment_switches_a_plain_mmseg_config(tmp_path):
     model = switch_to_arb(cfg.model, **cfg.arb)
     losses = [model['decode_head']['loss_decode'],
               model['auxiliary_head']['loss_decode']]
-    assert [(l['type'], l['loss_weight'], l['num_classes']) for l in losses] \
-        == [('ARBLoss', 1.0, 150), ('ARBLoss', 0.4, 150)]
+    assert [(l['type'], l['loss_weight']) for l in losses] \
+        == [('ARBLoss', 1.0), ('ARBLoss', 0.4)]
+    assert all('num_classes' not in l for l in losses)
 
 
 def test_switch_keeps_other_losses_and_rejects_models_without_ce():
@@ -127,7 +123,20 @@ def test_switch_keeps_other_losses_and_rejects_models_without_ce():
     first, dice, bce = out['decode_head']['loss_decode']
     assert first == dict(type='ARBLoss', loss_weight=1.0, avg_non_ignore=True,
                          class_weight=[1.0] * 5, loss_name='loss_arb',
-                         num_classes=5, count_mode='ema', momentum=0.05)
+                         count_mode='ema', momentum=0.05)
     assert dice['type'] == 'DiceLoss' and bce['use_sigmoid']
     with pytest.raises(ValueError, match='no softmax CrossEntropyLoss'):
         switch_to_arb(dict(decode_head=dict(loss_decode=dice)))
+
+
+def test_switch_and_hook_are_idempotent():
+    # A config mmengine dumped after the switch holds ARBLoss and the hook
+    # already; switching it again must change nothing.
+    model = dict(decode_head=dict(loss_decode=dict(type='CrossEntropyLoss')))
+    once = switch_to_arb(model, count_mode='ema')
+    assert switch_to_arb(once, count_mode='ema') == once
+    hooks = with_class_count_hook([dict(type='GradientBalanceHook')])
+    assert hooks == [dict(type='GradientBalanceHook'),
+                     dict(type='ClassCountHook')]
+    assert with_class_count_hook(hooks) == hooks
+    assert with_class_count_hook(None) == [dict(type='ClassCountHook')]

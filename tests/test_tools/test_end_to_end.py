@@ -51,7 +51,7 @@ class RecordState(Hook):
     def before_train(self, runner):
         runner.recorded = (runner.iter, {
             name: buf.clone()
-            for name, buf in runner.model.named_buffers()
+            for name, buf in runner.model.state_dict().items()
             if 'estimator' in name
         })
 
@@ -193,3 +193,134 @@ def test_mmseg_own_train_tool_resumes(datasets, tmp_path):
     assert second.returncode == 0, log[-3000:]
     assert 'resumed epoch: 0, iter: 4' in log
     assert 'Iter(train) [6/6]' in log
+
+
+def _mmseg_tool(name):
+    import mmseg
+    return osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools', name)
+
+
+def test_config_dumped_by_the_base_switch_tests_and_resumes(datasets,
+                                                          tmp_path):
+    """The one-line `_base_` switch: the config mmengine dumps to the work
+    dir holds ARBLoss and ARBRunner already; mmseg's own test.py and
+    train.py --resume take it as it is."""
+    user = tmp_path / 'my_deeplab.py'
+    user.write_text(
+        "_base_ = ['mmseg::deeplabv3plus/deeplabv3plus_r50-d8_4xb4-80k_"
+        f"ade20k-512x512.py', '{osp.join(CONFIGS, '_base_', 'arb.py')}']\n"
+        "arb = dict(count_mode='cumulative')\n")
+    cfg = shrink_for_cpu(Config.fromfile(str(user)), datasets['ade20k'],
+                         str(tmp_path / 'work'), iters=4)
+    cfg_path = tmp_path / 'shrunk.py'
+    cfg.dump(str(cfg_path))
+    train = subprocess.run([sys.executable, _mmseg_tool('train.py'),
+                            str(cfg_path)],
+                           capture_output=True, text=True, timeout=600,
+                           cwd=ROOT)
+    assert train.returncode == 0, train.stderr[-3000:]
+    dumped = tmp_path / 'work' / 'shrunk.py'
+    dumped_cfg = Config.fromfile(str(dumped))
+    assert dumped_cfg.model.decode_head.loss_decode.type == 'ARBLoss'
+    assert dumped_cfg.custom_hooks == [dict(type='ClassCountHook')]
+
+    test = subprocess.run(
+        [sys.executable, _mmseg_tool('test.py'), str(dumped),
+         str(tmp_path / 'work' / 'iter_4.pth')],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert test.returncode == 0, test.stderr[-3000:]
+    assert 'mIoU' in test.stdout + test.stderr
+    resume = subprocess.run(
+        [sys.executable, _mmseg_tool('train.py'), str(dumped), '--resume',
+         '--cfg-options', 'train_cfg.max_iters=6'],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    log = resume.stdout + resume.stderr
+    assert resume.returncode == 0, log[-3000:]
+    assert 'resumed epoch: 0, iter: 4' in log
+    assert 'Iter(train) [6/6]' in log
+
+
+@HOOKS.register_module(force=True)
+class RecordLosses(Hook):
+    """Remembers every training iteration's total loss."""
+
+    def before_train(self, runner):
+        runner.losses = []
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        runner.losses.append(float(outputs['loss']))
+
+
+def test_prior_config_fine_tunes_from_a_batch_mode_checkpoint(
+        datasets, tmp_path, monkeypatch):
+    """class_stats.py writes the prior next to the data; the arb-prior
+    config finds it there from any working directory, and a load_from of a
+    batch-mode checkpoint (whose last-batch counts miss classes) neither
+    replaces it nor makes the loss infinite."""
+    import json
+    data_root = datasets['ade20k']
+    pretrain = _runner_cfg('ade20k-deeplabv3plus', datasets,
+                           tmp_path / 'batch')
+    build_runner(pretrain).train()
+
+    prior_config = osp.join(
+        CONFIGS, 'deeplabv3plus',
+        'deeplabv3plus_r50-d8_arb-prior_4xb4-80k_ade20k-512x512.py')
+    stats = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'tools', 'class_stats.py'),
+         prior_config, '--workers', '1', '--no-progress', '--cfg-options',
+         f'train_dataloader.dataset.data_root={data_root}'],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert stats.returncode == 0, stats.stderr[-3000:]
+    with open(osp.join(data_root, 'class_stats_train.json')) as f:
+        prior = json.load(f)['counts']
+
+    cfg = shrink_for_cpu(Config.fromfile(prior_config), data_root,
+                         str(tmp_path / 'prior'), iters=2)
+    # 8 small generated images miss some of the 150 classes: a pixel of
+    # those would get an infinite loss without a pseudo-count.
+    for head in ('decode_head', 'auxiliary_head'):
+        cfg.model[head].loss_decode.smoothing = 1.0
+    cfg.load_from = str(tmp_path / 'batch' / 'iter_4.pth')
+    cfg.custom_hooks.append(dict(type='RecordLosses'))
+    monkeypatch.chdir(tmp_path)  # no data below the working directory
+    runner = build_runner(cfg)
+    runner.train()
+    assert len(runner.losses) == 2
+    assert all(0 < loss < 100 for loss in runner.losses)
+    for name, buf in runner.model.named_buffers():
+        if name.endswith('estimator.counts'):
+            assert buf.tolist() == prior, name
+
+
+def test_bad_labels_of_the_last_iterations_stop_training(datasets, tmp_path,
+                                                         monkeypatch):
+    """A label outside the classes in the data (ADE20K value 201 is 200
+    after reduce_zero_label, beyond its 150 classes) is counted on the
+    device, as on a GPU, and read by ClassCountHook where mmengine logs and
+    at the end: with a logging interval longer than the run, the end."""
+    import shutil
+
+    import cv2
+    from mmseg_arb.counting import LabelRangeError, label_guard
+    data_root = str(tmp_path / 'bad_ade20k')
+    shutil.copytree(datasets['ade20k'], data_root)
+    annotation = osp.join(data_root, 'annotations', 'training',
+                          'ADE_train_00000003.png')
+    label = cv2.imread(annotation, cv2.IMREAD_UNCHANGED)
+    label[0, :5] = 201
+    cv2.imwrite(annotation, label)
+    monkeypatch.setattr(label_guard, 'reads_are_free', lambda device: False)
+    cfg = Config.fromfile(osp.join(CONFIGS, FAMILIES['ade20k-deeplabv3plus']))
+    cfg = shrink_for_cpu(cfg, data_root, str(tmp_path / 'work'), iters=4)
+    cfg.default_hooks.logger.interval = 10
+    cfg.train_dataloader.dataset.pipeline = [
+        t for t in cfg.train_dataloader.dataset.pipeline
+        if t.type not in ('RandomResize', 'RandomCrop', 'RandomFlip')
+    ][:2] + [dict(type='Resize', scale=(64, 64)), dict(type='PackSegInputs')]
+    with pytest.raises(LabelRangeError) as error:
+        build_runner(cfg).train()
+    message = str(error.value)
+    assert 'outside [0, 150)' in message and 'as high as 200' in message
+    assert 'in the labels of decode_head.loss_decode' in message

@@ -1,8 +1,9 @@
+from .class_count_hook import ClassCountHook
 from .gradient_balance_hook import (GradientBalanceHook,
                                     attraction_repulsion_norms,
                                     plot_gradient_balance)
 
 __all__ = [
-    'GradientBalanceHook', 'attraction_repulsion_norms',
+    'ClassCountHook', 'GradientBalanceHook', 'attraction_repulsion_norms',
     'plot_gradient_balance'
 ]
