@@ -25,13 +25,11 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
-from ..ops.class_count import EXTRA_ENTRIES
-from ..ops.count_state import log_count_shift, update_counts_
+from ..ops.count_state import COUNT_MODES, prepare_counts
 from ..utils.class_stats import CountsSource, load_class_counts
 from .label_guard import LabelRangeGuard
 from .step_histogram import step_histogram
 
-COUNT_MODES = ('batch', 'cumulative', 'ema', 'prior')
 
 
 def _log(message: str, level: int = logging.WARNING) -> None:
@@ -173,22 +171,13 @@ class ClassCountEstimator(nn.Module):
         step = self.training and torch.is_grad_enabled()
         hist = step_histogram(label, num_classes, ignore_index,
                               self.dist_sync)
+        shift = prepare_counts(hist, self.counts,
+                               self.label_guard.bad_labels, self.mode,
+                               self.momentum, self.smoothing, self.tau,
+                               update=step)
         self.label_guard.observe(hist[num_classes:], num_classes,
                                  ignore_index, label, step)
-        batch = hist[:num_classes]
-        if self.mode == 'prior':
-            counts = self.counts
-        elif step:
-            counts = update_counts_(self.counts, batch, self.mode,
-                                    self.momentum)
-        elif self.mode == 'batch':
-            counts = batch
-        else:
-            # Nothing accumulated yet (e.g. evaluating an untrained model):
-            # the batch is the only estimate. Decided on device, no sync.
-            counts = torch.where(self.counts.sum() > 0, self.counts,
-                                 batch.to(torch.float64))
-        return log_count_shift(counts, self.smoothing, self.tau)
+        return shift
 
     def _set_prior(self, prior: Tensor) -> None:
         declared = self._declared_classes

@@ -79,7 +79,12 @@ class LabelRangeGuard(nn.Module):
 
     def observe(self, hist_tail: Tensor, num_classes: int,
                 ignore_index: int, label: Tensor, step: bool) -> None:
-        """Record a histogram's bad-label entries; raise if checked at once.
+        """Check a step's bad labels at once where that is free or asked
+        for; otherwise leave them to the deferred reads.
+
+        The bad-label totals themselves are accumulated by
+        :func:`~mmseg_arb.ops.count_state.prepare_counts`, in the same
+        launch as the count state.
 
         Args:
             hist_tail (Tensor): The last three entries of the histogram
@@ -91,18 +96,14 @@ class LabelRangeGuard(nn.Module):
             step (bool): Whether this call is a training step (the interval
                 of the guard's own reads counts those).
         """
+        self._context = (num_classes, ignore_index)
         if self.policy == 'sync' or reads_are_free(hist_tail.device):
             num_bad = int(hist_tail[0])
             if num_bad:
                 raise LabelRangeError(_message(
                     num_bad, num_classes, ignore_index,
                     _offending_values(label, num_classes, ignore_index)))
-            return
-        self._context = (num_classes, ignore_index)
-        self.bad_labels[0].add_(hist_tail[0])
-        self.bad_labels[1:].copy_(
-            torch.maximum(self.bad_labels[1:], hist_tail[1:]))
-        if step and not self.read_by_hook:
+        elif step and not self.read_by_hook:
             self._count_step()
 
     @torch.compiler.disable

@@ -1,44 +1,24 @@
-"""From counts to the loss's shift: the running count state and ``log n``.
+"""From a step's label histogram to the loss's shift: the "prepare" step.
 
-``update_counts_`` folds a step's class counts into the running state in
-the way the count mode says; ``log_count_shift`` turns counts into the
-per-class shift that ARB-Loss adds to the logits.
+:func:`prepare_counts` is everything between counting and the loss, in one
+CUDA launch where the kernels are loaded: fold the step's class counts into
+the running state (per ``count_mode``), choose the counts the loss uses,
+turn them into the shift ``tau * log n`` and fold the bad-label entries
+into the label guard's totals. The PyTorch implementation below is the
+reference and the path of CPUs.
 """
 import torch
 from torch import Tensor
 
 from . import cuda_ext
 
-# The count modes that keep a running state (``'prior'`` keeps a fixed one).
-RUNNING_MODES = ('batch', 'cumulative', 'ema')
+COUNT_MODES = ('batch', 'cumulative', 'ema', 'prior')
 
 # The log-count of an absent class. exp(z + ABSENT_CLASS_SHIFT - lse)
 # underflows to exactly 0 for any sane logit, so the class drops out as in
 # the paper; unlike -inf it keeps a row whose classes are all absent (every
 # pixel ignored) finite, so its zero loss has zero, not NaN, gradients.
 ABSENT_CLASS_SHIFT = -1e30
-
-
-def update_counts_(counts: Tensor, batch: Tensor, count_mode: str,
-                   momentum: float = 0.0) -> Tensor:
-    """Fold int64 step counts into the float64 running ``counts`` in place.
-
-    ``'batch'``: ``counts = batch``; ``'cumulative'``: ``counts += batch``;
-    ``'ema'``: ``counts = (1 - momentum) * counts + momentum * batch``. One
-    tiny kernel launch on CUDA when the extension is loaded.
-    """
-    if count_mode not in RUNNING_MODES:
-        raise ValueError(f'count_mode must be one of {RUNNING_MODES}, '
-                         f'got {count_mode!r}')
-    if cuda_ext.cuda_ops_apply(counts):
-        torch.ops.mmseg_arb.update_counts(counts, batch, count_mode, momentum)
-    elif count_mode == 'batch':
-        counts.copy_(batch)
-    elif count_mode == 'cumulative':
-        counts.add_(batch)
-    else:
-        counts.mul_(1.0 - momentum).add_(batch, alpha=momentum)
-    return counts
 
 
 def log_count_shift(class_counts: Tensor, smoothing: float = 0.0,
@@ -69,3 +49,61 @@ def log_count_shift(class_counts: Tensor, smoothing: float = 0.0,
     shift = torch.where(counts > 0, log_counts,
                         counts.new_full((), ABSENT_CLASS_SHIFT))
     return shift.to(torch.float32)
+
+
+def prepare_counts(hist: Tensor, counts: Tensor, bad_labels: Tensor,
+                   count_mode: str, momentum: float = 0.0,
+                   smoothing: float = 0.0, tau: float = 1.0,
+                   update: bool = True) -> Tensor:
+    """The shift of the loss from a step's histogram; updates in place.
+
+    Args:
+        hist (Tensor): int64 ``(C + 3,)`` from ``class_histogram``: class
+            counts, bad pixels, their extremes (summed across ranks or not).
+        counts (Tensor): float64 ``(C,)`` running state, updated in place
+            when ``update``: ``'batch'``: the step's counts;
+            ``'cumulative'``: plus them; ``'ema'``: ``(1 - momentum) *
+            counts + momentum * batch``; ``'prior'``: unchanged.
+        bad_labels (Tensor): int64 ``(3,)`` totals of the label guard: the
+            bad pixels are added, the two extremes kept as maxima.
+        count_mode (str): ``'batch'``, ``'cumulative'``, ``'ema'`` or
+            ``'prior'``.
+        momentum (float): Weight of the step in ``'ema'``.
+        smoothing (float): Pseudo-count added to every class.
+        tau (float): Exponent of the counts.
+        update (bool): Whether this is a training step. Otherwise the state
+            is left alone and the loss uses the step's counts (``'batch'``),
+            the prior, or the running counts (the step's while they are all
+            zero).
+
+    Returns:
+        Tensor: float32 ``(C,)`` shift, as :func:`log_count_shift`.
+    """
+    if count_mode not in COUNT_MODES:
+        raise ValueError(f'count_mode must be one of {COUNT_MODES}, '
+                         f'got {count_mode!r}')
+    if cuda_ext.cuda_ops_apply(hist):
+        return torch.ops.mmseg_arb.prepare_counts(hist, counts, bad_labels,
+                                                  count_mode, momentum,
+                                                  smoothing, tau, update)
+    num_classes = counts.numel()
+    batch = hist[:num_classes]
+    bad_labels[0].add_(hist[num_classes])
+    bad_labels[1:].copy_(torch.maximum(bad_labels[1:], hist[num_classes + 1:]))
+    if count_mode == 'prior':
+        n = counts
+    elif update:
+        if count_mode == 'batch':
+            counts.copy_(batch)
+        elif count_mode == 'cumulative':
+            counts.add_(batch)
+        else:
+            counts.mul_(1.0 - momentum).add_(batch, alpha=momentum)
+        n = counts
+    elif count_mode == 'batch':
+        n = batch
+    else:
+        # Nothing accumulated yet (e.g. evaluating an untrained model): the
+        # batch is the only estimate. Decided on device, without a sync.
+        n = torch.where(counts.sum() > 0, counts, batch.to(torch.float64))
+    return log_count_shift(n, smoothing, tau)

@@ -1,11 +1,14 @@
 """The fused CUDA ARB-Loss as an autograd function.
 
-PyTorch's path, ``F.cross_entropy(logits + shift)``, writes the shifted
-logits and the log-softmax (saved for backward), then in backward a dense
-one-hot gradient and the log-softmax gradient: several passes over the
-(N, C, H, W) tensor. The fused kernels read the logits once in forward
-(saving only a per-pixel log-sum-exp) and once in backward, writing the
-gradient directly.
+PyTorch's path, ``F.cross_entropy(logits + shift)`` followed by the mean,
+writes the shifted logits and the log-softmax (saved for backward), then in
+backward a dense one-hot gradient and the log-softmax gradient, plus a
+handful of small launches for the weights, the denominator and the scaling:
+several passes over the (N, C, H, W) tensor. The fused kernels read the
+logits once in forward, saving only a per-pixel log-sum-exp, and reduce the
+loss (class and pixel weights, mmseg's mean denominator, ``loss_weight``)
+in the same launch and one small one after it; backward reads the logits
+once, reads its incoming gradient on the device, and writes the gradient.
 """
 from typing import Optional
 
@@ -15,43 +18,65 @@ from torch import Tensor
 FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-class _FusedARBCrossEntropy(torch.autograd.Function):
+class _FusedARBLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits: Tensor, label: Tensor, shift: Tensor,
-                class_weight: Optional[Tensor], ignore_index: int) -> Tensor:
+                class_weight: Optional[Tensor], weight: Optional[Tensor],
+                ignore_index: int, reduction: str, loss_weight: float,
+                avg_non_ignore: bool) -> Tensor:
         logits, label = logits.contiguous(), label.contiguous()
-        loss, lse = torch.ops.mmseg_arb.arb_loss_forward(
-            logits, label, shift, class_weight, ignore_index)
-        ctx.save_for_backward(logits, label, shift, class_weight, lse)
+        loss, lse, scale = torch.ops.mmseg_arb.arb_loss_forward(
+            logits, label, shift, class_weight, weight, ignore_index,
+            reduction, loss_weight, avg_non_ignore)
+        ctx.save_for_backward(logits, label, shift, class_weight, weight,
+                              lse, scale)
         ctx.ignore_index = ignore_index
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss: Tensor):
-        logits, label, shift, class_weight, lse = ctx.saved_tensors
+        logits, label, shift, class_weight, weight, lse, scale = \
+            ctx.saved_tensors
         grad = torch.ops.mmseg_arb.arb_loss_backward(
-            grad_loss, logits, label, shift, class_weight, lse,
+            grad_loss, logits, label, shift, class_weight, weight, lse, scale,
             ctx.ignore_index)
-        return grad, None, None, None, None
+        return grad, None, None, None, None, None, None, None, None
 
 
-def fused_arb_cross_entropy(logits: Tensor, label: Tensor, shift: Tensor,
-                            class_weight: Optional[Tensor],
-                            ignore_index: int) -> Tensor:
-    """Per-pixel ``(lse(z + shift) - z_y - shift_y) * class_weight[y]``.
+def fused_arb_loss(logits: Tensor,
+                   label: Tensor,
+                   shift: Tensor,
+                   class_weight: Optional[Tensor] = None,
+                   weight: Optional[Tensor] = None,
+                   ignore_index: int = 255,
+                   reduction: str = 'mean',
+                   loss_weight: float = 1.0,
+                   avg_non_ignore: bool = False) -> Tensor:
+    """ARB-Loss of CUDA logits for a given shift, reduced in the kernels.
+
+    Per pixel of target ``t``: ``(lse(z + shift) - z_t - shift_t) *
+    class_weight[t] * weight[p]``, 0 where ``t`` is ``ignore_index`` or
+    outside ``[0, C)`` (reporting bad labels is the count estimator's job).
 
     Args:
         logits (Tensor): CUDA (N, C, ...) float32/float16/bfloat16.
-        label (Tensor): (N, ...) int64/int32/uint8. Labels that are
-            ``ignore_index`` or outside ``[0, C)`` get loss and gradient 0
-            (reporting bad labels is the count estimator's job).
+        label (Tensor): (N, ...) int64/int32/uint8.
         shift (Tensor): float32 (C,) log-counts.
         class_weight (Tensor, optional): float32 (C,).
+        weight (Tensor, optional): float32 per-pixel weight of the label's
+            shape (e.g. an OHEM sampler's).
         ignore_index (int): Ignored label.
+        reduction (str): ``'none'`` (per pixel), ``'sum'`` or ``'mean'``
+            (mmseg's denominator: all pixels, or the labelled ones with
+            ``avg_non_ignore``, each counted with its class weight).
+        loss_weight (float): Multiplier of the loss.
+        avg_non_ignore (bool): See ``reduction``.
 
     Returns:
-        Tensor: float32 per-pixel loss of the label's shape.
+        Tensor: float32: per pixel of the label's shape for ``'none'``, else
+        a scalar, multiplied by ``loss_weight``.
     """
-    return _FusedARBCrossEntropy.apply(logits, label, shift, class_weight,
-                                       ignore_index)
+    return _FusedARBLoss.apply(logits, label, shift, class_weight, weight,
+                               ignore_index, reduction, loss_weight,
+                               avg_non_ignore)

@@ -21,16 +21,19 @@ SCHEMAS = {
     'class_histogram':
     'class_histogram(Tensor label, int num_classes, int ignore_index) '
     '-> Tensor',
-    'update_counts':
-    'update_counts(Tensor(a!) counts, Tensor batch, str count_mode, '
-    'float momentum) -> ()',
+    'prepare_counts':
+    'prepare_counts(Tensor hist, Tensor(a!) counts, Tensor(b!) bad_labels, '
+    'str count_mode, float momentum, float smoothing, float tau, '
+    'bool update) -> Tensor',
     'arb_loss_forward':
     'arb_loss_forward(Tensor logits, Tensor label, Tensor shift, '
-    'Tensor? class_weight, int ignore_index) -> (Tensor, Tensor)',
+    'Tensor? class_weight, Tensor? weight, int ignore_index, '
+    'str reduction, float loss_weight, bool avg_non_ignore) '
+    '-> (Tensor, Tensor, Tensor)',
     'arb_loss_backward':
     'arb_loss_backward(Tensor grad_loss, Tensor logits, Tensor label, '
-    'Tensor shift, Tensor? class_weight, Tensor lse, int ignore_index) '
-    '-> Tensor',
+    'Tensor shift, Tensor? class_weight, Tensor? weight, Tensor lse, '
+    'Tensor scale, int ignore_index) -> Tensor',
 }
 
 _library = torch.library.Library(NAMESPACE, 'DEF')
@@ -68,23 +71,30 @@ def _class_histogram(label: Tensor, num_classes: int,
     return label.new_empty(num_classes + EXTRA_ENTRIES, dtype=torch.int64)
 
 
-@_register_fake('update_counts')
-def _update_counts(counts: Tensor, batch: Tensor, count_mode: str,
-                   momentum: float) -> None:
-    return None
+@_register_fake('prepare_counts')
+def _prepare_counts(hist: Tensor, counts: Tensor, bad_labels: Tensor,
+                    count_mode: str, momentum: float, smoothing: float,
+                    tau: float, update: bool) -> Tensor:
+    # The float32 shift, one per class; counts and bad_labels in place.
+    return counts.new_empty(counts.shape, dtype=torch.float32)
 
 
 @_register_fake('arb_loss_forward')
 def _arb_loss_forward(logits: Tensor, label: Tensor, shift: Tensor,
-                      class_weight: Optional[Tensor],
-                      ignore_index: int) -> Tuple[Tensor, Tensor]:
-    # Per-pixel loss and log-sum-exp, float32 whatever the logits' type.
-    loss = logits.new_empty(label.shape, dtype=torch.float32)
-    return loss, torch.empty_like(loss)
+                      class_weight: Optional[Tensor], weight: Optional[Tensor],
+                      ignore_index: int, reduction: str, loss_weight: float,
+                      avg_non_ignore: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    # The loss (per pixel for 'none', else a scalar), the per-pixel
+    # log-sum-exp and the backward's scale, float32 whatever the logits.
+    out_shape = label.shape if reduction == 'none' else ()
+    loss = logits.new_empty(out_shape, dtype=torch.float32)
+    lse = logits.new_empty(label.shape, dtype=torch.float32)
+    return loss, lse, logits.new_empty(1, dtype=torch.float32)
 
 
 @_register_fake('arb_loss_backward')
 def _arb_loss_backward(grad_loss: Tensor, logits: Tensor, label: Tensor,
                        shift: Tensor, class_weight: Optional[Tensor],
-                       lse: Tensor, ignore_index: int) -> Tensor:
+                       weight: Optional[Tensor], lse: Tensor, scale: Tensor,
+                       ignore_index: int) -> Tensor:
     return torch.empty_like(logits, memory_format=torch.contiguous_format)

@@ -1,6 +1,6 @@
 """Cross-entropy on shifted logits in plain PyTorch, with a lean backward.
 
-The PyTorch counterpart of :func:`fused_arb_cross_entropy` (same contract),
+The PyTorch counterpart of :func:`fused_arb_loss` before its reduction,
 used on CPU and wherever the CUDA kernels are not loaded. Against
 ``F.cross_entropy(logits + shift)`` it saves a pass and a logits-sized
 buffer in backward: the gradient ``(softmax - onehot) * g`` is formed from

@@ -4,10 +4,10 @@ import torch
 
 from mmseg_arb.counting import LabelRangeError
 from mmseg_arb.models.losses import ARBLoss, arb_loss
-from mmseg_arb.models.losses.arb_loss import _per_pixel_loss
+from mmseg_arb.models.losses.arb_loss import _shifted_loss
 from mmseg_arb.ops import (class_histogram, class_histogram_pytorch,
                            cuda_ext, cuda_ops_status, load_cuda_ops,
-                           log_count_shift, update_counts_)
+                           log_count_shift, prepare_counts)
 from mmseg_arb.ops.library import SCHEMAS
 
 pytestmark = pytest.mark.skipif(
@@ -51,55 +51,90 @@ def test_count_kernel_matches_pytorch(dtype, num_classes):
             hist, class_histogram_pytorch(view, num_classes, ignore))
 
 
-@pytest.mark.parametrize('mode', ['batch', 'cumulative', 'ema'])
-def test_update_kernel_matches_pytorch(mode):
-    state = torch.rand(150, dtype=torch.float64, device='cuda') * 100
-    batch = torch.randint(0, 1000, (150, ), device='cuda')
-    expected = state.clone()
-    if mode == 'batch':
-        expected.copy_(batch)
-    elif mode == 'cumulative':
-        expected.add_(batch)
-    else:
-        expected.mul_(0.9).add_(batch, alpha=0.1)
-    update_counts_(state, batch, mode, 0.1)
-    torch.testing.assert_close(state, expected)
+@pytest.mark.parametrize('mode', ['batch', 'cumulative', 'ema', 'prior'])
+@pytest.mark.parametrize('update', [True, False])
+@pytest.mark.parametrize('fresh', [True, False])
+def test_prepare_kernel_matches_pytorch(mode, update, fresh):
+    label = long_tailed_labels((2, 64, 64), 150)
+    label[0, 0, :3] = torch.tensor([160, -4, 151])
+    hist = class_histogram(label, 150, 255)
+    counts = torch.rand(150, dtype=torch.float64, device='cuda') * 100
+    if fresh:  # nothing accumulated yet: outside a step, use the batch
+        counts.zero_()
+    bad = torch.tensor([5, 150, 0], device='cuda')
+    want_counts, want_bad = counts.cpu(), bad.cpu()
+    for smoothing, tau in ((0.0, 1.0), (0.5, 0.7), (0.0, 0.0)):
+        want = prepare_counts(hist.cpu(), want_counts, want_bad, mode, 0.1,
+                              smoothing, tau, update)
+        got = prepare_counts(hist, counts, bad, mode, 0.1, smoothing, tau,
+                             update)
+        torch.testing.assert_close(got.cpu(), want, rtol=1e-6, atol=0)
+        torch.testing.assert_close(counts.cpu(), want_counts)
+        assert bad.tolist() == want_bad.tolist()
+    assert bad.tolist() == [5 + 3 * 3, 160, 4]
 
 
 @pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-5),
                                        (torch.float16, 2e-3),
                                        (torch.bfloat16, 1e-2)])
+# 32x16: vector loads of 4 (fp32) or 8 (16-bit) pixels; 33x17: one pixel
+# per thread; (N, C) input.
+@pytest.mark.parametrize('spatial', [(32, 16), (33, 17), ()])
+@pytest.mark.parametrize('reduction', ['mean', 'sum', 'none'])
 @pytest.mark.parametrize('weighted', [False, True])
-def test_fused_loss_matches_cpu_path(dtype, tol, weighted):
+def test_fused_loss_matches_cpu_path(dtype, tol, spatial, reduction,
+                                     weighted):
     g = torch.Generator().manual_seed(1)
-    logits = (torch.randn(2, 19, 33, 17, generator=g) * 20).to(dtype)
-    label = torch.randint(19, (2, 33, 17), generator=g)
-    label[:, :3] = 255
-    label[0, 5, 5] = 40  # out of range: ignored by the kernel
+    n = 2 if spatial else 300
+    logits = (torch.randn(n, 19, *spatial, generator=g) * 20).to(dtype)
+    label = torch.randint(19, (n, *spatial), generator=g)
+    label.view(-1)[:40] = 255
+    label.view(-1)[45] = 40  # out of range: no loss, no gradient
     counts = torch.bincount(label[label < 19], minlength=19).double()
     counts[4] = 0  # an absent class drops out
     label[label == 4] = 255
-    cw = torch.rand(19, generator=g) + 0.5 if weighted else None
     shift = log_count_shift(counts)
+    cw = torch.rand(19, generator=g) + 0.5 if weighted else None
+    pixel_weight = torch.rand(label.shape, generator=g) if weighted else None
+    keep = label.clone()
+    keep.view(-1)[45] = 255  # the CPU path checks nothing: ignore it there
+
+    def loss_of(z, y, device):
+        return _shifted_loss(
+            z, y, shift.to(device), None if pixel_weight is None else
+            pixel_weight.to(device), None if cw is None else cw.to(device),
+            reduction, None, 255, avg_non_ignore=weighted, loss_weight=0.4)
 
     # Leaves of their own: for fp32, logits.float() is logits itself, and a
     # .cuda() copy of a tensor that requires grad would not be a leaf.
     z_cpu = logits.float().clone().requires_grad_()
-    keep = label.clone()
-    keep[0, 5, 5] = 255
-    ref = _per_pixel_loss(z_cpu, keep, shift, cw, 255)
+    ref = loss_of(z_cpu, keep, 'cpu')
     grad_out = torch.rand(ref.shape, generator=g)
     ref.backward(grad_out)
 
     z_gpu = logits.cuda().requires_grad_()
     assert z_gpu.is_leaf
-    out = _per_pixel_loss(z_gpu, label.cuda(), shift.cuda(),
-                          None if cw is None else cw.cuda(), 255)
+    out = loss_of(z_gpu, label.cuda(), 'cuda')
     out.backward(grad_out.cuda())
     torch.testing.assert_close(out.cpu(), ref.detach(), rtol=tol, atol=tol)
     torch.testing.assert_close(z_gpu.grad.float().cpu(), z_cpu.grad,
                                rtol=tol, atol=tol)
     assert z_gpu.grad.dtype == dtype
+
+
+def test_fused_loss_backward_of_an_expanded_gradient():
+    # loss(reduction='none').sum().backward() hands the kernel a gradient
+    # expanded from a scalar (all strides 0): read as one value, no copy.
+    logits = torch.randn(2, 19, 16, 16, device='cuda', requires_grad=True)
+    label = long_tailed_labels((2, 16, 16), 19)
+    shift = torch.randn(19, device='cuda')
+    per_pixel = _shifted_loss(logits, label, shift, None, None, 'none', None,
+                              255, False)
+    (3.0 * per_pixel.sum()).backward()
+    reference = logits.detach().requires_grad_()
+    (3.0 * _shifted_loss(reference, label, shift, None, None, 'sum', None,
+                         255, False)).backward()
+    torch.testing.assert_close(logits.grad, reference.grad)
 
 
 @pytest.mark.parametrize('mode', ['batch', 'cumulative', 'ema'])
@@ -232,18 +267,27 @@ def test_ops_agree_with_their_fake_implementations():
     logits = torch.randn(2, 19, 33, 17, device='cuda')
     shift = torch.randn(19, device='cuda')
     weight = torch.rand(19, device='cuda')
-    loss, lse = torch.ops.mmseg_arb.arb_loss_forward(logits, label, shift,
-                                                     weight, 255)
+    pixel_weight = torch.rand(2, 33, 17, device='cuda')
+    _, lse, scale = torch.ops.mmseg_arb.arb_loss_forward(
+        logits, label, shift, weight, None, 255, 'mean', 1.0, False)
     cases = {
         'class_histogram': [(label, 19, 255), (label.to(torch.uint8), 7, 3)],
-        'update_counts': [(torch.rand(19, dtype=torch.float64,
-                                      device='cuda'),
-                           torch.randint(9, (19, ), device='cuda'), m, 0.1)
-                          for m in ('batch', 'cumulative', 'ema')],
-        'arb_loss_forward': [(logits, label, shift, None, 255),
-                             (logits.half(), label.int(), shift, weight, 255)],
-        'arb_loss_backward': [(torch.rand_like(loss), logits, label, shift,
-                               weight, lse, 255)],
+        'prepare_counts': [
+            (class_histogram(label, 19, 255),
+             torch.rand(19, dtype=torch.float64, device='cuda'),
+             torch.zeros(3, dtype=torch.int64, device='cuda'), mode, 0.1,
+             0.5, 0.7, update)
+            for mode in ('batch', 'cumulative', 'ema', 'prior')
+            for update in (True, False)],
+        'arb_loss_forward': [
+            (logits, label, shift, None, None, 255, 'mean', 1.0, False),
+            (logits.half(), label.int(), shift, weight, pixel_weight, 255,
+             'none', 0.4, True)],
+        'arb_loss_backward': [
+            (torch.rand((), device='cuda'), logits, label, shift, weight,
+             None, lse, scale, 255),
+            (torch.rand_like(lse), logits, label, shift, None, pixel_weight,
+             lse, scale, 255)],
     }
     assert set(cases) == set(SCHEMAS)
     for name, calls in cases.items():

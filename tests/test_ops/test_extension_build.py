@@ -27,16 +27,19 @@ OPS = {
     'class_histogram':
     'mmseg_arb::class_histogram(Tensor label, int num_classes, '
     'int ignore_index) -> Tensor',
-    'update_counts':
-    'mmseg_arb::update_counts(Tensor(a!) counts, Tensor batch, '
-    'str count_mode, float momentum) -> ()',
+    'prepare_counts':
+    'mmseg_arb::prepare_counts(Tensor hist, Tensor(a!) counts, '
+    'Tensor(b!) bad_labels, str count_mode, float momentum, '
+    'float smoothing, float tau, bool update) -> Tensor',
     'arb_loss_forward':
     'mmseg_arb::arb_loss_forward(Tensor logits, Tensor label, Tensor shift, '
-    'Tensor? class_weight, int ignore_index) -> (Tensor, Tensor)',
+    'Tensor? class_weight, Tensor? weight, int ignore_index, '
+    'str reduction, float loss_weight, bool avg_non_ignore) '
+    '-> (Tensor, Tensor, Tensor)',
     'arb_loss_backward':
     'mmseg_arb::arb_loss_backward(Tensor grad_loss, Tensor logits, '
-    'Tensor label, Tensor shift, Tensor? class_weight, Tensor lse, '
-    'int ignore_index) -> Tensor',
+    'Tensor label, Tensor shift, Tensor? class_weight, Tensor? weight, '
+    'Tensor lse, Tensor scale, int ignore_index) -> Tensor',
 }
 # One architecture keeps the build short; test_kernel_compiles covers others.
 ARCH = '9.0'

@@ -9,7 +9,7 @@ import torch
 
 from helpers import ROOT
 
-from mmseg_arb.ops import fused_arb_cross_entropy
+from mmseg_arb.ops import fused_arb_loss
 from mmseg_arb.ops.library import SCHEMAS, has_cuda_kernels
 
 META = torch.device('meta')
@@ -39,15 +39,20 @@ def test_fake_class_histogram(dtype):
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float16,
                                    torch.bfloat16])
-def test_fake_loss_forward_and_backward(dtype):
+@pytest.mark.parametrize('reduction', ['none', 'sum', 'mean'])
+def test_fake_loss_forward_and_backward(dtype, reduction):
     logits = torch.empty(2, 19, 5, 7, dtype=dtype, device=META)
     label = torch.empty(2, 5, 7, dtype=torch.int64, device=META)
     shift = torch.empty(19, device=META)
-    loss, lse = ops.arb_loss_forward(logits, label, shift, None, 255)
-    for t in (loss, lse):
-        assert t.shape == label.shape and t.dtype == torch.float32
-    grad = ops.arb_loss_backward(loss, logits.transpose(2, 3), label,
-                                 shift, shift, lse, 255)
+    loss, lse, scale = ops.arb_loss_forward(logits, label, shift, None, None,
+                                            255, reduction, 0.4, False)
+    assert loss.shape == (label.shape if reduction == 'none' else ())
+    assert lse.shape == label.shape and scale.shape == (1, )
+    assert {t.dtype for t in (loss, lse, scale)} == {torch.float32}
+    grad = ops.arb_loss_backward(torch.empty_like(loss),
+                                 logits.transpose(2, 3), label, shift, shift,
+                                 torch.empty(2, 5, 7, device=META), lse,
+                                 scale, 255)
     # The kernel writes a contiguous gradient in the logits' type.
     assert grad.shape == (2, 19, 7, 5) and grad.dtype == dtype
     assert grad.is_contiguous()
@@ -68,11 +73,13 @@ def test_fakes_are_meta_kernels_where_torch_lacks_register_fake():
     assert result.stdout.split()[-1] == '(22,)'
 
 
-def test_fake_update_counts_mutates_in_place_only():
-    state = torch.empty(19, dtype=torch.float64, device=META)
-    assert ops.update_counts(state, torch.empty(19, dtype=torch.int64,
-                                                device=META), 'cumulative',
-                             0.0) is None
+def test_fake_prepare_counts_returns_the_shift():
+    counts = torch.empty(19, dtype=torch.float64, device=META)
+    shift = ops.prepare_counts(
+        torch.empty(22, dtype=torch.int64, device=META), counts,
+        torch.empty(3, dtype=torch.int64, device=META), 'cumulative', 0.0,
+        0.0, 1.0, True)
+    assert shift.shape == (19, ) and shift.dtype == torch.float32
 
 
 def test_fused_loss_compiles_without_graph_breaks():
@@ -81,8 +88,8 @@ def test_fused_loss_compiles_without_graph_breaks():
     torch._dynamo.reset()
 
     def loss_and_grad(logits, label, shift, weight):
-        loss = fused_arb_cross_entropy(logits, label, shift, weight, 255)
-        return loss.sum()
+        return fused_arb_loss(logits, label, shift, weight, None, 255,
+                              'mean', 0.4, True)
 
     compiled = torch.compile(loss_and_grad, fullgraph=True,
                              backend='aot_eager')

@@ -21,7 +21,7 @@ from ...counting.label_guard import check_labels_now
 from ...ops import cuda_ext
 from ...ops.class_count import check_label_dtype, label_masks
 from ...ops.count_state import log_count_shift
-from ...ops.fused_arb_loss import FUSED_DTYPES, fused_arb_cross_entropy
+from ...ops.fused_arb_loss import FUSED_DTYPES, fused_arb_loss
 from ...ops.shifted_cross_entropy import shifted_cross_entropy
 from ...utils.class_stats import CountsSource, load_class_weight
 
@@ -84,18 +84,6 @@ def _mean_denominator(label: Tensor, num_classes: int, ignore_index: int,
     return weights.sum()
 
 
-def _per_pixel_loss(logits: Tensor, label: Tensor, shift: Tensor,
-                    class_weight: Optional[Tensor],
-                    ignore_index: int) -> Tensor:
-    """Unreduced ARB-Loss: the fused CUDA kernels when available, else the
-    PyTorch implementation. Both give bad labels loss 0 (see arb_loss)."""
-    if logits.dtype in FUSED_DTYPES and cuda_ext.cuda_ops_apply(logits):
-        return fused_arb_cross_entropy(logits, label, shift, class_weight,
-                                       ignore_index)
-    return shifted_cross_entropy(logits, label, shift, class_weight,
-                                 ignore_index)
-
-
 def arb_loss(logits: Tensor,
              label: Tensor,
              class_counts: Tensor,
@@ -149,13 +137,21 @@ def arb_loss(logits: Tensor,
                          ignore_index, avg_non_ignore)
 
 
-def _shifted_loss(logits: Tensor, label: Tensor, shift: Tensor,
-                  weight: Optional[Tensor], class_weight: Optional[Tensor],
-                  reduction: str, avg_factor: Optional[Union[float, Tensor]],
-                  ignore_index: int, avg_non_ignore: bool) -> Tensor:
-    """Reduced cross-entropy of ``logits + shift``, once logits and labels
-    are known to fit and the label range is checked (by ``arb_loss``, or by
-    ARBLoss's estimator in the same pass as the counting)."""
+def _shifted_loss(logits: Tensor,
+                  label: Tensor,
+                  shift: Tensor,
+                  weight: Optional[Tensor],
+                  class_weight: Optional[Tensor],
+                  reduction: str,
+                  avg_factor: Optional[Union[float, Tensor]],
+                  ignore_index: int,
+                  avg_non_ignore: bool,
+                  loss_weight: float = 1.0) -> Tensor:
+    """Reduced cross-entropy of ``logits + shift`` times ``loss_weight``,
+    once logits and labels are known to fit and the label range is checked
+    (by ``arb_loss``, or by ARBLoss's estimator in the same pass as the
+    counting): the fused CUDA kernels when they apply, else PyTorch. Both
+    give bad labels loss 0 (see :func:`arb_loss`)."""
     if reduction not in REDUCTIONS:
         raise ValueError(f'reduction must be one of {REDUCTIONS}, '
                          f'got {reduction!r}')
@@ -169,21 +165,36 @@ def _shifted_loss(logits: Tensor, label: Tensor, shift: Tensor,
             torch.broadcast_shapes(weight.shape, label.shape) != label.shape:
         raise ValueError(f'weight of shape {tuple(weight.shape)} does not '
                          f'broadcast to the label shape {tuple(label.shape)}')
-
     if class_weight is not None:
         class_weight = class_weight.to(logits.device, torch.float32)
-    loss = _per_pixel_loss(logits, label, shift, class_weight, ignore_index)
+    # eps as in mmseg: an all-ignored batch gives 0, not 0/0.
+    eps = torch.finfo(torch.float32).eps
+
+    if logits.dtype in FUSED_DTYPES and cuda_ext.cuda_ops_apply(logits):
+        if weight is not None:
+            weight = weight.to(logits.device, torch.float32).expand(
+                label.shape).contiguous()
+        if avg_factor is None or reduction == 'none':
+            return fused_arb_loss(logits, label, shift, class_weight, weight,
+                                  ignore_index, reduction, loss_weight,
+                                  avg_non_ignore)
+        # A given avg_factor replaces the mean's denominator (as in mmseg).
+        return fused_arb_loss(logits, label, shift, class_weight, weight,
+                              ignore_index, 'sum', loss_weight,
+                              avg_non_ignore) / (avg_factor + eps)
+
+    loss = shifted_cross_entropy(logits, label, shift, class_weight,
+                                 ignore_index)
     if weight is not None:
         loss = loss * weight.to(loss.dtype)
-    if reduction == 'none':
-        return loss
     if reduction == 'sum':
-        return loss.sum()
-    if avg_factor is None:
-        avg_factor = _mean_denominator(label, num_classes, ignore_index,
-                                       class_weight, avg_non_ignore)
-    # eps as in mmseg: an all-ignored batch gives 0, not 0/0.
-    return loss.sum() / (avg_factor + torch.finfo(torch.float32).eps)
+        loss = loss.sum()
+    elif reduction == 'mean':
+        if avg_factor is None:
+            avg_factor = _mean_denominator(label, num_classes, ignore_index,
+                                           class_weight, avg_non_ignore)
+        loss = loss.sum() / (avg_factor + eps)
+    return loss if loss_weight == 1 else loss_weight * loss
 
 
 @register_loss
@@ -328,6 +339,7 @@ class ARBLoss(nn.Module):
         num_classes = cls_score.shape[1]
         # The estimator checks the label range while counting.
         shift = self.estimator(label, num_classes, ignore_index)
-        return self.loss_weight * _shifted_loss(
-            cls_score, label, shift, weight, self.class_weight, reduction,
-            avg_factor, ignore_index, self.avg_non_ignore)
+        return _shifted_loss(cls_score, label, shift, weight,
+                             self.class_weight, reduction, avg_factor,
+                             ignore_index, self.avg_non_ignore,
+                             self.loss_weight)

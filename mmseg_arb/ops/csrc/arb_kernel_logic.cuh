@@ -1,8 +1,8 @@
 // What the mmseg-arb kernels compute, as __host__ __device__ functions: the
 // count kernel's launch plan and one block of it (written against a Block
 // that supplies __syncthreads, __match_any_sync and the atomics), which
-// labels a thread reads, and the fused loss of one pixel, forward and
-// backward. The kernels in arb_kernels.cu are thin wrappers around these.
+// labels a thread reads, a class's running count and shift, and the fused
+// loss of a thread's pixels, forward and backward. The kernels in arb_kernels.cu are thin wrappers around these.
 // tests/test_ops/csrc/ runs the same functions on the host, the block with
 // emulated threads under ThreadSanitizer, against exact references, so this
 // logic is tested wherever nvcc exists, GPU or not. Torch-free, like
@@ -17,14 +17,12 @@
 #include <cstdint>
 #include <cstring>
 
+#include "arb_kernels.cuh"  // CountMode
+
 #define ARB_HD __host__ __device__ __forceinline__
 
 namespace mmseg_arb {
 namespace logic {
-
-// Classes whose logits the fused loss loads at once (independent strided
-// loads in flight per thread).
-constexpr int kLseChunk = 8;
 
 ARB_HD float to_float(float v) { return v; }
 ARB_HD float to_float(__half v) { return __half2float(v); }
@@ -212,106 +210,225 @@ ARB_HD void count_block(const Block& block, const T* labels, int64_t n,
   }
 }
 
+// ---------------------------------------------------------------- counts
+
+// The log-count of an absent class (see ABSENT_CLASS_SHIFT in count_state.py).
+constexpr float kAbsentShift = -1e30f;
+
+// A class's new running count after a training step's count `batch`.
+ARB_HD double updated_count(CountMode mode, double count, double batch,
+                            double momentum) {
+  if (mode == CountMode::kBatch) return batch;
+  if (mode == CountMode::kCumulative) return count + batch;
+  if (mode == CountMode::kEma) return (1.0 - momentum) * count + momentum * batch;
+  return count;  // kPrior: fixed
+}
+
+// tau * log(n + smoothing) as float, kAbsentShift where that count is 0;
+// 0 for every class at tau = 0 (cross-entropy).
+ARB_HD float log_count_shift(double count, double smoothing, double tau) {
+  if (tau == 0.0) return 0.f;
+  const double n = count + smoothing;
+  return n > 0.0 ? static_cast<float>(tau * log(n)) : kAbsentShift;
+}
+
+// ------------------------------------------------------------ fused loss
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+// Classes whose logits a thread loads at once, V pixels each: 64 bytes of
+// independent loads in flight per thread for fp32 (V = 4), 32 for 16-bit
+// types (V = 8), where twice the registers would halve the occupancy.
+template <int V>
+constexpr int kClassChunkOf = V >= 8 ? 2 : 4;
+
+// 2^x; on the device one MUFU.EX2 (2 ulp), the softmax works in base 2.
+ARB_HD float exp2_of(float x) { return exp2f(x); }
+ARB_HD float log2_of(float x) { return log2f(x); }
+
+// The unsigned type of `kBytes` bytes, the width of one vector access.
+template <int kBytes>
+struct VectorOf;
+template <>
+struct VectorOf<16> { using type = uint4; };
+template <>
+struct VectorOf<8> { using type = uint2; };
+template <>
+struct VectorOf<4> { using type = unsigned int; };
+template <>
+struct VectorOf<2> { using type = unsigned short; };
+
+// V consecutive values at p as floats, in one vector load (p must be
+// aligned to V * sizeof(F) bytes). memcpy, not a pointer cast: no aliasing
+// violation, and nvcc turns it into register moves.
+template <int V, typename F>
+ARB_HD void load_floats(const F* p, float (&out)[V]) {
+  using Vec = typename VectorOf<V * sizeof(F)>::type;
+  const Vec packed = load_readonly(reinterpret_cast<const Vec*>(p));
+  F items[V];
+  memcpy(items, &packed, sizeof(packed));
+#pragma unroll
+  for (int v = 0; v < V; ++v) out[v] = to_float(items[v]);
+}
+
+template <int V, typename F>
+ARB_HD void store_floats(F* p, const float (&values)[V]) {
+  using Vec = typename VectorOf<V * sizeof(F)>::type;
+  F items[V];
+#pragma unroll
+  for (int v = 0; v < V; ++v) items[v] = from_float<F>(values[v]);
+  Vec packed;
+  memcpy(&packed, items, sizeof(packed));
+  *reinterpret_cast<Vec*>(p) = packed;
+}
+
 // The label of pixel p if it is a class in [0, C) and not ignored.
 template <typename L>
 ARB_HD bool valid_target(const L* labels, int64_t p, int C,
                          long long ignore_index, int* target) {
   const long long t = static_cast<long long>(labels[p]);
-  *target = static_cast<int>(t);
+  *target = t >= 0 && t < C ? static_cast<int>(t) : 0;
   return t != ignore_index && t >= 0 && t < C;
 }
 
-struct PixelLoss {
-  float loss;  // (lse - z_y - shift_y) * weight_y, 0 if y is not valid
-  float lse;   // log sum_c exp(z_c + shift_c)
-};
-
-// Forward of one pixel whose C logits lie `stride` elements apart from z.
-// One pass over the logits (online log-sum-exp over chunks of kLseChunk),
-// one exp per logit.
-template <typename F>
-ARB_HD PixelLoss pixel_forward(const F* z, int64_t stride, int C,
-                               const float* shift, const float* class_weight,
-                               bool valid, int target) {
-  float m = -INFINITY, sum = 0.f;
+// Forward of V consecutive pixels whose logits of class c start at
+// z + c * stride (stride = the spatial size S): one read of the logits,
+// kClassChunk vector loads in flight, an online log-sum-exp in base 2 (one
+// exp2 per logit, one more per chunk). Gives each pixel's
+//   lse[v] = log sum_c exp(z_c + shift_c)
+//   zs[v]  = z_t + shift_t, t = target[v] (picked up on the way)
+template <int V, typename F>
+ARB_HD void forward_pixels(const F* z, int64_t stride, int C,
+                           const float* shift, const int (&target)[V],
+                           float (&lse)[V], float (&zs)[V]) {
+  constexpr int kClassChunk = kClassChunkOf<V>;
+  float m[V], sum[V];
+#pragma unroll
+  for (int v = 0; v < V; ++v) {
+    m[v] = -INFINITY;
+    sum[v] = 0.f;
+    zs[v] = 0.f;
+  }
   int c = 0;
-  for (; c + kLseChunk <= C; c += kLseChunk) {
-    float v[kLseChunk];
+  for (; c + kClassChunk <= C; c += kClassChunk) {
+    float a[kClassChunk][V];
 #pragma unroll
-    for (int k = 0; k < kLseChunk; ++k) {
-      v[k] = to_float(z[(c + k) * stride]) + load_readonly(shift + c + k);
-    }
-    float chunk_max = v[0];
-#pragma unroll
-    for (int k = 1; k < kLseChunk; ++k) chunk_max = fmaxf(chunk_max, v[k]);
-    if (chunk_max > m) {
-      sum *= expf(m - chunk_max);
-      m = chunk_max;
+    for (int k = 0; k < kClassChunk; ++k) {
+      load_floats<V>(z + (c + k) * stride, a[k]);
     }
 #pragma unroll
-    for (int k = 0; k < kLseChunk; ++k) sum += expf(v[k] - m);
+    for (int k = 0; k < kClassChunk; ++k) {
+      const float s = load_readonly(shift + c + k);
+      const float s2 = s * kLog2e;
+#pragma unroll
+      for (int v = 0; v < V; ++v) {
+        if (c + k == target[v]) zs[v] = a[k][v] + s;
+        a[k][v] = fmaf(a[k][v], kLog2e, s2);
+      }
+    }
+#pragma unroll
+    for (int v = 0; v < V; ++v) {
+      float chunk_max = a[0][v];
+#pragma unroll
+      for (int k = 1; k < kClassChunk; ++k) {
+        chunk_max = fmaxf(chunk_max, a[k][v]);
+      }
+      if (chunk_max > m[v]) {
+        sum[v] *= exp2_of(m[v] - chunk_max);
+        m[v] = chunk_max;
+      }
+#pragma unroll
+      for (int k = 0; k < kClassChunk; ++k) sum[v] += exp2_of(a[k][v] - m[v]);
+    }
   }
   for (; c < C; ++c) {
-    const float v = to_float(z[c * stride]) + load_readonly(shift + c);
-    if (v > m) {
-      sum = sum * expf(m - v) + 1.f;
-      m = v;
-    } else {
-      sum += expf(v - m);
+    float a[V];
+    load_floats<V>(z + c * stride, a);
+    const float s = load_readonly(shift + c);
+    const float s2 = s * kLog2e;
+#pragma unroll
+    for (int v = 0; v < V; ++v) {
+      if (c == target[v]) zs[v] = a[v] + s;
+      const float x = fmaf(a[v], kLog2e, s2);
+      if (x > m[v]) {
+        sum[v] = sum[v] * exp2_of(m[v] - x) + 1.f;
+        m[v] = x;
+      } else {
+        sum[v] += exp2_of(x - m[v]);
+      }
     }
   }
-  PixelLoss out{0.f, m + logf(sum)};
-  if (valid) {
-    out.loss = out.lse -
-               (to_float(z[target * stride]) + load_readonly(shift + target));
-    if (class_weight != nullptr) {
-      out.loss *= load_readonly(class_weight + target);
-    }
-  }
-  return out;
+#pragma unroll
+  for (int v = 0; v < V; ++v) lse[v] = (m[v] + log2_of(sum[v])) * kLn2;
 }
 
-// d loss / d z_c of a pixel: (softmax_c - [c == y]) * g.
-template <typename F>
-ARB_HD F logit_grad(float z_c, float shift_c, float lse, bool is_target,
-                    float g) {
-  const float prob = expf(z_c + shift_c - lse);
-  return from_float<F>((prob - (is_target ? 1.f : 0.f)) * g);
-}
-
-// Backward of one pixel: grad_c = (exp(z_c + shift_c - lse) - [c == y]) * g
-// with g = grad_loss * weight_y (0 if y is not valid: the logits are then
-// not read). One read of the logits, one write of the gradient.
-template <typename F>
-ARB_HD void pixel_backward(const F* z, int64_t stride, int C,
-                           const float* shift, const float* class_weight,
-                           float lse, float grad_loss, bool valid, int target,
-                           F* grad) {
-  float g = 0.f;
-  if (valid) {
-    g = grad_loss;
-    if (class_weight != nullptr) g *= load_readonly(class_weight + target);
+// Backward of V consecutive pixels: grad_c = (exp(z_c + shift_c - lse) -
+// [c == target]) * g, with g per pixel (0 where the pixel gets no loss;
+// when all V are 0 the logits are not read). One read of the logits, one
+// write of the gradient, both vectorised.
+template <int V, typename F>
+ARB_HD void backward_pixels(const F* z, int64_t stride, int C,
+                            const float* shift, const int (&target)[V],
+                            const float (&lse)[V], const float (&g)[V],
+                            F* grad) {
+  constexpr int kClassChunk = kClassChunkOf<V>;
+  bool any = false;
+  float lse2[V];
+#pragma unroll
+  for (int v = 0; v < V; ++v) {
+    any = any || g[v] != 0.f;
+    lse2[v] = lse[v] * kLog2e;
   }
-  if (g == 0.f) {
-    for (int c = 0; c < C; ++c) grad[c * stride] = from_float<F>(0.f);
+  if (!any) {
+    const float zero[V] = {};
+    for (int c = 0; c < C; ++c) store_floats<V>(grad + c * stride, zero);
     return;
   }
   int c = 0;
-  for (; c + kLseChunk <= C; c += kLseChunk) {  // loads first, as forward
-    float v[kLseChunk];
+  for (; c + kClassChunk <= C; c += kClassChunk) {
+    float a[kClassChunk][V];
 #pragma unroll
-    for (int k = 0; k < kLseChunk; ++k) v[k] = to_float(z[(c + k) * stride]);
+    for (int k = 0; k < kClassChunk; ++k) {
+      load_floats<V>(z + (c + k) * stride, a[k]);
+    }
 #pragma unroll
-    for (int k = 0; k < kLseChunk; ++k) {
-      grad[(c + k) * stride] = logit_grad<F>(
-          v[k], load_readonly(shift + c + k), lse, c + k == target, g);
+    for (int k = 0; k < kClassChunk; ++k) {
+      const float s2 = load_readonly(shift + c + k) * kLog2e;
+      float out[V];
+#pragma unroll
+      for (int v = 0; v < V; ++v) {
+        const float prob = exp2_of(fmaf(a[k][v], kLog2e, s2) - lse2[v]);
+        out[v] = (prob - (c + k == target[v] ? 1.f : 0.f)) * g[v];
+      }
+      store_floats<V>(grad + (c + k) * stride, out);
     }
   }
   for (; c < C; ++c) {
-    grad[c * stride] = logit_grad<F>(to_float(z[c * stride]),
-                                     load_readonly(shift + c), lse,
-                                     c == target, g);
+    float a[V], out[V];
+    load_floats<V>(z + c * stride, a);
+    const float s2 = load_readonly(shift + c) * kLog2e;
+#pragma unroll
+    for (int v = 0; v < V; ++v) {
+      const float prob = exp2_of(fmaf(a[v], kLog2e, s2) - lse2[v]);
+      out[v] = (prob - (c == target[v] ? 1.f : 0.f)) * g[v];
+    }
+    store_floats<V>(grad + c * stride, out);
   }
+}
+
+// What one pixel adds to the reduced loss: its weighted loss, and its part
+// of mmseg's mean denominator (its class weight if labelled; an ignored
+// pixel counts 1, or 0 with avg_non_ignore).
+struct PixelTerms {
+  float loss;
+  float denominator;
+};
+
+ARB_HD PixelTerms pixel_terms(bool valid, float lse, float zs,
+                              float class_weight, float pixel_weight,
+                              bool avg_non_ignore) {
+  if (!valid) return PixelTerms{0.f, avg_non_ignore ? 0.f : 1.f};
+  return PixelTerms{(lse - zs) * class_weight * pixel_weight, class_weight};
 }
 
 }  // namespace logic

@@ -1,4 +1,5 @@
 // Torch-free CUDA kernels of mmseg-arb (see arb_kernels.cuh).
+#include <cfloat>
 #include <type_traits>
 
 #include "arb_kernel_logic.cuh"
@@ -66,73 +67,227 @@ cudaError_t count_classes_typed(const T* labels, int64_t n, int num_classes,
   return cudaGetLastError();
 }
 
-__global__ void update_counts_kernel(double* __restrict__ counts,
-                                     const long long* __restrict__ batch,
-                                     int num_classes, CountMode mode,
-                                     double momentum) {
-  const int c = blockIdx.x * blockDim.x + threadIdx.x;
-  if (c >= num_classes) return;
-  const double b = static_cast<double>(batch[c]);
-  if (mode == CountMode::kBatch) {
-    counts[c] = b;
-  } else if (mode == CountMode::kCumulative) {
-    counts[c] += b;
-  } else {
-    counts[c] = (1.0 - momentum) * counts[c] + momentum * b;
+// Sum over the warp, in a fixed order.
+template <typename T>
+__device__ T warp_sum(T value) {
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) {
+    value += __shfl_down_sync(0xffffffffu, value, offset);
+  }
+  return value;
+}
+
+// One block: see launch_prepare_counts.
+__global__ void prepare_counts_kernel(const long long* __restrict__ hist,
+                                      double* __restrict__ counts,
+                                      long long* __restrict__ bad_labels,
+                                      int num_classes, CountMode mode,
+                                      double momentum, double smoothing,
+                                      double tau, bool update,
+                                      float* __restrict__ shift) {
+  __shared__ double warp_totals[kThreads / kWarp];
+  __shared__ bool state_is_empty;
+  const bool running = mode == CountMode::kCumulative ||
+                       mode == CountMode::kEma;
+  if (!update && running) {  // has anything been accumulated yet?
+    double total = 0.0;
+    for (int c = threadIdx.x; c < num_classes; c += blockDim.x) {
+      total += counts[c];
+    }
+    total = warp_sum(total);
+    if (threadIdx.x % kWarp == 0) warp_totals[threadIdx.x / kWarp] = total;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      double all = 0.0;
+      for (int w = 0; w < kThreads / kWarp; ++w) all += warp_totals[w];
+      state_is_empty = !(all > 0.0);
+    }
+    __syncthreads();
+  }
+  const bool use_batch = !update && (mode == CountMode::kBatch ||
+                                     (running && state_is_empty));
+  for (int c = threadIdx.x; c < num_classes; c += blockDim.x) {
+    const double batch = static_cast<double>(hist[c]);
+    double n = counts[c];
+    if (update && mode != CountMode::kPrior) {
+      n = logic::updated_count(mode, n, batch, momentum);
+      counts[c] = n;
+    } else if (use_batch) {
+      n = batch;
+    }
+    shift[c] = logic::log_count_shift(n, smoothing, tau);
+  }
+  if (threadIdx.x == 0) {
+    bad_labels[0] += hist[num_classes];
+    bad_labels[1] = max(bad_labels[1], hist[num_classes + 1]);
+    bad_labels[2] = max(bad_labels[2], hist[num_classes + 2]);
   }
 }
 
-template <typename F, typename L>
+// Sums a per-thread value over the block: deterministic (a fixed tree).
+// `scratch` holds one value per warp. The result is valid in thread 0.
+template <typename T>
+__device__ T block_sum(T value, T* scratch) {
+  value = warp_sum(value);
+  if (threadIdx.x % kWarp == 0) scratch[threadIdx.x / kWarp] = value;
+  __syncthreads();
+  T total = T(0);
+  if (threadIdx.x == 0) {
+    for (int w = 0; w < static_cast<int>(blockDim.x) / kWarp; ++w) {
+      total += scratch[w];
+    }
+  }
+  __syncthreads();
+  return total;
+}
+
+// Each thread takes V consecutive pixels of one image (V > 1 only where the
+// spatial size is a multiple of V and the logits are aligned for V-wide
+// vector loads), looping over the grid.
+template <typename F, typename L, int V>
 __global__ void __launch_bounds__(kThreads)
     arb_loss_forward_kernel(const F* __restrict__ logits,
                             const L* __restrict__ labels,
                             const float* __restrict__ shift,
-                            const float* __restrict__ class_weight, int64_t N,
+                            const float* __restrict__ class_weight,
+                            const float* __restrict__ weight, int64_t N,
                             int C, int64_t S, long long ignore_index,
-                            float* __restrict__ loss, float* __restrict__ lse) {
-  const int64_t total = N * S;
-  for (int64_t p = static_cast<int64_t>(blockIdx.x) * blockDim.x +
+                            Reduction reduction, float loss_weight,
+                            bool avg_non_ignore, float* __restrict__ out,
+                            float* __restrict__ lse,
+                            float* __restrict__ partials,
+                            float* __restrict__ scale) {
+  __shared__ float scratch[kThreads / kWarp];
+  const int64_t groups_per_image = S / V;
+  const int64_t groups = N * groups_per_image;
+  float loss_sum = 0.f, denominator = 0.f;
+  for (int64_t g = static_cast<int64_t>(blockIdx.x) * blockDim.x +
                    threadIdx.x;
-       p < total; p += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t n = p / S;
-    int t;
-    const bool valid = logic::valid_target(labels, p, C, ignore_index, &t);
-    const logic::PixelLoss out = logic::pixel_forward(
-        logits + n * C * S + (p - n * S), S, C, shift, class_weight, valid,
-        t);
-    loss[p] = out.loss;
-    lse[p] = out.lse;
+       g < groups; g += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t n = g / groups_per_image;
+    const int64_t s0 = (g - n * groups_per_image) * V;
+    const int64_t p0 = n * S + s0;
+    int target[V];
+    bool valid[V];
+#pragma unroll
+    for (int v = 0; v < V; ++v) {
+      valid[v] = logic::valid_target(labels, p0 + v, C, ignore_index,
+                                     &target[v]);
+    }
+    float pixel_lse[V], zs[V];
+    logic::forward_pixels<V>(logits + n * C * S + s0, S, C, shift, target,
+                             pixel_lse, zs);
+#pragma unroll
+    for (int v = 0; v < V; ++v) {
+      lse[p0 + v] = pixel_lse[v];
+      const logic::PixelTerms terms = logic::pixel_terms(
+          valid[v], pixel_lse[v], zs[v],
+          class_weight != nullptr ? __ldg(class_weight + target[v]) : 1.f,
+          weight != nullptr ? weight[p0 + v] : 1.f, avg_non_ignore);
+      if (reduction == Reduction::kNone) {
+        out[p0 + v] = loss_weight * terms.loss;
+      }
+      loss_sum += terms.loss;
+      denominator += terms.denominator;
+    }
+  }
+  if (reduction != Reduction::kMean && blockIdx.x == 0 && threadIdx.x == 0) {
+    scale[0] = loss_weight;
+  }
+  if (reduction == Reduction::kNone) return;
+  loss_sum = block_sum(loss_sum, scratch);
+  denominator = block_sum(denominator, scratch);
+  if (threadIdx.x == 0) {
+    partials[2 * blockIdx.x] = loss_sum;
+    partials[2 * blockIdx.x + 1] = denominator;
   }
 }
 
-template <typename F, typename L>
+// One block: the block partials of the forward into the scalar loss (and,
+// for kMean, the scale its backward uses), in a fixed order.
+__global__ void reduce_loss_kernel(const float* __restrict__ partials,
+                                   int blocks, Reduction reduction,
+                                   float loss_weight, float* __restrict__ out,
+                                   float* __restrict__ scale) {
+  __shared__ double scratch[kThreads / kWarp];
+  double loss_sum = 0.0, denominator = 0.0;
+  for (int b = threadIdx.x; b < blocks; b += blockDim.x) {
+    loss_sum += partials[2 * b];
+    denominator += partials[2 * b + 1];
+  }
+  loss_sum = block_sum(loss_sum, scratch);
+  denominator = block_sum(denominator, scratch);
+  if (threadIdx.x != 0) return;
+  if (reduction == Reduction::kMean) {
+    // As mmseg: an all-ignored batch gives 0, not 0 / 0.
+    const double per_unit =
+        loss_weight / (denominator + static_cast<double>(FLT_EPSILON));
+    scale[0] = static_cast<float>(per_unit);
+    out[0] = static_cast<float>(loss_sum * per_unit);
+  } else {
+    out[0] = static_cast<float>(loss_weight * loss_sum);
+  }
+}
+
+template <typename F, typename L, int V>
 __global__ void __launch_bounds__(kThreads)
     arb_loss_backward_kernel(const F* __restrict__ logits,
                              const L* __restrict__ labels,
                              const float* __restrict__ shift,
                              const float* __restrict__ class_weight,
+                             const float* __restrict__ weight,
                              const float* __restrict__ lse,
-                             const float* __restrict__ grad_loss, int64_t N,
+                             const float* __restrict__ grad_loss,
+                             bool grad_loss_is_scalar,
+                             const float* __restrict__ scale, int64_t N,
                              int C, int64_t S, long long ignore_index,
                              F* __restrict__ grad) {
-  const int64_t total = N * S;
-  for (int64_t p = static_cast<int64_t>(blockIdx.x) * blockDim.x +
+  const float unit = scale[0];
+  const float scalar_grad = grad_loss_is_scalar ? grad_loss[0] * unit : 0.f;
+  const int64_t groups_per_image = S / V;
+  const int64_t groups = N * groups_per_image;
+  for (int64_t g = static_cast<int64_t>(blockIdx.x) * blockDim.x +
                    threadIdx.x;
-       p < total; p += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t n = p / S;
-    const int64_t offset = n * C * S + (p - n * S);
-    int t;
-    const bool valid = logic::valid_target(labels, p, C, ignore_index, &t);
-    logic::pixel_backward(logits + offset, S, C, shift, class_weight, lse[p],
-                          grad_loss[p], valid, t, grad + offset);
+       g < groups; g += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t n = g / groups_per_image;
+    const int64_t s0 = (g - n * groups_per_image) * V;
+    const int64_t p0 = n * S + s0;
+    int target[V];
+    float pixel_lse[V], pixel_grad[V];
+#pragma unroll
+    for (int v = 0; v < V; ++v) {
+      const bool valid = logic::valid_target(labels, p0 + v, C, ignore_index,
+                                             &target[v]);
+      float gv = 0.f;
+      if (valid) {
+        gv = grad_loss_is_scalar ? scalar_grad : grad_loss[p0 + v] * unit;
+        if (class_weight != nullptr) gv *= __ldg(class_weight + target[v]);
+        if (weight != nullptr) gv *= weight[p0 + v];
+      }
+      pixel_grad[v] = gv;
+      pixel_lse[v] = lse[p0 + v];
+    }
+    const int64_t offset = n * C * S + s0;
+    logic::backward_pixels<V>(logits + offset, S, C, shift, target,
+                              pixel_lse, pixel_grad, grad + offset);
   }
 }
 
-unsigned int grid_for(int64_t total) {
-  int64_t blocks = (total + kThreads - 1) / kThreads;
+unsigned int grid_for(int64_t items, int num_sms) {
+  // Enough blocks to fill the device a few times over; the loops stride.
+  const int64_t cap = int64_t(num_sms > 0 ? num_sms : 1) * 8;
+  int64_t blocks = (items + kThreads - 1) / kThreads;
+  if (blocks > cap) blocks = cap;
   if (blocks < 1) blocks = 1;
-  if (blocks > 0x7fffffff) blocks = 0x7fffffff;
   return static_cast<unsigned int>(blocks);
+}
+
+// V-wide vector access needs V | S and aligned base pointers.
+template <typename F>
+int vector_width(int64_t S, const void* a, const void* b) {
+  constexpr int kWide = 16 / sizeof(F);
+  const bool aligned = reinterpret_cast<uintptr_t>(a) % 16 == 0 &&
+                       reinterpret_cast<uintptr_t>(b) % 16 == 0;
+  return S % kWide == 0 && aligned ? kWide : 1;
 }
 
 // Calls `fn` with typed null pointers selecting the logits and label types.
@@ -184,47 +339,81 @@ cudaError_t launch_count_classes(const void* labels, LabelType type,
   return cudaErrorInvalidValue;
 }
 
-cudaError_t launch_update_counts(double* counts, const long long* batch,
-                                 int num_classes, CountMode mode,
-                                 double momentum, cudaStream_t stream) {
-  const int blocks = (num_classes + kThreads - 1) / kThreads;
-  update_counts_kernel<<<blocks, kThreads, 0, stream>>>(
-      counts, batch, num_classes, mode, momentum);
+cudaError_t launch_prepare_counts(const long long* hist, double* counts,
+                                  long long* bad_labels, int num_classes,
+                                  CountMode mode, double momentum,
+                                  double smoothing, double tau, bool update,
+                                  float* shift, cudaStream_t stream) {
+  prepare_counts_kernel<<<1, kThreads, 0, stream>>>(
+      hist, counts, bad_labels, num_classes, mode, momentum, smoothing, tau,
+      update, shift);
   return cudaGetLastError();
 }
 
-cudaError_t launch_arb_loss_forward(const void* logits, FloatType ftype,
-                                    const void* labels, LabelType ltype,
-                                    const float* shift,
-                                    const float* class_weight, int64_t N,
-                                    int C, int64_t S, int64_t ignore_index,
-                                    float* loss, float* lse,
-                                    cudaStream_t stream) {
-  return dispatch(ftype, ltype, [&](auto f_tag, auto l_tag) {
-    using F = std::remove_const_t<std::remove_pointer_t<decltype(f_tag)>>;
-    using L = std::remove_const_t<std::remove_pointer_t<decltype(l_tag)>>;
-    arb_loss_forward_kernel<F, L><<<grid_for(N * S), kThreads, 0, stream>>>(
-        static_cast<const F*>(logits), static_cast<const L*>(labels), shift,
-        class_weight, N, C, S, ignore_index, loss, lse);
-    return cudaGetLastError();
-  });
+int loss_reduce_blocks(int64_t pixels, int num_sms) {
+  return static_cast<int>(grid_for(pixels, num_sms));
 }
 
-cudaError_t launch_arb_loss_backward(const void* logits, FloatType ftype,
-                                     const void* labels, LabelType ltype,
-                                     const float* shift,
-                                     const float* class_weight,
-                                     const float* lse, const float* grad_loss,
-                                     int64_t N, int C, int64_t S,
-                                     int64_t ignore_index, void* grad_logits,
-                                     cudaStream_t stream) {
+cudaError_t launch_arb_loss_forward(
+    const void* logits, FloatType ftype, const void* labels, LabelType ltype,
+    const float* shift, const float* class_weight, const float* weight,
+    int64_t N, int C, int64_t S, int64_t ignore_index, Reduction reduction,
+    float loss_weight, bool avg_non_ignore, float* out, float* lse,
+    float* partials, float* scale, int num_sms, cudaStream_t stream) {
+  // The grid is sized by pixels, whatever V, so that the partials buffer
+  // the caller sized with loss_reduce_blocks fits.
+  const unsigned int grid = grid_for(N * S, num_sms);
+  const cudaError_t launched =
+      dispatch(ftype, ltype, [&](auto f_tag, auto l_tag) {
+        using F = std::remove_const_t<std::remove_pointer_t<decltype(f_tag)>>;
+        using L = std::remove_const_t<std::remove_pointer_t<decltype(l_tag)>>;
+        const auto* z = static_cast<const F*>(logits);
+        const auto* y = static_cast<const L*>(labels);
+        if (vector_width<F>(S, logits, logits) > 1) {
+          arb_loss_forward_kernel<F, L, 16 / sizeof(F)>
+              <<<grid, kThreads, 0, stream>>>(
+                  z, y, shift, class_weight, weight, N, C, S, ignore_index,
+                  reduction, loss_weight, avg_non_ignore, out, lse, partials,
+                  scale);
+        } else {
+          arb_loss_forward_kernel<F, L, 1><<<grid, kThreads, 0, stream>>>(
+              z, y, shift, class_weight, weight, N, C, S, ignore_index,
+              reduction, loss_weight, avg_non_ignore, out, lse, partials,
+              scale);
+        }
+        return cudaGetLastError();
+      });
+  if (launched != cudaSuccess || reduction == Reduction::kNone) {
+    return launched;
+  }
+  reduce_loss_kernel<<<1, kThreads, 0, stream>>>(
+      partials, static_cast<int>(grid), reduction, loss_weight, out, scale);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_arb_loss_backward(
+    const void* logits, FloatType ftype, const void* labels, LabelType ltype,
+    const float* shift, const float* class_weight, const float* weight,
+    const float* lse, const float* grad_loss, bool grad_loss_is_scalar,
+    const float* scale, int64_t N, int C, int64_t S, int64_t ignore_index,
+    void* grad_logits, int num_sms, cudaStream_t stream) {
+  const unsigned int grid = grid_for(N * S, num_sms);
   return dispatch(ftype, ltype, [&](auto f_tag, auto l_tag) {
     using F = std::remove_const_t<std::remove_pointer_t<decltype(f_tag)>>;
     using L = std::remove_const_t<std::remove_pointer_t<decltype(l_tag)>>;
-    arb_loss_backward_kernel<F, L><<<grid_for(N * S), kThreads, 0, stream>>>(
-        static_cast<const F*>(logits), static_cast<const L*>(labels), shift,
-        class_weight, lse, grad_loss, N, C, S, ignore_index,
-        static_cast<F*>(grad_logits));
+    const auto* z = static_cast<const F*>(logits);
+    const auto* y = static_cast<const L*>(labels);
+    auto* dz = static_cast<F*>(grad_logits);
+    if (vector_width<F>(S, logits, grad_logits) > 1) {
+      arb_loss_backward_kernel<F, L, 16 / sizeof(F)>
+          <<<grid, kThreads, 0, stream>>>(
+              z, y, shift, class_weight, weight, lse, grad_loss,
+              grad_loss_is_scalar, scale, N, C, S, ignore_index, dz);
+    } else {
+      arb_loss_backward_kernel<F, L, 1><<<grid, kThreads, 0, stream>>>(
+          z, y, shift, class_weight, weight, lse, grad_loss,
+          grad_loss_is_scalar, scale, N, C, S, ignore_index, dz);
+    }
     return cudaGetLastError();
   });
 }

@@ -102,29 +102,48 @@ at::Tensor class_histogram(const at::Tensor& label, int64_t num_classes,
 mmseg_arb::CountMode count_mode_of(c10::string_view name) {
   if (name == "batch") return mmseg_arb::CountMode::kBatch;
   if (name == "cumulative") return mmseg_arb::CountMode::kCumulative;
-  TORCH_CHECK(name == "ema", "mmseg_arb: count_mode must be batch, ",
-              "cumulative or ema, got ", name);
-  return mmseg_arb::CountMode::kEma;
+  if (name == "ema") return mmseg_arb::CountMode::kEma;
+  TORCH_CHECK(name == "prior", "mmseg_arb: count_mode must be batch, ",
+              "cumulative, ema or prior, got ", name);
+  return mmseg_arb::CountMode::kPrior;
 }
 
-void update_counts(at::Tensor counts, const at::Tensor& batch,
-                   c10::string_view count_mode, double momentum) {
+mmseg_arb::Reduction reduction_of(c10::string_view name) {
+  if (name == "none") return mmseg_arb::Reduction::kNone;
+  if (name == "sum") return mmseg_arb::Reduction::kSum;
+  TORCH_CHECK(name == "mean", "mmseg_arb: reduction must be none, sum or ",
+              "mean, got ", name);
+  return mmseg_arb::Reduction::kMean;
+}
+
+at::Tensor prepare_counts(const at::Tensor& hist, at::Tensor counts,
+                          at::Tensor bad_labels, c10::string_view count_mode,
+                          double momentum, double smoothing, double tau,
+                          bool update) {
+  check_cuda(hist, "hist");
   check_cuda(counts, "counts");
-  check_cuda(batch, "batch");
+  check_cuda(bad_labels, "bad_labels");
+  const int64_t C = counts.numel();
   TORCH_CHECK(counts.scalar_type() == at::kDouble && counts.is_contiguous(),
               "mmseg_arb: counts must be a contiguous float64 tensor");
-  TORCH_CHECK(batch.scalar_type() == at::kLong &&
-                  batch.numel() == counts.numel(),
-              "mmseg_arb: batch counts must be int64 with one per class");
+  TORCH_CHECK(C > 0 && C < INT_MAX, "mmseg_arb: bad number of classes");
+  TORCH_CHECK(hist.scalar_type() == at::kLong && hist.numel() == C + 3 &&
+                  hist.is_contiguous(),
+              "mmseg_arb: hist must be a contiguous int64 class_histogram");
+  TORCH_CHECK(bad_labels.scalar_type() == at::kLong &&
+                  bad_labels.numel() == 3 && bad_labels.is_contiguous(),
+              "mmseg_arb: bad_labels must be a contiguous int64 (3,)");
   const mmseg_arb::CountMode mode = count_mode_of(count_mode);
   const c10::cuda::CUDAGuard guard(counts.device());
-  const at::Tensor b = batch.contiguous();
-  check_launch(mmseg_arb::launch_update_counts(
+  at::Tensor shift = at::empty({C}, counts.options().dtype(at::kFloat));
+  check_launch(mmseg_arb::launch_prepare_counts(
+                   reinterpret_cast<const long long*>(hist.data_ptr<int64_t>()),
                    counts.data_ptr<double>(),
-                   reinterpret_cast<const long long*>(b.data_ptr<int64_t>()),
-                   static_cast<int>(counts.numel()), mode, momentum,
-                   current_stream()),
-               "update_counts");
+                   reinterpret_cast<long long*>(bad_labels.data_ptr<int64_t>()),
+                   static_cast<int>(C), mode, momentum, smoothing, tau, update,
+                   shift.data_ptr<float>(), current_stream()),
+               "prepare_counts");
+  return shift;
 }
 
 struct LossShape {
@@ -133,75 +152,127 @@ struct LossShape {
 
 LossShape check_loss_inputs(const at::Tensor& logits, const at::Tensor& label,
                             const at::Tensor& shift,
-                            const c10::optional<at::Tensor>& class_weight) {
+                            const c10::optional<at::Tensor>& class_weight,
+                            const c10::optional<at::Tensor>& weight) {
   check_cuda(logits, "logits");
   check_cuda(label, "label");
   check_cuda(shift, "shift");
   TORCH_CHECK(logits.dim() >= 2, "mmseg_arb: logits must be (N, C, ...)");
+  TORCH_CHECK(logits.is_contiguous() && label.is_contiguous(),
+              "mmseg_arb: logits and labels must be contiguous");
   const int64_t N = logits.size(0), C = logits.size(1);
   TORCH_CHECK(C > 0 && C < INT_MAX, "mmseg_arb: bad number of classes");
   TORCH_CHECK(label.numel() * C == logits.numel(),
               "mmseg_arb: labels do not match the logits' shape");
-  TORCH_CHECK(shift.scalar_type() == at::kFloat && shift.numel() == C,
-              "mmseg_arb: shift must be float32 with one entry per class");
+  TORCH_CHECK(shift.scalar_type() == at::kFloat && shift.numel() == C &&
+                  shift.is_contiguous(),
+              "mmseg_arb: shift must be contiguous float32, one per class");
   if (class_weight.has_value()) {
     TORCH_CHECK(class_weight->scalar_type() == at::kFloat &&
-                    class_weight->numel() == C && class_weight->is_cuda(),
-                "mmseg_arb: class_weight must be float32 CUDA, one per class");
+                    class_weight->numel() == C && class_weight->is_cuda() &&
+                    class_weight->is_contiguous(),
+                "mmseg_arb: class_weight must be contiguous float32 CUDA, ",
+                "one per class");
+  }
+  if (weight.has_value()) {
+    TORCH_CHECK(weight->scalar_type() == at::kFloat &&
+                    weight->numel() == label.numel() && weight->is_cuda() &&
+                    weight->is_contiguous(),
+                "mmseg_arb: weight must be contiguous float32 CUDA, one per ",
+                "pixel");
   }
   const int64_t S = N == 0 ? 0 : label.numel() / N;
   return {N, C, S};
 }
 
-const float* optional_ptr(const c10::optional<at::Tensor>& t,
-                          at::Tensor& keep) {
-  if (!t.has_value()) return nullptr;
-  keep = t->contiguous();
-  return keep.data_ptr<float>();
+const float* optional_ptr(const c10::optional<at::Tensor>& t) {
+  return t.has_value() ? t->data_ptr<float>() : nullptr;
 }
 
-std::tuple<at::Tensor, at::Tensor> arb_loss_forward(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> arb_loss_forward(
     const at::Tensor& logits, const at::Tensor& label, const at::Tensor& shift,
-    const c10::optional<at::Tensor>& class_weight, int64_t ignore_index) {
-  const LossShape s = check_loss_inputs(logits, label, shift, class_weight);
+    const c10::optional<at::Tensor>& class_weight,
+    const c10::optional<at::Tensor>& weight, int64_t ignore_index,
+    c10::string_view reduction, double loss_weight, bool avg_non_ignore) {
+  const LossShape s =
+      check_loss_inputs(logits, label, shift, class_weight, weight);
+  const mmseg_arb::Reduction how = reduction_of(reduction);
   const c10::cuda::CUDAGuard guard(logits.device());
-  const at::Tensor z = logits.contiguous(), y = label.contiguous(),
-                   sh = shift.contiguous();
-  at::Tensor cw;
-  const float* cw_ptr = optional_ptr(class_weight, cw);
-  at::Tensor loss = at::empty(label.sizes(), logits.options().dtype(at::kFloat));
-  at::Tensor lse = at::empty_like(loss);
-  if (loss.numel() == 0) return {loss, lse};
-  check_launch(mmseg_arb::launch_arb_loss_forward(
-                   z.data_ptr(), float_type(z), y.data_ptr(), label_type(y),
-                   sh.data_ptr<float>(), cw_ptr, s.N, static_cast<int>(s.C),
-                   s.S, ignore_index, loss.data_ptr<float>(),
-                   lse.data_ptr<float>(), current_stream()),
-               "arb_loss_forward");
-  return {loss, lse};
+  const auto options = logits.options().dtype(at::kFloat);
+  at::Tensor out = how == mmseg_arb::Reduction::kNone
+                       ? at::empty(label.sizes(), options)
+                       : at::empty({}, options);
+  at::Tensor lse = at::empty(label.sizes(), options);
+  at::Tensor scale = at::empty({1}, options);
+  if (label.numel() == 0) {  // nothing to launch: an empty sum
+    if (how != mmseg_arb::Reduction::kNone) out.zero_();
+    scale.fill_(loss_weight);
+    return {out, lse, scale};
+  }
+  const int sms = multiprocessor_count(logits.get_device());
+  at::Tensor partials =
+      how == mmseg_arb::Reduction::kNone
+          ? at::Tensor()
+          : at::empty({2 * mmseg_arb::loss_reduce_blocks(label.numel(), sms)},
+                      options);
+  check_launch(
+      mmseg_arb::launch_arb_loss_forward(
+          logits.data_ptr(), float_type(logits), label.data_ptr(),
+          label_type(label), shift.data_ptr<float>(), optional_ptr(class_weight),
+          optional_ptr(weight), s.N, static_cast<int>(s.C), s.S, ignore_index,
+          how, static_cast<float>(loss_weight), avg_non_ignore,
+          out.data_ptr<float>(), lse.data_ptr<float>(),
+          partials.defined() ? partials.data_ptr<float>() : nullptr,
+          scale.data_ptr<float>(), sms, current_stream()),
+      "arb_loss_forward");
+  return {out, lse, scale};
+}
+
+// A gradient that is one value for every pixel: a scalar's, or a per-pixel
+// one that autograd expanded from a scalar (all strides 0).
+bool is_one_value(const at::Tensor& grad) {
+  if (grad.numel() <= 1) return true;
+  for (int64_t d = 0; d < grad.dim(); ++d) {
+    if (grad.size(d) > 1 && grad.stride(d) != 0) return false;
+  }
+  return true;
 }
 
 at::Tensor arb_loss_backward(const at::Tensor& grad_loss,
                              const at::Tensor& logits, const at::Tensor& label,
                              const at::Tensor& shift,
                              const c10::optional<at::Tensor>& class_weight,
-                             const at::Tensor& lse, int64_t ignore_index) {
-  const LossShape s = check_loss_inputs(logits, label, shift, class_weight);
-  TORCH_CHECK(lse.numel() == label.numel() && grad_loss.numel() == label.numel(),
-              "mmseg_arb: lse and grad_loss must have one entry per pixel");
+                             const c10::optional<at::Tensor>& weight,
+                             const at::Tensor& lse, const at::Tensor& scale,
+                             int64_t ignore_index) {
+  const LossShape s =
+      check_loss_inputs(logits, label, shift, class_weight, weight);
+  check_cuda(grad_loss, "grad_loss");
+  TORCH_CHECK(lse.numel() == label.numel() && lse.is_contiguous() &&
+                  scale.numel() == 1,
+              "mmseg_arb: lse must have one entry per pixel, scale one");
+  const bool scalar = is_one_value(grad_loss);
+  TORCH_CHECK(scalar || grad_loss.numel() == label.numel(),
+              "mmseg_arb: grad_loss must be a scalar or one per pixel");
   const c10::cuda::CUDAGuard guard(logits.device());
-  const at::Tensor z = logits.contiguous(), y = label.contiguous(),
-                   sh = shift.contiguous(), l = lse.contiguous(),
-                   g = grad_loss.to(at::kFloat).contiguous();
-  at::Tensor cw;
-  const float* cw_ptr = optional_ptr(class_weight, cw);
-  at::Tensor grad = at::empty_like(z);
+  // Read on the device as it is: only a per-pixel gradient that is not
+  // already contiguous float32 is copied.
+  const at::Tensor g = grad_loss.scalar_type() == at::kFloat && scalar
+                           ? grad_loss
+                           : (scalar ? grad_loss.reshape(-1).slice(0, 0, 1)
+                                     : grad_loss)
+                                 .to(at::kFloat)
+                                 .contiguous();
+  at::Tensor grad = at::empty_like(logits);
   if (grad.numel() == 0) return grad;
   check_launch(mmseg_arb::launch_arb_loss_backward(
-                   z.data_ptr(), float_type(z), y.data_ptr(), label_type(y),
-                   sh.data_ptr<float>(), cw_ptr, l.data_ptr<float>(),
-                   g.data_ptr<float>(), s.N, static_cast<int>(s.C), s.S,
+                   logits.data_ptr(), float_type(logits), label.data_ptr(),
+                   label_type(label), shift.data_ptr<float>(),
+                   optional_ptr(class_weight), optional_ptr(weight),
+                   lse.data_ptr<float>(), g.data_ptr<float>(), scalar,
+                   scale.data_ptr<float>(), s.N, static_cast<int>(s.C), s.S,
                    ignore_index, grad.data_ptr(),
+                   multiprocessor_count(logits.get_device()),
                    current_stream()),
                "arb_loss_backward");
   return grad;
@@ -211,7 +282,7 @@ at::Tensor arb_loss_backward(const at::Tensor& grad_loss,
 
 TORCH_LIBRARY_IMPL(mmseg_arb, CUDA, m) {
   m.impl("class_histogram", &class_histogram);
-  m.impl("update_counts", &update_counts);
+  m.impl("prepare_counts", &prepare_counts);
   m.impl("arb_loss_forward", &arb_loss_forward);
   m.impl("arb_loss_backward", &arb_loss_backward);
 }

@@ -21,12 +21,13 @@ so a schema or tracing regression of an op fails CI without a GPU.
 """
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from mmseg_arb.models.losses import ARBLoss, arb_loss
-from mmseg_arb.ops import class_histogram, cuda_ext, update_counts_
+from mmseg_arb.ops import class_histogram, cuda_ext, prepare_counts
 
 META = torch.device('meta')
-COUNT_OPS = {'mmseg_arb::class_histogram', 'mmseg_arb::update_counts'}
+COUNT_OPS = {'mmseg_arb::class_histogram', 'mmseg_arb::prepare_counts'}
 LOSS_OPS = {'mmseg_arb::arb_loss_forward', 'mmseg_arb::arb_loss_backward'}
 
 
@@ -58,16 +59,20 @@ def test_the_meta_device_catches_host_reads():
 
 
 @pytest.mark.parametrize('dtype', [torch.int64, torch.int32, torch.uint8])
-@pytest.mark.parametrize('mode', ['batch', 'cumulative', 'ema'])
-def test_counting_and_state_update(dtype, mode, uses_ops):
+@pytest.mark.parametrize('mode', ['batch', 'cumulative', 'ema', 'prior'])
+@pytest.mark.parametrize('update', [True, False])
+def test_counting_and_prepare(dtype, mode, update, uses_ops):
     label = torch.empty(2, 17, 23, dtype=dtype, device=META)
-    state = torch.zeros(19, dtype=torch.float64, device=META)
+    counts = torch.zeros(19, dtype=torch.float64, device=META)
+    bad_labels = torch.zeros(3, dtype=torch.int64, device=META)
 
     def step():
         hist = class_histogram(label, 19, 255)
         assert hist.shape == (22, ) and hist.dtype == torch.int64
         assert hist.device == META
-        update_counts_(state, hist[:19], mode, momentum=0.1)
+        shift = prepare_counts(hist, counts, bad_labels, mode, momentum=0.1,
+                               smoothing=0.5, tau=0.7, update=update)
+        assert shift.shape == (19, ) and shift.dtype == torch.float32
 
     assert called_ops(step) == (COUNT_OPS if uses_ops else set())
 
@@ -109,8 +114,6 @@ def test_module_step_train_and_eval(mode, uses_ops):
         loss_fn(logits, label)
 
     expected = COUNT_OPS | LOSS_OPS if uses_ops else set()
-    if mode == 'prior':  # a fixed state: nothing to update
-        expected.discard('mmseg_arb::update_counts')
     assert called_ops(steps) == expected
     assert loss_fn.estimator.counts.device == META
     # The deferred label check accumulated on the device, read nothing.
@@ -147,8 +150,40 @@ def test_the_cuda_op_path_compiles_as_one_graph(mode, dtype, monkeypatch):
         loss.backward()
         assert loss.shape == () and logits.grad.dtype == dtype
 
-    expected = COUNT_OPS | LOSS_OPS
-    if mode == 'prior':
-        expected.discard('mmseg_arb::update_counts')
-    assert called_ops(step) == expected
+    assert called_ops(step) == COUNT_OPS | LOSS_OPS
     torch._dynamo.reset()
+
+
+class _Dispatched(TorchDispatchMode):
+    """Records the operators that reach the device backend."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func.overloadpacket))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize('mode', ['batch', 'ema', 'prior'])
+def test_a_training_call_is_four_ops_of_ours(mode, monkeypatch):
+    # The launch budget of a call (count, prepare, loss, backward) on the
+    # kernels' path, guarded here where it is decided: in the Python that
+    # dispatches. Each op below is one launch but the histogram (a zero
+    # fill, then the kernel) and the reduced forward (the kernel, then its
+    # one-block reduction): 6 launches of ours, plus autograd's seed of the
+    # backward (ones_like), which cross-entropy pays too.
+    monkeypatch.setattr(cuda_ext, 'cuda_ops_apply', lambda t: True)
+    loss_fn = make_loss(mode)
+    loss_fn.estimator.label_guard.read_by_hook = True
+    logits = torch.empty(2, 19, 8, 8, device=META, requires_grad=True)
+    label = torch.empty(2, 8, 8, dtype=torch.int64, device=META)
+    with _Dispatched() as dispatched:
+        loss_fn(logits, label).backward()
+    views = {'aten.slice', 'aten.view', 'aten.select', 'aten.detach'}
+    assert [op for op in dispatched.ops if op not in views] == [
+        'mmseg_arb.class_histogram', 'mmseg_arb.prepare_counts',
+        'mmseg_arb.arb_loss_forward', 'aten.ones_like',
+        'mmseg_arb.arb_loss_backward'
+    ]

@@ -4,6 +4,7 @@
 // Prints one line per failure and exits non-zero if any.
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <cstdio>
 #include <random>
 #include <type_traits>
@@ -15,6 +16,7 @@
 namespace {
 
 using namespace mmseg_arb::logic;
+using mmseg_arb::CountMode;
 
 void expect(bool ok, const char* what, double got, double want, int a = -1,
             int b = -1, int c = -1) {
@@ -77,101 +79,154 @@ double tolerance() {
   return std::is_same<F, __half>::value ? 1e-3 : 8e-3;
 }
 
-// Forward and backward of one pixel against float64 references computed
-// from the same (rounded) logits.
+// The C logits of V consecutive pixels, row c at c * stride (stride >= V;
+// the entries between rows are gaps the backward must leave untouched),
+// aligned as the kernels' vector loads require.
 template <typename F>
-void test_pixel(std::mt19937& rng) {
+struct Rows {
+  int C, V, stride;
+  std::vector<F, std::allocator<F>> data;
+  F* z;
+  Rows(int C_, int V_, int stride_)
+      : C(C_), V(V_), stride(stride_), data(C_ * stride_ + 16) {
+    z = data.data();
+    while (reinterpret_cast<uintptr_t>(z) % 16 != 0) ++z;
+  }
+};
+
+// Forward and backward of V pixels against float64 references computed
+// from the same (rounded) logits, for every class count up to 41 (whole
+// chunks and tails), logits up to +-300, absent classes, and pixels whose
+// target is not a class (their gradient must be 0).
+template <typename F, int V>
+void test_pixels(std::mt19937& rng) {
   std::normal_distribution<float> normal(0.f, 1.f);
   std::uniform_real_distribution<float> uniform(0.f, 1.f);
   const double rtol = tolerance<F>();
-  const int strides[] = {1, 3};
   for (int C = 1; C <= 41; ++C) {
-    for (int stride : strides) {
+    for (int stride : {V, 2 * V}) {
       for (int trial = 0; trial < 6; ++trial) {
         const float scale = trial % 3 == 0 ? 1.f
                             : trial % 3 == 1 ? 30.f : 300.f;
-        std::vector<F> z(static_cast<size_t>(C) * stride);
-        std::vector<double> zd(C);
-        std::vector<float> shift(C), weight(C);
+        Rows<F> rows(C, V, stride);
+        std::vector<double> zd(static_cast<size_t>(C) * V);
+        std::vector<float> shift(C);
         for (int c = 0; c < C; ++c) {
-          z[c * stride] = from_float<F>(normal(rng) * scale);
-          zd[c] = to_float(z[c * stride]);
           shift[c] = uniform(rng) < 0.2f  // an absent class
-                         ? -1e30f
+                         ? kAbsentShift
                          : std::log(1.f + 1e4f * uniform(rng));
-          weight[c] = 0.5f + uniform(rng);
-        }
-        const int target = static_cast<int>(rng() % C);
-        shift[target] = std::log(2.f);  // the target's class is present
-        const bool weighted = trial % 2 == 1;
-        const float* cw = weighted ? weight.data() : nullptr;
-
-        double m = -INFINITY;
-        for (int c = 0; c < C; ++c) m = std::fmax(m, zd[c] + shift[c]);
-        double sum = 0;
-        for (int c = 0; c < C; ++c) sum += std::exp(zd[c] + shift[c] - m);
-        const double lse = m + std::log(sum);
-        const double w = weighted ? weight[target] : 1.0;
-        const double loss = (lse - zd[target] - shift[target]) * w;
-
-        const PixelLoss got = pixel_forward(z.data(), stride, C, shift.data(),
-                                            cw, true, target);
-        expect(close(got.lse, lse, 1e-6, 1e-6 * (1 + std::fabs(m))), "lse",
-               got.lse, lse, C, stride, trial);
-        expect(close(got.loss, loss, 1e-5, 1e-5 * (1 + std::fabs(m)) * w),
-               "loss", got.loss, loss, C, stride, trial);
-        const PixelLoss ignored = pixel_forward(z.data(), stride, C,
-                                                shift.data(), cw, false, 0);
-        expect(ignored.loss == 0.f && ignored.lse == got.lse,
-               "ignored pixel: loss 0, same lse", ignored.loss, 0, C);
-
-        // Backward: gaps between strided entries must stay untouched.
-        const float g = 0.25f + uniform(rng);
-        const F sentinel = from_float<F>(12345.f);
-        std::vector<F> grad(z.size(), sentinel);
-        pixel_backward(z.data(), stride, C, shift.data(), cw, got.lse, g,
-                       true, target, grad.data());
-        for (int c = 0; c < C; ++c) {
-          const double p = std::exp(zd[c] + shift[c] - lse);
-          const double want = (p - (c == target ? 1.0 : 0.0)) * g * w;
-          const double have = to_float(grad[c * stride]);
-          // float32 math: exp's argument is off by ~|logit| * eps.
-          const double atol = (rtol + 1e-6 * (1 + std::fabs(m))) * g * w;
-          expect(close(have, want, rtol, atol), "grad", have, want, C, c,
-                 trial);
-          for (int k = 1; k < stride; ++k) {
-            expect(to_float(grad[c * stride + k]) == to_float(sentinel),
-                   "grad leaves gaps", to_float(grad[c * stride + k]),
-                   to_float(sentinel), C, c, k);
+          for (int v = 0; v < V; ++v) {
+            rows.z[c * stride + v] = from_float<F>(normal(rng) * scale);
+            zd[c * V + v] = to_float(rows.z[c * stride + v]);
           }
         }
-        std::vector<F> zero(z.size(), sentinel);
-        pixel_backward(z.data(), stride, C, shift.data(), cw, got.lse, g,
-                       false, 0, zero.data());
+        int target[V];
+        float g[V];
+        for (int v = 0; v < V; ++v) {
+          target[v] = static_cast<int>(rng() % C);
+          shift[target[v]] = std::log(2.f);  // a target's class is present
+          // Every third pixel gets no loss (ignored or out of range).
+          g[v] = (v + trial) % 3 == 2 ? 0.f : 0.25f + uniform(rng);
+        }
+        float lse[V], zs[V];
+        forward_pixels<V>(rows.z, stride, C, shift.data(), target, lse, zs);
+        const F sentinel = from_float<F>(12345.f);
+        Rows<F> grad(C, V, stride);
+        for (auto& x : grad.data) x = sentinel;
+        backward_pixels<V>(rows.z, stride, C, shift.data(), target, lse, g,
+                           grad.z);
+        for (int v = 0; v < V; ++v) {
+          double m = -INFINITY;
+          for (int c = 0; c < C; ++c) {
+            m = std::fmax(m, zd[c * V + v] + shift[c]);
+          }
+          double sum = 0;
+          for (int c = 0; c < C; ++c) {
+            sum += std::exp(zd[c * V + v] + shift[c] - m);
+          }
+          const double want_lse = m + std::log(sum);
+          const double want_zs = zd[target[v] * V + v] + shift[target[v]];
+          expect(close(lse[v], want_lse, 1e-6, 2e-6 * (1 + std::fabs(m))),
+                 "lse", lse[v], want_lse, C, v, trial);
+          expect(close(zs[v], want_zs, 1e-6, 1e-6 * (1 + std::fabs(m))),
+                 "target logit", zs[v], want_zs, C, v, trial);
+          for (int c = 0; c < C; ++c) {
+            const double p = std::exp(zd[c * V + v] + shift[c] - want_lse);
+            const double want = (p - (c == target[v] ? 1.0 : 0.0)) * g[v];
+            const double have = to_float(grad.z[c * stride + v]);
+            // float32 math: exp's argument is off by ~|logit| * eps.
+            const double atol = (rtol + 2e-6 * (1 + std::fabs(m))) * g[v];
+            expect(g[v] == 0.f ? have == 0.0 : close(have, want, rtol, atol),
+                   "grad", have, want, C, c, v);
+          }
+        }
         for (int c = 0; c < C; ++c) {
-          expect(to_float(zero[c * stride]) == 0.f, "ignored pixel: grad 0",
-                 to_float(zero[c * stride]), 0, C, c);
+          for (int k = V; k < stride; ++k) {
+            expect(to_float(grad.z[c * stride + k]) == to_float(sentinel),
+                   "grad leaves gaps", to_float(grad.z[c * stride + k]),
+                   to_float(sentinel), C, c, k);
+          }
         }
       }
     }
   }
 }
 
-// Every class absent but one, and all logits huge: still finite.
+// Every class absent but one, and all logits huge: still finite; every
+// class absent (an all-ignored batch): finite, zero gradient.
 void test_extremes() {
   const int C = 19;
-  std::vector<float> z(C, 300.f), shift(C, -1e30f);
+  Rows<float> rows(C, 1, 1);
+  std::vector<float> shift(C, kAbsentShift), all_absent(C, kAbsentShift);
+  for (int c = 0; c < C; ++c) rows.z[c] = 300.f;
   shift[4] = 0.f;
-  z[4] = -300.f;
-  const PixelLoss out = pixel_forward(z.data(), 1, C, shift.data(), nullptr,
-                                      true, 4);
-  expect(out.loss == 0.f && std::isfinite(out.lse), "only class present",
-         out.loss, 0);
-  std::vector<float> all_absent(C, -1e30f);
-  const PixelLoss none = pixel_forward(z.data(), 1, C, all_absent.data(),
-                                       nullptr, false, 0);
-  expect(std::isfinite(none.lse) && none.loss == 0.f,
-         "every class absent (an all-ignored batch): finite", none.lse, 0);
+  rows.z[4] = -300.f;
+  const int target[1] = {4};
+  float lse[1], zs[1];
+  forward_pixels<1>(rows.z, 1, C, shift.data(), target, lse, zs);
+  expect(lse[0] - zs[0] == 0.f, "only class present", lse[0] - zs[0], 0);
+  forward_pixels<1>(rows.z, 1, C, all_absent.data(), target, lse, zs);
+  expect(std::isfinite(lse[0]), "every class absent: finite", lse[0], 0);
+  const float g[1] = {0.f};
+  Rows<float> grad(C, 1, 1);
+  backward_pixels<1>(rows.z, 1, C, all_absent.data(), target, lse, g,
+                     grad.z);
+  for (int c = 0; c < C; ++c) {
+    expect(grad.z[c] == 0.f, "no loss, no gradient", grad.z[c], 0, c);
+  }
+}
+
+// A pixel's part of the reduced loss and of mmseg's mean denominator.
+void test_terms() {
+  const PixelTerms labelled = pixel_terms(true, 5.f, 3.f, 2.f, 0.5f, true);
+  expect(labelled.loss == 2.f && labelled.denominator == 2.f,
+         "labelled pixel", labelled.loss, 2.f);
+  const PixelTerms ignored = pixel_terms(false, 5.f, 3.f, 2.f, 0.5f, false);
+  expect(ignored.loss == 0.f && ignored.denominator == 1.f,
+         "ignored pixel counts 1", ignored.denominator, 1.f);
+  const PixelTerms ignored_non = pixel_terms(false, 5.f, 3.f, 2.f, 0.5f,
+                                             true);
+  expect(ignored_non.denominator == 0.f, "avg_non_ignore: ignored counts 0",
+         ignored_non.denominator, 0.f);
+}
+
+// The prepare step's per-class logic against its PyTorch twin's formulas.
+void test_counts() {
+  expect(updated_count(CountMode::kBatch, 5, 7, 0.1) == 7, "batch", 0, 0);
+  expect(updated_count(CountMode::kCumulative, 5, 7, 0.1) == 12,
+         "cumulative", 0, 0);
+  expect(close(updated_count(CountMode::kEma, 5, 7, 0.1), 5.2, 1e-15, 0),
+         "ema", updated_count(CountMode::kEma, 5, 7, 0.1), 5.2);
+  expect(updated_count(CountMode::kPrior, 5, 7, 0.1) == 5, "prior", 0, 0);
+  expect(log_count_shift(10.0, 0.0, 1.0) == static_cast<float>(std::log(10.0)),
+         "log n", log_count_shift(10.0, 0.0, 1.0), std::log(10.0));
+  expect(log_count_shift(0.0, 0.0, 1.0) == kAbsentShift, "absent", 0, 0);
+  expect(log_count_shift(0.0, 0.5, 1.0) == static_cast<float>(std::log(0.5)),
+         "smoothing", log_count_shift(0.0, 0.5, 1.0), std::log(0.5));
+  expect(log_count_shift(0.0, 0.0, 0.0) == 0.f, "tau 0: CE", 0, 0);
+  expect(log_count_shift(8.0, 0.0, 0.5) ==
+             static_cast<float>(0.5 * std::log(8.0)),
+         "tau", log_count_shift(8.0, 0.0, 0.5), 0.5 * std::log(8.0));
 }
 
 }  // namespace
@@ -182,9 +237,13 @@ int main() {
   test_traversal<uint8_t>(256);
   test_bins();
   std::mt19937 rng(0);
-  test_pixel<float>(rng);
-  test_pixel<__half>(rng);
-  test_pixel<__nv_bfloat16>(rng);
+  test_pixels<float, 1>(rng);
+  test_pixels<float, 4>(rng);
+  test_pixels<__half, 1>(rng);
+  test_pixels<__half, 8>(rng);
+  test_pixels<__nv_bfloat16, 8>(rng);
   test_extremes();
+  test_terms();
+  test_counts();
   return host_check::finish("kernel logic");
 }
