@@ -7,9 +7,11 @@ import torch.nn.functional as F
 from mmengine.structures import PixelData
 from mmseg.models.decode_heads import FCNHead
 from mmseg.structures import SegDataSample
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import mmseg_arb  # noqa: F401
-from mmseg_arb.engine.hooks import GradientBalanceHook
+from mmseg_arb.engine.hooks import (GradientBalanceHook,
+                                    attraction_repulsion_norms)
 
 C = 5
 
@@ -99,3 +101,32 @@ def test_hook_norms_match_autograd_and_cost_nothing_off_interval(tmp_path):
     hook.after_train(runner)
     assert (tmp_path / 'gradient_balance.png').stat().st_size > 0
     assert (tmp_path / 'gradient_balance.json').exists()
+
+
+class _LargeOutputs(TorchDispatchMode):
+    """The storages of op outputs with at least ``numel`` elements."""
+
+    def __init__(self, numel):
+        super().__init__()
+        self.numel = numel
+        self.storages = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out, ):
+            if isinstance(t, torch.Tensor) and t.numel() >= self.numel:
+                self.storages.add(t.untyped_storage().data_ptr())
+        return out
+
+
+def test_measuring_takes_one_logits_sized_buffer():
+    # No (N, C, H, W) one-hot, no copies for each part: one float32 buffer
+    # beside the gradient autograd holds anyway.
+    g = torch.Generator().manual_seed(2)
+    grad = torch.randn(2, 150, 64, 64, generator=g)
+    label = torch.randint(150, (2, 64, 64), generator=g)
+    label[:, :3] = 255
+    features = torch.randn(2, 32, 16, 16, generator=g)
+    with _LargeOutputs(grad.numel()) as large:
+        attraction_repulsion_norms(grad, label, features, False)
+    assert len(large.storages - {grad.untyped_storage().data_ptr()}) == 1

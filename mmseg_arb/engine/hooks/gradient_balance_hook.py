@@ -6,10 +6,11 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 from torch import Tensor
+
+from ...ops.class_count import class_histogram
 
 
 def attraction_repulsion_norms(grad_logits: Tensor, label: Tensor,
@@ -24,7 +25,10 @@ def attraction_repulsion_norms(grad_logits: Tensor, label: Tensor,
     resolution and ``R^T`` the adjoint of the bilinear resize. Splitting
     ``G`` by the pixel's label gives the attraction of class ``c`` (from its
     own pixels, ``G_ic [y_i = c]``) and its repulsion (from every other
-    pixel, ``G_ic [y_i != c]``); both are mapped back to ``W`` exactly.
+    labelled pixel, ``G_ic [y_i != c]``); both are mapped back to ``W``
+    exactly. The map is linear, so the repulsion is the labelled pixels'
+    whole gradient minus the attraction: one logits-sized float32 buffer
+    holds the first, then the second (no one-hot).
 
     Args:
         grad_logits (Tensor): ``dL/dlogits`` (N, C, H, W) at label size.
@@ -38,31 +42,33 @@ def attraction_repulsion_norms(grad_logits: Tensor, label: Tensor,
         the repulsion gradient of each class's weight vector.
     """
     num_classes = grad_logits.shape[1]
-    valid = (label != ignore_index) & (label >= 0) & (label < num_classes)
-    own = F.one_hot(torch.where(valid, label, 0), num_classes).permute(
-        0, 3, 1, 2).to(grad_logits.dtype) * valid[:, None]
-    g = grad_logits.detach()
-    low = features.shape[-2:]
-    norms = []
-    for part in (g * own, g * (valid[:, None] & (own == 0))):
-        if part.shape[-2:] != low:
-            part = _resize_adjoint(part, low, align_corners)
-        grad_w = torch.einsum('nchw,nkhw->ck', part.double(),
-                              features.detach().double())
-        norms.append(grad_w.norm(dim=1))
-    return norms[0], norms[1]
+    valid = ((label != ignore_index) & (label >= 0) &
+             (label < num_classes))[:, None]
+    target = torch.where(valid, label[:, None], 0).long()
+    part = torch.empty_like(grad_logits, dtype=torch.float32)
+    torch.mul(grad_logits.detach(), valid, out=part)
+    labelled = _classifier_grad(part, features, align_corners)
+    own = part.gather(1, target)  # the target entries: (N, 1, H, W)
+    part.zero_().scatter_(1, target, own)
+    attraction = _classifier_grad(part, features, align_corners)
+    return attraction.norm(dim=1), (labelled - attraction).norm(dim=1)
 
 
-def _resize_adjoint(grad_high: Tensor, low_size, align_corners: bool
-                    ) -> Tensor:
-    """``R^T grad_high`` for ``R`` = bilinear resize from ``low_size``."""
-    probe = grad_high.new_zeros(grad_high.shape[:2] + tuple(low_size),
-                                requires_grad=True)
-    with torch.enable_grad():
-        high = F.interpolate(probe, size=grad_high.shape[-2:],
-                             mode='bilinear', align_corners=align_corners)
-        (adjoint, ) = torch.autograd.grad(high, probe, grad_high)
-    return adjoint
+def _classifier_grad(grad_high: Tensor, features: Tensor,
+                     align_corners: bool) -> Tensor:
+    """float64 (C, K): ``sum_j (R^T grad_high)_{jc} f_j``."""
+    low = tuple(features.shape[-2:])
+    if tuple(grad_high.shape[-2:]) != low:
+        # R^T directly (bilinear resize's backward), with no forward pass
+        # and no high-resolution intermediate.
+        grad_low = torch.ops.aten.upsample_bilinear2d_backward(
+            grad_high, list(grad_high.shape[-2:]),
+            list(grad_high.shape[:2]) + list(low), align_corners)
+        return torch.einsum('nchw,nkhw->ck', grad_low.double(),
+                            features.detach().double())
+    # Labels at feature resolution: no low-resolution copy to widen.
+    return torch.einsum('nchw,nkhw->ck', grad_high,
+                        features.detach().float()).double()
 
 
 @HOOKS.register_module()
@@ -72,8 +78,9 @@ class GradientBalanceHook(Hook):
     them at the end of training.
 
     Cost: nothing on other iterations (no hooks are attached); on a
-    measured iteration, one copy of the label-size logits gradient, two
-    adjoint resizes and two (C x K) contractions over the feature map.
+    measured iteration, computed in backward while the logits gradient is
+    alive anyway: one logits-sized float32 buffer, two adjoint resizes and
+    two (C x K) contractions over the feature map.
 
     Logged: ``train/grad_attraction`` and ``train/grad_repulsion`` (means
     over the classes present) and ``train/grad_balance`` (median of
@@ -119,12 +126,20 @@ class GradientBalanceHook(Hook):
         def keep_features(module, inputs, output):
             captured['features'] = inputs[0]
 
+        def measure(grad: Tensor) -> None:
+            # During backward, while autograd holds this gradient anyway:
+            # only the (C,) norms outlive it.
+            captured['norms'] = attraction_repulsion_norms(
+                grad, captured['label'], captured['features'],
+                head.align_corners, head.ignore_index)
+
         def keep_logits(module, args):
             logits, label = args[0], args[1]
             captured['label'] = label
+            captured['counts'] = class_histogram(
+                label, logits.shape[1], head.ignore_index)[:logits.shape[1]]
             if logits.requires_grad:
-                logits.register_hook(
-                    lambda g: captured.__setitem__('grad', g))
+                logits.register_hook(measure)
 
         losses = head.loss_decode
         first = losses[0] if isinstance(losses, torch.nn.ModuleList) \
@@ -142,16 +157,10 @@ class GradientBalanceHook(Hook):
             handle.remove()
         self._handles = []
         captured = self._captured
-        if 'grad' not in captured:
+        if 'norms' not in captured:
             return  # the loss did not reach the classifier this step
-        head = self._head(runner)
-        attraction, repulsion = attraction_repulsion_norms(
-            captured['grad'], captured['label'], captured['features'],
-            head.align_corners, head.ignore_index)
-        label = captured['label']
-        valid = label[(label >= 0) & (label < len(attraction))]
-        counts = torch.bincount(valid.flatten(),
-                                minlength=len(attraction)).cpu().numpy()
+        attraction, repulsion = captured['norms']
+        counts = captured['counts'].cpu().numpy()
         self.label_counts = counts if self.label_counts is None else \
             self.label_counts + counts
         captured.clear()
