@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from . import cuda_ext
-from .library import EXTRA_ENTRIES  # noqa: F401  (the layout below)
+from .library import EXTRA_ENTRIES
 
 # Entries after the C class counts that ranks sum (the bad-pixel total).
 SUMMED_EXTRA = 1
@@ -53,22 +53,26 @@ def class_histogram_pytorch(label: Tensor, num_classes: int,
                             ignore_index: int) -> Tensor:
     """PyTorch backend of :func:`class_histogram`.
 
-    Bad pixels go to bin ``C`` and ignored ones to an extra bin ``C + 1``,
-    dropped at the end, so that no boolean indexing (a host sync on GPU) is
-    needed. On CPU ``torch.bincount`` is the fastest kernel; elsewhere
+    On CPU ``torch.bincount`` is the fastest kernel; elsewhere
     ``scatter_add_`` is used because ``bincount`` reads its input's maximum
     back to the host.
     """
     flat = label.reshape(-1)
     valid, invalid = label_masks(flat, num_classes, ignore_index)
     wide = flat.long()
+    # Bad pixels count in bin C, ignored ones in a spare bin after the two
+    # extremes, dropped: no boolean indexing (a host sync on GPU).
+    spare = num_classes + EXTRA_ENTRIES
     bins = torch.where(valid, wide,
-                       torch.where(invalid, num_classes, num_classes + 1))
+                       torch.where(invalid, num_classes, spare))
     if flat.device.type == 'cpu':
-        hist = torch.bincount(bins, minlength=num_classes + 2)
+        hist = torch.bincount(bins, minlength=spare + 1)[:spare]
+        # Reading a CPU value stalls nothing: find the extremes only when
+        # there are bad labels (two more passes over the labels otherwise).
+        if not hist[num_classes]:
+            return hist
     else:
-        hist = torch.zeros(
-            num_classes + 2, dtype=torch.int64, device=flat.device)
+        hist = torch.zeros(spare + 1, dtype=torch.int64, device=flat.device)
         hist.scatter_add_(0, bins, torch.ones_like(bins))
     # amax of an empty tensor is an error: a zero in front keeps it defined
     # and is the "none" value of both extremes.
