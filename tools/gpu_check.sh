@@ -2,18 +2,18 @@
 # One-call GPU check: build the CUDA extension, run the GPU tests, run the
 # benchmarks, then the kernels under compute-sanitizer; everything goes to
 # $OUT (default ./gpu_check_out): log.txt, pytest.txt, bench_fp32.json,
-# bench_fp16.json, bench_naive.json, sanitizer.txt.
+# bench_bf16.json, bench_small.json, sanitizer.txt.
 #
 # Needs only what a bare GPU machine with PyTorch has (nvcc, ninja, pytest,
 # numpy). For mmseg's own CrossEntropyLoss as the loss baseline and for the
 # DeepLabV3+ R-50 training iteration, first run tools/fetch_gpu_check_wheels.sh
 # where PyPI is reachable and carry the resulting .whl/ along; they are
 # installed here with --no-index. Without them the loss baseline is mmseg's
-# CE computation and the training iteration is skipped. Not yet run on a GPU;
-# expected under 9 minutes on one H100: the build took 100 s on this
-# project's 2-core CPU machine, and the sanitizer runs are capped at 5
-# minutes together, last, so that the results before them are already in
-# $OUT if the device call's limit cuts them short.
+# CE computation and the training iteration is skipped. Meant to pass whole
+# in under 6 minutes on one GPU: the sanitizer runs are capped at 2.5
+# minutes together and come last, so that the results before them are in
+# $OUT even if the device call's limit cuts them short; each step prints
+# its time, to check the rest of the budget on the card it runs on.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu_check_out}
@@ -67,35 +67,35 @@ for name in SCHEMAS:
     print(getattr(torch.ops.mmseg_arb, name).default._schema)
 assert has_cuda_kernels(), "the build registered no CUDA kernels"'
 
-echo "== GPU tests"
+echo "== GPU tests ($(( $(date +%s) - start )) s since the build started)"
 # Only the tests that need the GPU: the compile, host-logic and build tests
 # of tests/test_ops pass on CPU machines, and the build above covers them.
 "$PY" -m pytest -q -p no:cacheprovider tests/test_ops/test_cuda_ops.py \
   tests/test_ops/test_cuda_ext_fallback.py 2>&1 | tee "$OUT/pytest.txt"
 test_rc=${PIPESTATUS[0]}
 
-echo "== benchmarks"
+echo "== benchmarks ($(( $(date +%s) - start )) s)"
 "$PY" tools/benchmark.py --device cuda --sections count loss train "${BENCH_FLAGS[@]}" \
   --shape 8 150 512 512 --dtype float32 --skip-naive --json "$OUT/bench_fp32.json"
 "$PY" tools/benchmark.py --device cuda --sections loss "${BENCH_FLAGS[@]}" \
-  --shape 8 150 512 512 --dtype float16 --skip-naive --json "$OUT/bench_fp16.json"
+  --shape 8 150 512 512 --dtype bfloat16 --skip-naive --json "$OUT/bench_bf16.json"
 "$PY" tools/benchmark.py --device cuda --sections loss "${BENCH_FLAGS[@]}" \
-  --shape 2 150 256 256 --dtype float32 --json "$OUT/bench_naive.json"
+  --shape 2 150 256 256 --dtype float32 --json "$OUT/bench_small.json"
 
-echo "== compute-sanitizer (memcheck on every kernel test, racecheck on the count kernel)"
+echo "== compute-sanitizer, memcheck on every kernel test, racecheck on the count kernel ($(( $(date +%s) - start )) s)"
 # No -x: a failing test must not keep the kernels of the tests after it
-# out of memcheck. The compiled-loss tests are left out: they call the same
-# kernels as the eager ones, and Inductor's compile under memcheck alone
-# would take minutes.
+# out of memcheck. Left out: the compiled-loss tests (the same kernels as
+# the eager ones; Inductor's compile under memcheck alone would take
+# minutes) and the CUDA-graph test (the sanitizer cannot follow a replay).
 if command -v compute-sanitizer >/dev/null; then
   {
     start=$(date +%s)
-    timeout 170 compute-sanitizer --tool memcheck --error-exitcode 9 \
+    timeout 110 compute-sanitizer --tool memcheck --error-exitcode 9 \
       "$PY" -m pytest -q -p no:cacheprovider tests/test_ops/test_cuda_ops.py \
-      -k "not compiled"
+      -k "not compiled and not whole_loss_call"
     echo "memcheck exit $? ($(( $(date +%s) - start )) s)"
     start=$(date +%s)
-    timeout 60 compute-sanitizer --tool racecheck --error-exitcode 9 \
+    timeout 40 compute-sanitizer --tool racecheck --error-exitcode 9 \
       "$PY" -m pytest -q -p no:cacheprovider tests/test_ops/test_cuda_ops.py \
       -k "count_kernel and int64"
     echo "racecheck exit $? ($(( $(date +%s) - start )) s)"

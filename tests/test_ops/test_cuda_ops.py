@@ -259,6 +259,45 @@ def test_count_kernel_replays_in_a_cuda_graph():
     assert torch.equal(hist, class_histogram_pytorch(label, 150, 255))
 
 
+@pytest.mark.parametrize('mode', ['batch', 'cumulative', 'ema', 'prior'])
+def test_a_whole_loss_call_replays_in_a_cuda_graph(mode):
+    # Count, state update, loss and backward captured once and replayed on
+    # new labels and logits: no sync, no host-side state in the way (e.g.
+    # torch.compile's reduce-overhead mode, or a captured training step).
+    kwargs = dict(class_counts=[float(i + 1) for i in range(150)]) \
+        if mode == 'prior' else {}
+    graphed = ARBLoss(count_mode=mode, **kwargs).cuda()
+    eager = ARBLoss(count_mode=mode, **kwargs).cuda()
+    for loss_fn in (graphed, eager):
+        loss_fn.estimator.label_guard.read_by_hook = True
+    label = long_tailed_labels((2, 64, 64), 150)
+    logits = torch.randn(2, 150, 64, 64, device='cuda', requires_grad=True)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # warm-up outside the capture
+        graphed(logits, label).backward()
+    torch.cuda.current_stream().wait_stream(stream)
+    eager(logits.detach(), label)  # the same state so far
+    graph = torch.cuda.CUDAGraph()
+    logits.grad = None
+    with torch.cuda.graph(graph):
+        loss = graphed(logits, label)
+        loss.backward()
+    for seed in (1, 2):
+        label.copy_(long_tailed_labels((2, 64, 64), 150, seed=seed))
+        with torch.no_grad():
+            logits.normal_()
+        graph.replay()
+        reference = logits.detach().clone().requires_grad_()
+        expected = eager(reference, label)
+        expected.backward()
+        torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(logits.grad, reference.grad, rtol=1e-5,
+                                   atol=1e-7)
+        torch.testing.assert_close(graphed.estimator.counts,
+                                   eager.estimator.counts)
+
+
 def test_ops_agree_with_their_fake_implementations():
     # torch.library.opcheck runs each op for real and against its fake
     # (torch.compile) implementation, and checks the schema's mutation and
