@@ -9,6 +9,14 @@ namespace mmseg_arb {
 namespace {
 
 constexpr int kThreads = logic::kCountThreads;
+// Resident blocks of 256 threads per SM the loss kernels are compiled for,
+// by pixels per thread. An H100/H200 SM needs some 25 KB of loads in flight
+// to cover DRAM latency at full bandwidth: fp32 (V = 4, 4 classes x 16 B a
+// thread) gets 64 KB from 4 blocks at <= 64 registers; the 16-bit types
+// (V = 8, 2 x 16 B) 24 KB from 3 blocks, the compiler kept at <= 85
+// registers (unbounded it takes 92: 2 blocks, 16 KB).
+template <int V>
+constexpr int kLossBlocksPerSM = V >= 8 ? 3 : 4;
 using logic::kWarp;
 
 // The CUDA side of logic::count_block's Block.
@@ -144,7 +152,7 @@ __device__ T block_sum(T value, T* scratch) {
 // spatial size is a multiple of V and the logits are aligned for V-wide
 // vector loads), looping over the grid.
 template <typename F, typename L, int V>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kLossBlocksPerSM<V>)
     arb_loss_forward_kernel(const F* __restrict__ logits,
                             const L* __restrict__ labels,
                             const float* __restrict__ shift,
@@ -229,7 +237,7 @@ __global__ void reduce_loss_kernel(const float* __restrict__ partials,
 }
 
 template <typename F, typename L, int V>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kLossBlocksPerSM<V>)
     arb_loss_backward_kernel(const F* __restrict__ logits,
                              const L* __restrict__ labels,
                              const float* __restrict__ shift,
