@@ -31,7 +31,6 @@ from .label_guard import LabelRangeGuard
 from .step_histogram import step_histogram
 
 
-
 def _log(message: str, level: int = logging.WARNING) -> None:
     from mmengine.logging import print_log
     print_log(message, logger='current', level=level)
@@ -84,6 +83,12 @@ class ClassCountEstimator(nn.Module):
             ``0`` is cross-entropy, ``1`` the paper. Default: 1.
         dist_sync (bool): Sum counts across ranks when ``torch.distributed``
             is initialised. Default: True.
+        share_step_counts (bool): Within a training step marked by
+            ``ClassCountHook``, share the histogram of labels of the same
+            shape with the model's other losses (see
+            :mod:`~mmseg_arb.counting.step_histogram`). Turn it off for a
+            model that gives losses different label maps of one shape in
+            one step. Default: True.
         label_check (str): ``'deferred'`` or ``'sync'``, see
             :class:`LabelRangeGuard`. Default: ``'deferred'``.
     """
@@ -96,6 +101,7 @@ class ClassCountEstimator(nn.Module):
                  smoothing: float = 0.0,
                  tau: float = 1.0,
                  dist_sync: bool = True,
+                 share_step_counts: bool = True,
                  label_check: str = 'deferred') -> None:
         super().__init__()
         if mode not in COUNT_MODES:
@@ -115,6 +121,7 @@ class ClassCountEstimator(nn.Module):
         self.smoothing = smoothing
         self.tau = tau
         self.dist_sync = dist_sync
+        self.share_step_counts = share_step_counts
         self.label_guard = LabelRangeGuard(label_check)
         # A relative prior file not found yet (see resolve_prior).
         self.prior_file: Optional[str] = None
@@ -128,7 +135,7 @@ class ClassCountEstimator(nn.Module):
                     not osp.isabs(prior) and not osp.exists(prior):
                 self.prior_file = os.fspath(prior)
             else:
-                self._set_prior(load_class_counts(prior))
+                self._set_prior(load_class_counts(prior), prior)
 
     @property
     def num_classes(self) -> Optional[int]:
@@ -148,7 +155,7 @@ class ClassCountEstimator(nn.Module):
         path = osp.join(data_root or '', self.prior_file)
         if not osp.exists(path):
             raise FileNotFoundError(self._missing_prior(path))
-        self._set_prior(load_class_counts(path))
+        self._set_prior(load_class_counts(path), path)
         self.prior_file = None
 
     def forward(self, label: Tensor, num_classes: int,
@@ -162,24 +169,47 @@ class ClassCountEstimator(nn.Module):
             ignore_index (int): Label value that is not counted.
 
         Returns:
-            Tensor: float32 ``(C,)`` on the label's device: ``log(n +
-            smoothing)``, and a large negative number where that count is 0.
+            Tensor: float32 ``(C,)`` on the label's device: ``tau * log(n +
+            smoothing)``, and a large negative number where that count is 0
+            (0 everywhere at ``tau = 0``).
         """
         if self.prior_file is not None:
             raise FileNotFoundError(self._missing_prior(None))
+        self._check_device(label.device)
         self._check_size(num_classes, label.device)
         step = self.training and torch.is_grad_enabled()
         hist = step_histogram(label, num_classes, ignore_index,
-                              self.dist_sync)
+                              self.dist_sync, self.share_step_counts)
         shift = prepare_counts(hist, self.counts,
                                self.label_guard.bad_labels, self.mode,
                                self.momentum, self.smoothing, self.tau,
                                update=step)
+        # A training step is checked by the guard (at once, or deferred);
+        # an evaluation call at once; a sampler's ranking call (train mode,
+        # no grad) not at all: the step's own call checks the same labels.
         self.label_guard.observe(hist[num_classes:], num_classes,
-                                 ignore_index, label, step)
+                                 ignore_index, label, step,
+                                 at_once=not self.training)
         return shift
 
-    def _set_prior(self, prior: Tensor) -> None:
+    def _check_device(self, device: torch.device) -> None:
+        if self.counts.device == device:
+            return
+        if self.counts.numel() == 0:
+            # Nothing learnt or configured yet (e.g. ARBLoss() called on
+            # CUDA tensors without .cuda()): the state can simply follow.
+            self.to(device)
+            return
+        raise RuntimeError(
+            f'the class counts are on {self.counts.device} but the labels '
+            f'are on {device}: move the loss with the model (e.g. '
+            f'loss.to({str(device)!r}))')
+
+    def _set_prior(self, prior: Tensor, source: CountsSource) -> None:
+        if isinstance(source, (str, os.PathLike)):
+            # Said, since a relative name is looked up in two places.
+            _log(f'mmseg_arb: class_counts read from '
+                 f'{osp.abspath(source)!r}', logging.INFO)
         declared = self._declared_classes
         if declared is not None and prior.numel() != declared:
             raise ValueError(f'class_counts has {prior.numel()} entries but '
@@ -229,7 +259,7 @@ class ClassCountEstimator(nn.Module):
     def _load_from_state_dict(self, state_dict: dict, prefix: str,
                               *args: Any, **kwargs: Any) -> None:
         key = prefix + 'counts'
-        # Written by mmseg-arb before 0.2 and read by nothing: dropped.
+        # Written by mmseg-arb 0.1 and read by nothing: dropped.
         state_dict.pop(prefix + 'num_updates', None)
         saved = state_dict.get(key)
         if saved is not None and self.mode == 'prior':

@@ -78,13 +78,14 @@ class LabelRangeGuard(nn.Module):
         self._context = (0, 0)
 
     def observe(self, hist_tail: Tensor, num_classes: int,
-                ignore_index: int, label: Tensor, step: bool) -> None:
-        """Check a step's bad labels at once where that is free or asked
-        for; otherwise leave them to the deferred reads.
+                ignore_index: int, label: Tensor, step: bool,
+                at_once: bool = False) -> None:
+        """Check a call's bad labels at once where that is free or asked
+        for; otherwise leave a training step's to the deferred reads.
 
-        The bad-label totals themselves are accumulated by
-        :func:`~mmseg_arb.ops.count_state.prepare_counts`, in the same
-        launch as the count state.
+        The bad-label totals themselves are accumulated, for training
+        steps, by :func:`~mmseg_arb.ops.count_state.prepare_counts`, in the
+        same launch as the count state.
 
         Args:
             hist_tail (Tensor): The last three entries of the histogram
@@ -95,9 +96,12 @@ class LabelRangeGuard(nn.Module):
                 check is immediate.
             step (bool): Whether this call is a training step (the interval
                 of the guard's own reads counts those).
+            at_once (bool): Check now whatever the device (an evaluation
+                call, outside the training loop's hot path).
         """
         self._context = (num_classes, ignore_index)
-        if self.policy == 'sync' or reads_are_free(hist_tail.device):
+        if at_once or self.policy == 'sync' or \
+                reads_are_free(hist_tail.device):
             num_bad = int(hist_tail[0])
             if num_bad:
                 raise LabelRangeError(_message(

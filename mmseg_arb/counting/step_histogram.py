@@ -11,8 +11,13 @@ Steps are marked by :class:`~mmseg_arb.engine.hooks.ClassCountHook`
 Inside a step, calls whose labels have the same device, dtype and shape and
 the same ``num_classes``, ``ignore_index`` and synchronisation get the same
 histogram; each loss still folds it into its own state with its own
-settings. Outside a step (no hook, a loop of one's own) every call counts
-its own labels.
+settings. That assumes one label map per shape in a step, as in mmseg's
+segmentors; a model that gives its losses different label maps of one
+shape (e.g. labels and pseudo-labels) sets ``share_step_counts=False`` on
+them. Outside a step (no hook, a loop of one's own) every call counts its
+own labels. The shared dictionary is a graph break under ``torch.compile``
+(two per call inside a step); the counting and the loss around it compile
+as before.
 """
 from typing import Dict, Tuple
 
@@ -62,10 +67,11 @@ def count_labels(label: Tensor, num_classes: int, ignore_index: int,
 
 
 def step_histogram(label: Tensor, num_classes: int, ignore_index: int,
-                   dist_sync: bool) -> Tensor:
+                   dist_sync: bool, share: bool = True) -> Tensor:
     """:func:`count_labels`, shared within a training step (see the module
-    docstring). Callers must not modify the result."""
-    if not _STEP.active:
+    docstring) unless ``share`` is off. Callers must not modify the
+    result."""
+    if not (share and _STEP.active):
         return count_labels(label, num_classes, ignore_index, dist_sync)
     key = (label.device, label.dtype, tuple(label.shape), num_classes,
            ignore_index, dist_sync)

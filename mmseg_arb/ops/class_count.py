@@ -24,7 +24,7 @@ from .library import EXTRA_ENTRIES
 
 # Entries after the C class counts that ranks sum (the bad-pixel total).
 SUMMED_EXTRA = 1
-_KERNEL_LABEL_DTYPES = (torch.int64, torch.int32, torch.uint8)
+KERNEL_LABEL_DTYPES = (torch.int64, torch.int32, torch.uint8)
 
 
 def check_label_dtype(label: Tensor) -> None:
@@ -104,7 +104,7 @@ def class_histogram(label: Tensor, num_classes: int,
     check_label_dtype(label)
     if num_classes <= 0:
         raise ValueError(f'num_classes must be positive, got {num_classes}')
-    if label.dtype in _KERNEL_LABEL_DTYPES and \
+    if label.dtype in KERNEL_LABEL_DTYPES and \
             cuda_ext.cuda_ops_apply(label):
         return torch.ops.mmseg_arb.class_histogram(label, num_classes,
                                                    ignore_index)

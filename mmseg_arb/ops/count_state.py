@@ -64,15 +64,17 @@ def prepare_counts(hist: Tensor, counts: Tensor, bad_labels: Tensor,
             when ``update``: ``'batch'``: the step's counts;
             ``'cumulative'``: plus them; ``'ema'``: ``(1 - momentum) *
             counts + momentum * batch``; ``'prior'``: unchanged.
-        bad_labels (Tensor): int64 ``(3,)`` totals of the label guard: the
-            bad pixels are added, the two extremes kept as maxima.
+        bad_labels (Tensor): int64 ``(3,)`` totals of the label guard, for
+            training steps: the bad pixels are added, the two extremes kept
+            as maxima (a sampler's call in the same step sees the same
+            labels and adds nothing).
         count_mode (str): ``'batch'``, ``'cumulative'``, ``'ema'`` or
             ``'prior'``.
         momentum (float): Weight of the step in ``'ema'``.
         smoothing (float): Pseudo-count added to every class.
         tau (float): Exponent of the counts.
-        update (bool): Whether this is a training step. Otherwise the state
-            is left alone and the loss uses the step's counts (``'batch'``),
+        update (bool): Whether this is a training step. Otherwise the
+            state and the bad-label totals are left alone and the loss uses the step's counts (``'batch'``),
             the prior, or the running counts (the step's while they are all
             zero).
 
@@ -88,8 +90,10 @@ def prepare_counts(hist: Tensor, counts: Tensor, bad_labels: Tensor,
                                                   smoothing, tau, update)
     num_classes = counts.numel()
     batch = hist[:num_classes]
-    bad_labels[0].add_(hist[num_classes])
-    bad_labels[1:].copy_(torch.maximum(bad_labels[1:], hist[num_classes + 1:]))
+    if update:
+        bad_labels[0].add_(hist[num_classes])
+        bad_labels[1:].copy_(
+            torch.maximum(bad_labels[1:], hist[num_classes + 1:]))
     if count_mode == 'prior':
         n = counts
     elif update:

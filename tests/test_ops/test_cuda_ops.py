@@ -71,7 +71,9 @@ def test_prepare_kernel_matches_pytorch(mode, update, fresh):
         torch.testing.assert_close(got.cpu(), want, rtol=1e-6, atol=0)
         torch.testing.assert_close(counts.cpu(), want_counts)
         assert bad.tolist() == want_bad.tolist()
-    assert bad.tolist() == [5 + 3 * 3, 160, 4]
+    # Bad labels count in training steps only (a sampler's call in the same
+    # step sees the same labels).
+    assert bad.tolist() == ([5 + 3 * 3, 160, 4] if update else [5, 150, 0])
 
 
 @pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-5),

@@ -80,9 +80,11 @@ class ClassCountHook(Hook):
 
     def after_train(self, runner) -> None:
         end_step()
-        self._check(runner)
-        for _, estimator in estimators(runner.model):
-            estimator.label_guard.read_by_hook = False
+        try:
+            self._check(runner)
+        finally:  # the model may be used on without this runner
+            for _, estimator in estimators(runner.model):
+                estimator.label_guard.read_by_hook = False
 
     @staticmethod
     def _check(runner) -> None:

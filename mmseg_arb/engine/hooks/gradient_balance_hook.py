@@ -135,6 +135,10 @@ class GradientBalanceHook(Hook):
 
         def keep_logits(module, args):
             logits, label = args[0], args[1]
+            # The training call only: not a sampler's no_grad ranking call
+            # on the same logits (OHEM), which would measure twice.
+            if not torch.is_grad_enabled() or 'label' in captured:
+                return
             captured['label'] = label
             captured['counts'] = class_histogram(
                 label, logits.shape[1], head.ignore_index)[:logits.shape[1]]

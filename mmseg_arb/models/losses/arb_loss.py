@@ -19,7 +19,8 @@ from torch import Tensor, nn
 from ...counting.estimator import ClassCountEstimator
 from ...counting.label_guard import check_labels_now
 from ...ops import cuda_ext
-from ...ops.class_count import check_label_dtype, label_masks
+from ...ops.class_count import (KERNEL_LABEL_DTYPES, check_label_dtype,
+                                label_masks)
 from ...ops.count_state import log_count_shift
 from ...ops.fused_arb_loss import FUSED_DTYPES, fused_arb_loss
 from ...ops.shifted_cross_entropy import shifted_cross_entropy
@@ -171,6 +172,8 @@ def _shifted_loss(logits: Tensor,
     eps = torch.finfo(torch.float32).eps
 
     if logits.dtype in FUSED_DTYPES and cuda_ext.cuda_ops_apply(logits):
+        if label.dtype not in KERNEL_LABEL_DTYPES:  # e.g. int16: rare
+            label = label.long()
         if weight is not None:
             weight = weight.to(logits.device, torch.float32).expand(
                 label.shape).contiguous()
@@ -232,6 +235,10 @@ class ARBLoss(nn.Module):
             is Balanced Softmax (Ren et al., 2020), i.e. the logit-adjusted
             loss of Menon et al. (2021). Default: 1.
         dist_sync (bool): Sum counts across ranks. Default: True.
+        share_step_counts (bool): Share one histogram per training step
+            with the model's other ARB losses whose labels have the same
+            shape (with ``ClassCountHook``); off for a model that gives
+            its losses different label maps of one shape. Default: True.
         label_check (str): ``'deferred'``: bad labels on GPU are counted
             without host syncs and reported at mmengine's logging steps and
             at the end of training (by ``ClassCountHook``; without it, every
@@ -260,6 +267,7 @@ class ARBLoss(nn.Module):
                  smoothing: float = 0.0,
                  tau: float = 1.0,
                  dist_sync: bool = True,
+                 share_step_counts: bool = True,
                  label_check: str = 'deferred',
                  reduction: str = 'mean',
                  class_weight: Optional[Union[Sequence[float], str]] = None,
@@ -287,6 +295,7 @@ class ARBLoss(nn.Module):
             smoothing=smoothing,
             tau=tau,
             dist_sync=dist_sync,
+            share_step_counts=share_step_counts,
             label_check=label_check)
         self.reduction = reduction
         weight = load_class_weight(class_weight)

@@ -13,6 +13,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -305,7 +306,9 @@ ARB_HD void forward_pixels(const F* z, int64_t stride, int C,
   float m[V], sum[V];
 #pragma unroll
   for (int v = 0; v < V; ++v) {
-    m[v] = -INFINITY;
+    // Not -inf: a chunk of -inf logits must add exp2(-inf) = 0, not
+    // exp2(-inf - -inf) = NaN.
+    m[v] = -FLT_MAX;
     sum[v] = 0.f;
     zs[v] = 0.f;
   }

@@ -124,7 +124,7 @@ __global__ void prepare_counts_kernel(const long long* __restrict__ hist,
     }
     shift[c] = logic::log_count_shift(n, smoothing, tau);
   }
-  if (threadIdx.x == 0) {
+  if (update && threadIdx.x == 0) {
     bad_labels[0] += hist[num_classes];
     bad_labels[1] = max(bad_labels[1], hist[num_classes + 1]);
     bad_labels[2] = max(bad_labels[2], hist[num_classes + 2]);

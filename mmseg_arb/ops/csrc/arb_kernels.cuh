@@ -41,8 +41,8 @@ cudaError_t launch_count_classes(const void* labels, LabelType type,
 // (outside an update: the batch for kBatch, the state for kPrior, the state
 // or, while it is all zero, the batch for the running modes), write
 // shift[c] = tau * log(n_c + smoothing) (-1e30 where that is 0; 0 at
-// tau = 0), and fold the bad-label entries into bad_labels[0..2] (sum, max,
-// max).
+// tau = 0), and, if `update`, fold the bad-label entries into
+// bad_labels[0..2] (sum, max, max).
 cudaError_t launch_prepare_counts(const long long* hist, double* counts,
                                   long long* bad_labels, int num_classes,
                                   CountMode mode, double momentum,

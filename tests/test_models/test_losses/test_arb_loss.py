@@ -371,6 +371,8 @@ def _samples(n=2, size=16, ignored_rows=0, seed=0):
     return samples
 
 
+# 'thresh': mmseg's sampler ranks by the softmax and never calls the loss; a
+# guard that the state still moves exactly once with it.
 @pytest.mark.parametrize('sampler', [dict(min_kept=100),
                                      dict(thresh=0.7, min_kept=100)],
                          ids=['loss-ranked', 'thresh'])
@@ -440,3 +442,80 @@ def test_heads_share_one_count_per_step(monkeypatch):
                                0.75 * batch)
     decode.loss(feats, samples, None)  # outside a step: each call counts
     assert len(calls) == 4
+
+
+def test_a_loss_not_moved_to_the_labels_device():
+    # Plain PyTorch use: ARBLoss() called on device tensors without .to().
+    meta = torch.device('meta')
+    logits = torch.empty(2, C, 4, 4, device=meta)
+    label = torch.empty(2, 4, 4, dtype=torch.int64, device=meta)
+    loss_fn = ARBLoss(count_mode='cumulative')
+    loss_fn(logits, label)  # nothing learnt yet: the state follows
+    assert loss_fn.estimator.counts.device == meta
+    assert loss_fn.estimator.label_guard.bad_labels.device == meta
+    prior = ARBLoss(count_mode='prior', class_counts=[1.0] * C)
+    with pytest.raises(RuntimeError, match='move the loss with the model'):
+        prior(logits, label)
+
+
+def test_compiled_loss_inside_counting_steps_matches_eager():
+    # With ClassCountHook the step's shared histogram is a graph break;
+    # the compiled call must still give the eager loss, gradient, counts.
+    from mmseg_arb.counting import begin_step, end_step
+    torch._dynamo.reset()
+    eager, compiled = (ARBLoss(count_mode='ema', momentum=0.3)
+                       for _ in range(2))
+    compiled.estimator.label_guard.read_by_hook = True
+    compiled_fn = torch.compile(compiled, backend='aot_eager')
+    for seed in range(3):
+        logits, label = make_batch(seed=seed, c=19, h=16, w=16)
+        z = logits.detach().float().requires_grad_()
+        z_compiled = z.detach().clone().requires_grad_()
+        expected = eager(z, label)
+        begin_step()
+        try:
+            loss = compiled_fn(z_compiled, label)
+        finally:
+            end_step()
+        expected.backward()
+        loss.backward()
+        torch.testing.assert_close(loss, expected)
+        torch.testing.assert_close(z_compiled.grad, z.grad)
+        torch.testing.assert_close(compiled.estimator.counts,
+                                   eager.estimator.counts)
+    torch._dynamo.reset()
+
+
+def test_losses_with_their_own_label_maps_opt_out_of_step_sharing():
+    from mmseg_arb.counting import begin_step, end_step
+    _, labels = make_batch(seed=19)
+    _, pseudo = make_batch(seed=20, classes=[0, 1])
+    logits = torch.randn(2, C, 6, 5)
+    shared, own = ARBLoss(count_mode='cumulative'), ARBLoss(
+        count_mode='cumulative', share_step_counts=False)
+    begin_step()
+    try:
+        shared(logits, labels)
+        own(logits, pseudo)  # same shape, other labels
+    finally:
+        end_step()
+    assert own.estimator.counts.tolist() == naive_counts(pseudo, C).tolist()
+
+
+def test_bad_labels_on_a_device_outside_training_steps(monkeypatch):
+    # As on a GPU (reads deferred): an evaluation call checks at once; a
+    # sampler's no_grad ranking call in a training step adds nothing (the
+    # step's own call counts the same labels).
+    from mmseg_arb.counting import label_guard
+    monkeypatch.setattr(label_guard, 'reads_are_free', lambda device: False)
+    logits, label = make_batch(seed=21)
+    label[0, 0, 0] = 9
+    loss_fn = ARBLoss()
+    with torch.no_grad():
+        loss_fn(logits, label, reduction_override='none')
+    assert loss_fn.estimator.label_guard.bad_labels.tolist() == [0, 0, 0]
+    loss_fn(logits, label)
+    assert loss_fn.estimator.label_guard.bad_labels.tolist() == [1, 9, 0]
+    loss_fn.eval()
+    with pytest.raises(LabelRangeError, match=r'\[9\]'):
+        loss_fn(logits, label)

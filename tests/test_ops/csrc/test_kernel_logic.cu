@@ -194,6 +194,15 @@ void test_extremes() {
   for (int c = 0; c < C; ++c) {
     expect(grad.z[c] == 0.f, "no loss, no gradient", grad.z[c], 0, c);
   }
+  // -inf logits (masked out by a model) in the first chunk and the tail:
+  // they add exp(-inf) = 0, as in F.cross_entropy, and no NaN.
+  std::vector<float> zero_shift(C, 0.f);
+  for (int c = 0; c < C; ++c) rows.z[c] = c < 5 || c == C - 1 ? -INFINITY : 0.f;
+  const int finite_target[1] = {7};
+  forward_pixels<1>(rows.z, 1, C, zero_shift.data(), finite_target, lse, zs);
+  const double want = std::log(C - 6.0);
+  expect(close(lse[0], want, 1e-6, 1e-6), "-inf logits drop out", lse[0],
+         want);
 }
 
 // A pixel's part of the reduced loss and of mmseg's mean denominator.
