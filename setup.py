@@ -155,6 +155,7 @@ if __name__ == '__main__':  # as pip and setuptools run it; tests import it
             'regex',
         ],
         extras_require={'tests': ['pytest']},
+        entry_points={'console_scripts': ['mmseg-arb=mmseg_arb.cli:main']},
         license='Apache-2.0',
         zip_safe=False,
         ext_modules=cuda.get('ext_modules', []),
