@@ -4,11 +4,12 @@
     mmseg-arb config NAME [--dest DIR]       NAME's config, every base merged
     mmseg-arb train NAME|PATH [options]      mmseg's tools/train.py
     mmseg-arb test NAME|PATH CKPT [options]  mmseg's tools/test.py
+    mmseg-arb summarize WORK_DIR... --out P  runs against mmseg's baselines
 
 ``train`` and ``test`` take mmseg's arguments, run with ``mmseg_arb``
 registered, and launch ``--gpus N`` processes with torchrun.
-``tools/train.py`` and ``tools/test.py`` are this command under other
-names.
+``tools/train.py``, ``tools/test.py`` and ``tools/summarize_results.py``
+are this command under other names.
 """
 import argparse
 import sys
@@ -16,10 +17,11 @@ from typing import Optional, Sequence
 
 from ..utils.quiet_warnings import ignore_pkg_resources_deprecation
 from ..utils.shipped_configs import ConfigNotFoundError
-from . import configs, test, train
+from . import configs, summarize, test, train
 from .command import UsageError
 
-COMMANDS = (configs.LIST, configs.CONFIG, train.COMMAND, test.COMMAND)
+COMMANDS = (configs.LIST, configs.CONFIG, train.COMMAND, test.COMMAND,
+            summarize.COMMAND)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='mmseg-arb',
         description='ARB-Loss for MMSegmentation: shipped configs, '
-        'training, testing.')
+        'training, testing, results against mmseg\'s baselines.')
     commands = parser.add_subparsers(dest='command', metavar='COMMAND',
                                      required=True)
     for command in COMMANDS:
