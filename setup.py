@@ -18,9 +18,11 @@ Without a build the kernels are JIT-compiled on first GPU use (see
 import os
 import os.path as osp
 import re
+import shutil
 import subprocess
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 
 def read_version() -> str:
@@ -68,6 +70,28 @@ def _set_arch_list_without_gpu(torch, cuda_home: str) -> None:
           f'TORCH_CUDA_ARCH_LIST={arch_list} (set it to build for fewer)')
 
 
+class BuildPyWithConfigs(build_py):
+    """``build_py`` that also puts the top-level ``configs/`` into the built
+    package as ``mmseg_arb/.mim/configs``, OpenMMLab's layout, so that a
+    wheel or a non-editable install carries them (``mmseg-arb list``).
+
+    The copy goes to the build directory only, never into the source tree,
+    and replaces any earlier copy there, so a config deleted from
+    ``configs/`` does not linger in the next wheel. An editable install
+    needs no copy: the package finds ``configs/`` beside it.
+    """
+
+    def run(self) -> None:
+        super().run()
+        if getattr(self, 'editable_mode', False) or not osp.isdir('configs'):
+            return
+        target = osp.join(self.build_lib, 'mmseg_arb', '.mim', 'configs')
+        if osp.isdir(target):
+            shutil.rmtree(target)
+        shutil.copytree('configs', target,
+                        ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
+
+
 def cuda_build_options() -> dict:
     """``ext_modules`` and ``cmdclass`` of the CUDA extension, if built."""
     flag = os.getenv('MMSEG_ARB_WITH_CUDA',
@@ -111,6 +135,7 @@ def cuda_build_options() -> dict:
 
 
 if __name__ == '__main__':  # as pip and setuptools run it; tests import it
+    cuda = cuda_build_options()
     setup(
         name='mmseg-arb',
         version=read_version(),
@@ -130,7 +155,12 @@ if __name__ == '__main__':  # as pip and setuptools run it; tests import it
             'regex',
         ],
         extras_require={'tests': ['pytest']},
+        entry_points={'console_scripts': ['mmseg-arb=mmseg_arb.cli:main']},
         license='Apache-2.0',
         zip_safe=False,
-        **cuda_build_options(),
+        ext_modules=cuda.get('ext_modules', []),
+        cmdclass={
+            'build_py': BuildPyWithConfigs,
+            **cuda.get('cmdclass', {})
+        },
     )

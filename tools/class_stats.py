@@ -19,6 +19,7 @@ from mmseg_arb.datasets.class_statistics import (dataset_class_stats,
                                                  plot_class_distribution)
 from mmseg_arb.utils.class_stats import save_class_stats
 from mmseg_arb.utils.launch import load_config
+from mmseg_arb.utils.quiet_warnings import ignore_pkg_resources_deprecation
 
 
 def parse_args() -> argparse.Namespace:
@@ -38,6 +39,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> None:
+    ignore_pkg_resources_deprecation()
     args = parse_args()
     cfg = load_config(args.config, args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmseg'))

@@ -29,6 +29,7 @@ import mmseg_arb  # noqa: F401
 from mmseg_arb.datasets.synthetic import SyntheticSpec, generate_dataset
 from mmseg_arb.utils.class_stats import load_class_counts, save_class_stats
 from mmseg_arb.utils.launch import build_runner, load_config
+from mmseg_arb.utils.quiet_warnings import ignore_pkg_resources_deprecation
 from mmseg_arb.utils.results import code_version, load_run, results_markdown
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -180,6 +181,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> None:
+    ignore_pkg_resources_deprecation()
     args = parse_args()
     base_cfg = load_config(osp.join(ROOT, 'configs', 'demo', CONFIGS['CE']))
     stats_path = ensure_dataset(base_cfg, args.data_root)

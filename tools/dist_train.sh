@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # Multi-GPU (or multi-process CPU) training with torchrun:
 #   tools/dist_train.sh CONFIG GPUS [train.py arguments...]
-# Multi-node: set NNODES, NODE_RANK, MASTER_ADDR and PORT on every node.
-exec "$(dirname "$0")/torchrun.sh" "$2" "$(dirname "$0")/train.py" "$1" "${@:3}"
+# is `mmseg-arb train CONFIG --gpus GPUS ...` with this checkout's mmseg_arb.
+# Multi-node: set NNODES, NODE_RANK, MASTER_ADDR and PORT on every node;
+# PYTHON picks the interpreter.
+PYTHONPATH="$(dirname "$0")/..${PYTHONPATH:+:$PYTHONPATH}" \
+exec "${PYTHON:-python}" -m mmseg_arb.cli train "$1" --gpus "$2" "${@:3}"

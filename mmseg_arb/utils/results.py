@@ -4,16 +4,22 @@ A run is an mmengine work dir. Its metrics are the last record holding
 ``mIoU`` in the newest log folder: ``<timestamp>/<timestamp>.json`` (written
 by ``tools/test.py``) or ``<timestamp>/vis_data/scalars.json`` (validation
 during training). Per-class IoU comes from ``LongTailIoUMetric`` with
-``per_class=True`` (keys ``IoU.<class>``).
+``per_class=True`` (keys ``IoU.<class>``). How it trained (processes,
+device, peak memory) comes from the newest log folder with training
+records.
 """
 import glob
 import json
 import os.path as osp
+import re
 import subprocess
 from typing import Dict, List, Optional
 
 SUMMARY_KEYS = ('mIoU', 'mIoU_head', 'mIoU_body', 'mIoU_tail', 'mAcc',
                 'aAcc')
+# Always a column of the tables: '-' marks a run evaluated without
+# LongTailIoUMetric, rather than the column going missing.
+GROUP_KEYS = ('mIoU_head', 'mIoU_body', 'mIoU_tail')
 
 
 def _records(path: str) -> List[Dict]:
@@ -31,6 +37,50 @@ def _metric_files(work_dir: str) -> List[str]:
                               osp.join(folder, 'vis_data', 'scalars.json'))
                   if osp.exists(p)]
     return files
+
+
+def _environment(log: str) -> Dict[str, str]:
+    """The system and runtime environment mmengine writes at the top of a
+    text log (``    key: value`` lines), up to ``GPU number``."""
+    env = {}
+    with open(log) as f:
+        for line in f:
+            match = re.match(r'\s{4}([^:]+): (.*)$', line)
+            if match:
+                env[match.group(1)] = match.group(2).strip()
+                if match.group(1) == 'GPU number':
+                    break
+    return env
+
+
+def training_resources(work_dir: str) -> Dict:
+    """How a run trained, from its newest log folder with training records.
+
+    Returns:
+        dict: ``processes`` (mmengine's world size), ``device`` (the GPU
+        names, or ``'CPU'``), ``memory_gb`` (peak memory mmengine logged for
+        one process; None on CPU) and ``log`` (the training scalars); empty
+        if the work dir has no training log.
+    """
+    for folder in sorted(glob.glob(osp.join(work_dir, '2*_*')), reverse=True):
+        stamp = osp.basename(folder)
+        scalars = osp.join(folder, 'vis_data', 'scalars.json')
+        log = osp.join(folder, f'{stamp}.log')
+        if not (osp.exists(scalars) and osp.exists(log)):
+            continue
+        train = [r for r in _records(scalars) if 'loss' in r]
+        if not train:
+            continue
+        env = _environment(log)
+        gpus = [v for k, v in env.items() if re.fullmatch(r'GPU [\d,]+', k)]
+        memory = [r['memory'] for r in train if 'memory' in r]
+        return {
+            'processes': int(env.get('GPU number', 1)),
+            'device': ' + '.join(gpus) if gpus else 'CPU',
+            'memory_gb': round(max(memory) / 1024, 1) if memory else None,
+            'log': scalars,
+        }
+    return {}
 
 
 def load_run(work_dir: str, name: Optional[str] = None) -> Dict:
@@ -65,38 +115,79 @@ def load_run(work_dir: str, name: Optional[str] = None) -> Dict:
         'per_class_iou': per_class,
         'config': configs[0] if configs else None,
         'checkpoint': checkpoint,
+        'training': training_resources(work_dir),
     }
 
 
 def code_version() -> Dict:
-    """mmseg_arb's version and, in a git checkout, its commit."""
+    """mmseg_arb's and mmsegmentation's versions and, for a source checkout
+    of mmseg_arb, its commit."""
+    from importlib.metadata import PackageNotFoundError, version
+
     from mmseg_arb import __version__
-    version = {'mmseg_arb': __version__}
+    versions = {'mmseg_arb': __version__}
     try:
-        root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-        commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'],
-                                cwd=root, capture_output=True, text=True,
-                                timeout=10)
-        if commit.returncode == 0:
-            version['git_commit'] = commit.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
+        versions['mmsegmentation'] = version('mmsegmentation')
+    except PackageNotFoundError:
         pass
-    return version
+    root = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    # An installed package's folder may lie inside some other repository.
+    if osp.exists(osp.join(root, '.git')):
+        try:
+            commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'],
+                                    cwd=root, capture_output=True, text=True,
+                                    timeout=10)
+            if commit.returncode == 0:
+                versions['git_commit'] = commit.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return versions
 
 
 def _cell(value) -> str:
     return '-' if value is None else f'{value:.2f}'
 
 
+def _baseline_miou(run: Dict) -> Optional[float]:
+    return (run.get('baseline') or {}).get('mIoU')
+
+
+def _miou_minus_baseline(run: Dict) -> Optional[float]:
+    ours, theirs = run['summary'].get('mIoU'), _baseline_miou(run)
+    return None if ours is None or theirs is None else ours - theirs
+
+
+def _baseline_source(run: Dict) -> str:
+    baseline = run.get('baseline') or {}
+    if baseline.get('mIoU') is not None:
+        return baseline['model']
+    return baseline.get('note', 'no config in the work dir')
+
+
 def results_markdown(runs: List[Dict], version: Dict) -> str:
     """Markdown: a summary table (one row per run), then per-class IoU
-    (one row per class, one column per run), then provenance."""
-    keys = [k for k in SUMMARY_KEYS if any(k in r['summary'] for r in runs)]
-    lines = ['| run | ' + ' | '.join(keys) + ' |',
-             '|---|' + '---:|' * len(keys)]
+    (one row per class, one column per run), then provenance.
+
+    The summary always has the head / body / tail mIoU columns (``-`` for a
+    run evaluated without ``LongTailIoUMetric``). Runs that carry a
+    ``baseline`` (:func:`mmseg_arb.utils.baselines.find_baseline`) also get
+    the mIoU mmseg publishes for the same model trained with cross-entropy,
+    and the difference; ``-`` where mmseg publishes none.
+    """
+    keys = [k for k in SUMMARY_KEYS if k == 'mIoU' or k in GROUP_KEYS
+            or any(k in r['summary'] for r in runs)]
+    with_baselines = any('baseline' in r for r in runs)
+    columns = []
+    for key in keys:
+        columns.append((key, lambda r, key=key: r['summary'].get(key)))
+        if key == 'mIoU' and with_baselines:
+            columns += [('mmseg CE mIoU', _baseline_miou),
+                        ('mIoU - CE', _miou_minus_baseline)]
+    lines = ['| run | ' + ' | '.join(c[0] for c in columns) + ' |',
+             '|---|' + '---:|' * len(columns)]
     for r in runs:
         lines.append(f"| {r['name']} | " + ' | '.join(
-            _cell(r['summary'].get(k)) for k in keys) + ' |')
+            _cell(value(r)) for _, value in columns) + ' |')
     classes: List[str] = []
     for r in runs:
         classes += [c for c in r['per_class_iou'] if c not in classes]
@@ -106,10 +197,23 @@ def results_markdown(runs: List[Dict], version: Dict) -> str:
         for c in classes:
             lines.append(f'| {c} | ' + ' | '.join(
                 _cell(r['per_class_iou'].get(c)) for r in runs) + ' |')
-    lines += ['', '| run | config | checkpoint |', '|---|---|---|']
+    provenance = ['run', 'config', 'checkpoint'] + \
+        (['mmseg baseline'] if with_baselines else [])
+    lines += ['', '| ' + ' | '.join(provenance) + ' |',
+              '|' + '---|' * len(provenance)]
     for r in runs:
-        lines.append(f"| {r['name']} | {r['config'] or '-'} | "
-                     f"{r['checkpoint'] or '-'} |")
+        cells = [r['name'], r['config'] or '-', r['checkpoint'] or '-']
+        if with_baselines:
+            cells.append(_baseline_source(r))
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    if with_baselines:
+        lines += ['', 'mmseg CE mIoU: the single-scale mIoU that '
+                  "mmsegmentation's metafiles publish for the model of the "
+                  'same name without `_arb` / `_arb-prior` (cross-entropy, '
+                  'same schedule).']
+    if any(k not in r['summary'] for r in runs for k in GROUP_KEYS):
+        lines += ['', 'mIoU_head / body / tail: `-` for a run evaluated '
+                  'without LongTailIoUMetric.']
     lines += ['', 'Code: ' + ', '.join(f'{k} {v}'
                                        for k, v in version.items())]
     return '\n'.join(lines) + '\n'

@@ -59,3 +59,35 @@ def test_newest_log_folder_wins_and_missing_metrics_are_an_error(tmp_path):
     os.makedirs(empty)
     with pytest.raises(FileNotFoundError, match='no evaluation with mIoU'):
         load_run(str(empty))
+
+
+def test_training_resources_from_mmengine_logs(tmp_path):
+    """Processes and GPU model from the environment mmengine logs at the
+    top of the training log, peak memory from its training records; a
+    later test run's log folder (no training records) is passed over."""
+    from mmseg_arb.utils.results import training_resources
+    train = tmp_path / '20261127_120000'
+    os.makedirs(train / 'vis_data')
+    (train / '20261127_120000.log').write_text(
+        '11/27 12:00:00 - mmengine - INFO - \n'
+        'System environment:\n'
+        '    CUDA available: True\n'
+        '    GPU 0,1,2,3: NVIDIA H200\n'
+        '    PyTorch compiling details: PyTorch built with:\n'
+        '  - GCC 13.3\n'
+        'Runtime environment:\n'
+        '    Distributed training: True\n'
+        '    GPU number: 4\n'
+        '    GPU 9: not the environment block any more\n')
+    with open(train / 'vis_data' / 'scalars.json', 'w') as f:
+        for memory in (9000, 10854, 10100):
+            f.write(json.dumps({'loss': 1.0, 'memory': memory}) + '\n')
+        f.write(json.dumps({'mIoU': 40.0}) + '\n')
+    test = tmp_path / '20261128_090000'
+    os.makedirs(test / 'vis_data')
+    (test / '20261128_090000.log').write_text('    GPU number: 1\n')
+    (test / 'vis_data' / 'scalars.json').write_text('{"mIoU": 41.0}\n')
+    assert training_resources(str(tmp_path)) == {
+        'processes': 4, 'device': 'NVIDIA H200', 'memory_gb': 10.6,
+        'log': str(train / 'vis_data' / 'scalars.json')}
+    assert training_resources(str(test)) == {}

@@ -1,0 +1,18 @@
+"""What every ``mmseg-arb`` sub-command is, and its usage error."""
+import argparse
+from typing import Callable, List, NamedTuple, Optional
+
+
+class Command(NamedTuple):
+    """A sub-command: its name, one line of help, what adds its arguments
+    to its parser, and what runs it with the parsed arguments and its own
+    raw ones (those after its name)."""
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace, List[str]], Optional[int]]
+
+
+class UsageError(ValueError):
+    """Arguments that parse but do not go together; ``mmseg-arb`` prints
+    the message with the command's usage and exits with status 2."""

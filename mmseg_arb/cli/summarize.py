@@ -1,0 +1,98 @@
+"""``mmseg-arb summarize``: finished runs against mmseg's published
+baselines, ready for a paper, a pull request or a leaderboard.
+
+    mmseg-arb summarize work_dirs/ce work_dirs/arb --names CE ARB \\
+        --out results/ade20k
+
+prints and writes ``results/ade20k.md`` and ``.json``: each run's mIoU, the
+mIoU mmseg publishes for the same model and schedule trained with
+cross-entropy (found by the run's config name, ``_arb`` / ``_arb-prior``
+dropped, in the installed mmsegmentation's metafiles), the difference, head
+/ body / tail mIoU, per-class IoU, config, checkpoint and code version; and,
+for runs of shipped configs, ``results/metafile.yaml`` in OpenMMLab's
+model-index format.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+from typing import Dict, List, Optional
+
+import yaml
+
+from ..utils.baselines import find_baseline
+from ..utils.model_index import metafile, model_entry
+from ..utils.results import code_version, load_run, results_markdown
+from ..utils.shipped_configs import shipped_configs
+from .command import Command, UsageError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('work_dirs', nargs='+', help='finished runs')
+    parser.add_argument('--names', nargs='+', help='row names of the runs')
+    parser.add_argument('--out', required=True,
+                        help='output path without extension')
+    parser.add_argument(
+        '--metafile',
+        help='model-index file of the runs of shipped configs (default: '
+        'metafile.yaml beside --out)')
+
+
+def _config_name(run: Dict) -> Optional[str]:
+    return osp.splitext(osp.basename(run['config']))[0] \
+        if run['config'] else None
+
+
+def model_index_entries(runs: List[Dict]) -> List[Dict]:
+    """Model-index entries of the runs whose config is a shipped one, the
+    first run of each config (a model index names a model once)."""
+    shipped = {key.split('/')[-1]: f'configs/{key}.py'
+               for key in shipped_configs()}
+    entries = {}
+    for run in runs:
+        name = _config_name(run)
+        if name not in shipped:
+            continue
+        if name in entries:
+            print(f"{run['name']}: {name} is in the metafile already, from "
+                  f'an earlier run; this one is left out of it')
+            continue
+        entries[name] = model_entry(run, shipped[name], run['baseline'])
+    return list(entries.values())
+
+
+def run(args: argparse.Namespace, argv: List[str]) -> None:
+    if args.names and len(args.names) != len(args.work_dirs):
+        raise UsageError('--names needs one name per work dir')
+    names = args.names or [None] * len(args.work_dirs)
+    runs = [load_run(w, n) for w, n in zip(args.work_dirs, names)]
+    for r in runs:
+        name = _config_name(r)
+        r['baseline'] = find_baseline(name) if name else None
+    version = code_version()
+    folder = osp.dirname(args.out)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    markdown = results_markdown(runs, version)
+    with open(args.out + '.md', 'w') as f:
+        f.write(markdown)
+    with open(args.out + '.json', 'w') as f:
+        json.dump({'runs': runs, 'code': version}, f, indent=1)
+    print(markdown)
+    written = [f'{args.out}.md', f'{args.out}.json']
+    models = model_index_entries(runs)
+    if models:
+        path = args.metafile or osp.join(folder, 'metafile.yaml')
+        if osp.dirname(path):
+            os.makedirs(osp.dirname(path), exist_ok=True)
+        with open(path, 'w') as f:
+            yaml.safe_dump(metafile(models), f, sort_keys=False,
+                           allow_unicode=True)
+        written.append(path)
+    else:
+        print('no run of a shipped config: no metafile written')
+    print('wrote ' + ', '.join(written))
+
+
+COMMAND = Command('summarize', "finished runs against mmseg's published "
+                  'cross-entropy results', add_arguments, run)

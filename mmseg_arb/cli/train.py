@@ -1,0 +1,81 @@
+"""``mmseg-arb train``: mmseg's tools/train.py, with mmseg_arb registered.
+
+Same arguments and behaviour as MMSegmentation's, so any mmseg config works,
+with or without ``custom_imports``; a shipped config may be given by name.
+"""
+import argparse
+import logging
+import os
+from typing import List
+
+from mmengine.config import DictAction
+from mmengine.logging import print_log
+
+from ..utils.launch import build_runner, load_config
+from ..utils.shipped_configs import resolve_config
+from .command import Command, UsageError
+from .torchrun import add_gpus_argument, relaunch_with_torchrun
+
+
+def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
+    """What ``train`` and ``test`` share: how processes are launched."""
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    add_gpus_argument(parser)
+    # torchrun passes --local-rank (older launchers --local_rank).
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def launch(command: str, args: argparse.Namespace, argv: List[str]) -> None:
+    """Relaunch under torchrun if ``--gpus`` asks for it (this process is
+    then replaced); otherwise set ``LOCAL_RANK`` as mmseg's tools do."""
+    if args.gpus is not None:
+        if args.launcher != 'none':
+            raise UsageError('--gpus launches with torchrun (--launcher '
+                             'pytorch): give --gpus or --launcher, not both')
+        relaunch_with_torchrun(command, argv, args.gpus)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        'config', help='config file, or the name of a shipped config')
+    parser.add_argument('--work-dir', help='where logs and checkpoints go')
+    parser.add_argument(
+        '--resume',
+        action='store_true',
+        help='resume from the latest checkpoint in the work dir')
+    parser.add_argument(
+        '--amp', action='store_true', help='automatic mixed precision')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config entries, e.g. train_cfg.max_iters=1000 '
+        'model.decode_head.loss_decode.count_mode=ema')
+    add_launch_arguments(parser)
+
+
+def run(args: argparse.Namespace, argv: List[str]) -> None:
+    launch('train', args, argv)
+    cfg = load_config(resolve_config(args.config), args.cfg_options,
+                      args.work_dir, args.launcher)
+    if args.amp:
+        if cfg.optim_wrapper.type == 'AmpOptimWrapper':
+            print_log('AMP training is already enabled in your config.',
+                      logger='current', level=logging.WARNING)
+        elif cfg.optim_wrapper.type != 'OptimWrapper':
+            raise UsageError('--amp needs optim_wrapper.type OptimWrapper, '
+                             f'got {cfg.optim_wrapper.type}')
+        else:
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.loss_scale = 'dynamic'
+    cfg.resume = args.resume
+    build_runner(cfg).train()
+
+
+COMMAND = Command('train', 'train a segmentor (mmseg\'s tools/train.py)',
+                  add_arguments, run)

@@ -1,0 +1,109 @@
+"""``mmseg-arb`` from the source tree: shipped configs by name, the merged
+config it writes, its errors, and the torchrun command ``--gpus`` runs."""
+import glob
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+from helpers import CONFIGS, ROOT
+from mmengine.config import Config
+
+from mmseg_arb.cli import main, torchrun
+from mmseg_arb.utils.shipped_configs import (ConfigNotFoundError,
+                                             find_config, resolve_config)
+
+NAME = 'segformer_mit-b0_arb_8xb2-160k_ade20k-512x512'
+
+
+def test_list_prints_every_shipped_config(capsys):
+    main(['list'])
+    listed = capsys.readouterr().out.split()
+    on_disk = sorted(
+        osp.splitext(osp.relpath(p, CONFIGS))[0]
+        for p in glob.glob(osp.join(CONFIGS, '*', '*.py')))
+    assert listed == on_disk
+    assert f'segformer/{NAME}' in listed and '_base_/arb' in listed
+
+
+def test_names_are_unique_so_a_name_finds_one_config():
+    stems = [osp.basename(p) for p in glob.glob(osp.join(CONFIGS, '*',
+                                                         '*.py'))]
+    assert len(stems) == len(set(stems))
+
+
+def test_a_config_is_found_by_name_folder_name_or_file():
+    path = osp.join(CONFIGS, 'segformer', f'{NAME}.py')
+    assert find_config(NAME) == path
+    assert find_config(f'segformer/{NAME}.py') == path
+    assert find_config('arb') == osp.join(CONFIGS, '_base_', 'arb.py')
+    assert resolve_config(path) == path  # a file is taken as it is
+    with pytest.raises(ConfigNotFoundError, match='is not a file, and no '
+                       "shipped config named 'missing.py'"):
+        resolve_config('missing.py')
+
+
+def test_config_writes_the_merged_config(tmp_path, capsys):
+    main(['config', NAME, '--dest', str(tmp_path / 'out')])
+    written = tmp_path / 'out' / f'{NAME}.py'
+    assert capsys.readouterr().out == f'wrote {written}\n'
+    text = written.read_text()
+    assert '_base_' not in text and 'mmseg::' not in text
+    shipped = Config.fromfile(osp.join(CONFIGS, 'segformer', f'{NAME}.py'))
+    assert Config.fromfile(str(written)).to_dict() == shipped.to_dict()
+
+
+def test_an_unknown_name_is_an_error_with_the_closest_names(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(['config', 'deeplabv3plus_r50_arb_4xb4-80k_ade20k'])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "no shipped config named 'deeplabv3plus_r50_arb_4xb4-80k_ade20k'"\
+        in err
+    assert 'did you mean: deeplabv3plus_r50-d8_arb_4xb4-80k_ade20k-512x512' \
+        in err
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['train', 'cfg.py', '--gpus', '2', '--launcher', 'slurm'],
+     'give --gpus or --launcher, not both'),
+    (['test', 'cfg.py', 'x.pth', '--gpus', '0'], '--gpus must be at least 1'),
+    (['train', 'no_such_config'], "'no_such_config' is not a file"),
+])
+def test_arguments_that_do_not_go_together(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_gpus_relaunches_the_same_command_under_torchrun(monkeypatch):
+    argv = [NAME, '--gpus=2', '--cfg-options', 'a=1', '--work-dir', 'w']
+    cmd, env = torchrun.torchrun_command(
+        'train', argv, 2, {'PORT': '29555', 'NNODES': '2', 'NODE_RANK': '1',
+                           'PYTHONPATH': '/elsewhere'})
+    assert cmd == [
+        sys.executable, '-m', 'torch.distributed.run', '--nnodes=2',
+        '--node_rank=1', '--master_addr=127.0.0.1', '--master_port=29555',
+        '--nproc_per_node=2', '-m', 'mmseg_arb.cli', 'train', NAME,
+        '--cfg-options', 'a=1', '--work-dir', 'w', '--launcher', 'pytorch'
+    ]
+    # From a source tree the processes import this checkout...
+    assert env['PYTHONPATH'] == f'{ROOT}{osp.pathsep}/elsewhere'
+    # ...an installed package needs (and gets) no PYTHONPATH.
+    monkeypatch.setattr(torchrun.site, 'getsitepackages', lambda: [ROOT])
+    _, env = torchrun.torchrun_command('test', ['c.py', 'x.pth'], 1, {})
+    assert 'PYTHONPATH' not in env
+
+
+def test_the_cli_prints_no_pkg_resources_deprecation(tmp_path):
+    """mmengine imports pkg_resources when it resolves ``mmseg::`` bases;
+    with setuptools < 81 that printed four deprecation warnings first."""
+    env = dict(PYTHONPATH=ROOT, PATH='/usr/bin:/bin')
+    quiet = subprocess.run(
+        [sys.executable, '-m', 'mmseg_arb.cli', 'config', NAME, '--dest',
+         str(tmp_path)], capture_output=True, text=True, env=env,
+        timeout=300)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == ''
+    assert quiet.stdout == f'wrote {tmp_path}/{NAME}.py\n'

@@ -1,0 +1,214 @@
+"""A user's install into an existing OpenMMLab environment, end to end: a
+wheel built from the repository, installed without ``-e`` into a fresh
+virtual environment that holds torch, the already built mmcv wheel, mmengine
+and mmsegmentation; then, from a folder outside the repository, a shipped
+config written with ``mmseg-arb config``, a user config inheriting it trained
+with ``mmseg-arb train`` (a few iterations on generated data, set through
+``--cfg-options``) and its checkpoint tested with ``mmseg-arb test``.
+
+About two minutes, most of it installing torch and mmseg's dependencies into
+the fresh environment (``pip`` output is kept and shown on failure). The
+environment is made once per test session, under pytest's temporary folder,
+and deleted at the end of the session.
+"""
+import glob
+import json
+import os
+import os.path as osp
+import shutil
+import subprocess
+import sys
+import time
+from importlib.metadata import version
+
+import pytest
+import torch
+from helpers import ROOT
+from mmengine.config import Config
+
+from mmseg_arb.datasets.synthetic import SyntheticSpec, generate_dataset
+
+SHIPPED = 'deeplabv3plus_r50-d8_arb_4xb4-80k_ade20k-512x512'
+MMCV_VERSION = '2.1.0'
+# mmcv's and mmseg's runtime dependencies, as tools/setup_env.sh installs
+# them (mmsegmentation itself goes in with --no-deps, as there).
+DEPENDENCIES = ('setuptools>=77,<81', 'addict', 'pyyaml', 'yapf',
+                'opencv-python', 'Pillow', 'numpy', 'packaging', 'matplotlib',
+                'prettytable', 'scipy', 'rich', 'termcolor')
+PKG_RESOURCES_WARNING = 'pkg_resources is deprecated'
+
+# A user's own config: the shipped one, CPU-sized (ResNet-18 at 1/4 width,
+# 64x64 crops, plain BN, no pretrained weights, no worker processes).
+USER_CONFIG = f"""\
+_base_ = './{SHIPPED}.py'
+crop_size = (64, 64)
+norm_cfg = dict(type='BN', requires_grad=True)
+model = dict(
+    pretrained=None,
+    data_preprocessor=dict(size=crop_size),
+    backbone=dict(
+        depth=18, stem_channels=16, base_channels=16, norm_cfg=norm_cfg),
+    decode_head=dict(
+        in_channels=128, channels=32, c1_in_channels=16, c1_channels=8,
+        dilations=(1, 2, 3, 4), norm_cfg=norm_cfg),
+    auxiliary_head=dict(in_channels=64, channels=16, norm_cfg=norm_cfg))
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='RandomResize', scale=(256, 64), ratio_range=(0.5, 2.0),
+         keep_ratio=True),
+    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackSegInputs')
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(256, 64), keep_ratio=True),
+    dict(type='LoadAnnotations', reduce_zero_label=True),
+    dict(type='PackSegInputs')
+]
+train_dataloader = dict(
+    batch_size=2, num_workers=0, persistent_workers=False,
+    dataset=dict(pipeline=train_pipeline))
+val_dataloader = dict(
+    num_workers=0, persistent_workers=False,
+    dataset=dict(pipeline=test_pipeline))
+test_dataloader = val_dataloader
+"""
+
+
+def _clean_env() -> dict:
+    """The environment without PYTHONPATH: the repository must not be
+    importable from the fresh environment."""
+    return {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+
+
+def _run(cmd, timeout=900, env=None, **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run([str(c) for c in cmd], capture_output=True,
+                            text=True, timeout=timeout,
+                            env=env or _clean_env(), **kwargs)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f'{cmd}:\n{output[-4000:]}'
+    return result
+
+
+def _source_copy(dest: str) -> str:
+    """The repository's files as a clean clone has them (tracked and
+    untracked, not ignored), so that the build sees no leftover build/ and
+    writes nothing into the working tree."""
+    files = subprocess.run(
+        ['git', 'ls-files', '--cached', '--others', '--exclude-standard',
+         '-z'], cwd=ROOT, capture_output=True, text=True, check=True)
+    for rel in filter(None, files.stdout.split('\0')):
+        src = osp.join(ROOT, rel)
+        if osp.isfile(src):  # not a deletion still to be committed
+            os.makedirs(osp.dirname(osp.join(dest, rel)), exist_ok=True)
+            shutil.copy2(src, osp.join(dest, rel))
+    return dest
+
+
+def _mmcv_wheel() -> str:
+    folder = os.environ.get(
+        'MMCV_WHEEL_DIR', osp.expanduser('~/.cache/mmseg_arb/wheels'))
+    wheels = glob.glob(osp.join(folder, f'torch-{torch.__version__}',
+                                f'mmcv-{MMCV_VERSION}-*.whl'))
+    if not wheels:
+        pytest.skip(f'no mmcv {MMCV_VERSION} wheel built for torch '
+                    f'{torch.__version__} in {folder} (tools/setup_env.sh '
+                    f'builds it)')
+    return wheels[0]
+
+
+@pytest.fixture(scope='session')
+def installed(tmp_path_factory):
+    """A fresh virtual environment with the wheel of this repository
+    installed; yields its bin folder and the seconds each step took."""
+    mmcv_wheel = _mmcv_wheel()
+    torch_spec = f'torch=={torch.__version__}'
+    root = tmp_path_factory.mktemp('installed_wheel')
+    venv = root / 'venv'
+    pip = [venv / 'bin' / 'python', '-m', 'pip', 'install',
+           '--disable-pip-version-check']
+    seconds = {}
+
+    start = time.perf_counter()
+    source = _source_copy(str(root / 'source'))
+    _run([sys.executable, '-m', 'pip', 'wheel', '--disable-pip-version-check',
+          '--no-deps', '--no-build-isolation', '-w', root / 'dist', source],
+         env=dict(_clean_env(), MMSEG_ARB_WITH_CUDA='0'))
+    wheel = glob.glob(str(root / 'dist' / 'mmseg_arb-*.whl'))[0]
+    seconds['wheel build'] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    _run([sys.executable, '-m', 'venv', venv])
+    # torch from a local file only: a registry would give a multi-GB build.
+    local = subprocess.run(pip + ['--dry-run', '--no-deps', '--no-index',
+                                  torch_spec], capture_output=True, text=True,
+                           env=_clean_env(), timeout=300)
+    if local.returncode != 0:
+        shutil.rmtree(root)
+        pytest.skip(f'no local wheel of {torch_spec} for pip (the test '
+                    f'would download one)')
+    _run(pip + [torch_spec, 'numpy'])
+    _run(pip + ['--no-deps', mmcv_wheel])
+    _run(pip + [*DEPENDENCIES, f"mmengine=={version('mmengine')}"])
+    _run(pip + ['--no-deps', f"mmsegmentation=={version('mmsegmentation')}"])
+    seconds['environment'] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    _run(pip + ['--no-build-isolation', wheel])
+    seconds['wheel install'] = time.perf_counter() - start
+    print(', '.join(f'{k} {v:.0f} s' for k, v in seconds.items()))
+    yield venv / 'bin', seconds
+    shutil.rmtree(root)
+
+
+def test_config_train_test_from_the_installed_wheel(installed, tmp_path):
+    bin_dir, _ = installed
+    cli = bin_dir / 'mmseg-arb'
+    data_root = str(tmp_path / 'data')
+    generate_dataset(data_root, SyntheticSpec(
+        layout='ade20k', num_train=4, num_val=2, height=64, width=64,
+        rarest_share=2e-3, seed=1), progress=False)
+    user = tmp_path / 'user'  # outside the repository
+    user.mkdir()
+    outputs = []
+
+    def mmseg_arb(*args):
+        result = _run([cli, *args], cwd=user)
+        outputs.append(result.stdout + result.stderr)
+        return outputs[-1]
+
+    where = _run([bin_dir / 'python', '-c',
+                  'import mmseg_arb; print(mmseg_arb.__file__)'], cwd=user)
+    assert where.stdout.strip().startswith(str(bin_dir.parent)), where.stdout
+    assert f'deeplabv3plus/{SHIPPED}' in mmseg_arb('list').splitlines()
+
+    mmseg_arb('config', SHIPPED, '--dest', '.')
+    text = (user / f'{SHIPPED}.py').read_text()
+    assert '_base_' not in text and 'mmseg::' not in text  # all merged
+    written = Config.fromfile(str(user / f'{SHIPPED}.py'))
+    assert written.model.decode_head.loss_decode.type == 'ARBLoss'
+    assert written.train_dataloader.dataset.type == 'ADE20KDataset'
+
+    (user / 'my_deeplab.py').write_text(USER_CONFIG)
+    roots = [f'{loader}.dataset.data_root={data_root}'
+             for loader in ('train_dataloader', 'val_dataloader',
+                            'test_dataloader')]
+    log = mmseg_arb('train', 'my_deeplab.py', '--cfg-options', *roots,
+                    'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
+                    'default_hooks.logger.interval=1')
+    assert 'Iter(train) [2/2]' in log and 'Iter(val) [2/2]' in log
+    work_dir = user / 'work_dirs' / 'my_deeplab'
+    dumped = Config.fromfile(str(work_dir / 'my_deeplab.py'))
+    assert dumped.model.auxiliary_head.loss_decode.type == 'ARBLoss'
+    assert dumped.custom_hooks == [dict(type='ClassCountHook')]
+    assert (work_dir / 'iter_2.pth').exists()
+
+    log = mmseg_arb('test', 'my_deeplab.py', str(work_dir / 'iter_2.pth'),
+                    '--work-dir', 'test_out', '--cfg-options', roots[2])
+    assert 'Iter(test) [2/2]' in log
+    metrics = glob.glob(str(user / 'test_out' / '2*' / '2*.json'))
+    with open(metrics[0]) as f:
+        assert 0 <= json.load(f)['mIoU'] <= 100
+    assert not any(PKG_RESOURCES_WARNING in out for out in outputs)

@@ -1,0 +1,120 @@
+"""tools/summarize_results.py on two short runs of shipped configs (trained
+here, shrunk for CPU, under the configs' own names) and a run of a user's
+config: the baseline column holds the mIoU of mmseg's metafile, and the
+metafile.yaml written names the shipped config files."""
+import json
+import math
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import yaml
+from helpers import CONFIGS, ROOT, shrink_for_cpu
+from mmengine.config import Config
+
+import mmseg_arb  # noqa: F401
+from mmseg_arb.datasets.synthetic import SyntheticSpec, generate_dataset
+from mmseg_arb.utils.baselines import mmseg_model_index
+from mmseg_arb.utils.launch import build_runner
+
+SHIPPED = {
+    'deeplabv3plus/deeplabv3plus_r50-d8_arb_4xb4-80k_ade20k-512x512':
+    'deeplabv3plus_r50-d8_4xb4-80k_ade20k-512x512',
+    'segformer/segformer_mit-b0_arb_8xb2-160k_ade20k-512x512':
+    'segformer_mit-b0_8xb2-160k_ade20k-512x512',
+}
+
+
+def published_miou(folder: str, model: str) -> float:
+    """The mIoU in the installed mmseg's metafile, read here directly."""
+    path = osp.join(osp.dirname(mmseg_model_index()), 'configs', folder,
+                    'metafile.yaml')
+    with open(path) as f:
+        return next(m['Results']['Metrics']['mIoU']
+                    for m in yaml.safe_load(f)['Models'] if m['Name'] == model)
+
+
+def user_run(root) -> str:
+    """A finished run of a config mmseg has no counterpart of."""
+    work_dir = root / 'mine'
+    log = work_dir / '20261128_120000' / 'vis_data'
+    os.makedirs(log)
+    (log / 'scalars.json').write_text(json.dumps({'mIoU': 12.5}) + '\n')
+    (work_dir / 'my_config.py').write_text('model = dict()\n')
+    return str(work_dir)
+
+
+def table(stdout: str):
+    """The first markdown table printed: {row name: {column: cell}}."""
+    lines = [line for line in stdout.splitlines() if line.startswith('|')]
+    header = [c.strip() for c in lines[0].strip('|').split('|')]
+    rows = {}
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip('|').split('|')]
+        if len(cells) != len(header) or cells[0] == 'class':
+            break
+        rows[cells[0]] = dict(zip(header, cells))
+    return rows
+
+
+def test_runs_against_mmseg_baselines_and_their_metafile(tmp_path):
+    data_root = str(tmp_path / 'data')
+    generate_dataset(data_root, SyntheticSpec(
+        layout='ade20k', num_train=4, num_val=2, height=64, width=64,
+        rarest_share=2e-3, seed=1), progress=False)
+    work_dirs = []
+    for key in SHIPPED:
+        work_dir = str(tmp_path / key.split('/')[0])
+        cfg = shrink_for_cpu(Config.fromfile(osp.join(CONFIGS, f'{key}.py')),
+                             data_root, work_dir, iters=2)
+        # Visualizers are per-name singletons: the second run would log into
+        # the first one's folder.
+        cfg.visualizer.name = f'visualizer_{len(work_dirs)}'
+        if not work_dirs:  # the first with head / body / tail mIoU
+            cfg.val_evaluator = dict(type='LongTailIoUMetric')
+        build_runner(cfg).train()  # dumps <config name>.py to the work dir
+        work_dirs.append(work_dir)
+    work_dirs.append(user_run(tmp_path))
+
+    out = tmp_path / 'results' / 'ade20k'
+    result = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'tools', 'summarize_results.py'),
+         *work_dirs, '--names', 'deeplab', 'segformer', 'mine', '--out',
+         str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    rows = table(result.stdout)
+    with open(f'{out}.json') as f:
+        runs = json.load(f)['runs']
+    for name, run, (key, model) in zip(('deeplab', 'segformer'), runs,
+                                       SHIPPED.items()):
+        published = published_miou(key.split('/')[0], model)
+        assert rows[name]['mmseg CE mIoU'] == f'{published:.2f}'
+        assert rows[name]['mIoU - CE'] == \
+            f"{run['summary']['mIoU'] - published:.2f}"
+        assert run['baseline']['model'] == model
+        assert run['baseline']['mIoU'] == published
+    assert rows['deeplab']['mIoU_tail'] == \
+        f"{runs[0]['summary']['mIoU_tail']:.2f}"
+    assert rows['segformer']['mIoU_tail'] == '-'  # evaluated by IoUMetric
+    assert rows['mine']['mIoU'] == '12.50'
+    assert rows['mine']['mmseg CE mIoU'] == '-'
+    assert rows['mine']['mIoU - CE'] == '-'
+    assert runs[2]['baseline']['mIoU'] is None
+
+    with open(tmp_path / 'results' / 'metafile.yaml') as f:
+        index = yaml.safe_load(f)
+    assert [c['Name'] for c in index['Collections']] == ['ARB-Loss']
+    models = index['Models']
+    assert [m['Name'] for m in models] == [k.split('/')[1] for k in SHIPPED]
+    for model, run in zip(models, runs):
+        assert osp.isfile(osp.join(ROOT, model['Config'])), model['Config']
+        assert model['In Collection'] == 'ARB-Loss'
+        assert model['Results']['Dataset'] == 'ADE20K'
+        assert model['Results']['Metrics'] == {
+            k: round(v, 2) for k, v in run['summary'].items()
+            if not math.isnan(v)}
+        assert model['Metadata']['Training Resources'] == '1x CPU'
+        assert model['Metadata']['Batch Size'] == 2
+        assert osp.isfile(model['Weights'])
