@@ -20,6 +20,7 @@ import os.path as osp
 import re
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -213,6 +214,10 @@ def run_all(runs: Sequence[Run],
         tqdm.write(f'{skipped} runs finished before, not trained again')
     running: Dict[int, Tuple[Run, subprocess.Popen]] = {}
     done_iters = 0
+    # The runs live in sessions of their own: a terminated study must stop
+    # them itself, so SIGTERM unwinds through the clean-up below.
+    previous = signal.signal(signal.SIGTERM, _exit_on_signal) \
+        if threading.current_thread() is threading.main_thread() else None
     try:
         while queue or running:
             for index, slot in enumerate(slots):
@@ -248,7 +253,13 @@ def run_all(runs: Sequence[Run],
         raise
     finally:
         bar.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return results, trained
+
+
+def _exit_on_signal(signum, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _start(run: Run, slot: Slot) -> subprocess.Popen:

@@ -2,8 +2,13 @@
 resume, runs added as results come in; with stand-in commands, not
 trainings."""
 import json
+import os
+import os.path as osp
+import signal
+import subprocess
 import sys
 import textwrap
+import time
 
 from mmseg_arb.study.jobs import (Run, Slot, last_error, read_result,
                                   run_all, trained_iters)
@@ -102,3 +107,58 @@ def test_trained_iters_reads_the_newest_log_folder(tmp_path):
         (folder / 'scalars.json').write_text(
             json.dumps({'iter': iters}) + '\n{"iter": ')  # being written
     assert trained_iters(str(tmp_path)) == 7
+
+
+SLEEPS = 'import time; time.sleep(600)'
+STUDY = textwrap.dedent('''
+    import sys
+    from mmseg_arb.study.jobs import Run, Slot, run_all
+    run = Run('long/seed0', 'long', 0, sys.argv[1],
+              ['-c', {sleeps!r}], iters=1)
+    run_all([run], [Slot({{}}, [sys.executable])], progress=False,
+            poll_seconds=0.05)
+''')
+
+
+def test_a_terminated_study_stops_its_runs(tmp_path):
+    study = subprocess.Popen(
+        [sys.executable, '-c', STUDY.format(sleeps=SLEEPS), str(tmp_path)])
+    try:
+        # The run is up once it has a log and a process.
+        deadline = time.time() + 60
+        while not _children(study.pid, SLEEPS) and time.time() < deadline:
+            time.sleep(0.1)
+        run, = _children(study.pid, SLEEPS)
+        study.terminate()
+        assert study.wait(timeout=60) == 128 + signal.SIGTERM
+        assert not osp.exists(f'/proc/{run}')  # stopped and reaped
+    finally:
+        if study.poll() is None:
+            study.kill()
+        for pid in _processes_running(SLEEPS):
+            os.kill(pid, signal.SIGKILL)
+    assert not (tmp_path / 'result.json').exists()
+
+
+def _children(parent: int, script: str):
+    found = []
+    for pid in _processes_running(script):
+        with open(f'/proc/{pid}/stat') as f:
+            if int(f.read().rsplit(')', 1)[1].split()[1]) == parent:
+                found.append(pid)
+    return found
+
+
+def _processes_running(script: str):
+    """Processes running ``python -c script`` (not those that merely
+    mention it)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            with open(f'/proc/{pid}/cmdline', 'rb') as f:
+                argv = f.read().decode(errors='replace').split('\0')
+        except OSError:
+            continue
+        if argv[1:3] == ['-c', script]:
+            found.append(int(pid))
+    return found
