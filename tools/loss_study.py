@@ -343,7 +343,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     slots = make_slots(args)
     print(f'{len(losses)} losses x {args.seeds} seeds, {len(slots)} at a '
           f"time ({', '.join(sorted({str(s.env) for s in slots}))})")
-    runs = make_runs(losses, seeds, base, work_dir, args.iters)
+    # Count modes first: the tau rows wait for them, while the other rows
+    # keep the slots busy.
+    runs = make_runs(sorted(losses, key=lambda l: l.family != 'arb'), seeds,
+                     base, work_dir, args.iters)
     try:
         results, trained = run_all(runs, slots, tau_runs,
                                    progress=not args.no_progress)

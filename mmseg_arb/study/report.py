@@ -165,13 +165,15 @@ def plot_overall_vs_tail(rows: Sequence[Dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     trained = [r for r in rows if r['seeds']]
-    colours = plt.get_cmap('tab20')(np.linspace(0, 1, max(len(trained), 1)))
-    markers = 'os^Dv<>pPX*h'
+    colours = plt.get_cmap('tab10').colors
+    # Ten colours and eleven markers: no two of up to 110 losses look alike.
+    markers = 'os^Dv<>pPX*'
     fig, ax = plt.subplots(figsize=(8.5, 5))
     for i, r in enumerate(trained):
         ax.scatter(r['metrics']['mIoU']['values'],
-                   r['metrics']['mIoU_tail']['values'], color=colours[i],
-                   marker=markers[i % len(markers)], s=36, alpha=0.85,
+                   r['metrics']['mIoU_tail']['values'],
+                   color=colours[i % len(colours)],
+                   marker=markers[i % len(markers)], s=40, alpha=0.85,
                    label=r['name'], edgecolors='none')
     ax.set_xlabel('mIoU (%)')
     ax.set_ylabel('tail mIoU (%) (rarest third of the classes)')

@@ -1,5 +1,6 @@
 """tools/loss_study.py on two losses, one seed, a few iterations: the
 report and plots; a second call trains nothing."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -59,3 +60,36 @@ def test_other_settings_in_the_same_work_dir_are_refused(tmp_path):
         capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
     assert result.returncode != 0
     assert 'other settings' in result.stderr and 'iters' in result.stderr
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location('loss_study', STUDY)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_slots_for_cpus_and_gpu_groups(monkeypatch):
+    """The same runs go to CPU threads or GPU groups; several GPUs per run
+    go through torchrun on ports of their own."""
+    import torch
+    tool = load_tool()
+    monkeypatch.setattr(tool, 'cpu_cores', lambda: 4)
+    cpu = tool.make_slots(tool.parse_args([]))
+    assert len(cpu) == 4
+    assert {s.env['OMP_NUM_THREADS'] for s in cpu} == {'1'}
+    assert cpu[0].env['CUDA_VISIBLE_DEVICES'] == ''
+    two = tool.make_slots(tool.parse_args(['--jobs', '2']))
+    assert [s.env['OMP_NUM_THREADS'] for s in two] == ['2', '2']
+
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 5)
+    single = tool.make_slots(tool.parse_args(['--gpus-per-job', '1']))
+    assert [s.env['CUDA_VISIBLE_DEVICES'] for s in single] == \
+        ['0', '1', '2', '3', '4']
+    assert not any(s.distributed for s in single)
+    pairs = tool.make_slots(tool.parse_args(['--gpus-per-job', '2']))
+    assert [s.env['CUDA_VISIBLE_DEVICES'] for s in pairs] == ['0,1', '2,3']
+    assert all(s.distributed and 'torch.distributed.run' in s.launcher
+               for s in pairs)
+    assert len({next(a for a in s.launcher if 'master_port' in a)
+                for s in pairs}) == 2
