@@ -174,8 +174,8 @@ def run_all(runs: Sequence[Run],
             each run finishes and once at the start; returns runs that
             depend on them (already known ones are ignored). They start
             before the remaining runs.
-        progress: Show a progress bar over all iterations, and one line per
-            finished run.
+        progress: Show a progress bar over all iterations (a line per
+            finished run is printed either way).
         poll_seconds: How often the runs are checked.
 
     Returns:
@@ -210,7 +210,7 @@ def run_all(runs: Sequence[Run],
     bar = tqdm(total=sum(r.iters for r in queue), unit='it',
                disable=not progress, dynamic_ncols=True, mininterval=2,
                desc=f'{len(queue)} runs to train')
-    if progress and skipped:
+    if skipped:
         tqdm.write(f'{skipped} runs finished before, not trained again')
     running: Dict[int, Tuple[Run, subprocess.Popen]] = {}
     done_iters = 0
@@ -234,8 +234,7 @@ def run_all(runs: Sequence[Run],
                 results[run.key] = result
                 trained.append(run.key)
                 done_iters += run.iters
-                if progress:
-                    tqdm.write(_describe(run, result))
+                tqdm.write(_describe(run, result))
                 if more_runs is not None:
                     added = add(more_runs(results), front=True)
                     if added:

@@ -36,6 +36,7 @@ def test_two_losses_one_seed_then_resume(tmp_path):
                                        'mIoU_tail', 'mAcc', 'aAcc'}
         assert len(row['per_class_iou']) == 8
     assert rows['arb-batch']['vs_baseline']['mIoU']['n'] == 1
+    assert 'ce/seed0: ' in out and 'arb-batch/seed0: ' in out
     assert '| ARB batch |' in out and 'Paired difference against CE' in out
     runs = tmp_path / 'study' / 'runs'
     config = (runs / 'arb-batch' / 'seed0' / 'config.py').read_text()
@@ -46,7 +47,8 @@ def test_two_losses_one_seed_then_resume(tmp_path):
 
     results = sorted(runs.glob('*/seed0/result.json'))
     stamps = [os.stat(p).st_mtime_ns for p in results]
-    _, again = study(tmp_path)
+    out, again = study(tmp_path)
+    assert '2 runs finished before, not trained again' in out
     assert again['timing']['runs_trained'] == 0
     assert [os.stat(p).st_mtime_ns for p in results] == stamps
     assert again['rows'] == summary['rows']
