@@ -40,8 +40,8 @@ from mmseg_arb.study.matrix import (COUNT_MODES, StudyLoss, apply_loss,
                                     arb_loss, inverse_frequency_weights,
                                     mmseg_losses)
 from mmseg_arb.study.report import (best_row, markdown_tables,
-                                    plot_class_iou, plot_overall_vs_tail,
-                                    run_key, summarize)
+                                    paired_difference, plot_class_iou,
+                                    plot_overall_vs_tail, run_key, summarize)
 from mmseg_arb.utils.class_stats import load_class_counts
 from mmseg_arb.utils.launch import load_config
 from mmseg_arb.utils.results import code_version
@@ -353,13 +353,37 @@ def main(argv: Optional[List[str]] = None) -> None:
     except KeyboardInterrupt:
         raise SystemExit('interrupted: the same command resumes the study')
     rows = summarize(losses + tau_losses, results, seeds)
-    timing = dict(wall_seconds=round(time.time() - started, 1),
+    timing = dict(command=command_line(),
+                  wall_seconds=round(time.time() - started, 1),
                   runs_trained=len(trained), load_before=load_before,
                   load_after=load_average(),
-                  finished=time.strftime('%Y-%m-%d %H:%M'))
+                  finished=time.strftime('%Y-%m-%d %H:%M'),
+                  code=code_version().get('git_commit'))
+    calls = record_call(work_dir, timing)
     with open(stats) as f:
         class_names = json.load(f)['class_names']
-    write_report(args, rows, results, counts, class_names, timing, work_dir)
+    write_report(args, rows, results, counts, class_names, timing, calls,
+                 work_dir)
+
+
+def command_line() -> str:
+    return 'python tools/loss_study.py ' + ' '.join(
+        shlex.quote(a) for a in sys.argv[1:])
+
+
+def record_call(work_dir: str, timing: Dict) -> List[Dict]:
+    """Append this call to the study's calls that trained runs (a resumed
+    study took all of them), and return them all."""
+    path = osp.join(work_dir, 'calls.json')
+    calls = []
+    if osp.exists(path):
+        with open(path) as f:
+            calls = json.load(f)
+    if timing['runs_trained']:
+        calls.append(timing)
+        with open(path, 'w') as f:
+            json.dump(calls, f, indent=1)
+    return calls
 
 
 def _failed_results(work_dir: str) -> List[str]:
@@ -375,10 +399,8 @@ def _failed_results(work_dir: str) -> List[str]:
 
 def write_report(args: argparse.Namespace, rows: List[Dict],
                  results: Dict[str, Dict], counts: List[float],
-                 class_names: List[str], timing: Dict,
+                 class_names: List[str], timing: Dict, calls: List[Dict],
                  work_dir: str) -> None:
-    command = 'python tools/loss_study.py ' + ' '.join(
-        shlex.quote(a) for a in sys.argv[1:])
     info = machine()
     ce = next((r for r in rows if r['key'] == 'ce' and r['seeds']), None)
     best_arb = best_row(rows, 'arb')
@@ -387,27 +409,32 @@ def write_report(args: argparse.Namespace, rows: List[Dict],
     plot_overall_vs_tail(rows, osp.join(work_dir, 'overall_vs_tail.png'))
     plot_class_iou(chosen, counts, class_names,
                    osp.join(work_dir, 'iou_vs_frequency.png'))
-    summary = dict(command=command, settings=study_settings(args),
-                   machine=info, timing=timing, code=code_version(),
+    summary = dict(settings=study_settings(args), machine=info,
+                   timing=timing, calls=calls, code=code_version(),
                    best=dict(arb=best_arb and best_arb['key'],
-                             other=best_other and best_other['key']),
+                             other=best_other and best_other['key'],
+                             arb_minus_other=best_arb and best_other and
+                             paired_difference(best_arb, best_other)),
                    rows=rows, runs=results)
     with open(osp.join(work_dir, 'loss_study.json'), 'w') as f:
         json.dump(summary, f, indent=1)
     tables = markdown_tables(rows)
+    minutes = sum(c['wall_seconds'] for c in calls) / 60
     header = [
-        f'Command: `{command}`', '',
         f"Machine: {info['cpu']}, {info['cores']} cores; torch "
         f"{info['torch']}, mmcv {info['mmcv']}, mmengine "
         f"{info['mmengine']}, mmseg {info['mmseg']}"
         + (f"; GPUs: {', '.join(info['gpus'])}" if 'gpus' in info else ''),
-        '',
-        f"Time: {timing['wall_seconds'] / 60:.1f} min wall for "
-        f"{timing['runs_trained']} runs trained in this call (finished "
-        f"{timing['finished']}); load average (1, 5, 15 min) "
-        f"{timing['load_before']} before, {timing['load_after']} after",
-        '', 'Code: ' + ', '.join(f'{k} {v}'
-                                 for k, v in summary['code'].items()), '']
+        '', f'Time: {minutes:.1f} min wall in {len(calls)} call(s) that '
+        'trained runs (load average over 1, 5, 15 min before and after '
+        'each):', '']
+    header += [
+        f"* `{c['command']}`: {c['runs_trained']} runs, "
+        f"{c['wall_seconds'] / 60:.1f} min, finished {c['finished']}, load "
+        f"{c['load_before']} / {c['load_after']}, code {c['code']}"
+        for c in calls]
+    header += ['', 'Report: `' + timing['command'] + '`, code ' + ', '.join(
+        f'{k} {v}' for k, v in summary['code'].items()), '']
     with open(osp.join(work_dir, 'loss_study.md'), 'w') as f:
         f.write('\n'.join(header) + '\n' + tables)
     print('\n' + tables)

@@ -76,6 +76,18 @@ def summarize(losses: Sequence[StudyLoss], results: Dict[str, Dict],
     return rows
 
 
+def paired_difference(first: Dict, second: Dict) -> Dict:
+    """``first - second`` per metric on the seeds both trained."""
+    both = [s for s in first['seeds'] if s in second['seeds']]
+
+    def on(row: Dict, metric: str) -> List[float]:
+        values = dict(zip(row['seeds'], row['metrics'][metric]['values']))
+        return [values[s] for s in both]
+
+    return {m: spread([a - b for a, b in zip(on(first, m), on(second, m))])
+            for m in SUMMARY_KEYS}
+
+
 def best_row(rows: Sequence[Dict], family: str,
              exclude: Sequence[str] = ()) -> Optional[Dict]:
     """The row of ``family`` with the highest mean mIoU."""
@@ -92,9 +104,16 @@ def _cell(stat: Dict, signed: bool = False) -> str:
     return mean if stat['std'] is None else f"{mean} ± {stat['std']:.2f}"
 
 
+def _difference_cells(diffs: Dict) -> str:
+    higher = diffs['mIoU']['values']
+    return ' | '.join(_cell(diffs[m], signed=True) for m in SUMMARY_KEYS) \
+        + f" | {sum(d > 0 for d in higher)}/{len(higher)} |"
+
+
 def markdown_tables(rows: Sequence[Dict], baseline: str = 'ce') -> str:
-    """The results, the paired differences, the rows that did not train
-    and the configuration of each row, as markdown tables."""
+    """The results, the paired differences against ``baseline`` and between
+    the best ARB row and the best other loss, the runs that failed and the
+    configuration of each row, as markdown tables."""
     header = ' | '.join(SHORT_NAMES[m] for m in SUMMARY_KEYS)
     seeds = max((len(r['seeds']) for r in rows), default=0)
     out = [f'**Mean ± standard deviation over {seeds} seeds** (validation, '
@@ -120,10 +139,17 @@ def markdown_tables(rows: Sequence[Dict], baseline: str = 'ce') -> str:
     for r in rows:
         if r['key'] == baseline or not r['vs_baseline']['mIoU']['n']:
             continue
-        diffs = r['vs_baseline']['mIoU']['values']
-        out.append(f"| {r['name']} | " + ' | '.join(
-            _cell(r['vs_baseline'][m], signed=True) for m in SUMMARY_KEYS) +
-            f" | {sum(d > 0 for d in diffs)}/{len(diffs)} |")
+        out.append(f"| {r['name']} | " + _difference_cells(r['vs_baseline']))
+
+    arb = best_row(rows, 'arb')
+    other = best_row(rows, 'mmseg', exclude=(baseline, ))
+    if arb is not None and other is not None:
+        out += ['', '**Best ARB row against the best other loss** (by mean '
+                'mIoU; paired by seed as above)', '',
+                f'| loss | {header} | mIoU higher |',
+                '|---|' + '---:|' * (len(SUMMARY_KEYS) + 1),
+                f"| {arb['name']} - {other['name']} | " +
+                _difference_cells(paired_difference(arb, other))]
 
     failed = [r for r in rows if r['failed']]
     if failed:
@@ -165,8 +191,10 @@ def plot_overall_vs_tail(rows: Sequence[Dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     trained = [r for r in rows if r['seeds']]
-    colours = plt.get_cmap('tab10').colors
-    # Ten colours and eleven markers: no two of up to 110 losses look alike.
+    # tab20's ten dark shades, then its ten light ones: up to twenty losses
+    # get colours of their own (and markers tell any further ones apart).
+    tab20 = plt.get_cmap('tab20').colors
+    colours = tab20[0::2] + tab20[1::2]
     markers = 'os^Dv<>pPX*'
     fig, ax = plt.subplots(figsize=(8.5, 5))
     for i, r in enumerate(trained):

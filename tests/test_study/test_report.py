@@ -5,7 +5,8 @@ import math
 import pytest
 
 from mmseg_arb.study.matrix import StudyLoss
-from mmseg_arb.study.report import best_row, markdown_tables, summarize
+from mmseg_arb.study.report import (best_row, markdown_tables,
+                                    paired_difference, summarize)
 from mmseg_arb.utils.results import SUMMARY_KEYS
 
 CE = StudyLoss('ce', 'CE', 'mmseg', dict(type='CrossEntropyLoss'),
@@ -68,11 +69,21 @@ def test_spread_and_paired_differences():
     assert best_row(list(rows.values()), 'arb') is arb
 
 
+def test_paired_difference_between_two_losses_uses_common_seeds():
+    rows = {r['key']: r for r in summarize([CE, OTHER, ARB], RESULTS,
+                                           range(3))}
+    diff = paired_difference(rows['arb-batch'], rows['dice'])
+    assert diff['mIoU']['values'] == [2.0, 2.0]  # seeds 0 and 1
+    assert diff['mIoU_tail']['values'] == [5.0, 4.0]
+    assert diff['mIoU']['std'] == 0.0
+
+
 def test_tables_show_spread_failures_and_configs():
-    rows = summarize([CE, BROKEN, ARB], RESULTS, range(3))
+    rows = summarize([CE, OTHER, BROKEN, ARB], RESULTS, range(3))
     text = markdown_tables(rows)
     assert '| ARB batch | 13.50 ± 2.18 |' in text
     assert '| ARB batch | +1.50 ± 1.32 |' in text and '| 3/3 |' in text
+    assert '| ARB batch - Dice | +2.00 ± 0.00 |' in text and '| 2/2 |' in text
     # One line per distinct error, with its seeds.
     assert '| Focal | 0, 1 | `IndexError: index 255 is out of bounds` | ' \
         '`mmseg/models/losses/cross_entropy_loss.py:66` |' in text

@@ -50,6 +50,7 @@ def test_two_losses_one_seed_then_resume(tmp_path):
     out, again = study(tmp_path)
     assert '2 runs finished before, not trained again' in out
     assert again['timing']['runs_trained'] == 0
+    assert again['calls'] == summary['calls'] == [summary['timing']]
     assert [os.stat(p).st_mtime_ns for p in results] == stamps
     assert again['rows'] == summary['rows']
 
