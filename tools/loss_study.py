@@ -186,6 +186,14 @@ def base_config(args: argparse.Namespace, cfg, data_root: str, stats: str):
         cfg.default_hooks.checkpoint.interval = args.checkpoint_interval
     else:
         cfg.default_hooks.checkpoint.update(interval=-1, save_last=False)
+    # Resizes keep the generated images at their size (mmseg's (long side,
+    # short side) scale, as the demo's (512, 128) for 128x128 images): the
+    # config's own scales are meant for its own data.
+    scale = (4 * max(args.size), min(args.size))
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        for t in cfg[loader].dataset.pipeline:
+            if t.type in ('Resize', 'RandomResize'):
+                t.scale = scale
     crop = tuple(args.crop)
     cfg.model.data_preprocessor.size = crop
     crops = [t for t in cfg.train_dataloader.dataset.pipeline
