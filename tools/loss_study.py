@@ -134,10 +134,14 @@ def make_slots(args: argparse.Namespace) -> List[Slot]:
         threads = str(args.threads_per_job or max(1, cpu_cores() // jobs))
         env = dict(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads,
                    CUDA_VISIBLE_DEVICES='')
-        return [Slot(env, [sys.executable], name=f'cpu{i}')
-                for i in range(jobs)]
+        return [Slot(env, [sys.executable]) for _ in range(jobs)]
     import torch
-    gpus = list(range(torch.cuda.device_count()))
+    # Indices as this process sees them, mapped back through its own
+    # CUDA_VISIBLE_DEVICES: a run's setting replaces the study's.
+    visible = os.environ.get('CUDA_VISIBLE_DEVICES')
+    gpus = [str(i) for i in range(torch.cuda.device_count())]
+    if visible:
+        gpus = [g.strip() for g in visible.split(',')][:len(gpus)]
     groups = len(gpus) // args.gpus_per_job
     if groups == 0:
         raise SystemExit(f'--gpus-per-job {args.gpus_per_job}: only '
@@ -145,15 +149,15 @@ def make_slots(args: argparse.Namespace) -> List[Slot]:
     slots = []
     for i in range(min(args.jobs or groups, groups)):
         ids = gpus[i * args.gpus_per_job:(i + 1) * args.gpus_per_job]
-        env = dict(CUDA_VISIBLE_DEVICES=','.join(map(str, ids)))
+        env = dict(CUDA_VISIBLE_DEVICES=','.join(ids))
         if len(ids) == 1:
-            slots.append(Slot(env, [sys.executable], name=f'gpu{ids[0]}'))
+            slots.append(Slot(env, [sys.executable]))
         else:
             slots.append(Slot(
                 env, [sys.executable, '-m', 'torch.distributed.run',
                       f'--nproc_per_node={len(ids)}',
                       f'--master_port={29500 + 17 * i}'],
-                distributed=True, name=f'gpus{ids[0]}-{ids[-1]}'))
+                distributed=True))
     return slots
 
 
@@ -203,12 +207,17 @@ def base_config(args: argparse.Namespace, cfg, data_root: str, stats: str):
     for t in crops:
         t.crop_size = crop
     cfg.train_dataloader.batch_size = args.batch_size
-    workers = args.loader_workers if args.loader_workers is not None else (
-        2 if args.gpus_per_job else 0)
+    workers = loader_workers(args)
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[loader].num_workers = workers
         cfg[loader].persistent_workers = workers > 0
     return cfg
+
+
+def loader_workers(args: argparse.Namespace) -> int:
+    if args.loader_workers is not None:
+        return args.loader_workers
+    return 2 if args.gpus_per_job else 0
 
 
 def study_settings(args: argparse.Namespace) -> Dict:
@@ -218,7 +227,7 @@ def study_settings(args: argparse.Namespace) -> Dict:
                 dataset=asdict(dataset_spec(args)), iters=args.iters,
                 crop=list(args.crop), batch_size=args.batch_size,
                 gpus_per_job=args.gpus_per_job,
-                loader_workers=args.loader_workers)
+                loader_workers=loader_workers(args))
 
 
 def check_settings(work_dir: str, settings: Dict) -> None:
@@ -263,7 +272,8 @@ def make_runs(losses: List[StudyLoss], seeds: range, base, work_dir: str,
 def choose_tau_mode(args: argparse.Namespace, results: Dict[str, Dict],
                     seeds: range) -> Optional[str]:
     """The count mode of the tau rows: given, or the selected count mode
-    with the best mean mIoU once all of their runs are in."""
+    with the best mean mIoU once all of their runs are in (a mode with
+    failed seeds comes after those without); ``''`` when none trained."""
     if args.tau_mode != 'auto':
         return args.tau_mode
     modes = [k for k in ARB_MODES if k in args.losses]
@@ -273,17 +283,16 @@ def choose_tau_mode(args: argparse.Namespace, results: Dict[str, Dict],
     keys = [run_key(m, s) for m in modes for s in seeds]
     if not all(k in results for k in keys):
         return None
-    means = {}
+    ranks = {}
     for mode in modes:
         values = [results[run_key(mode, s)]['summary']['mIoU']
                   for s in seeds
                   if results[run_key(mode, s)]['status'] == 'ok']
         if values:
-            means[mode] = sum(values) / len(values)
-    if not means:
-        raise SystemExit('no count-mode run finished: no mode for the tau '
-                         'rows')
-    return max(means, key=means.get)[len('arb-'):]
+            ranks[mode] = (len(values), sum(values) / len(values))
+    if not ranks:
+        return ''
+    return max(ranks, key=ranks.get)[len('arb-'):]
 
 
 def machine() -> Dict:
@@ -337,12 +346,17 @@ def main(argv: Optional[List[str]] = None) -> None:
                if k in args.losses]
     seeds = range(args.seeds)
     tau_losses: List[StudyLoss] = []
+    tau_modes: List[str] = []
 
     def tau_runs(results: Dict[str, Dict]) -> List[Run]:
-        if TAU_KEY not in args.losses or tau_losses:
+        if TAU_KEY not in args.losses or tau_modes:
             return []
         mode = choose_tau_mode(args, results, seeds)
         if mode is None:
+            return []
+        tau_modes.append(mode)
+        if not mode:
+            print(f'no count-mode run finished: no {TAU_KEY} rows')
             return []
         tau_losses.extend(arb_loss(mode, stats, tau) for tau in args.taus
                           if tau != 1.0)

@@ -20,6 +20,7 @@ import os.path as osp
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -43,12 +44,10 @@ class Slot:
             interpreter, or ``torchrun`` with its options.
         distributed: Whether ``tools/train.py`` gets ``--launcher
             pytorch``.
-        name: For the progress display.
     """
     env: Dict[str, str]
     launcher: List[str]
     distributed: bool = False
-    name: str = ''
 
 
 @dataclass
@@ -215,9 +214,12 @@ def run_all(runs: Sequence[Run],
     running: Dict[int, Tuple[Run, subprocess.Popen]] = {}
     done_iters = 0
     # The runs live in sessions of their own: a terminated study must stop
-    # them itself, so SIGTERM unwinds through the clean-up below.
-    previous = signal.signal(signal.SIGTERM, _exit_on_signal) \
-        if threading.current_thread() is threading.main_thread() else None
+    # them itself, so SIGTERM and SIGHUP unwind through the clean-up below
+    # (and a killed study's runs get SIGTERM from the kernel: _start).
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            previous[signum] = signal.signal(signum, _exit_on_signal)
     try:
         while queue or running:
             for index, slot in enumerate(slots):
@@ -252,8 +254,8 @@ def run_all(runs: Sequence[Run],
         raise
     finally:
         bar.close()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return results, trained
 
 
@@ -269,11 +271,22 @@ def _start(run: Run, slot: Slot) -> subprocess.Popen:
     run.started = time.time()
     with open(osp.join(run.run_dir, LOG_FILE), 'w') as log:
         # A session of its own: an interrupt stops the run and, with
-        # torchrun, the workers it started, as one group.
+        # torchrun, the workers it started, as one group. The run also dies
+        # with the study, however the study ends, so that a second call
+        # never trains a run twice into one folder.
         return subprocess.Popen(command, stdout=log,
                                 stderr=subprocess.STDOUT,
                                 env={**os.environ, **slot.env},
-                                start_new_session=True)
+                                start_new_session=True,
+                                preexec_fn=_die_with_parent)
+
+
+def _die_with_parent() -> None:
+    if sys.platform.startswith('linux'):
+        import ctypes
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig,
+                                                signal.SIGTERM)
 
 
 def _stop(proc: subprocess.Popen) -> None:

@@ -3,15 +3,19 @@ mmseg config.
 
 A :class:`StudyLoss` is the decode head's ``loss_decode`` (a dict, or a
 list of dicts for a sum of losses), plus what else the user adds for it: a
-pixel sampler, hooks, imports. :func:`apply_loss` writes it into the
-study's cross-entropy config; the auxiliary head gets the same losses at its
-own weight (0.4 in mmseg's DeepLabV3+), as this project's ARB configs do.
+pixel sampler, imports. :func:`apply_loss` writes it into the study's
+cross-entropy config; the auxiliary head gets the same losses at its own
+weight (0.4 in mmseg's DeepLabV3+). ARB rows are made as users make them:
+the config's cross-entropy switched by :func:`switch_to_arb` (what the
+``_base_`` switch runs), plus ``ClassCountHook``.
 """
 import copy
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
+
+from ..utils.switch_config import switch_to_arb, with_class_count_hook
 
 LossCfg = Union[Dict, List[Dict]]
 COUNT_MODES = ('batch', 'cumulative', 'ema', 'prior')
@@ -26,23 +30,23 @@ class StudyLoss:
         name: Name in the tables and plots.
         family: ``'mmseg'`` (MMSegmentation's own losses) or ``'arb'``.
         loss_decode: The decode head's ``loss_decode`` as the user writes
-            it (loss weights included).
+            it (loss weights included); None for ARB rows.
         shown: The same, as the tables show it (long lists elided).
         sampler: The decode head's ``sampler``, if any.
-        hooks: ``custom_hooks`` entries the loss needs.
         imports: Modules ``custom_imports`` must import besides
             ``mmseg_arb``.
         stands_in_for: Key of the row this one replaces where that one
             cannot run (the nearest working variant).
         note: One line on why the row is configured as it is.
+        arb: ``ARBLoss`` arguments that :func:`switch_to_arb` gives the
+            config's cross-entropy losses (ARB rows only).
     """
     key: str
     name: str
     family: str
-    loss_decode: LossCfg
+    loss_decode: Optional[LossCfg]
     shown: str
     sampler: Optional[Dict] = None
-    hooks: Sequence[Dict] = ()
     imports: Sequence[str] = ()
     stands_in_for: Optional[str] = None
     note: str = ''
@@ -136,9 +140,7 @@ def arb_loss(count_mode: str, class_stats: Optional[str] = None,
     key = f'arb-{count_mode}' + (f'-tau{tau:g}' if tau != 1.0 else '')
     name = f'ARB {count_mode}' + (f' tau={tau:g}' if tau != 1.0 else '')
     return StudyLoss(
-        key, name, 'arb', dict(type='ARBLoss', loss_weight=1.0, **settings),
-        f'ARBLoss({shown})', hooks=(dict(type='ClassCountHook'), ),
-        arb=dict(count_mode=count_mode, tau=tau),
+        key, name, 'arb', None, f'ARBLoss({shown})', arb=settings,
         note='' if tau != 1.0 else {
             'batch': "the paper's ARB-Loss",
             'cumulative': "the paper's global class count",
@@ -153,8 +155,13 @@ def apply_loss(cfg, loss: StudyLoss):
     The auxiliary head (if any) gets every loss of the row with its weight
     scaled by the ratio of the config's auxiliary to decode loss weights;
     the sampler goes on the decode head only, as in mmseg's OHEM configs.
+    An ARB row switches the config's cross-entropy losses instead.
     """
     cfg = copy.deepcopy(cfg)
+    if loss.arb:
+        cfg.model = switch_to_arb(cfg.model, **loss.arb)
+        cfg.custom_hooks = with_class_count_hook(cfg.get('custom_hooks'))
+        return cfg
     model = cfg.model
     decode = copy.deepcopy(loss.loss_decode)
     if model.get('auxiliary_head') is not None:
@@ -164,11 +171,9 @@ def apply_loss(cfg, loss: StudyLoss):
     model.decode_head.loss_decode = decode
     if loss.sampler is not None:
         model.decode_head.sampler = copy.deepcopy(loss.sampler)
-    if loss.hooks:
-        cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
-            copy.deepcopy(h) for h in loss.hooks]
     if loss.imports:
-        imports = cfg.custom_imports
+        imports = cfg.setdefault('custom_imports',
+                                 dict(imports=[], allow_failed_imports=False))
         imports['imports'] = list(imports['imports']) + list(loss.imports)
     return cfg
 

@@ -54,6 +54,7 @@ def summarize(losses: Sequence[StudyLoss], results: Dict[str, Dict],
             key=loss.key, name=loss.name, family=loss.family,
             loss_decode=loss.shown, note=loss.note,
             stands_in_for=loss.stands_in_for, seeds=sorted(ok),
+            planned=len(seeds),
             seconds=spread([r['seconds'] for r in runs.values() if r]),
             failed=[dict(seed=s, error=r['error'], where=r.get('where'))
                     for s, r in runs.items()
@@ -90,10 +91,12 @@ def paired_difference(first: Dict, second: Dict) -> Dict:
 
 def best_row(rows: Sequence[Dict], family: str,
              exclude: Sequence[str] = ()) -> Optional[Dict]:
-    """The row of ``family`` with the highest mean mIoU."""
+    """The row of ``family`` with the highest mean mIoU; rows with failed
+    seeds come after those without."""
     trained = [r for r in rows if r['family'] == family and r['seeds']
                and r['key'] not in exclude]
-    return max(trained, key=lambda r: r['metrics']['mIoU']['mean'],
+    return max(trained, key=lambda r: (len(r['seeds']),
+                                       r['metrics']['mIoU']['mean']),
                default=None)
 
 
@@ -115,9 +118,10 @@ def markdown_tables(rows: Sequence[Dict], baseline: str = 'ce') -> str:
     the best ARB row and the best other loss, the runs that failed and the
     configuration of each row, as markdown tables."""
     header = ' | '.join(SHORT_NAMES[m] for m in SUMMARY_KEYS)
-    seeds = max((len(r['seeds']) for r in rows), default=0)
+    seeds = max((r['planned'] for r in rows), default=0)
     out = [f'**Mean ± standard deviation over {seeds} seeds** (validation, '
-           'in %; time: wall seconds per run)', '',
+           'in %; time: wall seconds per run; a row with failed seeds says '
+           'over how many)', '',
            f'| loss | {header} | time |',
            '|---|' + '---:|' * (len(SUMMARY_KEYS) + 1)]
     for r in rows:
@@ -125,7 +129,9 @@ def markdown_tables(rows: Sequence[Dict], baseline: str = 'ce') -> str:
             cells = [_cell(r['metrics'][m]) for m in SUMMARY_KEYS]
         else:
             cells = ['failed (below)'] + ['-'] * (len(SUMMARY_KEYS) - 1)
-        out.append(f"| {r['name']} | " + ' | '.join(cells) +
+        name = r['name'] if len(r['seeds']) in (0, r['planned']) else \
+            f"{r['name']} ({len(r['seeds'])} of {r['planned']} seeds)"
+        out.append(f"| {name} | " + ' | '.join(cells) +
                    f" | {r['seconds']['mean']:.0f} |")
 
     base_name = next((r['name'] for r in rows if r['key'] == baseline),

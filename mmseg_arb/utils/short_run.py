@@ -5,9 +5,16 @@ demo and the loss study make to the configs they train."""
 def use_dataset(cfg, data_root: str, class_stats: str) -> None:
     """Point the train / val / test datasets of ``cfg`` at ``data_root``
     and the evaluators at its training class statistics (for
-    ``LongTailIoUMetric``'s head / body / tail groups)."""
+    ``LongTailIoUMetric``'s head / body / tail groups).
+
+    A plain mmseg config's ``IoUMetric`` becomes ``LongTailIoUMetric``
+    (the same mIoU, with the groups and per-class IoU besides).
+    """
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[loader].dataset.data_root = data_root
+    if cfg.val_evaluator.get('type', '').split('.')[-1] != \
+            'LongTailIoUMetric':
+        cfg.val_evaluator = dict(type='LongTailIoUMetric', per_class=True)
     cfg.val_evaluator.class_counts = class_stats
     cfg.test_evaluator = cfg.val_evaluator
 

@@ -10,6 +10,8 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 from mmseg_arb.study.jobs import (Run, Slot, last_error, read_result,
                                   run_all, trained_iters)
 
@@ -120,7 +122,11 @@ STUDY = textwrap.dedent('''
 ''')
 
 
-def test_a_terminated_study_stops_its_runs(tmp_path):
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGHUP,
+                                    signal.SIGKILL])
+def test_a_terminated_study_stops_its_runs(tmp_path, signum):
+    """However the study ends, its runs end with it: a later call must not
+    find a run still training into the folder it would train again."""
     study = subprocess.Popen(
         [sys.executable, '-c', STUDY.format(sleeps=SLEEPS), str(tmp_path)])
     try:
@@ -129,15 +135,28 @@ def test_a_terminated_study_stops_its_runs(tmp_path):
         while not _children(study.pid, SLEEPS) and time.time() < deadline:
             time.sleep(0.1)
         run, = _children(study.pid, SLEEPS)
-        study.terminate()
-        assert study.wait(timeout=60) == 128 + signal.SIGTERM
-        assert not osp.exists(f'/proc/{run}')  # stopped and reaped
+        study.send_signal(signum)
+        handled = signum != signal.SIGKILL
+        assert study.wait(timeout=60) == (128 + signum if handled
+                                          else -signum)
+        deadline = time.time() + 30
+        while _alive(run) and time.time() < deadline:
+            time.sleep(0.1)
+        assert not _alive(run)  # stopped (and reaped by the study or init)
     finally:
         if study.poll() is None:
             study.kill()
         for pid in _processes_running(SLEEPS):
             os.kill(pid, signal.SIGKILL)
     assert not (tmp_path / 'result.json').exists()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError:
+        return False
 
 
 def _children(parent: int, script: str):

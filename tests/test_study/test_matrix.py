@@ -64,7 +64,7 @@ def test_every_row_builds_the_model_it_describes(tmp_path):
         if loss.family == 'arb':
             assert isinstance(first[0], ARBLoss)
             assert {'type': 'ClassCountHook'} in cfg.custom_hooks
-            assert first[0].estimator.tau == loss.arb['tau']
+            assert first[0].estimator.tau == loss.arb.get('tau', 1.0)
         keys.append(loss.key)
     assert len(set(keys)) == len(keys)
     assert 'arb-ema-tau0.5' in keys

@@ -89,6 +89,18 @@ def test_tables_show_spread_failures_and_configs():
         '`mmseg/models/losses/cross_entropy_loss.py:66` |' in text
     assert '| Focal | 2 | `RuntimeError: other` |' in text
     assert "`ARBLoss(count_mode='batch')`" in text
+    assert '| Dice (2 of 3 seeds) | 11.00 ± 2.83 |' in text
+    assert '| CE | 12.00 ± 2.00 |' in text
+
+
+def test_a_row_with_failed_seeds_is_not_the_best():
+    """A lucky mean over fewer seeds does not win over a complete row."""
+    lovasz = StudyLoss('lovasz', 'Lovasz', 'mmseg', dict(type='LovaszLoss'),
+                       'LovaszLoss()')
+    results = dict(RESULTS, **{f'lovasz/seed{s}': ok(10.5, 0)
+                               for s in range(3)})
+    rows = summarize([CE, OTHER, lovasz], results, range(3))
+    assert best_row(rows, 'mmseg', exclude=['ce'])['key'] == 'lovasz'
 
 
 def test_rows_without_runs_are_left_out():

@@ -96,3 +96,25 @@ def test_slots_for_cpus_and_gpu_groups(monkeypatch):
                for s in pairs)
     assert len({next(a for a in s.launcher if 'master_port' in a)
                 for s in pairs}) == 2
+    # A study that was itself given some GPUs hands out those, not the
+    # first ones of the node.
+    monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '4,5,6,7,1')
+    given = tool.make_slots(tool.parse_args(['--gpus-per-job', '2']))
+    assert [s.env['CUDA_VISIBLE_DEVICES'] for s in given] == ['4,5', '6,7']
+
+
+def test_tau_rows_take_the_best_complete_count_mode():
+    tool = load_tool()
+    args = tool.parse_args(['--losses', 'arb-batch', 'arb-ema', 'arb-tau'])
+
+    def ok(miou):
+        return dict(status='ok', summary=dict(mIoU=miou))
+
+    failed = dict(status='failed')
+    results = {'arb-batch/seed0': ok(20), 'arb-batch/seed1': ok(22),
+               'arb-ema/seed0': ok(30)}
+    assert tool.choose_tau_mode(args, results, range(2)) is None  # waits
+    results['arb-ema/seed1'] = failed  # one lucky seed does not win
+    assert tool.choose_tau_mode(args, results, range(2)) == 'batch'
+    everything_failed = {k: failed for k in results}
+    assert tool.choose_tau_mode(args, everything_failed, range(2)) == ''
