@@ -88,8 +88,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     data.add_argument('--size', type=int, nargs=2, default=[128, 128],
                       metavar=('H', 'W'), help='image size')
     data.add_argument('--rarest-share', type=float, default=1e-3,
-                      help='pixel share of the rarest class (tail '
-                      'steepness)')
+                      help='expected pixel share of the rarest class '
+                      '(tail steepness)')
     data.add_argument('--data-seed', type=int, default=0)
     train = parser.add_argument_group('training')
     train.add_argument('--config', default=DEFAULT_CONFIG,
