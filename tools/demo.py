@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import os.path as osp
-from dataclasses import asdict
 from typing import Dict, List
 
 import numpy as np
@@ -26,11 +25,14 @@ from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 
 import mmseg_arb  # noqa: F401
-from mmseg_arb.datasets.synthetic import SyntheticSpec, generate_dataset
-from mmseg_arb.utils.class_stats import load_class_counts, save_class_stats
+from mmseg_arb.datasets import SyntheticSpec, prepare_synthetic
+from mmseg_arb.utils.class_stats import load_class_counts
 from mmseg_arb.utils.launch import build_runner, load_config
+from mmseg_arb.utils.plots import plot_iou_vs_frequency
 from mmseg_arb.utils.quiet_warnings import ignore_pkg_resources_deprecation
-from mmseg_arb.utils.results import code_version, load_run, results_markdown
+from mmseg_arb.utils.results import (SUMMARY_KEYS, code_version, load_run,
+                                     results_markdown)
+from mmseg_arb.utils.short_run import set_iterations, use_dataset
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = {
@@ -38,7 +40,6 @@ CONFIGS = {
     'ARB':
     'deeplabv3plus_r18-tiny_arb_1xb8-400iter_synthetic-ade20k-128x128.py',
 }
-SUMMARY = ('mIoU', 'mIoU_head', 'mIoU_body', 'mIoU_tail', 'mAcc', 'aAcc')
 
 
 def demo_spec(num_classes: int) -> SyntheticSpec:
@@ -52,35 +53,6 @@ def demo_spec(num_classes: int) -> SyntheticSpec:
         width=128,
         rarest_share=1e-3,
         seed=0)
-
-
-def ensure_dataset(cfg, data_root: str) -> str:
-    """Generate the dataset and its class statistics unless present.
-
-    Returns:
-        str: Path of the class-statistics JSON.
-    """
-    spec = demo_spec(cfg.num_classes)
-    meta = osp.join(data_root, 'synthetic_meta.json')
-    stats_path = osp.join(data_root, 'class_stats_train.json')
-    if osp.exists(meta) and osp.exists(stats_path):
-        with open(meta) as f:
-            if json.load(f)['spec'] == asdict(spec):
-                return stats_path
-    print(f'generating the demo dataset in {data_root} ...')
-    generate_dataset(data_root, spec)
-    from mmengine.registry import init_default_scope
-    from mmseg.registry import DATASETS
-
-    from mmseg_arb.datasets.class_statistics import dataset_class_stats
-    init_default_scope('mmseg')
-    dataset_cfg = cfg.train_dataloader.dataset.copy()
-    dataset_cfg.data_root = data_root
-    stats = dataset_class_stats(DATASETS.build(dataset_cfg), workers=2)
-    stats.update(dataset='ADE20KDataset (generated)', data_root=data_root,
-                 split='train')
-    save_class_stats(stats, stats_path)
-    return stats_path
 
 
 @HOOKS.register_module(force=True)
@@ -106,19 +78,13 @@ class DemoProgressBar(Hook):
         self.bar.close()
 
 
-def train_one(name: str, args: argparse.Namespace, data_root: str) -> Dict:
+def train_one(name: str, args: argparse.Namespace, data_root: str,
+              stats_path: str) -> Dict:
     cfg = load_config(osp.join(ROOT, 'configs', 'demo', CONFIGS[name]),
                       work_dir=osp.join(args.work_dir, name.lower()))
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[loader].dataset.data_root = data_root
-    cfg.val_evaluator.class_counts = osp.join(data_root,
-                                              'class_stats_train.json')
-    cfg.test_evaluator = cfg.val_evaluator
+    use_dataset(cfg, data_root, stats_path)
     iters = args.iters or cfg.train_cfg.max_iters
-    cfg.train_cfg.max_iters = cfg.train_cfg.val_interval = iters
-    cfg.default_hooks.checkpoint.interval = iters
-    cfg.param_scheduler[0].end = iters
-    cfg.default_hooks.logger.interval = max(10, iters // 10)
+    set_iterations(cfg, iters)
     # Visualizers are per-name singletons: a second runner in this process
     # would otherwise write into the first run's folder.
     cfg.visualizer.name = f'visualizer_{name.lower()}'
@@ -131,28 +97,6 @@ def train_one(name: str, args: argparse.Namespace, data_root: str) -> Dict:
     return load_run(cfg.work_dir, name)
 
 
-def plot_iou_vs_frequency(runs: List[Dict], counts: np.ndarray,
-                          names: List[str], path: str) -> None:
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
-    share = counts / counts.sum()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for run, marker in zip(runs, ('o', 's', '^')):
-        iou = [run['per_class_iou'].get(n, np.nan) for n in names]
-        ax.scatter(share, iou, label=run['name'], marker=marker, alpha=0.8)
-    ax.set_xscale('log')
-    ax.set_xlabel('training pixel share of the class')
-    ax.set_ylabel('validation IoU (%)')
-    ax.set_title('per-class IoU against class frequency')
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def print_table(runs: List[Dict], counts: np.ndarray,
                 names: List[str]) -> None:
     rarest = [names[i] for i in np.argsort(counts, kind='stable')[:5]]
@@ -160,7 +104,8 @@ def print_table(runs: List[Dict], counts: np.ndarray,
     width = 26
     print('\n' + f"{'':<{width}}" +
           ''.join(f"{r['name']:>9}" for r in runs) + f"{'ARB-CE':>9}")
-    rows = [(key, [r['summary'].get(key) for r in runs]) for key in SUMMARY]
+    rows = [(key, [r['summary'].get(key) for r in runs])
+            for key in SUMMARY_KEYS]
     rows += [(f'IoU {n.strip()} ({share[n]:.1e})',
               [r['per_class_iou'].get(n) for r in runs]) for n in rarest]
     for label, values in rows:
@@ -184,15 +129,20 @@ def main() -> None:
     ignore_pkg_resources_deprecation()
     args = parse_args()
     base_cfg = load_config(osp.join(ROOT, 'configs', 'demo', CONFIGS['CE']))
-    stats_path = ensure_dataset(base_cfg, args.data_root)
-    runs = [train_one(name, args, args.data_root) for name in CONFIGS]
+    stats_path = prepare_synthetic(args.data_root,
+                                   demo_spec(base_cfg.num_classes),
+                                   base_cfg.train_dataloader.dataset)
+    runs = [train_one(name, args, args.data_root, stats_path)
+            for name in CONFIGS]
 
     names = list(base_cfg.metainfo.classes)
     counts = load_class_counts(stats_path).numpy()
     print_table(runs, counts, names)
     os.makedirs(args.work_dir, exist_ok=True)
     plot = osp.join(args.work_dir, 'iou_vs_frequency.png')
-    plot_iou_vs_frequency(runs, counts, names, plot)
+    plot_iou_vs_frequency(
+        [(run['name'], [run['per_class_iou'].get(n, np.nan) for n in names],
+          None) for run in runs], counts, plot)
     version = code_version()
     with open(osp.join(args.work_dir, 'results.md'), 'w') as f:
         f.write(results_markdown(runs, version))

@@ -1,0 +1,310 @@
+"""Running the study's trainings: one process per run, as many at once as
+there are slots, finished runs skipped, progress shown.
+
+Each run is ``tools/train.py CONFIG --work-dir RUN_DIR --resume``, the
+command a user types, in a process of its own: mmengine keeps state per
+process (logger and visualizer singletons, the default scope), so runs in
+one process would share it. A :class:`Slot` is where a run executes: a
+number of CPU threads, or the GPUs it may see (with ``torchrun`` when it
+has several), so the same code runs on a laptop and on a GPU node.
+
+A finished run leaves ``result.json`` in its folder: the metrics of its
+final validation, or the error it stopped with. A run that has one is not
+started again; an interrupted one restarts from its last checkpoint, if
+it saved one.
+"""
+import glob
+import json
+import os
+import os.path as osp
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from ..utils.results import load_run
+
+RESULT_FILE = 'result.json'
+LOG_FILE = 'train.log'
+_FRAME = re.compile(r'\s*File "(?P<path>.+)", line (?P<line>\d+), in ')
+
+
+@dataclass
+class Slot:
+    """Where one run executes.
+
+    Args:
+        env: Environment variables of the run's process (threads, visible
+            GPUs).
+        launcher: The command that starts ``tools/train.py``: the Python
+            interpreter, or ``torchrun`` with its options.
+        distributed: Whether ``tools/train.py`` gets ``--launcher
+            pytorch``.
+    """
+    env: Dict[str, str]
+    launcher: List[str]
+    distributed: bool = False
+
+
+@dataclass
+class Run:
+    """One training of the study.
+
+    Args:
+        key: Unique name, ``<loss key>/seed<seed>``.
+        loss: Key of the study's loss.
+        seed: Random seed of the run (data order and initialisation).
+        run_dir: Its work dir.
+        args: ``tools/train.py`` and its arguments.
+        iters: Training iterations, for the progress bar.
+    """
+    key: str
+    loss: str
+    seed: int
+    run_dir: str
+    args: List[str]
+    iters: int
+    started: float = field(default=0.0, repr=False)
+
+
+def read_result(run_dir: str) -> Optional[Dict]:
+    """The result a finished run left, or None."""
+    path = osp.join(run_dir, RESULT_FILE)
+    if not osp.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def last_error(log: str) -> Tuple[str, Optional[str]]:
+    """The exception a Python process died of, from its output.
+
+    Returns:
+        tuple: The exception line (``'IndexError: ...'``) and where it was
+        raised (``'mmseg/models/losses/cross_entropy_loss.py:66'``), or the
+        last line of output and None when there is no traceback.
+    """
+    lines = log.splitlines()
+    starts = [i for i, line in enumerate(lines)
+              if line.startswith('Traceback (most recent call last)')]
+    if not starts:
+        tail = [line.strip() for line in lines if line.strip()]
+        return (tail[-1] if tail else 'no output'), None
+    where = None
+    for line in lines[starts[-1] + 1:]:
+        frame = _FRAME.match(line)
+        if frame:
+            where = f"{_short_path(frame['path'])}:{frame['line']}"
+        elif line and not line[0].isspace():
+            return line.strip(), where
+    return 'traceback without an exception line', where
+
+
+def _short_path(path: str) -> str:
+    for marker in ('site-packages/', 'dist-packages/'):
+        if marker in path:
+            return path.split(marker, 1)[1]
+    return osp.relpath(path) if osp.isabs(path) else path
+
+
+def trained_iters(run_dir: str) -> int:
+    """The last training iteration the run has logged so far (mmengine's
+    ``vis_data/scalars.json`` of its newest log folder)."""
+    files = sorted(glob.glob(osp.join(run_dir, '2*_*', 'vis_data',
+                                      'scalars.json')))
+    if not files:
+        return 0
+    last = 0
+    with open(files[-1]) as f:
+        for line in f:
+            try:
+                last = max(last, int(json.loads(line).get('iter', 0)))
+            except (ValueError, AttributeError):
+                pass  # a line being written
+    return last
+
+
+def _collect(run: Run, returncode: int) -> Dict:
+    log_path = osp.join(run.run_dir, LOG_FILE)
+    result = dict(loss=run.loss, seed=run.seed,
+                  seconds=round(time.time() - run.started, 1),
+                  log=log_path)
+    if returncode == 0:
+        try:
+            finished = load_run(run.run_dir)
+            result.update(status='ok', summary=finished['summary'],
+                          per_class_iou=finished['per_class_iou'],
+                          config=finished['config'])
+            return result
+        except FileNotFoundError as e:
+            error, where = str(e), None
+    else:
+        with open(log_path, errors='replace') as f:
+            error, where = last_error(f.read())
+    result.update(status='failed', returncode=returncode, error=error,
+                  where=where)
+    return result
+
+
+def _write_result(run_dir: str, result: Dict) -> None:
+    tmp = osp.join(run_dir, RESULT_FILE + '.tmp')
+    with open(tmp, 'w') as f:
+        json.dump(result, f, indent=1)
+    os.replace(tmp, osp.join(run_dir, RESULT_FILE))
+
+
+def run_all(runs: Sequence[Run],
+            slots: Sequence[Slot],
+            more_runs: Optional[Callable[[Dict[str, Dict]],
+                                         List[Run]]] = None,
+            progress: bool = True,
+            poll_seconds: float = 1.0
+            ) -> Tuple[Dict[str, Dict], List[str]]:
+    """Train every run that has no result yet, ``len(slots)`` at a time.
+
+    Args:
+        runs: The runs, in the order to start them.
+        slots: Where runs execute; one run per slot at a time.
+        more_runs: Called with all results so far (key to result) after
+            each run finishes and once at the start; returns runs that
+            depend on them (already known ones are ignored). They start
+            before the remaining runs.
+        progress: Show a progress bar over all iterations (a line per
+            finished run is printed either way).
+        poll_seconds: How often the runs are checked.
+
+    Returns:
+        tuple: Run key to result for every run (those done before too), and
+        the keys of the runs trained in this call.
+    """
+    from tqdm import tqdm
+
+    results: Dict[str, Dict] = {}
+    trained: List[str] = []
+    queue: List[Run] = []
+    known = set()
+
+    def add(new_runs: Sequence[Run], front: bool = False) -> int:
+        fresh = []
+        for run in new_runs:
+            if run.key in known:
+                continue
+            known.add(run.key)
+            done = read_result(run.run_dir)
+            if done is not None:
+                results[run.key] = done
+            else:
+                fresh.append(run)
+        queue[:0 if front else len(queue)] = fresh
+        return sum(r.iters for r in fresh)
+
+    add(runs)
+    if more_runs is not None:
+        add(more_runs(results), front=True)
+    skipped = len(results)
+    bar = tqdm(total=sum(r.iters for r in queue), unit='it',
+               disable=not progress, dynamic_ncols=True, mininterval=2,
+               desc=f'{len(queue)} runs to train')
+    if skipped:
+        tqdm.write(f'{skipped} runs finished before, not trained again')
+    running: Dict[int, Tuple[Run, subprocess.Popen]] = {}
+    done_iters = 0
+    # The runs live in sessions of their own: a terminated study must stop
+    # them itself, so SIGTERM and SIGHUP unwind through the clean-up below
+    # (and a killed study's runs get SIGTERM from the kernel: _start).
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            previous[signum] = signal.signal(signum, _exit_on_signal)
+    try:
+        while queue or running:
+            for index, slot in enumerate(slots):
+                if index not in running and queue:
+                    run = queue.pop(0)
+                    running[index] = (run, _start(run, slot))
+            time.sleep(poll_seconds)
+            for index, (run, proc) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[index]
+                result = _collect(run, proc.returncode)
+                _write_result(run.run_dir, result)
+                results[run.key] = result
+                trained.append(run.key)
+                done_iters += run.iters
+                tqdm.write(_describe(run, result))
+                if more_runs is not None:
+                    added = add(more_runs(results), front=True)
+                    if added:
+                        bar.total += added
+            bar.n = done_iters + sum(
+                min(trained_iters(run.run_dir), run.iters)
+                for run, _ in running.values())
+            failed = sum(results[k]['status'] != 'ok' for k in trained)
+            bar.set_description(
+                f'{len(trained)} done ({failed} failed), '
+                f'{len(running)} running, {len(queue)} queued')
+    except BaseException:
+        for run, proc in running.values():
+            _stop(proc)
+        raise
+    finally:
+        bar.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return results, trained
+
+
+def _exit_on_signal(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _start(run: Run, slot: Slot) -> subprocess.Popen:
+    os.makedirs(run.run_dir, exist_ok=True)
+    command = list(slot.launcher) + list(run.args)
+    if slot.distributed:
+        command += ['--launcher', 'pytorch']
+    run.started = time.time()
+    with open(osp.join(run.run_dir, LOG_FILE), 'w') as log:
+        # A session of its own: an interrupt stops the run and, with
+        # torchrun, the workers it started, as one group. The run also dies
+        # with the study, however the study ends, so that a second call
+        # never trains a run twice into one folder.
+        return subprocess.Popen(command, stdout=log,
+                                stderr=subprocess.STDOUT,
+                                env={**os.environ, **slot.env},
+                                start_new_session=True,
+                                preexec_fn=_die_with_parent)
+
+
+def _die_with_parent() -> None:
+    if sys.platform.startswith('linux'):
+        import ctypes
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig,
+                                                signal.SIGTERM)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _describe(run: Run, result: Dict) -> str:
+    head = f"{run.key}: {result['seconds']:.0f} s, "
+    if result['status'] != 'ok':
+        where = f" ({result['where']})" if result.get('where') else ''
+        return head + f"FAILED: {result['error']}{where}"
+    s = result['summary']
+    return head + ', '.join(f'{k} {s[k]:.2f}'
+                            for k in ('mIoU', 'mIoU_tail') if k in s)
