@@ -179,6 +179,18 @@ def test_all_ignored_batch_gives_zero_loss_and_zero_gradients(
     assert torch.all(logits.grad == 0)
 
 
+def assert_same_call(eager, compiled, eager_call, compiled_call):
+    """Loss, logits gradient and counts of a compiled ARBLoss call equal the
+    eager one's (each call given as its loss and its logits)."""
+    (expected, z), (loss, z_compiled) = eager_call, compiled_call
+    expected.backward()
+    loss.backward()
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(z_compiled.grad, z.grad)
+    torch.testing.assert_close(compiled.estimator.counts,
+                               eager.estimator.counts)
+
+
 @pytest.mark.parametrize('mode', ['batch', 'ema'])
 def test_torch_compile_gives_the_eager_loss_gradients_and_counts(mode):
     # mmengine's runner can wrap the model in torch.compile (compile=True);
@@ -191,12 +203,7 @@ def test_torch_compile_gives_the_eager_loss_gradients_and_counts(mode):
         z = logits.detach().float().requires_grad_()
         z_compiled = z.detach().clone().requires_grad_()
         expected, loss = eager(z, label), compiled_fn(z_compiled, label)
-        expected.backward()
-        loss.backward()
-        torch.testing.assert_close(loss, expected)
-        torch.testing.assert_close(z_compiled.grad, z.grad)
-        torch.testing.assert_close(compiled.estimator.counts,
-                                   eager.estimator.counts)
+        assert_same_call(eager, compiled, (expected, z), (loss, z_compiled))
     label[0, 0, 0] = 42
     with pytest.raises(LabelRangeError, match='42'):
         compiled_fn(z_compiled, label)
@@ -477,12 +484,7 @@ def test_compiled_loss_inside_counting_steps_matches_eager():
             loss = compiled_fn(z_compiled, label)
         finally:
             end_step()
-        expected.backward()
-        loss.backward()
-        torch.testing.assert_close(loss, expected)
-        torch.testing.assert_close(z_compiled.grad, z.grad)
-        torch.testing.assert_close(compiled.estimator.counts,
-                                   eager.estimator.counts)
+        assert_same_call(eager, compiled, (expected, z), (loss, z_compiled))
     torch._dynamo.reset()
 
 
