@@ -16,7 +16,7 @@ def test_short_demo_prints_the_table_and_saves_the_plots(tmp_path):
     out = result.stdout
     assert result.returncode == 0, (out + result.stderr)[-3000:]
     # Our lines first, not setuptools' notice to mmengine (four copies).
-    assert out.startswith(f'generating the demo dataset in {data_root}')
+    assert out.startswith(f'generating the dataset in {data_root}')
     assert 'pkg_resources is deprecated' not in result.stderr
     header = next(line for line in out.splitlines()
                   if line.split()[:3] == ['CE', 'ARB', 'ARB-CE'])
