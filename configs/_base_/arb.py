@@ -8,8 +8,10 @@
 # rewrites the model config before the model is built, turning every softmax
 # CrossEntropyLoss (decode and auxiliary heads) into an ARBLoss that keeps
 # its loss_weight, class_weight, avg_non_ignore and reduction and adds the
-# settings below. mmseg's own tools/train.py and tools/test.py honour
-# `runner_type`, and so do ours.
+# settings below. mmseg's own tools/train.py honours `runner_type`, and so
+# do our tools/train.py and tools/test.py; mmseg's tools/test.py builds the
+# plain Runner, so its model keeps CrossEntropyLoss, which testing never
+# calls (the config dumped to the work dir holds ARBLoss already).
 custom_imports = dict(imports=['mmseg_arb'], allow_failed_imports=False)
 runner_type = 'ARBRunner'
 # Keyword arguments of every ARBLoss created (see ARBLoss for all of them).

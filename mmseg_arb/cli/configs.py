@@ -13,7 +13,7 @@ from typing import List
 from mmengine.config import Config
 
 from ..utils.shipped_configs import find_config, shipped_configs
-from .command import Command
+from .command import Command, UsageError
 
 
 def run_list(args: argparse.Namespace, argv: List[str]) -> None:
@@ -27,6 +27,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         'deeplabv3plus_r50-d8_arb_4xb4-80k_ade20k-512x512 (see list)')
     parser.add_argument(
         '--dest', default='.', help='folder to write NAME.py in (default: .)')
+    parser.add_argument('--force', action='store_true',
+                        help='replace an existing NAME.py')
 
 
 def run_config(args: argparse.Namespace, argv: List[str]) -> None:
@@ -34,6 +36,9 @@ def run_config(args: argparse.Namespace, argv: List[str]) -> None:
     cfg = Config.fromfile(path)
     os.makedirs(args.dest, exist_ok=True)
     out = osp.join(args.dest, osp.basename(path))
+    if osp.exists(out) and not args.force:
+        raise UsageError(f'{out} exists (your edits?): --force to replace '
+                         'it, or another --dest')
     cfg.dump(out)
     print(f'wrote {out}')
 

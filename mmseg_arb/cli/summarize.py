@@ -20,8 +20,8 @@ from typing import Dict, List, Optional
 
 import yaml
 
-from ..utils.baselines import find_baseline
-from ..utils.model_index import metafile, model_entry
+from ..utils.baselines import find_baseline, schedule_differences
+from ..utils.model_index import COLLECTION, metafile, model_entry
 from ..utils.results import code_version, load_run, results_markdown
 from ..utils.shipped_configs import shipped_configs
 from .command import Command, UsageError
@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         '--metafile',
         help='model-index file of the runs of shipped configs (default: '
-        'metafile.yaml beside --out)')
+        'metafile.yaml beside --out); models of other configs an earlier '
+        'call wrote there are kept')
 
 
 def _config_name(run: Dict) -> Optional[str]:
@@ -61,6 +62,31 @@ def model_index_entries(runs: List[Dict]) -> List[Dict]:
     return list(entries.values())
 
 
+def with_earlier_models(path: str, models: List[Dict]) -> List[Dict]:
+    """``models`` after the models an earlier call wrote to the metafile
+    ``path`` (summaries of several datasets share one metafile), those of
+    the same name replaced.
+
+    Raises:
+        UsageError: If ``path`` exists and is not an ARB-Loss metafile (it
+            is not ours to overwrite).
+    """
+    if not osp.exists(path):
+        return models
+    with open(path) as f:
+        earlier = yaml.safe_load(f) or {}
+    ours = isinstance(earlier, dict) and any(
+        c.get('Name') == COLLECTION for c in earlier.get('Collections', []))
+    if not ours:
+        raise UsageError(f'{path} exists and is no ARB-Loss metafile: give '
+                         '--metafile another path')
+    names = {m['Name'] for m in models}
+    kept = [m for m in earlier.get('Models') or [] if m['Name'] not in names]
+    replaced = len(earlier.get('Models') or []) - len(kept)
+    print(f'{path}: kept {len(kept)} earlier models, replaced {replaced}')
+    return kept + models
+
+
 def run(args: argparse.Namespace, argv: List[str]) -> None:
     if args.names and len(args.names) != len(args.work_dirs):
         raise UsageError('--names needs one name per work dir')
@@ -68,7 +94,15 @@ def run(args: argparse.Namespace, argv: List[str]) -> None:
     runs = [load_run(w, n) for w, n in zip(args.work_dirs, names)]
     for r in runs:
         name = _config_name(r)
-        r['baseline'] = find_baseline(name) if name else None
+        r['baseline'] = find_baseline(name, tta=r['tta']) if name else None
+        if r['baseline'] is not None and r['baseline']['mIoU'] is not None:
+            settings = r['settings']
+            r['baseline']['differences'] = schedule_differences(
+                name, r['training'].get('processes'),
+                settings.get('batch_size'), settings.get('max_iters'))
+            for difference in r['baseline']['differences']:
+                print(f"{r['name']}: {difference}: its difference to "
+                      f"{r['baseline']['model']} is not the loss's alone")
     version = code_version()
     folder = osp.dirname(args.out)
     if folder:
@@ -83,6 +117,7 @@ def run(args: argparse.Namespace, argv: List[str]) -> None:
     models = model_index_entries(runs)
     if models:
         path = args.metafile or osp.join(folder, 'metafile.yaml')
+        models = with_earlier_models(path, models)
         if osp.dirname(path):
             os.makedirs(osp.dirname(path), exist_ok=True)
         with open(path, 'w') as f:

@@ -52,8 +52,10 @@ def enable_visualization(cfg: Config, args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace, argv: List[str]) -> None:
+    # A wrong name fails here once, not in every process torchrun starts.
+    config = resolve_config(args.config)
     launch('test', args, argv)
-    cfg = load_config(resolve_config(args.config), args.cfg_options,
+    cfg = load_config(config, args.cfg_options,
                       args.work_dir, args.launcher)
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:

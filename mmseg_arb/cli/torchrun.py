@@ -54,6 +54,10 @@ def torchrun_command(command: str, argv: List[str], gpus: int,
         env['PYTHONPATH'] = os.pathsep.join(
             [PACKAGE_PARENT] +
             ([env['PYTHONPATH']] if env.get('PYTHONPATH') else []))
+    # 'python -m' would put the working directory first on the path: run
+    # from a clone next to an installed package, the processes would
+    # import the clone (Python 3.11+ honours this; older ones ignore it).
+    env['PYTHONSAFEPATH'] = '1'
     cmd = [
         sys.executable, '-m', 'torch.distributed.run',
         f"--nnodes={env.get('NNODES', '1')}",

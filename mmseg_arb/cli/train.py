@@ -60,8 +60,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, argv: List[str]) -> None:
+    # A wrong name fails here once, not in every process torchrun starts.
+    config = resolve_config(args.config)
     launch('train', args, argv)
-    cfg = load_config(resolve_config(args.config), args.cfg_options,
+    cfg = load_config(config, args.cfg_options,
                       args.work_dir, args.launcher)
     if args.amp:
         if cfg.optim_wrapper.type == 'AmpOptimWrapper':

@@ -18,6 +18,10 @@ from typing import Dict, List, Optional
 import yaml
 
 ARB_TOKEN = re.compile(r'_arb(?:-prior)?(?=_)')
+# mmseg's config names: '<gpus>xb<batch per gpu>-<schedule>', e.g.
+# '4xb4-80k' or '1xb8-400iter'.
+SCHEDULE = re.compile(r'_(\d+)xb(\d+)-(\d+)(k|iter)_')
+SINGLE_SCALE, TTA = 'mIoU', 'mIoU(ms+flip)'
 
 
 def mmseg_name(config_name: str) -> str:
@@ -75,49 +79,98 @@ def mmseg_models(model_index: str) -> Dict[str, List[Dict]]:
     return dict(models)
 
 
-def _miou(model: Dict) -> Optional[float]:
+def _results(model: Dict) -> List[Dict]:
     results = model.get('Results') or []
-    for result in results if isinstance(results, list) else [results]:
-        miou = (result.get('Metrics') or {}).get('mIoU')
+    return results if isinstance(results, list) else [results]
+
+
+def _miou(model: Dict, metric: str = SINGLE_SCALE) -> Optional[float]:
+    for result in _results(model):
+        miou = (result.get('Metrics') or {}).get(metric)
         if miou is not None:
             return float(miou)
     return None
 
 
 def _dataset(model: Dict) -> Optional[str]:
-    results = model.get('Results') or []
-    results = results if isinstance(results, list) else [results]
+    results = _results(model)
     return results[0].get('Dataset') if results else None
 
 
+def _same_schedule(name: str, models: List[Dict]) -> List[Dict]:
+    """Of several models listed under ``name``, those whose weights were
+    trained for the schedule the name says (their checkpoint's file name,
+    mmseg 0.x's, says '_80k_' or '_160k_')."""
+    schedule = SCHEDULE.search(f'_{name}_')
+    if schedule is None:
+        return models
+    token = f'_{schedule.group(3)}{schedule.group(4)}_'
+    return [m for m in models
+            if token in osp.basename(str(m.get('Weights') or ''))]
+
+
 def find_baseline(config_name: str,
-                  model_index: Optional[str] = None) -> Dict:
+                  model_index: Optional[str] = None,
+                  tta: bool = False) -> Dict:
     """The published cross-entropy result for our config ``config_name``.
 
     Args:
         config_name: A config's file name without ``.py``.
         model_index: The ``model-index.yml`` to read; default: the installed
             mmsegmentation's.
+        tta: The run was tested with test-time augmentation: its baseline
+            is the published ``mIoU(ms+flip)``, not the single-scale one.
 
     Returns:
-        dict: ``model`` (mmseg's name), ``mIoU`` (single-scale, as published;
-        None where there is no single value), and either ``dataset``,
-        ``architecture``, ``metafile`` of the model, or ``note`` saying why
-        there is no value: no model of that name, or several that disagree
+        dict: ``model`` (mmseg's name), ``metric`` (``'mIoU'`` or
+        ``'mIoU(ms+flip)'``), ``mIoU`` (that figure as published; None where
+        there is no single value), and either ``dataset``, ``architecture``,
+        ``metafile`` of the model, or ``note`` saying why there is no value:
+        no model of that name, or several that disagree. Of several, those
+        whose weights are of the schedule the name says are kept first
         (mmseg 1.2.2 lists ``deeplabv3plus_r101-d8_4xb4-160k_ade20k-512x512``
         twice, once with the 80k run's weights).
     """
     name = mmseg_name(config_name)
+    metric = TTA if tta else SINGLE_SCALE
     found = mmseg_models(model_index or mmseg_model_index()).get(name, [])
-    values = sorted({_miou(m) for m in found} - {None})
+    found = [m for m in found if _miou(m, metric) is not None]
+    if len({_miou(m, metric) for m in found}) > 1:
+        found = _same_schedule(name, found) or found
+    values = sorted({_miou(m, metric) for m in found})
     if not values:
-        return dict(model=name, mIoU=None,
-                    note=f'no model {name} with an mIoU in mmseg\'s metafiles')
+        return dict(model=name, metric=metric, mIoU=None,
+                    note=f'no model {name} with an {metric} in mmseg\'s '
+                    'metafiles')
     if len(values) > 1:
-        return dict(model=name, mIoU=None,
+        return dict(model=name, metric=metric, mIoU=None,
                     note=f'mmseg\'s metafiles list {name} {len(found)} times '
-                    f'with different mIoU ({", ".join(map(str, values))})')
-    model = next(m for m in found if _miou(m) is not None)
-    return dict(model=name, mIoU=values[0], dataset=_dataset(model),
+                    f'with different {metric} '
+                    f'({", ".join(map(str, values))})')
+    model = found[0]
+    return dict(model=name, metric=metric, mIoU=values[0],
+                dataset=_dataset(model),
                 architecture=(model.get('Metadata') or {}).get('Architecture'),
                 metafile=model['metafile'])
+
+
+def schedule_differences(config_name: str, processes: Optional[int],
+                         batch_size: Optional[int],
+                         max_iters: Optional[int]) -> List[str]:
+    """How a run's training differs from what its config name says (and so
+    from the published model it is compared with): GPUs x batch per GPU,
+    and iterations. Empty when it matches, or the name says nothing."""
+    schedule = SCHEDULE.search(f'_{config_name}_')
+    if schedule is None:
+        return []
+    gpus, per_gpu, length, unit = schedule.groups()
+    named_batch = int(gpus) * int(per_gpu)
+    named_iters = int(length) * (1000 if unit == 'k' else 1)
+    differences = []
+    if processes and batch_size and processes * batch_size != named_batch:
+        differences.append(f'trained with a total batch of {processes}x'
+                           f'{batch_size} (the name says {gpus}x{per_gpu})')
+    if max_iters and max_iters != named_iters:
+        differences.append(f'trained {max_iters} iterations (the name says '
+                           f'{named_iters})')
+    return differences

@@ -65,8 +65,11 @@ def model_entry(run: Dict, config: str, baseline: Dict) -> Dict:
             'Dataset': dataset,
             # NaN (no class of a group among the evaluated labels) is no
             # figure to publish.
+            # A run tested with --tta publishes as mmseg's do:
+            # 'mIoU(ms+flip)'.
             'Metrics': {
-                k: round(float(run['summary'][k]), 2)
+                k + ('(ms+flip)' if run.get('tta') else ''):
+                round(float(run['summary'][k]), 2)
                 for k in SUMMARY_KEYS
                 if math.isfinite(run['summary'].get(k, math.nan))
             },

@@ -83,8 +83,29 @@ def training_resources(work_dir: str) -> Dict:
     return {}
 
 
+def dumped_settings(config: str) -> Dict:
+    """What a comparison with a published result depends on, from the
+    config a run dumped to its work dir (the last tools/train.py or
+    tools/test.py call's): ``tta`` (tested with test-time augmentation),
+    ``load_from`` (the checkpoint a test loaded), ``batch_size`` (per
+    process) and ``max_iters``."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(config, import_custom_modules=False)
+    model_type = str(cfg.get('model', {}).get('type', ''))
+    return {
+        'tta': model_type.split('.')[-1] == 'SegTTAModel',
+        'load_from': cfg.get('load_from'),
+        'batch_size': cfg.get('train_dataloader', {}).get('batch_size'),
+        'max_iters': cfg.get('train_cfg', {}).get('max_iters'),
+    }
+
+
 def load_run(work_dir: str, name: Optional[str] = None) -> Dict:
     """Metrics, per-class IoU, config and checkpoint of one finished run.
+
+    The checkpoint is the one a ``tools/test.py`` call evaluated when the
+    metrics are that call's (the ``load_from`` of the config it dumped),
+    else the work dir's last one.
 
     Raises:
         FileNotFoundError: If the work dir holds no metrics with ``mIoU``.
@@ -102,9 +123,13 @@ def load_run(work_dir: str, name: Optional[str] = None) -> Dict:
     per_class = {k[len('IoU.'):]: v for k, v in metrics.items()
                  if k.startswith('IoU.')}
     configs = sorted(glob.glob(osp.join(work_dir, '*.py')))
+    settings = dumped_settings(configs[0]) if configs else {}
     checkpoint = None
     last = osp.join(work_dir, 'last_checkpoint')
-    if osp.exists(last):
+    tested = not source.endswith('scalars.json')
+    if tested and settings.get('load_from'):
+        checkpoint = settings['load_from']
+    elif osp.exists(last):
         with open(last) as f:
             checkpoint = f.read().strip()
     return {
@@ -115,6 +140,8 @@ def load_run(work_dir: str, name: Optional[str] = None) -> Dict:
         'per_class_iou': per_class,
         'config': configs[0] if configs else None,
         'checkpoint': checkpoint,
+        'tta': tested and bool(settings.get('tta')),
+        'settings': settings,
         'training': training_resources(work_dir),
     }
 
@@ -159,9 +186,15 @@ def _miou_minus_baseline(run: Dict) -> Optional[float]:
 
 def _baseline_source(run: Dict) -> str:
     baseline = run.get('baseline') or {}
-    if baseline.get('mIoU') is not None:
-        return baseline['model']
-    return baseline.get('note', 'no config in the work dir')
+    if baseline.get('mIoU') is None:
+        return baseline.get('note', 'no config in the work dir')
+    source = baseline['model']
+    if baseline.get('metric', 'mIoU') != 'mIoU':
+        source += f" ({baseline['metric']}, as this run was tested)"
+    if baseline.get('differences'):
+        source += '; not comparable as is: ' + '; '.join(
+            baseline['differences'])
+    return source
 
 
 def results_markdown(runs: List[Dict], version: Dict) -> str:
@@ -207,10 +240,12 @@ def results_markdown(runs: List[Dict], version: Dict) -> str:
             cells.append(_baseline_source(r))
         lines.append('| ' + ' | '.join(cells) + ' |')
     if with_baselines:
-        lines += ['', 'mmseg CE mIoU: the single-scale mIoU that '
-                  "mmsegmentation's metafiles publish for the model of the "
-                  'same name without `_arb` / `_arb-prior` (cross-entropy, '
-                  'same schedule).']
+        lines += ['', "mmseg CE mIoU: the mIoU that mmsegmentation's "
+                  'metafiles publish for the model of the same name '
+                  'without `_arb` / `_arb-prior` (cross-entropy; '
+                  'single-scale, or ms+flip for a run tested with `--tta`); '
+                  'the last column says where a run trained with another '
+                  'batch or schedule than the name says.']
     if any(k not in r['summary'] for r in runs for k in GROUP_KEYS):
         lines += ['', 'mIoU_head / body / tail: `-` for a run evaluated '
                   'without LongTailIoUMetric.']

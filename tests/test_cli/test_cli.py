@@ -52,6 +52,17 @@ def test_config_writes_the_merged_config(tmp_path, capsys):
     shipped = Config.fromfile(osp.join(CONFIGS, 'segformer', f'{NAME}.py'))
     assert Config.fromfile(str(written)).to_dict() == shipped.to_dict()
 
+    # A second call does not overwrite the file (the user may have edited
+    # it) unless told to.
+    written.write_text('# my edits\n')
+    with pytest.raises(SystemExit) as exit_:
+        main(['config', NAME, '--dest', str(tmp_path / 'out')])
+    assert exit_.value.code == 2
+    assert '--force to replace it' in capsys.readouterr().err
+    assert written.read_text() == '# my edits\n'
+    main(['config', NAME, '--dest', str(tmp_path / 'out'), '--force'])
+    assert Config.fromfile(str(written)).to_dict() == shipped.to_dict()
+
 
 def test_an_unknown_name_is_an_error_with_the_closest_names(capsys):
     with pytest.raises(SystemExit) as exit_:
@@ -65,12 +76,25 @@ def test_an_unknown_name_is_an_error_with_the_closest_names(capsys):
 
 
 @pytest.mark.parametrize('argv, message', [
-    (['train', 'cfg.py', '--gpus', '2', '--launcher', 'slurm'],
+    (['train', NAME, '--gpus', '2', '--launcher', 'slurm'],
      'give --gpus or --launcher, not both'),
-    (['test', 'cfg.py', 'x.pth', '--gpus', '0'], '--gpus must be at least 1'),
+    (['test', NAME, 'x.pth', '--gpus', '0'], '--gpus must be at least 1'),
     (['train', 'no_such_config'], "'no_such_config' is not a file"),
+    # Once, here, rather than in every process torchrun would start.
+    (['train', 'no_such_config', '--gpus', '2'],
+     "'no_such_config' is not a file"),
+    (['test', 'no_such_config', 'x.pth', '--gpus', '2'],
+     "'no_such_config' is not a file"),
 ])
-def test_arguments_that_do_not_go_together(argv, message, capsys):
+def test_arguments_that_do_not_go_together(argv, message, capsys,
+                                           monkeypatch):
+    def relaunch(command, argv, gpus):
+        torchrun.torchrun_command(command, argv, gpus, {})  # its checks
+        raise AssertionError('relaunched under torchrun')
+
+    # Both commands launch through train's launch().
+    monkeypatch.setattr('mmseg_arb.cli.train.relaunch_with_torchrun',
+                        relaunch)
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     assert exit_.value.code == 2
@@ -90,6 +114,8 @@ def test_gpus_relaunches_the_same_command_under_torchrun(monkeypatch):
     ]
     # From a source tree the processes import this checkout...
     assert env['PYTHONPATH'] == f'{ROOT}{osp.pathsep}/elsewhere'
+    # ...and never one in the working directory ('-m' would put it first).
+    assert env['PYTHONSAFEPATH'] == '1'
     # ...an installed package needs (and gets) no PYTHONPATH.
     monkeypatch.setattr(torchrun.site, 'getsitepackages', lambda: [ROOT])
     _, env = torchrun.torchrun_command('test', ['c.py', 'x.pth'], 1, {})

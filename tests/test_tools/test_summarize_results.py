@@ -118,3 +118,31 @@ def test_runs_against_mmseg_baselines_and_their_metafile(tmp_path):
         assert model['Metadata']['Training Resources'] == '1x CPU'
         assert model['Metadata']['Batch Size'] == 2
         assert osp.isfile(model['Weights'])
+    # Two iterations are not the schedule the names say: said, not hidden.
+    assert 'deeplab: trained 2 iterations (the name says 80000)' in \
+        result.stdout
+    assert 'not comparable as is: trained with a total batch of 1x2 (the ' \
+        'name says 4x4); trained 2 iterations' in result.stdout
+
+    # A later summary into the same folder (another dataset, say) keeps the
+    # models of the first one in the metafile.
+    again = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'tools', 'summarize_results.py'),
+         work_dirs[1], '--out', str(tmp_path / 'results' / 'other')],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert 'kept 1 earlier models, replaced 1' in again.stdout
+    with open(tmp_path / 'results' / 'metafile.yaml') as f:
+        assert [m['Name'] for m in yaml.safe_load(f)['Models']] == \
+            [k.split('/')[1] for k in SHIPPED]
+    # A metafile.yaml that is not ours is not overwritten.
+    foreign = tmp_path / 'elsewhere' / 'metafile.yaml'
+    foreign.parent.mkdir()
+    foreign.write_text('Models: []\n')
+    refused = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'tools', 'summarize_results.py'),
+         work_dirs[1], '--out', str(tmp_path / 'elsewhere' / 'r')],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert refused.returncode != 0
+    assert 'is no ARB-Loss metafile' in refused.stderr
+    assert foreign.read_text() == 'Models: []\n'

@@ -5,7 +5,7 @@ import os.path as osp
 import yaml
 
 from mmseg_arb.utils.baselines import (find_baseline, mmseg_model_index,
-                                       mmseg_name)
+                                       mmseg_name, schedule_differences)
 
 
 def test_mmseg_name_drops_our_token_only():
@@ -47,7 +47,8 @@ def test_found_missing_and_ambiguous(tmp_path):
         _model('m_r101_4xb4-160k_ade20k', 45.47),
     ])
     assert find_baseline('m_r50_arb_4xb4-80k_ade20k', index) == dict(
-        model='m_r50_4xb4-80k_ade20k', mIoU=42.5, dataset='ADE20K',
+        model='m_r50_4xb4-80k_ade20k', metric='mIoU', mIoU=42.5,
+        dataset='ADE20K',
         architecture=['R-50-D8', 'M'],
         metafile=str(tmp_path / 'configs' / 'm' / 'metafile.yaml'))
     # Matched by its Config where the Name differs.
@@ -59,6 +60,39 @@ def test_found_missing_and_ambiguous(tmp_path):
                                "in mmseg's metafiles")
     twice = find_baseline('m_r101_arb_4xb4-160k_ade20k', index)
     assert twice['mIoU'] is None and '(44.6, 45.47)' in twice['note']
+    # A run tested with --tta is compared with the published ms+flip mIoU.
+    tta = find_baseline('m_r50_arb_4xb4-80k_ade20k', index, tta=True)
+    assert tta['metric'] == 'mIoU(ms+flip)' and tta['mIoU'] == 43.5
+
+
+def test_a_name_listed_twice_is_told_apart_by_its_weights(tmp_path):
+    """mmseg 1.2.2 lists deeplabv3plus_r101-d8_4xb4-160k_ade20k-512x512
+    twice: the 80k run's weights (44.6) and the 160k run's (45.47)."""
+    url = 'https://download.openmmlab.com/m/m_r101_512x512_{}_ade20k/' \
+        'm_r101_512x512_{}_ade20k_20200615-d5730af7.pth'
+    short, long = _model('m_r101_4xb4-160k_ade20k', 44.6), \
+        _model('m_r101_4xb4-160k_ade20k', 45.47)
+    short['Weights'], long['Weights'] = url.format('80k', '80k'), \
+        url.format('160k', '160k')
+    index = _model_index(tmp_path, [short, long])
+    assert find_baseline('m_r101_arb_4xb4-160k_ade20k', index)['mIoU'] == \
+        45.47
+    # No model of the 80k name: no baseline rather than the 80k weights'
+    # entry of another name.
+    assert find_baseline('m_r101_arb_4xb4-80k_ade20k', index)['mIoU'] is None
+
+
+def test_runs_that_trained_otherwise_than_their_name_says():
+    name = 'deeplabv3plus_r50-d8_arb_4xb4-80k_ade20k-512x512'
+    assert schedule_differences(name, 4, 4, 80000) == []
+    assert schedule_differences(name, 2, 4, 80000) == [
+        'trained with a total batch of 2x4 (the name says 4x4)']
+    assert schedule_differences(name, 8, 2, 40000) == [
+        'trained 40000 iterations (the name says 80000)']
+    assert schedule_differences('deeplabv3plus_r18-tiny_1xb8-400iter_'
+                                'synthetic-ade20k-128x128', 1, 8, 20) == [
+        'trained 20 iterations (the name says 400)']
+    assert schedule_differences('my_config', 3, 3, 3) == []
 
 
 def test_the_installed_mmseg_metafile_is_read():
@@ -74,3 +108,6 @@ def test_the_installed_mmseg_metafile_is_read():
     assert baseline['mIoU'] == published
     assert baseline['dataset'] == 'Cityscapes'
     assert baseline['metafile'] == metafile
+    # The shipped R-101 160k ADE20K config gets the 160k run's figure.
+    r101 = find_baseline('deeplabv3plus_r101-d8_arb_4xb4-160k_ade20k-512x512')
+    assert r101['mIoU'] == 45.47

@@ -32,6 +32,12 @@ def test_entry_of_a_four_gpu_run_and_of_a_run_without_baseline(tmp_path):
     assert entry['Weights'] == '/runs/r/iter_40000.pth'
     assert entry['Training log'] == '/runs/r/1/scalars.json'
 
+    tested_with_tta = model_entry(dict(run, tta=True),
+                                  f'configs/deeplabv3plus/{name}.py',
+                                  baseline)
+    assert tested_with_tta['Results']['Metrics'] == {
+        'mIoU(ms+flip)': 80.12, 'aAcc(ms+flip)': 96.0}
+
     alone = model_entry(dict(run, training={}), 'configs/demo/d.py',
                         dict(model='d', mIoU=None, note='none'))
     assert alone['Results']['Dataset'] == 'Cityscapes'  # from the config

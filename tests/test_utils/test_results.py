@@ -61,6 +61,29 @@ def test_newest_log_folder_wins_and_missing_metrics_are_an_error(tmp_path):
         load_run(str(empty))
 
 
+def test_a_test_call_names_the_checkpoint_it_loaded_and_its_tta(tmp_path):
+    """tools/test.py's metrics belong to the checkpoint it was given (a
+    best_mIoU_* one, say), not to the work dir's last; --tta is noted."""
+    run = fake_run(tmp_path, 'r', '20261127_120000', {'mIoU': 1.0},
+                   'iter_600.pth')
+    assert load_run(run)['checkpoint'] == f'{run}/iter_600.pth'
+    assert not load_run(run)['tta']
+    tested = tmp_path / 'r' / '20261128_090000'
+    os.makedirs(tested)
+    with open(tested / '20261128_090000.json', 'w') as f:
+        f.write(json.dumps({'mIoU': 2.0}) + '\n')
+    (tmp_path / 'r' / 'r_cfg.py').write_text(
+        "model = dict(type='SegTTAModel', module=dict())\n"
+        "load_from = '/ckpt/best_mIoU_iter_400.pth'\n"
+        "train_dataloader = dict(batch_size=4)\n"
+        "train_cfg = dict(max_iters=80000)\n")
+    found = load_run(run)
+    assert found['checkpoint'] == '/ckpt/best_mIoU_iter_400.pth'
+    assert found['tta']
+    assert found['settings']['batch_size'] == 4
+    assert found['settings']['max_iters'] == 80000
+
+
 def test_training_resources_from_mmengine_logs(tmp_path):
     """Processes and GPU model from the environment mmengine logs at the
     top of the training log, peak memory from its training records; a
