@@ -12,7 +12,7 @@ A config's name is its file name without ``.py``, e.g.
 import difflib
 import glob
 import os.path as osp
-from typing import Dict, Optional
+from typing import Dict
 
 PACKAGE_DIR = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -43,9 +43,9 @@ def configs_root() -> str:
         f'from it')
 
 
-def shipped_configs(root: Optional[str] = None) -> Dict[str, str]:
+def shipped_configs() -> Dict[str, str]:
     """``{'folder/name': path}`` of every shipped config, sorted."""
-    root = root or configs_root()
+    root = configs_root()
     paths = sorted(glob.glob(osp.join(root, '*', '*.py')))
     return {
         osp.splitext(osp.relpath(p, root))[0].replace(osp.sep, '/'): p
@@ -53,14 +53,14 @@ def shipped_configs(root: Optional[str] = None) -> Dict[str, str]:
     }
 
 
-def find_config(name: str, root: Optional[str] = None) -> str:
+def find_config(name: str) -> str:
     """Path of the shipped config ``name`` (see the module docstring).
 
     Raises:
         ConfigNotFoundError: If no shipped config has that name; the message
             lists the closest names.
     """
-    configs = shipped_configs(root)
+    configs = shipped_configs()
     key = name[:-len('.py')] if name.endswith('.py') else name
     if key in configs:
         return configs[key]
