@@ -55,6 +55,34 @@ def test_two_losses_one_seed_then_resume(tmp_path):
     assert again['rows'] == summary['rows']
 
 
+def test_a_plain_mmseg_config_as_the_base(tmp_path):
+    """--config with a user's cross-entropy config built on mmseg's own
+    (IoUMetric, no custom_imports): the study's rows train from it."""
+    config = tmp_path / 'my_ce.py'
+    config.write_text(
+        "_base_ = 'mmseg::deeplabv3plus/deeplabv3plus_r50-d8_4xb4-80k_"
+        "ade20k-512x512.py'\n"
+        'model = dict(pretrained=None, backbone=dict(depth=18),\n'
+        '    decode_head=dict(in_channels=512, c1_in_channels=64,\n'
+        '                     channels=64, c1_channels=16),\n'
+        '    auxiliary_head=dict(in_channels=256, channels=32))\n')
+    tiny = list(TINY)
+    tiny[tiny.index('--iters') + 1] = '2'
+    result = subprocess.run(
+        [sys.executable, STUDY, '--work-dir', str(tmp_path / 'study'),
+         '--config', str(config), *tiny], capture_output=True, text=True,
+        timeout=600, cwd=str(tmp_path))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    with open(tmp_path / 'study' / 'loss_study.json') as f:
+        rows = json.load(f)['rows']
+    assert [(r['key'], r['seeds']) for r in rows] == [('ce', [0]),
+                                                      ('arb-batch', [0])]
+    assert all('mIoU_tail' in r['metrics'] for r in rows)
+    run = (tmp_path / 'study' / 'runs' / 'arb-batch' / 'seed0' /
+           'config.py').read_text()
+    assert "type='LongTailIoUMetric'" in run and 'ClassCountHook' in run
+
+
 def test_other_settings_in_the_same_work_dir_are_refused(tmp_path):
     (tmp_path / 'study').mkdir()
     (tmp_path / 'study' / 'study.json').write_text(json.dumps({'iters': 1}))
