@@ -7,7 +7,9 @@ baselines, ready for a paper, a pull request or a leaderboard.
 prints and writes ``results/ade20k.md`` and ``.json``: each run's mIoU, the
 mIoU mmseg publishes for the same model and schedule trained with
 cross-entropy (found by the run's config name, ``_arb`` / ``_arb-prior``
-dropped, in the installed mmsegmentation's metafiles), the difference, head
+dropped, in the installed mmsegmentation's metafiles; ms+flip for a run
+tested with ``--tta``; a run trained with another batch or schedule than
+its name says is flagged), the difference, head
 / body / tail mIoU, per-class IoU, config, checkpoint and code version; and,
 for runs of shipped configs, ``results/metafile.yaml`` in OpenMMLab's
 model-index format.

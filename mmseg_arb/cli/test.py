@@ -9,7 +9,6 @@ from typing import List
 from mmengine.config import Config, DictAction
 
 from ..utils.launch import build_runner, load_config
-from ..utils.shipped_configs import resolve_config
 from .command import Command, UsageError
 from .train import add_launch_arguments, launch
 
@@ -52,9 +51,7 @@ def enable_visualization(cfg: Config, args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace, argv: List[str]) -> None:
-    # A wrong name fails here once, not in every process torchrun starts.
-    config = resolve_config(args.config)
-    launch('test', args, argv)
+    config = launch('test', args, argv)
     cfg = load_config(config, args.cfg_options,
                       args.work_dir, args.launcher)
     cfg.load_from = args.checkpoint

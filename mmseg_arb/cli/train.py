@@ -29,15 +29,22 @@ def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
 
 
-def launch(command: str, args: argparse.Namespace, argv: List[str]) -> None:
+def launch(command: str, args: argparse.Namespace, argv: List[str]) -> str:
     """Relaunch under torchrun if ``--gpus`` asks for it (this process is
-    then replaced); otherwise set ``LOCAL_RANK`` as mmseg's tools do."""
+    then replaced); otherwise set ``LOCAL_RANK`` as mmseg's tools do.
+
+    Returns:
+        str: The path of ``args.config``, resolved before any relaunch so
+        that a wrong name fails once, not in every process torchrun starts.
+    """
+    config = resolve_config(args.config)
     if args.gpus is not None:
         if args.launcher != 'none':
             raise UsageError('--gpus launches with torchrun (--launcher '
                              'pytorch): give --gpus or --launcher, not both')
         relaunch_with_torchrun(command, argv, args.gpus)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,9 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, argv: List[str]) -> None:
-    # A wrong name fails here once, not in every process torchrun starts.
-    config = resolve_config(args.config)
-    launch('train', args, argv)
+    config = launch('train', args, argv)
     cfg = load_config(config, args.cfg_options,
                       args.work_dir, args.launcher)
     if args.amp:

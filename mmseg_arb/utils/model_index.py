@@ -13,8 +13,6 @@ mmseg publishes that model.
 import math
 from typing import Dict, List, Optional
 
-from mmengine.config import Config
-
 from .results import SUMMARY_KEYS
 
 COLLECTION = 'ARB-Loss'
@@ -43,14 +41,14 @@ def model_entry(run: Dict, config: str, baseline: Dict) -> Dict:
             ``configs/deeplabv3plus/<name>.py``.
         baseline: The run's :func:`mmseg_arb.utils.baselines.find_baseline`.
     """
-    cfg = Config.fromfile(run['config'], import_custom_modules=False)
+    settings = run['settings']  # from the config the run dumped
     training = run.get('training') or {}
     dataset = baseline.get('dataset') or \
-        cfg.train_dataloader.dataset.type.replace('Dataset', '')
+        settings['dataset_type'].replace('Dataset', '')
     metadata = {'Training Data': dataset}
     if training:
         metadata['Batch Size'] = \
-            cfg.train_dataloader.batch_size * training['processes']
+            settings['batch_size'] * training['processes']
     if baseline.get('architecture'):
         metadata['Architecture'] = list(baseline['architecture'])
     if _resources(training):

@@ -27,11 +27,15 @@ def _records(path: str) -> List[Dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def _log_folders(work_dir: str) -> List[str]:
+    """mmengine's timestamped log folders of a work dir, newest first."""
+    return sorted(glob.glob(osp.join(work_dir, '2*_*')), reverse=True)
+
+
 def _metric_files(work_dir: str) -> List[str]:
     """Metric logs of a work dir, newest log folder first."""
-    folders = sorted(glob.glob(osp.join(work_dir, '2*_*')), reverse=True)
     files = []
-    for folder in folders:
+    for folder in _log_folders(work_dir):
         stamp = osp.basename(folder)
         files += [p for p in (osp.join(folder, f'{stamp}.json'),
                               osp.join(folder, 'vis_data', 'scalars.json'))
@@ -62,7 +66,7 @@ def training_resources(work_dir: str) -> Dict:
         one process; None on CPU) and ``log`` (the training scalars); empty
         if the work dir has no training log.
     """
-    for folder in sorted(glob.glob(osp.join(work_dir, '2*_*')), reverse=True):
+    for folder in _log_folders(work_dir):
         stamp = osp.basename(folder)
         scalars = osp.join(folder, 'vis_data', 'scalars.json')
         log = osp.join(folder, f'{stamp}.log')
@@ -88,15 +92,17 @@ def dumped_settings(config: str) -> Dict:
     config a run dumped to its work dir (the last tools/train.py or
     tools/test.py call's): ``tta`` (tested with test-time augmentation),
     ``load_from`` (the checkpoint a test loaded), ``batch_size`` (per
-    process) and ``max_iters``."""
+    process), ``max_iters`` and ``dataset_type`` (of the training set)."""
     from mmengine.config import Config
     cfg = Config.fromfile(config, import_custom_modules=False)
     model_type = str(cfg.get('model', {}).get('type', ''))
+    train_loader = cfg.get('train_dataloader', {})
     return {
         'tta': model_type.split('.')[-1] == 'SegTTAModel',
         'load_from': cfg.get('load_from'),
-        'batch_size': cfg.get('train_dataloader', {}).get('batch_size'),
+        'batch_size': train_loader.get('batch_size'),
         'max_iters': cfg.get('train_cfg', {}).get('max_iters'),
+        'dataset_type': train_loader.get('dataset', {}).get('type'),
     }
 
 

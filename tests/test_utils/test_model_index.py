@@ -3,6 +3,7 @@ dataset and architecture where mmseg has the model."""
 import math
 
 from mmseg_arb.utils.model_index import metafile, model_entry
+from mmseg_arb.utils.results import dumped_settings
 
 
 def test_entry_of_a_four_gpu_run_and_of_a_run_without_baseline(tmp_path):
@@ -12,6 +13,7 @@ def test_entry_of_a_four_gpu_run_and_of_a_run_without_baseline(tmp_path):
     run = {
         'summary': {'mIoU': 80.123, 'mIoU_tail': math.nan, 'aAcc': 96.0},
         'config': str(config),
+        'settings': dumped_settings(str(config)),
         'checkpoint': '/runs/r/iter_40000.pth',
         'training': {'processes': 4, 'device': 'NVIDIA H200',
                      'memory_gb': 7.4, 'log': '/runs/r/1/scalars.json'},
