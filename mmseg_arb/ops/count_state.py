@@ -74,9 +74,9 @@ def prepare_counts(hist: Tensor, counts: Tensor, bad_labels: Tensor,
         smoothing (float): Pseudo-count added to every class.
         tau (float): Exponent of the counts.
         update (bool): Whether this is a training step. Otherwise the
-            state and the bad-label totals are left alone and the loss uses the step's counts (``'batch'``),
-            the prior, or the running counts (the step's while they are all
-            zero).
+            state and the bad-label totals are left alone and the loss
+            uses the step's counts (``'batch'``), the prior, or the running
+            counts (the step's while they are all zero).
 
     Returns:
         Tensor: float32 ``(C,)`` shift, as :func:`log_count_shift`.
