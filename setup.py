@@ -10,7 +10,9 @@ GPU and a CUDA toolkit is found; ``MMSEG_ARB_WITH_CUDA=1`` (or mmcv's
 ``FORCE_CUDA=1``) forces the build, e.g. on a GPU-less build node, and
 ``MMSEG_ARB_WITH_CUDA=0`` skips it. The build targets the visible GPUs, or
 ``TORCH_CUDA_ARCH_LIST``; on a node without a GPU, by default, every
-architecture the installed torch was built for that nvcc can compile. Use
+architecture the installed torch was built for that nvcc can compile. GPUs
+older than compute capability 7.0 (Volta) are left out, with one line
+saying so; they use the PyTorch path. Use
 ``pip install --no-build-isolation`` so that the build sees your torch.
 Without a build the kernels are JIT-compiled on first GPU use (see
 ``mmseg_arb/ops/cuda_ext.py``).
@@ -38,36 +40,105 @@ def _arch_version(arch: str) -> str:
     return f'{digits[:-1]}.{digits[-1]}{suffix}'
 
 
+# __match_any_sync and independent thread scheduling: Volta and newer. Older
+# GPUs use the PyTorch path (mmseg_arb/ops/cuda_ext.py says so at run time).
+MIN_ARCH = (7, 0)
+
+
+def _arch_tuple(version: str) -> tuple:
+    major, minor = re.match(r'(\d+)\.(\d+)', version).groups()
+    return int(major), int(minor)
+
+
+def supported_archs(arch_list: str) -> tuple:
+    """Split a ``TORCH_CUDA_ARCH_LIST`` ('6.1;7.0;8.6+PTX', or with spaces)
+    into the entries the kernels support (compute capability >= 7.0), as
+    one string, and the list of those they do not; named entries
+    ('Ampere') are kept."""
+    kept, dropped = [], []
+    for entry in re.split(r'[;\s]+', arch_list.strip()):
+        if not entry:
+            continue
+        old = re.match(r'\d+\.\d+', entry) and _arch_tuple(entry) < MIN_ARCH
+        (dropped if old else kept).append(entry)
+    return ';'.join(kept), dropped
+
+
 def default_cuda_arch_list(torch_archs: str, nvcc_archs: str) -> str:
     """``TORCH_CUDA_ARCH_LIST`` for a build that sees no GPU (torch's own
     choice then fails): the architectures the installed torch was built for
     (``torch._C._cuda_getArchFlags()``, e.g. 'sm_75 sm_80 sm_90') that nvcc
-    can compile (``nvcc --list-gpu-arch``), with PTX of the newest for
-    later GPUs."""
+    can compile (``nvcc --list-gpu-arch``) and the kernels support (compute
+    capability 7.0 and newer), with PTX of the newest for later GPUs."""
     compilable = {_arch_version(a) for a in nvcc_archs.split()}
     wanted = [
         _arch_version(a) for a in torch_archs.split() if a.startswith('sm_')
     ]
-    arches = [a for a in wanted if a in compilable]
+    arches = [
+        a for a in wanted if a in compilable and _arch_tuple(a) >= MIN_ARCH
+    ]
     if not arches:
         raise RuntimeError(
-            f'no CUDA architecture that both torch ({torch_archs!r}) and '
-            f'nvcc ({nvcc_archs!r}) support: set TORCH_CUDA_ARCH_LIST, '
-            f'e.g. "8.0;9.0"')
+            f'no CUDA architecture of compute capability 7.0 or newer that '
+            f'both torch ({torch_archs!r}) and nvcc ({nvcc_archs!r}) '
+            f'support: set TORCH_CUDA_ARCH_LIST, e.g. "8.0;9.0"')
     return ';'.join(arches) + '+PTX'
 
 
-def _set_arch_list_without_gpu(torch, cuda_home: str) -> None:
-    if os.getenv('TORCH_CUDA_ARCH_LIST') or torch.cuda.is_available():
-        return
-    nvcc = subprocess.run([osp.join(cuda_home, 'bin', 'nvcc'),
-                           '--list-gpu-arch'],
-                          capture_output=True, text=True, check=True)
-    arch_list = default_cuda_arch_list(torch._C._cuda_getArchFlags(),
-                                       nvcc.stdout)
+def cuda_arch_list(requested, visible, torch_archs, nvcc_archs):
+    """The ``TORCH_CUDA_ARCH_LIST`` of the build and the line that says why,
+    or ``(None, line)`` if no architecture is left to build for.
+
+    Args:
+        requested: The user's ``TORCH_CUDA_ARCH_LIST``, or None.
+        visible: Compute capabilities of the visible GPUs ('8.6').
+        torch_archs, nvcc_archs: What torch was built for and what nvcc
+            compiles; used when neither of the above says anything.
+    """
+    old = ('(they need 7.0, Volta, or newer); ARB-Loss uses its PyTorch '
+           'path on such GPUs')
+    if requested is None and not visible:
+        arch_list = default_cuda_arch_list(torch_archs, nvcc_archs)
+        line = (f'mmseg-arb: no GPU visible, building the CUDA kernels for '
+                f'TORCH_CUDA_ARCH_LIST={arch_list} (set it to build for '
+                f'fewer)')
+        _, dropped = supported_archs(' '.join(
+            _arch_version(a) for a in torch_archs.split()
+            if a.startswith('sm_')))
+        if dropped:
+            line += f'; not for {", ".join(dropped)} {old}'
+        return arch_list, line
+    arch_list, dropped = supported_archs(
+        requested if requested is not None else ';'.join(sorted(visible)))
+    line = None
+    if dropped:
+        line = (f'mmseg-arb: not building the CUDA kernels for compute '
+                f'capability {", ".join(dropped)} {old}')
+    return arch_list or None, line
+
+
+def _set_arch_list(torch, cuda_home: str) -> bool:
+    """Set ``TORCH_CUDA_ARCH_LIST`` for the build; False if no architecture
+    is left to build for."""
+    requested = os.getenv('TORCH_CUDA_ARCH_LIST')
+    visible = {
+        '{}.{}'.format(*torch.cuda.get_device_capability(i))
+        for i in range(torch.cuda.device_count())
+    } if torch.cuda.is_available() else set()
+    torch_archs = nvcc_archs = ''
+    if requested is None and not visible:
+        torch_archs = torch._C._cuda_getArchFlags()
+        nvcc_archs = subprocess.run(
+            [osp.join(cuda_home, 'bin', 'nvcc'), '--list-gpu-arch'],
+            capture_output=True, text=True, check=True).stdout
+    arch_list, line = cuda_arch_list(requested, visible, torch_archs,
+                                     nvcc_archs)
+    if line:
+        print(line)
+    if arch_list is None:
+        return False
     os.environ['TORCH_CUDA_ARCH_LIST'] = arch_list
-    print(f'mmseg-arb: no GPU visible, building the CUDA kernels for '
-          f'TORCH_CUDA_ARCH_LIST={arch_list} (set it to build for fewer)')
+    return True
 
 
 class BuildPyWithConfigs(build_py):
@@ -114,7 +185,11 @@ def cuda_build_options() -> dict:
                            f'CUDA build of torch first')
     if CUDA_HOME is None:
         raise RuntimeError('MMSEG_ARB_WITH_CUDA=1 but no CUDA toolkit found')
-    _set_arch_list_without_gpu(torch, CUDA_HOME)
+    if not _set_arch_list(torch, CUDA_HOME):
+        if flag == '1':
+            raise RuntimeError('MMSEG_ARB_WITH_CUDA=1 but no GPU '
+                               'architecture to build for is 7.0 or newer')
+        return {}
     csrc = osp.join('mmseg_arb', 'ops', 'csrc')
     extension = CUDAExtension(
         'mmseg_arb._ext',

@@ -42,13 +42,27 @@ def _jit_build() -> None:
     from torch.utils.cpp_extension import CUDA_HOME, load
     if CUDA_HOME is None:
         raise RuntimeError('no CUDA toolkit found (set CUDA_HOME)')
-    load(
-        name='mmseg_arb_cuda',
-        sources=SOURCES,
-        extra_cflags=['-O3'],
-        extra_cuda_cflags=['-O3', '-std=c++17'],
-        is_python_module=False,
-        verbose=os.environ.get('MMSEG_ARB_VERBOSE_BUILD') == '1')
+    requested = os.environ.get('TORCH_CUDA_ARCH_LIST')
+    supported = sorted({
+        '{}.{}'.format(*torch.cuda.get_device_capability(i))
+        for i in range(torch.cuda.device_count())
+        if torch.cuda.get_device_capability(i) >= MIN_CAPABILITY
+    })
+    if requested is None and supported:
+        # torch would build for every visible GPU, an old one included,
+        # which would fail the build for all of them.
+        os.environ['TORCH_CUDA_ARCH_LIST'] = ';'.join(supported)
+    try:
+        load(
+            name='mmseg_arb_cuda',
+            sources=SOURCES,
+            extra_cflags=['-O3'],
+            extra_cuda_cflags=['-O3', '-std=c++17'],
+            is_python_module=False,
+            verbose=os.environ.get('MMSEG_ARB_VERBOSE_BUILD') == '1')
+    finally:
+        if requested is None:
+            os.environ.pop('TORCH_CUDA_ARCH_LIST', None)
 
 
 def load_cuda_ops() -> bool:
@@ -89,11 +103,33 @@ def load_cuda_ops() -> bool:
     return True
 
 
+# Compute capability the kernels need (__match_any_sync, independent
+# thread scheduling); setup.py builds for no older GPU.
+MIN_CAPABILITY = (7, 0)
+_old_devices: dict = {}
+
+
+def _device_supported(index: int) -> bool:
+    """Whether CUDA device ``index`` is new enough; an older one is said
+    once and served by the PyTorch path."""
+    if index not in _old_devices:
+        capability = torch.cuda.get_device_capability(index)
+        _old_devices[index] = capability < MIN_CAPABILITY
+        if _old_devices[index]:
+            _log(f'mmseg_arb: {torch.cuda.get_device_name(index)} (cuda:'
+                 f'{index}) has compute capability {capability[0]}.'
+                 f'{capability[1]}; the CUDA kernels need 7.0 (Volta) or '
+                 f'newer, so ARB-Loss uses the PyTorch path on it.')
+    return not _old_devices[index]
+
+
 def cuda_ops_apply(tensor: Tensor) -> bool:
     """Whether ops on ``tensor`` run on the CUDA kernels: it is a CUDA
-    tensor and the kernels are loaded. (The one switch between the kernels
-    and the PyTorch path; the tests turn it on for ``meta`` tensors.)"""
-    return tensor.is_cuda and load_cuda_ops()
+    tensor on a GPU they support and the kernels are loaded. (The one
+    switch between the kernels and the PyTorch path; the tests turn it on
+    for ``meta`` tensors.)"""
+    return tensor.is_cuda and _device_supported(tensor.device.index or 0) \
+        and load_cuda_ops()
 
 
 def cuda_ops_status() -> str:

@@ -13,8 +13,15 @@ import torch
 
 from helpers import ROOT
 
-default_cuda_arch_list = runpy.run_path(
-    osp.join(ROOT, 'setup.py'), run_name='setup')['default_cuda_arch_list']
+SETUP = runpy.run_path(osp.join(ROOT, 'setup.py'), run_name='setup')
+default_cuda_arch_list = SETUP['default_cuda_arch_list']
+cuda_arch_list = SETUP['cuda_arch_list']
+# What a torch wheel for CUDA 11.8 reports, and nvcc 11.8.
+CU118_TORCH = 'sm_50 sm_60 sm_70 sm_75 sm_80 sm_86 sm_90'
+CU118_NVCC = ('compute_35 compute_37 compute_50 compute_52 compute_53 '
+              'compute_60 compute_61 compute_62 compute_70 compute_72 '
+              'compute_75 compute_80 compute_86 compute_87 compute_89 '
+              'compute_90')
 
 
 def test_torch_archs_that_nvcc_compiles_with_ptx_of_the_newest():
@@ -28,6 +35,28 @@ def test_arch_suffixes_and_virtual_entries():
     assert default_cuda_arch_list('sm_90a compute_90 sm_100',
                                   'compute_90a compute_100') == \
         '9.0a;10.0+PTX'
+
+
+def test_a_cu118_torch_without_gpu_leaves_out_pre_volta_and_says_so():
+    # __match_any_sync does not exist below 7.0: building for sm_50/sm_60
+    # would fail the whole install.
+    arch_list, line = cuda_arch_list(None, set(), CU118_TORCH, CU118_NVCC)
+    assert arch_list == '7.0;7.5;8.0;8.6;9.0+PTX'
+    assert 'not for 5.0, 6.0' in line and 'PyTorch path' in line
+
+
+def test_a_requested_list_loses_its_pre_volta_entries():
+    arch_list, line = cuda_arch_list('6.0;6.1 7.0;8.6+PTX', set(), '', '')
+    assert arch_list == '7.0;8.6+PTX'
+    assert 'compute capability 6.0, 6.1' in line
+    assert cuda_arch_list('Ampere;8.0', set(), '', '') == ('Ampere;8.0',
+                                                         None)
+
+
+def test_visible_gpus_older_than_volta_are_not_built_for():
+    assert cuda_arch_list(None, {'6.1', '8.6'}, '', '')[0] == '8.6'
+    arch_list, line = cuda_arch_list(None, {'6.1'}, '', '')
+    assert arch_list is None and 'PyTorch path' in line
 
 
 def test_nothing_in_common_names_the_fix():

@@ -72,3 +72,27 @@ def test_unusable_build_falls_back_to_jit_then_pytorch(build, logged,
     assert status.startswith('mmseg_arb._ext: ImportError: ') == \
         (build != 'missing')
     assert len(logged) == 1 and 'use the PyTorch path' in logged[0]
+
+
+def test_a_gpu_older_than_volta_takes_the_pytorch_path(logged, monkeypatch):
+    # The kernels use __match_any_sync (7.0+); setup.py builds for no older
+    # GPU, so such a device must never reach them.
+    monkeypatch.setattr(cuda_ext, '_old_devices', {})
+    monkeypatch.setattr(torch.cuda, 'get_device_capability',
+                        lambda index=None: (6, 1))
+    monkeypatch.setattr(torch.cuda, 'get_device_name',
+                        lambda index=None: 'Tesla P40')
+
+    def must_not_load():
+        raise AssertionError('the kernels were loaded for an sm_61 GPU')
+
+    monkeypatch.setattr(cuda_ext, 'load_cuda_ops', must_not_load)
+    on_gpu = types.SimpleNamespace(is_cuda=True,
+                                   device=torch.device('cuda', 1))
+    assert cuda_ext.cuda_ops_apply(on_gpu) is False
+    assert cuda_ext.cuda_ops_apply(on_gpu) is False
+    assert logged == [
+        'mmseg_arb: Tesla P40 (cuda:1) has compute capability 6.1; the CUDA '
+        'kernels need 7.0 (Volta) or newer, so ARB-Loss uses the PyTorch '
+        'path on it.'
+    ]
