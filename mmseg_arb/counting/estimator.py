@@ -192,6 +192,17 @@ class ClassCountEstimator(nn.Module):
                                  at_once=not self.training)
         return shift
 
+    def _apply(self, fn, *args: Any, **kwargs: Any) -> 'ClassCountEstimator':
+        # model.half(), .to(torch.bfloat16) or a mixed-precision wrapper
+        # cast every floating-point buffer. Counts must stay float64 and
+        # exact (fp16 tops out at 65504 pixels, bf16 rounds above 256):
+        # take the device the cast chose, keep the values and the dtype.
+        counts = self.counts
+        super()._apply(fn, *args, **kwargs)
+        if self.counts.dtype != torch.float64:
+            self.counts = counts.to(self.counts.device, torch.float64)
+        return self
+
     def _check_device(self, device: torch.device) -> None:
         if self.counts.device == device:
             return
