@@ -9,7 +9,8 @@ device tensor, without synchronising the host:
 * ``C``: the *bad* pixels, whose label is neither a class nor
   ``ignore_index``;
 * ``C + 1``: the largest bad label above the range (0 if none);
-* ``C + 2``: minus the smallest bad label below zero (0 if none).
+* ``C + 2``: minus the smallest bad label below zero (0 if none; at most
+  ``INT64_MAX``, so a label of ``INT64_MIN`` reads as ``-INT64_MAX``).
 
 The first ``C + 1`` entries are what ranks sum (:data:`SUMMED`); the last
 two let an error name the offending values without reading the labels.
@@ -44,9 +45,25 @@ def label_masks(label: Tensor, num_classes: int,
     ``ignore_index``; invalid when it is neither in range nor
     ``ignore_index``. (An ``ignore_index`` inside the range masks that class.)
     """
-    in_range = (label >= 0) & (label < num_classes)
-    ignored = label == ignore_index
+    in_range = (label >= 0) & _less_than(label, num_classes)
+    if _representable(label, ignore_index):
+        ignored = label == ignore_index
+    else:  # e.g. -1 with uint8 labels, which would wrap round to 255
+        ignored = torch.zeros_like(label, dtype=torch.bool)
     return in_range & ~ignored, ~in_range & ~ignored
+
+
+def _representable(label: Tensor, value: int) -> bool:
+    info = torch.iinfo(label.dtype)
+    return info.min <= value <= info.max
+
+
+def _less_than(label: Tensor, bound: int) -> Tensor:
+    # A comparison with a number the dtype cannot hold wraps it round
+    # (uint8 < 20000 is uint8 < 32); such a bound is above every label.
+    if _representable(label, bound):
+        return label < bound
+    return torch.ones_like(label, dtype=torch.bool)
 
 
 def class_histogram_pytorch(label: Tensor, num_classes: int,
@@ -78,7 +95,9 @@ def class_histogram_pytorch(label: Tensor, num_classes: int,
     # and is the "none" value of both extremes.
     zero = wide.new_zeros(1)
     above = torch.cat([zero, torch.where(invalid, wide, 0)]).amax()
-    below = torch.cat([zero, torch.where(invalid, -wide, 0)]).amax()
+    # -INT64_MIN does not exist: that label reads as -INT64_MAX.
+    negated = -wide.clamp_min(-torch.iinfo(torch.int64).max)
+    below = torch.cat([zero, torch.where(invalid, negated, 0)]).amax()
     return torch.cat([hist[:num_classes + 1], above[None], below[None]])
 
 

@@ -5,7 +5,8 @@ writes the shifted logits and the log-softmax (saved for backward), then in
 backward a dense one-hot gradient and the log-softmax gradient, plus a
 handful of small launches for the weights, the denominator and the scaling:
 several passes over the (N, C, H, W) tensor. The fused kernels read the
-logits once in forward, saving only a per-pixel log-sum-exp, and reduce the
+logits once in forward, saving only two floats per pixel (the softmax's
+largest shifted logit and the log of its sum), and reduce the
 loss (class and pixel weights, mmseg's mean denominator, ``loss_weight``)
 in the same launch and one small one after it; backward reads the logits
 once, reads its incoming gradient on the device, and writes the gradient.
@@ -26,21 +27,21 @@ class _FusedARBLoss(torch.autograd.Function):
                 ignore_index: int, reduction: str, loss_weight: float,
                 avg_non_ignore: bool) -> Tensor:
         logits, label = logits.contiguous(), label.contiguous()
-        loss, lse, scale = torch.ops.mmseg_arb.arb_loss_forward(
+        loss, softmax_stats, scale = torch.ops.mmseg_arb.arb_loss_forward(
             logits, label, shift, class_weight, weight, ignore_index,
             reduction, loss_weight, avg_non_ignore)
         ctx.save_for_backward(logits, label, shift, class_weight, weight,
-                              lse, scale)
+                              softmax_stats, scale)
         ctx.ignore_index = ignore_index
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss: Tensor):
-        logits, label, shift, class_weight, weight, lse, scale = \
+        logits, label, shift, class_weight, weight, softmax_stats, scale = \
             ctx.saved_tensors
         grad = torch.ops.mmseg_arb.arb_loss_backward(
-            grad_loss, logits, label, shift, class_weight, weight, lse, scale,
-            ctx.ignore_index)
+            grad_loss, logits, label, shift, class_weight, weight,
+            softmax_stats, scale, ctx.ignore_index)
         return grad, None, None, None, None, None, None, None, None
 
 
@@ -55,9 +56,11 @@ def fused_arb_loss(logits: Tensor,
                    avg_non_ignore: bool = False) -> Tensor:
     """ARB-Loss of CUDA logits for a given shift, reduced in the kernels.
 
-    Per pixel of target ``t``: ``(lse(z + shift) - z_t - shift_t) *
-    class_weight[t] * weight[p]``, 0 where ``t`` is ``ignore_index`` or
-    outside ``[0, C)`` (reporting bad labels is the count estimator's job).
+    Per pixel of target ``t``, with ``x = z + shift``: ``(max(x) - x_t +
+    log sum_c exp(x_c - max(x))) * class_weight[t] * weight[p]`` (two
+    non-negative terms: never below zero), 0 where ``t`` is
+    ``ignore_index`` or outside ``[0, C)`` (reporting bad labels is the
+    count estimator's job).
 
     Args:
         logits (Tensor): CUDA (N, C, ...) float32/float16/bfloat16.

@@ -32,7 +32,8 @@ SCHEMAS = {
     '-> (Tensor, Tensor, Tensor)',
     'arb_loss_backward':
     'arb_loss_backward(Tensor grad_loss, Tensor logits, Tensor label, '
-    'Tensor shift, Tensor? class_weight, Tensor? weight, Tensor lse, '
+    'Tensor shift, Tensor? class_weight, Tensor? weight, '
+    'Tensor softmax_stats, '
     'Tensor scale, int ignore_index) -> Tensor',
 }
 
@@ -84,17 +85,20 @@ def _arb_loss_forward(logits: Tensor, label: Tensor, shift: Tensor,
                       class_weight: Optional[Tensor], weight: Optional[Tensor],
                       ignore_index: int, reduction: str, loss_weight: float,
                       avg_non_ignore: bool) -> Tuple[Tensor, Tensor, Tensor]:
-    # The loss (per pixel for 'none', else a scalar), the per-pixel
-    # log-sum-exp and the backward's scale, float32 whatever the logits.
+    # The loss (per pixel for 'none', else a scalar), each pixel's softmax
+    # statistics (its largest shifted logit, then the log of its softmax
+    # sum) and the backward's scale, float32 whatever the logits.
     out_shape = label.shape if reduction == 'none' else ()
     loss = logits.new_empty(out_shape, dtype=torch.float32)
-    lse = logits.new_empty(label.shape, dtype=torch.float32)
-    return loss, lse, logits.new_empty(1, dtype=torch.float32)
+    softmax_stats = logits.new_empty((2, ) + tuple(label.shape),
+                                     dtype=torch.float32)
+    return loss, softmax_stats, logits.new_empty(1, dtype=torch.float32)
 
 
 @_register_fake('arb_loss_backward')
 def _arb_loss_backward(grad_loss: Tensor, logits: Tensor, label: Tensor,
                        shift: Tensor, class_weight: Optional[Tensor],
-                       weight: Optional[Tensor], lse: Tensor, scale: Tensor,
+                       weight: Optional[Tensor], softmax_stats: Tensor,
+                       scale: Tensor,
                        ignore_index: int) -> Tensor:
     return torch.empty_like(logits, memory_format=torch.contiguous_format)

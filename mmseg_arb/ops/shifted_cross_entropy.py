@@ -13,6 +13,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .class_count import label_masks
+
 
 class _ShiftedCrossEntropy(torch.autograd.Function):
 
@@ -23,8 +25,7 @@ class _ShiftedCrossEntropy(torch.autograd.Function):
         shift = shift.view((1, num_classes) + (1, ) * (logits.dim() - 2))
         # Type promotion: fp16/bf16 logits give an fp32 sum, in one pass.
         log_prob = torch.log_softmax(logits + shift, dim=1)
-        valid = (label != ignore_index) & (label >= 0) & \
-            (label < num_classes)
+        valid, _ = label_masks(label, num_classes, ignore_index)
         target = torch.where(valid, label, 0).long().unsqueeze(1)
         if class_weight is None:
             weight = valid.to(log_prob.dtype)

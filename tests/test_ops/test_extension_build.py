@@ -39,7 +39,7 @@ OPS = {
     'arb_loss_backward':
     'mmseg_arb::arb_loss_backward(Tensor grad_loss, Tensor logits, '
     'Tensor label, Tensor shift, Tensor? class_weight, Tensor? weight, '
-    'Tensor lse, Tensor scale, int ignore_index) -> Tensor',
+    'Tensor softmax_stats, Tensor scale, int ignore_index) -> Tensor',
 }
 # One architecture keeps the build short; test_kernel_compiles covers others.
 ARCH = '9.0'
@@ -153,7 +153,7 @@ def test_build_without_gpu_gets_an_arch_list_torch_accepts(tmp_path):
         import os, runpy, torch
         from torch.utils import cpp_extension
         runpy.run_path('setup.py', run_name='setup')[
-            '_set_arch_list_without_gpu'](torch, cpp_extension.CUDA_HOME)
+            '_set_arch_list'](torch, cpp_extension.CUDA_HOME)
         flags = cpp_extension._get_cuda_arch_flags()
         print(os.environ['TORCH_CUDA_ARCH_LIST'], ' '.join(flags))
     ''')

@@ -44,14 +44,16 @@ def test_fake_loss_forward_and_backward(dtype, reduction):
     logits = torch.empty(2, 19, 5, 7, dtype=dtype, device=META)
     label = torch.empty(2, 5, 7, dtype=torch.int64, device=META)
     shift = torch.empty(19, device=META)
-    loss, lse, scale = ops.arb_loss_forward(logits, label, shift, None, None,
-                                            255, reduction, 0.4, False)
+    loss, stats, scale = ops.arb_loss_forward(logits, label, shift, None,
+                                              None, 255, reduction, 0.4,
+                                              False)
     assert loss.shape == (label.shape if reduction == 'none' else ())
-    assert lse.shape == label.shape and scale.shape == (1, )
-    assert {t.dtype for t in (loss, lse, scale)} == {torch.float32}
+    # Per pixel: the largest shifted logit and the log of the softmax sum.
+    assert stats.shape == (2, ) + label.shape and scale.shape == (1, )
+    assert {t.dtype for t in (loss, stats, scale)} == {torch.float32}
     grad = ops.arb_loss_backward(torch.empty_like(loss),
                                  logits.transpose(2, 3), label, shift, shift,
-                                 torch.empty(2, 5, 7, device=META), lse,
+                                 torch.empty(2, 5, 7, device=META), stats,
                                  scale, 255)
     # The kernel writes a contiguous gradient in the logits' type.
     assert grad.shape == (2, 19, 7, 5) and grad.dtype == dtype

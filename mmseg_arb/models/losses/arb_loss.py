@@ -79,7 +79,7 @@ def _mean_denominator(label: Tensor, num_classes: int, ignore_index: int,
     valid, _ = label_masks(label, num_classes, ignore_index)
     if class_weight is None:
         return valid.sum().to(torch.float32)
-    safe = torch.where(valid, label, 0)
+    safe = torch.where(valid, label, 0).long()  # uint8 would be a mask
     weights = torch.where(valid, class_weight[safe],
                           0.0 if avg_non_ignore else 1.0)
     return weights.sum()
@@ -171,7 +171,12 @@ def _shifted_loss(logits: Tensor,
     # eps as in mmseg: an all-ignored batch gives 0, not 0/0.
     eps = torch.finfo(torch.float32).eps
 
-    if logits.dtype in FUSED_DTYPES and cuda_ext.cuda_ops_apply(logits):
+    # The fused backward gives no gradient to a per-pixel weight; one that
+    # asks for it (a learned weighting) takes the PyTorch path.
+    weight_needs_grad = weight is not None and weight.requires_grad and \
+        torch.is_grad_enabled()
+    if logits.dtype in FUSED_DTYPES and not weight_needs_grad and \
+            cuda_ext.cuda_ops_apply(logits):
         if label.dtype not in KERNEL_LABEL_DTYPES:  # e.g. int16: rare
             label = label.long()
         if weight is not None:

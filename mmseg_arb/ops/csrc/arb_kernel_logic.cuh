@@ -137,6 +137,8 @@ ARB_HD unsigned int lanes_in(unsigned int mask) {
 // bin (a dominant class such as "road") are merged first, so one atomic per
 // distinct bin and warp reaches this thread's shared replica (kShared) or,
 // beyond shared memory, the global counters.
+constexpr unsigned long long kInt64Max = 0x7fffffffffffffffull;
+
 template <bool kShared, typename T, typename Block>
 struct AddLabel {
   const Block& block;
@@ -154,9 +156,13 @@ struct AddLabel {
     if (v >= num_classes) {
       block.atomic_max(out + num_classes + 1,
                        static_cast<unsigned long long>(v));
-    } else {  // v < 0; the unsigned negation is exact even for INT64_MIN
+    } else {  // v < 0. -INT64_MIN is not an int64: it reads as -INT64_MAX,
+              // so that the entry stays a non-negative int64 (the running
+              // totals take signed maxima).
+      const unsigned long long negated =
+          0ull - static_cast<unsigned long long>(v);
       block.atomic_max(out + num_classes + 2,
-                       0ull - static_cast<unsigned long long>(v));
+                       negated < kInt64Max ? negated : kInt64Max);
     }
   }
 
@@ -236,16 +242,17 @@ ARB_HD float log_count_shift(double count, double smoothing, double tau) {
 // ------------------------------------------------------------ fused loss
 
 constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
 // Classes whose logits a thread loads at once, V pixels each: 64 bytes of
 // independent loads in flight per thread for fp32 (V = 4), 32 for 16-bit
 // types (V = 8), where twice the registers would halve the occupancy.
 template <int V>
 constexpr int kClassChunkOf = V >= 8 ? 2 : 4;
 
-// 2^x; on the device one MUFU.EX2 (2 ulp), the softmax works in base 2.
-ARB_HD float exp2_of(float x) { return exp2f(x); }
-ARB_HD float log2_of(float x) { return log2f(x); }
+// e^x for x <= 0 as 2^(x log2 e): on the device one MUFU.EX2 (2 ulp). The
+// argument is a difference of shifted logits, formed before the scaling,
+// so the scaling adds a relative error of the difference, not of the
+// logits (which would make the loss's error absolute, ~|logit| * 2^-23).
+ARB_HD float exp_of_difference(float x) { return exp2f(x * kLog2e); }
 
 // The unsigned type of `kBytes` bytes, the width of one vector access.
 template <int kBytes>
@@ -292,96 +299,107 @@ ARB_HD bool valid_target(const L* labels, int64_t p, int C,
   return t != ignore_index && t >= 0 && t < C;
 }
 
+// A pixel's softmax over its shifted logits x_c = z_c + shift_c (rounded
+// to float32 as PyTorch rounds z + shift): the largest x, and the log of
+// sum_c e^(x_c - max) (>= 0: the largest term is e^0 = 1). The loss of
+// target t is (max - x_t) + log_sum, two non-negative terms: never below
+// zero, and exact where it is small. Saved for the backward, which needs
+// both parts to form x_c - max - log_sum without rounding at |logit| scale.
+struct SoftmaxStats {
+  float max;
+  float log_sum;
+};
+
+ARB_HD float pixel_loss(const SoftmaxStats& stats, float shifted_target) {
+  return (stats.max - shifted_target) + stats.log_sum;
+}
+
 // Forward of V consecutive pixels whose logits of class c start at
 // z + c * stride (stride = the spatial size S): one read of the logits,
-// kClassChunk vector loads in flight, an online log-sum-exp in base 2 (one
-// exp2 per logit, one more per chunk). Gives each pixel's
-//   lse[v] = log sum_c exp(z_c + shift_c)
-//   zs[v]  = z_t + shift_t, t = target[v] (picked up on the way)
+// kClassChunk vector loads in flight, an online log-sum-exp. Gives each
+// pixel's softmax statistics and its shifted target logit
+// x_t = z_t + shift_t, t = target[v] (picked up on the way).
 template <int V, typename F>
 ARB_HD void forward_pixels(const F* z, int64_t stride, int C,
                            const float* shift, const int (&target)[V],
-                           float (&lse)[V], float (&zs)[V]) {
+                           SoftmaxStats (&stats)[V],
+                           float (&shifted_target)[V]) {
   constexpr int kClassChunk = kClassChunkOf<V>;
   float m[V], sum[V];
 #pragma unroll
   for (int v = 0; v < V; ++v) {
-    // Not -inf: a chunk of -inf logits must add exp2(-inf) = 0, not
-    // exp2(-inf - -inf) = NaN.
+    // Not -inf: a chunk of -inf logits must add e^-inf = 0, not
+    // e^(-inf - -inf) = NaN.
     m[v] = -FLT_MAX;
     sum[v] = 0.f;
-    zs[v] = 0.f;
+    shifted_target[v] = 0.f;
   }
   int c = 0;
   for (; c + kClassChunk <= C; c += kClassChunk) {
-    float a[kClassChunk][V];
+    float x[kClassChunk][V];
 #pragma unroll
     for (int k = 0; k < kClassChunk; ++k) {
-      load_floats<V>(z + (c + k) * stride, a[k]);
+      load_floats<V>(z + (c + k) * stride, x[k]);
     }
 #pragma unroll
     for (int k = 0; k < kClassChunk; ++k) {
       const float s = load_readonly(shift + c + k);
-      const float s2 = s * kLog2e;
 #pragma unroll
       for (int v = 0; v < V; ++v) {
-        if (c + k == target[v]) zs[v] = a[k][v] + s;
-        a[k][v] = fmaf(a[k][v], kLog2e, s2);
+        x[k][v] += s;
+        if (c + k == target[v]) shifted_target[v] = x[k][v];
       }
     }
 #pragma unroll
     for (int v = 0; v < V; ++v) {
-      float chunk_max = a[0][v];
+      float chunk_max = x[0][v];
 #pragma unroll
       for (int k = 1; k < kClassChunk; ++k) {
-        chunk_max = fmaxf(chunk_max, a[k][v]);
+        chunk_max = fmaxf(chunk_max, x[k][v]);
       }
       if (chunk_max > m[v]) {
-        sum[v] *= exp2_of(m[v] - chunk_max);
+        sum[v] *= exp_of_difference(m[v] - chunk_max);
         m[v] = chunk_max;
       }
 #pragma unroll
-      for (int k = 0; k < kClassChunk; ++k) sum[v] += exp2_of(a[k][v] - m[v]);
+      for (int k = 0; k < kClassChunk; ++k) {
+        sum[v] += exp_of_difference(x[k][v] - m[v]);
+      }
     }
   }
   for (; c < C; ++c) {
-    float a[V];
-    load_floats<V>(z + c * stride, a);
+    float x[V];
+    load_floats<V>(z + c * stride, x);
     const float s = load_readonly(shift + c);
-    const float s2 = s * kLog2e;
 #pragma unroll
     for (int v = 0; v < V; ++v) {
-      if (c == target[v]) zs[v] = a[v] + s;
-      const float x = fmaf(a[v], kLog2e, s2);
-      if (x > m[v]) {
-        sum[v] = sum[v] * exp2_of(m[v] - x) + 1.f;
-        m[v] = x;
+      x[v] += s;
+      if (c == target[v]) shifted_target[v] = x[v];
+      if (x[v] > m[v]) {
+        sum[v] = sum[v] * exp_of_difference(m[v] - x[v]) + 1.f;
+        m[v] = x[v];
       } else {
-        sum[v] += exp2_of(x - m[v]);
+        sum[v] += exp_of_difference(x[v] - m[v]);
       }
     }
   }
 #pragma unroll
-  for (int v = 0; v < V; ++v) lse[v] = (m[v] + log2_of(sum[v])) * kLn2;
+  for (int v = 0; v < V; ++v) stats[v] = SoftmaxStats{m[v], logf(sum[v])};
 }
 
-// Backward of V consecutive pixels: grad_c = (exp(z_c + shift_c - lse) -
-// [c == target]) * g, with g per pixel (0 where the pixel gets no loss;
-// when all V are 0 the logits are not read). One read of the logits, one
-// write of the gradient, both vectorised.
+// Backward of V consecutive pixels: grad_c = (softmax_c - [c == target]) * g
+// with softmax_c = e^((x_c - max) - log_sum), g per pixel (0 where the
+// pixel gets no loss; when all V are 0 the logits are not read). One read
+// of the logits, one write of the gradient, both vectorised.
 template <int V, typename F>
 ARB_HD void backward_pixels(const F* z, int64_t stride, int C,
                             const float* shift, const int (&target)[V],
-                            const float (&lse)[V], const float (&g)[V],
-                            F* grad) {
+                            const SoftmaxStats (&stats)[V],
+                            const float (&g)[V], F* grad) {
   constexpr int kClassChunk = kClassChunkOf<V>;
   bool any = false;
-  float lse2[V];
 #pragma unroll
-  for (int v = 0; v < V; ++v) {
-    any = any || g[v] != 0.f;
-    lse2[v] = lse[v] * kLog2e;
-  }
+  for (int v = 0; v < V; ++v) any = any || g[v] != 0.f;
   if (!any) {
     const float zero[V] = {};
     for (int c = 0; c < C; ++c) store_floats<V>(grad + c * stride, zero);
@@ -389,30 +407,32 @@ ARB_HD void backward_pixels(const F* z, int64_t stride, int C,
   }
   int c = 0;
   for (; c + kClassChunk <= C; c += kClassChunk) {
-    float a[kClassChunk][V];
+    float x[kClassChunk][V];
 #pragma unroll
     for (int k = 0; k < kClassChunk; ++k) {
-      load_floats<V>(z + (c + k) * stride, a[k]);
+      load_floats<V>(z + (c + k) * stride, x[k]);
     }
 #pragma unroll
     for (int k = 0; k < kClassChunk; ++k) {
-      const float s2 = load_readonly(shift + c + k) * kLog2e;
+      const float s = load_readonly(shift + c + k);
       float out[V];
 #pragma unroll
       for (int v = 0; v < V; ++v) {
-        const float prob = exp2_of(fmaf(a[k][v], kLog2e, s2) - lse2[v]);
+        const float prob = exp_of_difference(
+            (x[k][v] + s - stats[v].max) - stats[v].log_sum);
         out[v] = (prob - (c + k == target[v] ? 1.f : 0.f)) * g[v];
       }
       store_floats<V>(grad + (c + k) * stride, out);
     }
   }
   for (; c < C; ++c) {
-    float a[V], out[V];
-    load_floats<V>(z + c * stride, a);
-    const float s2 = load_readonly(shift + c) * kLog2e;
+    float x[V], out[V];
+    load_floats<V>(z + c * stride, x);
+    const float s = load_readonly(shift + c);
 #pragma unroll
     for (int v = 0; v < V; ++v) {
-      const float prob = exp2_of(fmaf(a[v], kLog2e, s2) - lse2[v]);
+      const float prob = exp_of_difference((x[v] + s - stats[v].max) -
+                                           stats[v].log_sum);
       out[v] = (prob - (c == target[v] ? 1.f : 0.f)) * g[v];
     }
     store_floats<V>(grad + c * stride, out);
@@ -427,11 +447,10 @@ struct PixelTerms {
   float denominator;
 };
 
-ARB_HD PixelTerms pixel_terms(bool valid, float lse, float zs,
-                              float class_weight, float pixel_weight,
-                              bool avg_non_ignore) {
+ARB_HD PixelTerms pixel_terms(bool valid, float loss, float class_weight,
+                              float pixel_weight, bool avg_non_ignore) {
   if (!valid) return PixelTerms{0.f, avg_non_ignore ? 0.f : 1.f};
-  return PixelTerms{(lse - zs) * class_weight * pixel_weight, class_weight};
+  return PixelTerms{loss * class_weight * pixel_weight, class_weight};
 }
 
 }  // namespace logic

@@ -1,9 +1,28 @@
 // Torch-free CUDA kernels of mmseg-arb (see arb_kernels.cuh).
+//
+// Every kernel launch and the one dynamic shared-memory array go through
+// the two macros below, so that tests/test_ops/csrc/ can compile this very
+// file on the host, with each CUDA thread a host thread (see the emulator
+// there), and check every kernel at its real launch geometry without a GPU.
 #include <cfloat>
 #include <type_traits>
 
 #include "arb_kernel_logic.cuh"
 #include "arb_kernels.cuh"
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 700
+// __match_any_sync and independent thread scheduling: setup.py and the JIT
+// build leave these GPUs out, and the PyTorch path serves them.
+#error "mmseg-arb's CUDA kernels need compute capability 7.0 (Volta) or newer"
+#endif
+
+#ifndef ARB_LAUNCH
+#define ARB_LAUNCH(grid, threads, shared_bytes, stream, ...) \
+  __VA_ARGS__<<<grid, threads, shared_bytes, stream>>>
+#endif
+#ifndef ARB_DYNAMIC_SHARED
+#define ARB_DYNAMIC_SHARED(type, name) extern __shared__ type name[]
+#endif
 
 namespace mmseg_arb {
 namespace {
@@ -50,7 +69,7 @@ __global__ void __launch_bounds__(kThreads)
     count_classes_kernel(const T* __restrict__ labels, int64_t n,
                          int num_classes, long long ignore_index,
                          int replicas, unsigned long long* __restrict__ out) {
-  extern __shared__ unsigned int shared_hist[];
+  ARB_DYNAMIC_SHARED(unsigned int, shared_hist);
   DeviceBlock block;
   logic::count_block<kShared>(block, labels, n, num_classes, ignore_index,
                               replicas, shared_hist, out);
@@ -65,11 +84,12 @@ cudaError_t count_classes_typed(const T* labels, int64_t n, int num_classes,
       logic::plan_count(n, sizeof(T), num_classes, num_sms);
   const auto grid = static_cast<unsigned int>(plan.blocks);
   if (plan.replicas > 0) {
-    count_classes_kernel<T, true>
-        <<<grid, kThreads, static_cast<size_t>(plan.shared_bytes), stream>>>(
-            labels, n, num_classes, ignore_index, plan.replicas, out);
+    ARB_LAUNCH(grid, kThreads, static_cast<size_t>(plan.shared_bytes), stream,
+               count_classes_kernel<T, true>)(labels, n, num_classes,
+                                              ignore_index, plan.replicas,
+                                              out);
   } else {  // too many classes for shared memory: global atomics
-    count_classes_kernel<T, false><<<grid, kThreads, 0, stream>>>(
+    ARB_LAUNCH(grid, kThreads, 0, stream, count_classes_kernel<T, false>)(
         labels, n, num_classes, ignore_index, 0, out);
   }
   return cudaGetLastError();
@@ -150,7 +170,8 @@ __device__ T block_sum(T value, T* scratch) {
 
 // Each thread takes V consecutive pixels of one image (V > 1 only where the
 // spatial size is a multiple of V and the logits are aligned for V-wide
-// vector loads), looping over the grid.
+// vector loads), looping over the grid. stats holds each pixel's softmax
+// statistics, planar: the max at [p], log_sum at [N * S + p].
 template <typename F, typename L, int V>
 __global__ void __launch_bounds__(kThreads, kLossBlocksPerSM<V>)
     arb_loss_forward_kernel(const F* __restrict__ logits,
@@ -161,12 +182,13 @@ __global__ void __launch_bounds__(kThreads, kLossBlocksPerSM<V>)
                             int C, int64_t S, long long ignore_index,
                             Reduction reduction, float loss_weight,
                             bool avg_non_ignore, float* __restrict__ out,
-                            float* __restrict__ lse,
+                            float* __restrict__ stats,
                             float* __restrict__ partials,
                             float* __restrict__ scale) {
   __shared__ float scratch[kThreads / kWarp];
   const int64_t groups_per_image = S / V;
   const int64_t groups = N * groups_per_image;
+  const int64_t pixels = N * S;
   float loss_sum = 0.f, denominator = 0.f;
   for (int64_t g = static_cast<int64_t>(blockIdx.x) * blockDim.x +
                    threadIdx.x;
@@ -181,14 +203,16 @@ __global__ void __launch_bounds__(kThreads, kLossBlocksPerSM<V>)
       valid[v] = logic::valid_target(labels, p0 + v, C, ignore_index,
                                      &target[v]);
     }
-    float pixel_lse[V], zs[V];
+    logic::SoftmaxStats pixel_stats[V];
+    float shifted_target[V];
     logic::forward_pixels<V>(logits + n * C * S + s0, S, C, shift, target,
-                             pixel_lse, zs);
+                             pixel_stats, shifted_target);
 #pragma unroll
     for (int v = 0; v < V; ++v) {
-      lse[p0 + v] = pixel_lse[v];
+      stats[p0 + v] = pixel_stats[v].max;
+      stats[pixels + p0 + v] = pixel_stats[v].log_sum;
       const logic::PixelTerms terms = logic::pixel_terms(
-          valid[v], pixel_lse[v], zs[v],
+          valid[v], logic::pixel_loss(pixel_stats[v], shifted_target[v]),
           class_weight != nullptr ? __ldg(class_weight + target[v]) : 1.f,
           weight != nullptr ? weight[p0 + v] : 1.f, avg_non_ignore);
       if (reduction == Reduction::kNone) {
@@ -243,7 +267,7 @@ __global__ void __launch_bounds__(kThreads, kLossBlocksPerSM<V>)
                              const float* __restrict__ shift,
                              const float* __restrict__ class_weight,
                              const float* __restrict__ weight,
-                             const float* __restrict__ lse,
+                             const float* __restrict__ stats,
                              const float* __restrict__ grad_loss,
                              bool grad_loss_is_scalar,
                              const float* __restrict__ scale, int64_t N,
@@ -253,6 +277,7 @@ __global__ void __launch_bounds__(kThreads, kLossBlocksPerSM<V>)
   const float scalar_grad = grad_loss_is_scalar ? grad_loss[0] * unit : 0.f;
   const int64_t groups_per_image = S / V;
   const int64_t groups = N * groups_per_image;
+  const int64_t pixels = N * S;
   for (int64_t g = static_cast<int64_t>(blockIdx.x) * blockDim.x +
                    threadIdx.x;
        g < groups; g += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -260,7 +285,8 @@ __global__ void __launch_bounds__(kThreads, kLossBlocksPerSM<V>)
     const int64_t s0 = (g - n * groups_per_image) * V;
     const int64_t p0 = n * S + s0;
     int target[V];
-    float pixel_lse[V], pixel_grad[V];
+    logic::SoftmaxStats pixel_stats[V];
+    float pixel_grad[V];
 #pragma unroll
     for (int v = 0; v < V; ++v) {
       const bool valid = logic::valid_target(labels, p0 + v, C, ignore_index,
@@ -272,18 +298,33 @@ __global__ void __launch_bounds__(kThreads, kLossBlocksPerSM<V>)
         if (weight != nullptr) gv *= weight[p0 + v];
       }
       pixel_grad[v] = gv;
-      pixel_lse[v] = lse[p0 + v];
+      pixel_stats[v] = logic::SoftmaxStats{stats[p0 + v],
+                                           stats[pixels + p0 + v]};
     }
     const int64_t offset = n * C * S + s0;
     logic::backward_pixels<V>(logits + offset, S, C, shift, target,
-                              pixel_lse, pixel_grad, grad + offset);
+                              pixel_stats, pixel_grad, grad + offset);
   }
 }
 
-unsigned int grid_for(int64_t items, int num_sms) {
-  // Enough blocks to fill the device a few times over; the loops stride.
-  const int64_t cap = int64_t(num_sms > 0 ? num_sms : 1) * 8;
-  int64_t blocks = (items + kThreads - 1) / kThreads;
+// Blocks of a grid-stride loss kernel over `groups` pixel groups: one per
+// kThreads groups, at most as many as the device holds at once (the
+// occupancy API's figure for this kernel), so that none waits for another
+// and none is left idle on a small input. Looked up once per kernel.
+template <auto kKernel>
+unsigned int resident_grid(int64_t groups, int num_sms) {
+  static const int per_sm = [] {
+    int blocks = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kKernel,
+                                                      kThreads, 0) !=
+        cudaSuccess) {
+      cudaGetLastError();  // not this launch's error: forget it
+      blocks = 1;
+    }
+    return blocks < 1 ? 1 : blocks;
+  }();
+  const int64_t cap = int64_t(num_sms > 0 ? num_sms : 1) * per_sm;
+  int64_t blocks = (groups + kThreads - 1) / kThreads;
   if (blocks > cap) blocks = cap;
   if (blocks < 1) blocks = 1;
   return static_cast<unsigned int>(blocks);
@@ -352,41 +393,51 @@ cudaError_t launch_prepare_counts(const long long* hist, double* counts,
                                   CountMode mode, double momentum,
                                   double smoothing, double tau, bool update,
                                   float* shift, cudaStream_t stream) {
-  prepare_counts_kernel<<<1, kThreads, 0, stream>>>(
+  ARB_LAUNCH(1, kThreads, 0, stream, prepare_counts_kernel)(
       hist, counts, bad_labels, num_classes, mode, momentum, smoothing, tau,
       update, shift);
   return cudaGetLastError();
 }
 
+// The grids of the loss kernels never exceed this: a group holds at
+// least one pixel, and no SM holds more than 2048 threads.
 int loss_reduce_blocks(int64_t pixels, int num_sms) {
-  return static_cast<int>(grid_for(pixels, num_sms));
+  constexpr int64_t kMaxResident = 2048 / kThreads;
+  const int64_t cap = int64_t(num_sms > 0 ? num_sms : 1) * kMaxResident;
+  int64_t blocks = (pixels + kThreads - 1) / kThreads;
+  if (blocks > cap) blocks = cap;
+  return static_cast<int>(blocks < 1 ? 1 : blocks);
 }
 
 cudaError_t launch_arb_loss_forward(
     const void* logits, FloatType ftype, const void* labels, LabelType ltype,
     const float* shift, const float* class_weight, const float* weight,
     int64_t N, int C, int64_t S, int64_t ignore_index, Reduction reduction,
-    float loss_weight, bool avg_non_ignore, float* out, float* lse,
+    float loss_weight, bool avg_non_ignore, float* out, float* stats,
     float* partials, float* scale, int num_sms, cudaStream_t stream) {
-  // The grid is sized by pixels, whatever V, so that the partials buffer
-  // the caller sized with loss_reduce_blocks fits.
-  const unsigned int grid = grid_for(N * S, num_sms);
+  unsigned int grid = 0;
   const cudaError_t launched =
       dispatch(ftype, ltype, [&](auto f_tag, auto l_tag) {
         using F = std::remove_const_t<std::remove_pointer_t<decltype(f_tag)>>;
         using L = std::remove_const_t<std::remove_pointer_t<decltype(l_tag)>>;
+        constexpr int kWide = 16 / sizeof(F);
         const auto* z = static_cast<const F*>(logits);
         const auto* y = static_cast<const L*>(labels);
         if (vector_width<F>(S, logits, logits) > 1) {
-          arb_loss_forward_kernel<F, L, 16 / sizeof(F)>
-              <<<grid, kThreads, 0, stream>>>(
-                  z, y, shift, class_weight, weight, N, C, S, ignore_index,
-                  reduction, loss_weight, avg_non_ignore, out, lse, partials,
-                  scale);
-        } else {
-          arb_loss_forward_kernel<F, L, 1><<<grid, kThreads, 0, stream>>>(
+          grid = resident_grid<&arb_loss_forward_kernel<F, L, kWide>>(
+              N * (S / kWide), num_sms);
+          ARB_LAUNCH(grid, kThreads, 0, stream,
+                     arb_loss_forward_kernel<F, L, kWide>)(
               z, y, shift, class_weight, weight, N, C, S, ignore_index,
-              reduction, loss_weight, avg_non_ignore, out, lse, partials,
+              reduction, loss_weight, avg_non_ignore, out, stats, partials,
+              scale);
+        } else {
+          grid = resident_grid<&arb_loss_forward_kernel<F, L, 1>>(N * S,
+                                                                  num_sms);
+          ARB_LAUNCH(grid, kThreads, 0, stream,
+                     arb_loss_forward_kernel<F, L, 1>)(
+              z, y, shift, class_weight, weight, N, C, S, ignore_index,
+              reduction, loss_weight, avg_non_ignore, out, stats, partials,
               scale);
         }
         return cudaGetLastError();
@@ -394,7 +445,7 @@ cudaError_t launch_arb_loss_forward(
   if (launched != cudaSuccess || reduction == Reduction::kNone) {
     return launched;
   }
-  reduce_loss_kernel<<<1, kThreads, 0, stream>>>(
+  ARB_LAUNCH(1, kThreads, 0, stream, reduce_loss_kernel)(
       partials, static_cast<int>(grid), reduction, loss_weight, out, scale);
   return cudaGetLastError();
 }
@@ -402,24 +453,30 @@ cudaError_t launch_arb_loss_forward(
 cudaError_t launch_arb_loss_backward(
     const void* logits, FloatType ftype, const void* labels, LabelType ltype,
     const float* shift, const float* class_weight, const float* weight,
-    const float* lse, const float* grad_loss, bool grad_loss_is_scalar,
+    const float* stats, const float* grad_loss, bool grad_loss_is_scalar,
     const float* scale, int64_t N, int C, int64_t S, int64_t ignore_index,
     void* grad_logits, int num_sms, cudaStream_t stream) {
-  const unsigned int grid = grid_for(N * S, num_sms);
   return dispatch(ftype, ltype, [&](auto f_tag, auto l_tag) {
     using F = std::remove_const_t<std::remove_pointer_t<decltype(f_tag)>>;
     using L = std::remove_const_t<std::remove_pointer_t<decltype(l_tag)>>;
+    constexpr int kWide = 16 / sizeof(F);
     const auto* z = static_cast<const F*>(logits);
     const auto* y = static_cast<const L*>(labels);
     auto* dz = static_cast<F*>(grad_logits);
     if (vector_width<F>(S, logits, grad_logits) > 1) {
-      arb_loss_backward_kernel<F, L, 16 / sizeof(F)>
-          <<<grid, kThreads, 0, stream>>>(
-              z, y, shift, class_weight, weight, lse, grad_loss,
-              grad_loss_is_scalar, scale, N, C, S, ignore_index, dz);
+      const unsigned int grid =
+          resident_grid<&arb_loss_backward_kernel<F, L, kWide>>(
+              N * (S / kWide), num_sms);
+      ARB_LAUNCH(grid, kThreads, 0, stream,
+                 arb_loss_backward_kernel<F, L, kWide>)(
+          z, y, shift, class_weight, weight, stats, grad_loss,
+          grad_loss_is_scalar, scale, N, C, S, ignore_index, dz);
     } else {
-      arb_loss_backward_kernel<F, L, 1><<<grid, kThreads, 0, stream>>>(
-          z, y, shift, class_weight, weight, lse, grad_loss,
+      const unsigned int grid =
+          resident_grid<&arb_loss_backward_kernel<F, L, 1>>(N * S, num_sms);
+      ARB_LAUNCH(grid, kThreads, 0, stream,
+                 arb_loss_backward_kernel<F, L, 1>)(
+          z, y, shift, class_weight, weight, stats, grad_loss,
           grad_loss_is_scalar, scale, N, C, S, ignore_index, dz);
     }
     return cudaGetLastError();

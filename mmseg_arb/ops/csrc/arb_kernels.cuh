@@ -50,9 +50,11 @@ cudaError_t launch_prepare_counts(const long long* hist, double* counts,
                                   float* shift, cudaStream_t stream);
 
 // Forward of the fused loss over logits (N, C, S) (S = spatial size, 1 for
-// (N, C) input) and labels (N, S): per pixel p of target t,
-//   lse[p]  = log sum_c exp(z_c + shift_c)
-//   loss_p  = (lse[p] - z_t - shift_t) * class_weight[t] * weight[p]
+// (N, C) input) and labels (N, S): per pixel p of target t, with the
+// shifted logits x_c = z_c + shift_c (rounded to float32),
+//   stats[p]         = max_c x_c
+//   stats[N * S + p] = log sum_c exp(x_c - max_c x_c)       (>= 0)
+//   loss_p  = (stats[p] - x_t + stats[N * S + p]) * class_weight[t] * weight[p]
 // (0 where t is ignored or out of range; class_weight and weight may be
 // null). kNone writes loss_weight * loss_p to `out` (N * S floats); kSum and
 // kMean write the scalar out[0] = loss_weight * sum_p loss_p, divided for
@@ -67,10 +69,11 @@ cudaError_t launch_arb_loss_forward(
     const void* logits, FloatType ftype, const void* labels, LabelType ltype,
     const float* shift, const float* class_weight, const float* weight,
     int64_t N, int C, int64_t S, int64_t ignore_index, Reduction reduction,
-    float loss_weight, bool avg_non_ignore, float* out, float* lse,
+    float loss_weight, bool avg_non_ignore, float* out, float* stats,
     float* partials, float* scale, int num_sms, cudaStream_t stream);
 
-// Backward: grad_z_c = (exp(z_c + shift_c - lse) - [c == t]) * g_p with
+// Backward: grad_z_c = (exp(x_c - stats[p] - stats[N * S + p]) - [c == t])
+// * g_p, the difference taken before the exp's scaling, with
 // g_p = grad_out * scale[0] * class_weight[t] * weight[p] (0 where t is
 // ignored or out of range); grad_out is grad_loss[0] if
 // `grad_loss_is_scalar`, else grad_loss[p]. Both read on the device. One
@@ -78,7 +81,7 @@ cudaError_t launch_arb_loss_forward(
 cudaError_t launch_arb_loss_backward(
     const void* logits, FloatType ftype, const void* labels, LabelType ltype,
     const float* shift, const float* class_weight, const float* weight,
-    const float* lse, const float* grad_loss, bool grad_loss_is_scalar,
+    const float* stats, const float* grad_loss, bool grad_loss_is_scalar,
     const float* scale, int64_t N, int C, int64_t S, int64_t ignore_index,
     void* grad_logits, int num_sms, cudaStream_t stream);
 

@@ -10,6 +10,7 @@
 #include <climits>
 #include <mutex>
 #include <tuple>
+#include <vector>
 #include <unordered_map>
 
 #include "arb_kernels.cuh"
@@ -52,6 +53,18 @@ void check_launch(cudaError_t err, const char* op) {
               cudaGetErrorString(err));
 }
 
+// Runs `launch` (which returns the launches' cudaGetLastError) and checks
+// it. An error pending from before (an earlier, unrelated operation) is
+// reported as such first, not as this op's.
+template <typename Launch>
+void launch_checked(const char* op, Launch&& launch) {
+  const cudaError_t earlier = cudaGetLastError();
+  TORCH_CHECK(earlier == cudaSuccess, "mmseg_arb::", op,
+              ": a CUDA error from an earlier operation (not this one) ",
+              "was pending: ", cudaGetErrorString(earlier));
+  check_launch(launch(), op);
+}
+
 cudaStream_t current_stream() {
   return c10::cuda::getCurrentCUDAStream().stream();
 }
@@ -90,12 +103,13 @@ at::Tensor class_histogram(const at::Tensor& label, int64_t num_classes,
   at::Tensor out =
       at::zeros({num_classes + 3}, label.options().dtype(at::kLong));
   const int sms = multiprocessor_count(label.get_device());
-  check_launch(mmseg_arb::launch_count_classes(
-                   flat.data_ptr(), label_type(flat), flat.numel(),
-                   static_cast<int>(num_classes), ignore_index,
-                   reinterpret_cast<unsigned long long*>(out.data_ptr<int64_t>()),
-                   sms, current_stream()),
-               "class_histogram");
+  launch_checked("class_histogram", [&] {
+    return mmseg_arb::launch_count_classes(
+        flat.data_ptr(), label_type(flat), flat.numel(),
+        static_cast<int>(num_classes), ignore_index,
+        reinterpret_cast<unsigned long long*>(out.data_ptr<int64_t>()), sms,
+        current_stream());
+  });
   return out;
 }
 
@@ -136,13 +150,14 @@ at::Tensor prepare_counts(const at::Tensor& hist, at::Tensor counts,
   const mmseg_arb::CountMode mode = count_mode_of(count_mode);
   const c10::cuda::CUDAGuard guard(counts.device());
   at::Tensor shift = at::empty({C}, counts.options().dtype(at::kFloat));
-  check_launch(mmseg_arb::launch_prepare_counts(
-                   reinterpret_cast<const long long*>(hist.data_ptr<int64_t>()),
-                   counts.data_ptr<double>(),
-                   reinterpret_cast<long long*>(bad_labels.data_ptr<int64_t>()),
-                   static_cast<int>(C), mode, momentum, smoothing, tau, update,
-                   shift.data_ptr<float>(), current_stream()),
-               "prepare_counts");
+  launch_checked("prepare_counts", [&] {
+    return mmseg_arb::launch_prepare_counts(
+        reinterpret_cast<const long long*>(hist.data_ptr<int64_t>()),
+        counts.data_ptr<double>(),
+        reinterpret_cast<long long*>(bad_labels.data_ptr<int64_t>()),
+        static_cast<int>(C), mode, momentum, smoothing, tau, update,
+        shift.data_ptr<float>(), current_stream());
+  });
   return shift;
 }
 
@@ -202,12 +217,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> arb_loss_forward(
   at::Tensor out = how == mmseg_arb::Reduction::kNone
                        ? at::empty(label.sizes(), options)
                        : at::empty({}, options);
-  at::Tensor lse = at::empty(label.sizes(), options);
+  // Per pixel: the largest shifted logit, then the log of the softmax sum.
+  std::vector<int64_t> stats_shape{2};
+  stats_shape.insert(stats_shape.end(), label.sizes().begin(),
+                     label.sizes().end());
+  at::Tensor softmax_stats = at::empty(stats_shape, options);
   at::Tensor scale = at::empty({1}, options);
   if (label.numel() == 0) {  // nothing to launch: an empty sum
     if (how != mmseg_arb::Reduction::kNone) out.zero_();
     scale.fill_(loss_weight);
-    return {out, lse, scale};
+    return {out, softmax_stats, scale};
   }
   const int sms = multiprocessor_count(logits.get_device());
   at::Tensor partials =
@@ -215,17 +234,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> arb_loss_forward(
           ? at::Tensor()
           : at::empty({2 * mmseg_arb::loss_reduce_blocks(label.numel(), sms)},
                       options);
-  check_launch(
-      mmseg_arb::launch_arb_loss_forward(
-          logits.data_ptr(), float_type(logits), label.data_ptr(),
-          label_type(label), shift.data_ptr<float>(), optional_ptr(class_weight),
-          optional_ptr(weight), s.N, static_cast<int>(s.C), s.S, ignore_index,
-          how, static_cast<float>(loss_weight), avg_non_ignore,
-          out.data_ptr<float>(), lse.data_ptr<float>(),
-          partials.defined() ? partials.data_ptr<float>() : nullptr,
-          scale.data_ptr<float>(), sms, current_stream()),
-      "arb_loss_forward");
-  return {out, lse, scale};
+  launch_checked("arb_loss_forward", [&] {
+    return mmseg_arb::launch_arb_loss_forward(
+        logits.data_ptr(), float_type(logits), label.data_ptr(),
+        label_type(label), shift.data_ptr<float>(), optional_ptr(class_weight),
+        optional_ptr(weight), s.N, static_cast<int>(s.C), s.S, ignore_index,
+        how, static_cast<float>(loss_weight), avg_non_ignore,
+        out.data_ptr<float>(), softmax_stats.data_ptr<float>(),
+        partials.defined() ? partials.data_ptr<float>() : nullptr,
+        scale.data_ptr<float>(), sms, current_stream());
+  });
+  return {out, softmax_stats, scale};
 }
 
 // A gradient that is one value for every pixel: a scalar's, or a per-pixel
@@ -243,14 +262,16 @@ at::Tensor arb_loss_backward(const at::Tensor& grad_loss,
                              const at::Tensor& shift,
                              const c10::optional<at::Tensor>& class_weight,
                              const c10::optional<at::Tensor>& weight,
-                             const at::Tensor& lse, const at::Tensor& scale,
-                             int64_t ignore_index) {
+                             const at::Tensor& softmax_stats,
+                             const at::Tensor& scale, int64_t ignore_index) {
   const LossShape s =
       check_loss_inputs(logits, label, shift, class_weight, weight);
   check_cuda(grad_loss, "grad_loss");
-  TORCH_CHECK(lse.numel() == label.numel() && lse.is_contiguous() &&
-                  scale.numel() == 1,
-              "mmseg_arb: lse must have one entry per pixel, scale one");
+  TORCH_CHECK(softmax_stats.scalar_type() == at::kFloat &&
+                  softmax_stats.numel() == 2 * label.numel() &&
+                  softmax_stats.is_contiguous() && scale.numel() == 1,
+              "mmseg_arb: softmax_stats must hold two float32 per pixel, ",
+              "scale one");
   const bool scalar = is_one_value(grad_loss);
   TORCH_CHECK(scalar || grad_loss.numel() == label.numel(),
               "mmseg_arb: grad_loss must be a scalar or one per pixel");
@@ -265,16 +286,15 @@ at::Tensor arb_loss_backward(const at::Tensor& grad_loss,
                                  .contiguous();
   at::Tensor grad = at::empty_like(logits);
   if (grad.numel() == 0) return grad;
-  check_launch(mmseg_arb::launch_arb_loss_backward(
-                   logits.data_ptr(), float_type(logits), label.data_ptr(),
-                   label_type(label), shift.data_ptr<float>(),
-                   optional_ptr(class_weight), optional_ptr(weight),
-                   lse.data_ptr<float>(), g.data_ptr<float>(), scalar,
-                   scale.data_ptr<float>(), s.N, static_cast<int>(s.C), s.S,
-                   ignore_index, grad.data_ptr(),
-                   multiprocessor_count(logits.get_device()),
-                   current_stream()),
-               "arb_loss_backward");
+  launch_checked("arb_loss_backward", [&] {
+    return mmseg_arb::launch_arb_loss_backward(
+        logits.data_ptr(), float_type(logits), label.data_ptr(),
+        label_type(label), shift.data_ptr<float>(), optional_ptr(class_weight),
+        optional_ptr(weight), softmax_stats.data_ptr<float>(),
+        g.data_ptr<float>(), scalar, scale.data_ptr<float>(), s.N,
+        static_cast<int>(s.C), s.S, ignore_index, grad.data_ptr(),
+        multiprocessor_count(logits.get_device()), current_stream());
+  });
   return grad;
 }
 

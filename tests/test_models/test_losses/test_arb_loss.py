@@ -521,3 +521,52 @@ def test_bad_labels_on_a_device_outside_training_steps(monkeypatch):
     loss_fn.eval()
     with pytest.raises(LabelRangeError, match=r'\[9\]'):
         loss_fn(logits, label)
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_counts_stay_exact_float64_in_a_half_precision_model(dtype):
+    # model.half() / .to(torch.bfloat16) cast every floating buffer: the
+    # counts must stay float64 (fp16 overflows at 65504 pixels: count inf,
+    # shift inf, loss NaN; bf16 rounds counts above 256).
+    from mmseg.models.decode_heads import FCNHead
+    head = FCNHead(in_channels=4, channels=8, num_convs=1, num_classes=C,
+                   loss_decode=dict(type='ARBLoss', count_mode='cumulative'))
+    head.to(dtype)
+    estimator = head.loss_decode.estimator
+    assert estimator.counts.dtype == torch.float64
+    feats = [torch.randn(2, 4, 32, 32, dtype=dtype)]
+    counted = torch.zeros(C, dtype=torch.float64)
+    for step in range(3):  # 3 x 2 x 128 x 128 = 98304 pixels > 65504
+        samples = _samples(n=2, size=128, seed=step)
+        losses = head.loss(feats, samples, train_cfg=None)
+        assert torch.isfinite(losses['loss_arb']).all()
+        losses['loss_arb'].backward()
+        labels = torch.stack([s.gt_sem_seg.data[0] for s in samples])
+        counted += torch.as_tensor(naive_counts(labels, C))
+    assert estimator.counts.dtype == torch.float64
+    assert torch.equal(estimator.counts, counted)
+    assert counted.sum() > 65504
+    # Its checkpoint carries the exact counts into a float32 model.
+    fresh = FCNHead(in_channels=4, channels=8, num_convs=1, num_classes=C,
+                    loss_decode=dict(type='ARBLoss', count_mode='cumulative'))
+    fresh.load_state_dict(head.state_dict())
+    assert torch.equal(fresh.loss_decode.estimator.counts, counted)
+
+
+def test_a_pixel_weight_that_requires_grad_gets_its_gradient(monkeypatch):
+    # The fused backward returns no gradient for `weight`: such a call must
+    # take the PyTorch path even where the kernels apply.
+    from mmseg_arb.ops import cuda_ext
+    monkeypatch.setattr(cuda_ext, 'cuda_ops_apply', lambda t: True)
+    logits = torch.randn(2, C, 4, 4, requires_grad=True)
+    label = torch.randint(C, (2, 4, 4))
+    weight = torch.rand(2, 4, 4, requires_grad=True)
+    counts = torch.arange(1, C + 1, dtype=torch.float64)
+    loss = arb_loss(logits, label, counts, weight=weight)
+    loss.backward()
+    per_pixel = torch.nn.functional.cross_entropy(
+        logits.detach().double() + counts.log()[None, :, None, None], label,
+        reduction='none')
+    torch.testing.assert_close(weight.grad.double(),
+                               per_pixel / label.numel(), rtol=1e-5,
+                               atol=1e-7)

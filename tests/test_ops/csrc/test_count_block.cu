@@ -221,8 +221,12 @@ void test_grid(const char* type, int num_classes, int64_t n, int offset,
       want[num_classes + 1] = std::max<unsigned long long>(
           want[num_classes + 1], static_cast<unsigned long long>(value));
     } else if (bin == num_classes) {
+      // -INT64_MIN reads as -INT64_MAX (see AddLabel::note_bad_label).
+      const long long negated = value == std::numeric_limits<long long>::min()
+                                    ? std::numeric_limits<long long>::max()
+                                    : -value;
       want[num_classes + 2] = std::max<unsigned long long>(
-          want[num_classes + 2], static_cast<unsigned long long>(-value));
+          want[num_classes + 2], static_cast<unsigned long long>(negated));
     }
   }
   const CountPlan plan = plan_count(n, sizeof(T), num_classes, 1);
@@ -289,12 +293,30 @@ void test_type(const char* type, bool races, std::mt19937& rng) {
   }
 }
 
+// The most negative int64 label: its extreme must stay a non-negative
+// int64 (the running totals compare signed), -INT64_MAX.
+void test_int64_min() {
+  std::vector<int64_t> labels(64, 2);
+  labels[17] = std::numeric_limits<int64_t>::min();
+  labels[40] = -5;
+  const CountPlan plan = plan_count(64, 8, 19, 1);
+  const auto got = run_grid(labels.data(), 64, 19, 255, plan, true);
+  const auto int64_max =
+      static_cast<unsigned long long>(std::numeric_limits<int64_t>::max());
+  expect(got[21] == int64_max, "INT64_MIN reads as -INT64_MAX",
+         static_cast<long long>(got[21]), static_cast<long long>(int64_max),
+         "int64", 19, 64);
+  expect(got[19] == 2, "two bad labels", static_cast<long long>(got[19]), 2,
+         "int64", 19, 64);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   const bool races = argc > 1 && std::string(argv[1]) == "--races";
   std::mt19937 rng(2204);
   test_plan();
+  if (!races) test_int64_min();
   test_type<int64_t>("int64", races, rng);
   test_type<int32_t>("int32", races, rng);
   test_type<uint8_t>("uint8", races, rng);
