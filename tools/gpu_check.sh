@@ -2,7 +2,9 @@
 # One-call GPU check: build the CUDA extension, run the GPU tests, run the
 # benchmarks, then the kernels under compute-sanitizer; everything goes to
 # $OUT (default ./gpu_check_out): log.txt, pytest.txt, bench_fp32.json,
-# bench_bf16.json, bench_small.json, sanitizer.txt.
+# bench_bf16.json, bench_small.json, bench_odd.json, sanitizer.txt. It ends
+# with one line per check (PASS / FAIL / SKIP) and exits non-zero if any
+# check failed.
 #
 # Needs only what a bare GPU machine with PyTorch has (nvcc, ninja, pytest,
 # numpy). For mmseg's own CrossEntropyLoss as the loss baseline and for the
@@ -56,16 +58,34 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=c
 nvcc --version | tail -n 2
 echo "CUDA_HOME=${CUDA_HOME:-not found}"
 
+SUMMARY=()
+failed=0
+# record NAME STATUS: one line of the closing summary.
+record() {
+  SUMMARY+=("$(printf '%-5s %s' "$2" "$1")")
+  [ "$2" = FAIL ] && failed=1
+  return 0
+}
+finish() {
+  echo "== summary"
+  printf '%s\n' "${SUMMARY[@]}"
+  exit "$failed"
+}
+
 echo "== build (setup.py build_ext --inplace, MMSEG_ARB_WITH_CUDA=1)"
 start=$(date +%s)
-MMSEG_ARB_WITH_CUDA=1 MAX_JOBS=${MAX_JOBS:-16} "$PY" setup.py -q build_ext --inplace \
-  || { echo "BUILD FAILED"; exit 1; }
+if ! MMSEG_ARB_WITH_CUDA=1 MAX_JOBS=${MAX_JOBS:-16} "$PY" setup.py -q build_ext --inplace; then
+  record "build of the extension" FAIL
+  finish
+fi
 echo "built in $(( $(date +%s) - start )) s"
 "$PY" -c 'import mmseg_arb._ext, torch
 from mmseg_arb.ops.library import SCHEMAS, has_cuda_kernels
 for name in SCHEMAS:
     print(getattr(torch.ops.mmseg_arb, name).default._schema)
-assert has_cuda_kernels(), "the build registered no CUDA kernels"'
+assert has_cuda_kernels(), "the build registered no CUDA kernels"' \
+  && record "build of the extension ($(( $(date +%s) - start )) s)" PASS \
+  || { record "build of the extension: no CUDA kernels registered" FAIL; finish; }
 
 echo "== GPU tests ($(( $(date +%s) - start )) s since the build started)"
 # Only the tests that need the GPU: the compile, host-logic and build tests
@@ -73,14 +93,26 @@ echo "== GPU tests ($(( $(date +%s) - start )) s since the build started)"
 "$PY" -m pytest -q -p no:cacheprovider tests/test_ops/test_cuda_ops.py \
   tests/test_ops/test_cuda_ext_fallback.py 2>&1 | tee "$OUT/pytest.txt"
 test_rc=${PIPESTATUS[0]}
+record "GPU tests: $(tail -n 1 "$OUT/pytest.txt")" "$([ "$test_rc" = 0 ] && echo PASS || echo FAIL)"
 
 echo "== benchmarks ($(( $(date +%s) - start )) s)"
-"$PY" tools/benchmark.py --device cuda --sections count loss train "${BENCH_FLAGS[@]}" \
-  --shape 8 150 512 512 --dtype float32 --skip-naive --json "$OUT/bench_fp32.json"
-"$PY" tools/benchmark.py --device cuda --sections loss "${BENCH_FLAGS[@]}" \
-  --shape 8 150 512 512 --dtype bfloat16 --skip-naive --json "$OUT/bench_bf16.json"
-"$PY" tools/benchmark.py --device cuda --sections loss "${BENCH_FLAGS[@]}" \
-  --shape 2 150 256 256 --dtype float32 --json "$OUT/bench_small.json"
+# bench NAME ARGS...: one benchmark run, its figures in $OUT/bench_NAME.json.
+bench() {
+  local name=$1
+  shift
+  if "$PY" tools/benchmark.py --device cuda "${BENCH_FLAGS[@]}" "$@" \
+      --json "$OUT/bench_$name.json"; then
+    record "benchmark $name ($*)" PASS
+  else
+    record "benchmark $name ($*)" FAIL
+  fi
+}
+bench fp32 --sections count loss train --shape 8 150 512 512 --dtype float32 --skip-naive
+bench bf16 --sections loss --shape 8 150 512 512 --dtype bfloat16 --skip-naive
+bench small --sections loss --shape 2 150 256 256 --dtype float32
+# mmseg's 769x769 Cityscapes crops: H*W is odd, so every pixel takes the
+# scalar (one pixel a thread) path; this row measures what that costs.
+bench odd --sections loss --shape 8 19 769 769 --dtype float32 --skip-naive
 
 echo "== compute-sanitizer, memcheck on every kernel test, racecheck on the count kernel ($(( $(date +%s) - start )) s)"
 # No -x: a failing test must not keep the kernels of the tests after it
@@ -88,20 +120,27 @@ echo "== compute-sanitizer, memcheck on every kernel test, racecheck on the coun
 # the eager ones; Inductor's compile under memcheck alone would take
 # minutes) and the CUDA-graph test (the sanitizer cannot follow a replay).
 if command -v compute-sanitizer >/dev/null; then
-  {
-    start=$(date +%s)
-    timeout 110 compute-sanitizer --tool memcheck --error-exitcode 9 \
+  for tool in memcheck racecheck; do
+    if [ $tool = memcheck ]; then
+      limit=110 tests="not compiled and not whole_loss_call"
+    else
+      limit=40 tests="count_kernel and int64"
+    fi
+    sanitizer_start=$(date +%s)
+    timeout $limit compute-sanitizer --tool $tool --error-exitcode 9 \
       "$PY" -m pytest -q -p no:cacheprovider tests/test_ops/test_cuda_ops.py \
-      -k "not compiled and not whole_loss_call"
-    echo "memcheck exit $? ($(( $(date +%s) - start )) s)"
-    start=$(date +%s)
-    timeout 40 compute-sanitizer --tool racecheck --error-exitcode 9 \
-      "$PY" -m pytest -q -p no:cacheprovider tests/test_ops/test_cuda_ops.py \
-      -k "count_kernel and int64"
-    echo "racecheck exit $? ($(( $(date +%s) - start )) s)"
-  } 2>&1 | tail -n 60 | tee "$OUT/sanitizer.txt"
+      -k "$tests" > "$OUT/sanitizer_$tool.txt" 2>&1
+    rc=$?
+    tail -n 30 "$OUT/sanitizer_$tool.txt" | tee -a "$OUT/sanitizer.txt"
+    took=$(( $(date +%s) - sanitizer_start ))
+    case $rc in
+      0) record "compute-sanitizer $tool ($took s)" PASS ;;
+      124) record "compute-sanitizer $tool: cut at ${limit} s" SKIP ;;
+      *) record "compute-sanitizer $tool: exit $rc ($took s)" FAIL ;;
+    esac
+  done
 else
-  echo "compute-sanitizer not found"
+  record "compute-sanitizer: not found" SKIP
 fi
-echo "== done (pytest exit $test_rc)"
-exit "$test_rc"
+echo "== done ($(( $(date +%s) - start )) s)"
+finish
