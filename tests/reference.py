@@ -45,3 +45,38 @@ def naive_arb_loss(logits, label, counts, ignore_index=255,
         weights[keep] = w
     losses[keep] = pixel_loss
     return losses.sum() / weights.sum()
+
+
+def naive_arb_family_loss(logits, label, counts, tau=1.0, weight_power=0.0,
+                          max_weight_ratio=float('inf'), batch_counts=None,
+                          ignore_index=255, avg_non_ignore=False):
+    """Mean of the whole family in float64, differentiable in ``logits``:
+
+        l_i = -log( e^{z_y} / sum_j (n_j / n_y)^tau e^{z_j} ) * w_y
+
+    with ``w_y = max(n_y, n_max / R^(1/p))^-p / mean``, the mean taken over
+    the labelled pixels of ``batch_counts`` (default: those of ``label``),
+    reduced as mmseg's class-weighted mean (sum of w l over the sum of w,
+    ignored pixels counting 1 unless ``avg_non_ignore``).
+    """
+    num_classes = logits.shape[1]
+    z = logits.double().movedim(1, -1).reshape(-1, num_classes)
+    y = label.reshape(-1).long()
+    n = torch.as_tensor(counts, dtype=torch.float64)
+    keep = y != ignore_index
+    zk, yk = z[keep], y[keep]
+    if batch_counts is None:
+        batch_counts = np.bincount(yk.numpy(), minlength=num_classes)
+    b = torch.as_tensor(np.asarray(batch_counts), dtype=torch.float64)
+    w_class = torch.ones(num_classes, dtype=torch.float64)
+    if weight_power:
+        floor = n.max() / max_weight_ratio**(1.0 / weight_power)
+        w_class = torch.maximum(n, floor)**(-weight_power)
+        w_class = w_class / ((b * w_class).sum() / b.sum())
+    ratio = (n[None, :] / n[yk][:, None])**tau  # (pixels, C)
+    zk = zk - zk.max(1, keepdim=True).values.detach()
+    denom = (ratio * zk.exp()).sum(1)
+    w = w_class[yk]
+    pixel_loss = (-zk.gather(1, yk[:, None])[:, 0] + denom.log()) * w
+    denominator = w.sum() + (0 if avg_non_ignore else (~keep).sum())
+    return pixel_loss.sum() / denominator

@@ -15,5 +15,8 @@
 custom_imports = dict(imports=['mmseg_arb'], allow_failed_imports=False)
 runner_type = 'ARBRunner'
 # Keyword arguments of every ARBLoss created (see ARBLoss for all of them).
-# 'batch': counts of the current batch, summed over GPUs (the paper's loss).
+# 'batch': counts of the current batch, summed over GPUs, logits shifted by
+# tau * log n with tau = 1 and no class weights (weight_power = 0): the
+# paper's loss. weight_power = p also weights each pixel of class y by
+# n_y^-p from the same counts (docs/loss_study.md compares the settings).
 arb = dict(count_mode='batch')

@@ -1,6 +1,8 @@
 """The pixel class-count estimator: what ``n_j`` means while training.
 
-ARB-Loss needs a count ``n_j`` per class. How it is estimated is a choice of
+ARB-Loss needs a count ``n_j`` per class: its logits are shifted by
+``tau * log n`` and, with ``weight_power = p > 0``, its pixels weighted by
+``n^-p``, both from the same counts. How they are estimated is a choice of
 the user (``mode``); everything else is the same for every mode:
 
 * the step's labels are counted on their device, once per step however
@@ -25,7 +27,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
-from ..ops.count_state import COUNT_MODES, prepare_counts
+from ..ops.count_state import COUNT_MODES, MAX_WEIGHT_RATIO, prepare_counts
 from ..utils.class_stats import CountsSource, load_class_counts
 from .label_guard import LabelRangeGuard
 from .step_histogram import step_histogram
@@ -37,7 +39,8 @@ def _log(message: str, level: int = logging.WARNING) -> None:
 
 
 class ClassCountEstimator(nn.Module):
-    """Estimates per-class pixel counts ``n`` and gives ARB-Loss its shift.
+    """Estimates per-class pixel counts ``n`` and gives ARB-Loss its shift
+    and class weights.
 
     Modes:
 
@@ -81,6 +84,13 @@ class ClassCountEstimator(nn.Module):
             Default: 0.
         tau (float): Exponent of the counts: the shift is ``tau * log n``.
             ``0`` is cross-entropy, ``1`` the paper. Default: 1.
+        weight_power (float): Exponent ``p`` of the class weights
+            ``n^-p``, normalised to a mean of 1 over the step's labelled
+            pixels (see :func:`~mmseg_arb.ops.count_class_weight`). ``0``:
+            no weights. Default: 0.
+        max_weight_ratio (float): Bound of ``w_max / w_min``; counts below
+            ``n_max / max_weight_ratio^(1/p)`` weigh as that count.
+            Default: 1000.
         dist_sync (bool): Sum counts across ranks when ``torch.distributed``
             is initialised. Default: True.
         share_step_counts (bool): Within a training step marked by
@@ -100,6 +110,8 @@ class ClassCountEstimator(nn.Module):
                  prior: Optional[CountsSource] = None,
                  smoothing: float = 0.0,
                  tau: float = 1.0,
+                 weight_power: float = 0.0,
+                 max_weight_ratio: float = MAX_WEIGHT_RATIO,
                  dist_sync: bool = True,
                  share_step_counts: bool = True,
                  label_check: str = 'deferred') -> None:
@@ -113,6 +125,12 @@ class ClassCountEstimator(nn.Module):
             raise ValueError(f'smoothing must be >= 0, got {smoothing}')
         if not 0.0 <= tau < float('inf'):
             raise ValueError(f'tau must be a finite number >= 0, got {tau}')
+        if not 0.0 <= weight_power < float('inf'):
+            raise ValueError('weight_power must be a finite number >= 0, '
+                             f'got {weight_power}')
+        if not 1.0 <= max_weight_ratio < float('inf'):
+            raise ValueError('max_weight_ratio must be a finite number >= 1, '
+                             f'got {max_weight_ratio}')
         if (prior is None) != (mode != 'prior'):
             raise ValueError("class_counts must be given exactly when "
                              f"count_mode='prior' (count_mode={mode!r})")
@@ -120,6 +138,8 @@ class ClassCountEstimator(nn.Module):
         self.momentum = momentum
         self.smoothing = smoothing
         self.tau = tau
+        self.weight_power = weight_power
+        self.max_weight_ratio = max_weight_ratio
         self.dist_sync = dist_sync
         self.share_step_counts = share_step_counts
         self.label_guard = LabelRangeGuard(label_check)
@@ -145,7 +165,7 @@ class ClassCountEstimator(nn.Module):
     def extra_repr(self) -> str:
         return (f'mode={self.mode!r}, num_classes={self.num_classes}, '
                 f'momentum={self.momentum}, smoothing={self.smoothing}, '
-                f'tau={self.tau}')
+                f'tau={self.tau}, weight_power={self.weight_power}')
 
     def resolve_prior(self, data_root: Optional[str]) -> None:
         """Load a relative prior file that was not found from the working
@@ -161,7 +181,7 @@ class ClassCountEstimator(nn.Module):
     def forward(self, label: Tensor, num_classes: int,
                 ignore_index: int = 255) -> Tensor:
         """Count ``label``, update the state in a training step, and return
-        the shift ``log n`` of the loss.
+        the shift and the class weights of the loss.
 
         Args:
             label (Tensor): Integer labels of any shape.
@@ -169,9 +189,10 @@ class ClassCountEstimator(nn.Module):
             ignore_index (int): Label value that is not counted.
 
         Returns:
-            Tensor: float32 ``(C,)`` on the label's device: ``tau * log(n +
-            smoothing)``, and a large negative number where that count is 0
-            (0 everywhere at ``tau = 0``).
+            Tensor: float32 ``(2, C)`` on the label's device: the shift
+            ``tau * log(n + smoothing)`` (a large negative number where
+            that count is 0; 0 everywhere at ``tau = 0``), then the class
+            weights (all 1 at ``weight_power = 0``).
         """
         if self.prior_file is not None:
             raise FileNotFoundError(self._missing_prior(None))
@@ -180,17 +201,18 @@ class ClassCountEstimator(nn.Module):
         step = self.training and torch.is_grad_enabled()
         hist = step_histogram(label, num_classes, ignore_index,
                               self.dist_sync, self.share_step_counts)
-        shift = prepare_counts(hist, self.counts,
-                               self.label_guard.bad_labels, self.mode,
-                               self.momentum, self.smoothing, self.tau,
-                               update=step)
+        prepared = prepare_counts(hist, self.counts,
+                                  self.label_guard.bad_labels, self.mode,
+                                  self.momentum, self.smoothing, self.tau,
+                                  self.weight_power, self.max_weight_ratio,
+                                  update=step)
         # A training step is checked by the guard (at once, or deferred);
         # an evaluation call at once; a sampler's ranking call (train mode,
         # no grad) not at all: the step's own call checks the same labels.
         self.label_guard.observe(hist[num_classes:], num_classes,
                                  ignore_index, label, step,
                                  at_once=not self.training)
-        return shift
+        return prepared
 
     def _apply(self, fn, *args: Any, **kwargs: Any) -> 'ClassCountEstimator':
         # model.half(), .to(torch.bfloat16) or a mixed-precision wrapper

@@ -1,10 +1,12 @@
-"""From a step's label histogram to the loss's shift: the "prepare" step.
+"""From a step's label histogram to the loss's shift and class weights:
+the "prepare" step.
 
 :func:`prepare_counts` is everything between counting and the loss, in one
 CUDA launch where the kernels are loaded: fold the step's class counts into
-the running state (per ``count_mode``), choose the counts the loss uses,
-turn them into the shift ``tau * log n`` and fold the bad-label entries
-into the label guard's totals. The PyTorch implementation below is the
+the running state (per ``count_mode``), choose the counts ``n`` the loss
+uses, turn them into the shift ``tau * log n`` and the class weights
+``n^-p`` (:func:`count_class_weight`), and fold the bad-label entries into
+the label guard's totals. The PyTorch implementation below is the
 reference and the path of CPUs.
 """
 import torch
@@ -13,6 +15,8 @@ from torch import Tensor
 from . import cuda_ext
 
 COUNT_MODES = ('batch', 'cumulative', 'ema', 'prior')
+# The default bound on w_max / w_min of count-driven class weights.
+MAX_WEIGHT_RATIO = 1000.0
 
 # The log-count of an absent class. exp(z + ABSENT_CLASS_SHIFT - lse)
 # underflows to exactly 0 for any sane logit, so the class drops out as in
@@ -51,11 +55,59 @@ def log_count_shift(class_counts: Tensor, smoothing: float = 0.0,
     return shift.to(torch.float32)
 
 
-def prepare_counts(hist: Tensor, counts: Tensor, bad_labels: Tensor,
-                   count_mode: str, momentum: float = 0.0,
-                   smoothing: float = 0.0, tau: float = 1.0,
+def count_class_weight(class_counts: Tensor, batch: Tensor,
+                       smoothing: float = 0.0, weight_power: float = 0.0,
+                       max_weight_ratio: float = MAX_WEIGHT_RATIO) -> Tensor:
+    """Class weights ``w_c ~ (n_c + smoothing)^-p`` as float32.
+
+    Bounded: counts below ``n_max / max_weight_ratio^(1/p)`` are raised to
+    it, so ``w_max / w_min <= max_weight_ratio`` for any count vector (a
+    class with one pixel in a batch, or none, gets at most that ratio).
+    Normalised: the mean weight of the step's labelled pixels (``batch``)
+    is 1, so ``loss_weight`` and learning rates keep their meaning. At
+    ``p = 0`` every weight is 1 (the unweighted loss exactly); where all
+    counts are 0, too.
+
+    Args:
+        class_counts (Tensor): ``(C,)`` counts ``n`` (those of the shift).
+        batch (Tensor): ``(C,)`` labelled pixels of each class this step.
+        smoothing (float): Pseudo-count added to every class.
+        weight_power (float): ``p >= 0``.
+        max_weight_ratio (float): Bound of ``w_max / w_min``, ``>= 1``.
+
+    Returns:
+        Tensor: float32 ``(C,)``.
+    """
+    n = class_counts.to(torch.float64)
+    if weight_power == 0:
+        return torch.ones_like(n, dtype=torch.float32)
+    if smoothing:
+        n = n + smoothing
+    n_max = n.max()
+    # Relative to the largest count, so that no power of a count over- or
+    # underflows: weights in [1, max_weight_ratio] before the mean.
+    relative = (n / n_max).clamp_min(max_weight_ratio**(-1.0 / weight_power))
+    weight = relative.pow(-weight_power)
+    b = batch.to(torch.float64)
+    labelled = b.sum()
+    mean = torch.where(labelled > 0, (b * weight).sum() / labelled, 1.0)
+    # Decided on the device: no count read back to the host.
+    weight = torch.where(n_max > 0, weight / mean, 1.0)
+    return weight.to(torch.float32)
+
+
+def prepare_counts(hist: Tensor,
+                   counts: Tensor,
+                   bad_labels: Tensor,
+                   count_mode: str,
+                   momentum: float = 0.0,
+                   smoothing: float = 0.0,
+                   tau: float = 1.0,
+                   weight_power: float = 0.0,
+                   max_weight_ratio: float = MAX_WEIGHT_RATIO,
                    update: bool = True) -> Tensor:
-    """The shift of the loss from a step's histogram; updates in place.
+    """The shift and class weights of the loss from a step's histogram;
+    updates the state in place.
 
     Args:
         hist (Tensor): int64 ``(C + 3,)`` from ``class_histogram``: class
@@ -72,22 +124,27 @@ def prepare_counts(hist: Tensor, counts: Tensor, bad_labels: Tensor,
             ``'prior'``.
         momentum (float): Weight of the step in ``'ema'``.
         smoothing (float): Pseudo-count added to every class.
-        tau (float): Exponent of the counts.
+        tau (float): Exponent of the counts in the shift.
+        weight_power (float): Exponent ``p`` of the class weights.
+        max_weight_ratio (float): Their bound (see
+            :func:`count_class_weight`).
         update (bool): Whether this is a training step. Otherwise the
             state and the bad-label totals are left alone and the loss
             uses the step's counts (``'batch'``), the prior, or the running
             counts (the step's while they are all zero).
 
     Returns:
-        Tensor: float32 ``(C,)`` shift, as :func:`log_count_shift`.
+        Tensor: float32 ``(2, C)``: the shift (:func:`log_count_shift`),
+        then the class weights (:func:`count_class_weight`), both from the
+        same counts.
     """
     if count_mode not in COUNT_MODES:
         raise ValueError(f'count_mode must be one of {COUNT_MODES}, '
                          f'got {count_mode!r}')
     if cuda_ext.cuda_ops_apply(hist):
-        return torch.ops.mmseg_arb.prepare_counts(hist, counts, bad_labels,
-                                                  count_mode, momentum,
-                                                  smoothing, tau, update)
+        return torch.ops.mmseg_arb.prepare_counts(
+            hist, counts, bad_labels, count_mode, momentum, smoothing, tau,
+            weight_power, max_weight_ratio, update)
     num_classes = counts.numel()
     batch = hist[:num_classes]
     if update:
@@ -110,4 +167,8 @@ def prepare_counts(hist: Tensor, counts: Tensor, bad_labels: Tensor,
         # Nothing accumulated yet (e.g. evaluating an untrained model): the
         # batch is the only estimate. Decided on device, without a sync.
         n = torch.where(counts.sum() > 0, counts, batch.to(torch.float64))
-    return log_count_shift(n, smoothing, tau)
+    return torch.stack([
+        log_count_shift(n, smoothing, tau),
+        count_class_weight(n, batch, smoothing, weight_power,
+                           max_weight_ratio)
+    ])

@@ -24,7 +24,7 @@ SCHEMAS = {
     'prepare_counts':
     'prepare_counts(Tensor hist, Tensor(a!) counts, Tensor(b!) bad_labels, '
     'str count_mode, float momentum, float smoothing, float tau, '
-    'bool update) -> Tensor',
+    'float weight_power, float max_weight_ratio, bool update) -> Tensor',
     'arb_loss_forward':
     'arb_loss_forward(Tensor logits, Tensor label, Tensor shift, '
     'Tensor? class_weight, Tensor? weight, int ignore_index, '
@@ -75,9 +75,11 @@ def _class_histogram(label: Tensor, num_classes: int,
 @_register_fake('prepare_counts')
 def _prepare_counts(hist: Tensor, counts: Tensor, bad_labels: Tensor,
                     count_mode: str, momentum: float, smoothing: float,
-                    tau: float, update: bool) -> Tensor:
-    # The float32 shift, one per class; counts and bad_labels in place.
-    return counts.new_empty(counts.shape, dtype=torch.float32)
+                    tau: float, weight_power: float, max_weight_ratio: float,
+                    update: bool) -> Tensor:
+    # float32 (2, C): the shift, then the class weights; counts and
+    # bad_labels in place.
+    return counts.new_empty((2, ) + tuple(counts.shape), dtype=torch.float32)
 
 
 @_register_fake('arb_loss_forward')

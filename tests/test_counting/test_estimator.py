@@ -5,7 +5,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from helpers import free_port
-from reference import naive_arb_loss, naive_counts
+from reference import naive_arb_family_loss, naive_counts
 
 from mmseg_arb.counting import ClassCountEstimator, LabelRangeError
 from mmseg_arb.counting import label_guard
@@ -74,12 +74,12 @@ def test_eval_mode_does_not_update_running_state():
     est = ClassCountEstimator(mode='cumulative')
     est.eval()
     # Nothing accumulated yet: the batch is the estimate.
-    out = est(labels(2), C)
+    out = est(labels(2), C)[0]
     assert out.tolist() == log_shift(naive_counts(labels(2), C)).tolist()
     est.train()
     est(labels(3), C)
     est.eval()
-    out = est(labels(4), C)
+    out = est(labels(4), C)[0]
     assert out.tolist() == log_shift(naive_counts(labels(3), C)).tolist()
     assert est.counts.tolist() == naive_counts(labels(3), C).tolist()
 
@@ -91,11 +91,11 @@ def test_no_python_loop_over_classes_scales_to_many_classes():
 
 
 
-def _dist_worker(rank, world_size, port, mode, out_dir):
+def _dist_worker(rank, world_size, port, mode, weight_power, out_dir):
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
     dist.init_process_group('gloo', rank=rank, world_size=world_size)
     try:
-        loss_fn = ARBLoss(count_mode=mode)
+        loss_fn = ARBLoss(count_mode=mode, weight_power=weight_power)
         results = []
         for step in range(2):
             # Each rank sees different labels, rank 1 only some classes.
@@ -119,11 +119,16 @@ def _dist_worker(rank, world_size, port, mode, out_dir):
         dist.destroy_process_group()
 
 
-@pytest.mark.parametrize('mode', ['batch', 'cumulative'])
-def test_two_ranks_use_the_summed_counts(tmp_path, mode):
+@pytest.mark.parametrize('mode,weight_power', [('batch', 0.0),
+                                               ('cumulative', 0.0),
+                                               ('cumulative', 0.5)])
+def test_two_ranks_use_the_summed_counts(tmp_path, mode, weight_power):
+    # Shift and class weights alike come from the counts of all ranks, and
+    # the weights' mean is taken over every rank's labelled pixels.
     world_size = 2
     mp.spawn(_dist_worker, args=(world_size, free_port(), mode,
-                                 str(tmp_path)), nprocs=world_size)
+                                 weight_power, str(tmp_path)),
+             nprocs=world_size)
     out = [torch.load(tmp_path / f'{r}.pt') for r in range(world_size)]
     total = torch.zeros(C, dtype=torch.float64)
     for step in range(2):
@@ -135,7 +140,11 @@ def test_two_ranks_use_the_summed_counts(tmp_path, mode):
             logits, label, loss, counts = out[r][0][step]
             torch.testing.assert_close(counts, total)
             torch.testing.assert_close(
-                loss, naive_arb_loss(logits, label, total))
+                loss.double(),
+                naive_arb_family_loss(logits, label, total,
+                                      weight_power=weight_power,
+                                      max_weight_ratio=1000.0,
+                                      batch_counts=batch))
     # A bad label on one rank stops every rank (no rank left hanging).
     assert out[0][1] and out[1][1]
 

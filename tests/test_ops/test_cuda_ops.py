@@ -63,11 +63,12 @@ def test_prepare_kernel_matches_pytorch(mode, update, fresh):
         counts.zero_()
     bad = torch.tensor([5, 150, 0], device='cuda')
     want_counts, want_bad = counts.cpu(), bad.cpu()
-    for smoothing, tau in ((0.0, 1.0), (0.5, 0.7), (0.0, 0.0)):
+    for smoothing, tau, power in ((0.0, 1.0, 0.0), (0.5, 0.7, 0.5),
+                                  (0.0, 0.0, 1.0)):
         want = prepare_counts(hist.cpu(), want_counts, want_bad, mode, 0.1,
-                              smoothing, tau, update)
+                              smoothing, tau, power, 50.0, update)
         got = prepare_counts(hist, counts, bad, mode, 0.1, smoothing, tau,
-                             update)
+                             power, 50.0, update)
         torch.testing.assert_close(got.cpu(), want, rtol=1e-6, atol=0)
         torch.testing.assert_close(counts.cpu(), want_counts)
         assert bad.tolist() == want_bad.tolist()
@@ -183,11 +184,12 @@ def test_fused_loss_backward_of_an_expanded_gradient():
 
 
 @pytest.mark.parametrize('mode', ['batch', 'cumulative', 'ema'])
-def test_gpu_loss_matches_cpu_loss_module(mode):
+@pytest.mark.parametrize('weight_power', [0.0, 0.5])
+def test_gpu_loss_matches_cpu_loss_module(mode, weight_power):
     logits = torch.randn(2, 150, 64, 64, dtype=torch.float64)
     label = long_tailed_labels((2, 64, 64), 150).cpu()
-    cpu = ARBLoss(count_mode=mode)
-    gpu = ARBLoss(count_mode=mode).cuda()
+    cpu = ARBLoss(count_mode=mode, weight_power=weight_power)
+    gpu = ARBLoss(count_mode=mode, weight_power=weight_power).cuda()
     for _ in range(2):
         a = cpu(logits.float(), label)
         b = gpu(logits.float().cuda(), label.cuda())
@@ -305,12 +307,14 @@ def test_count_kernel_replays_in_a_cuda_graph():
 
 
 @pytest.mark.parametrize('mode', ['batch', 'cumulative', 'ema', 'prior'])
-def test_a_whole_loss_call_replays_in_a_cuda_graph(mode):
+@pytest.mark.parametrize('weight_power', [0.0, 0.5])
+def test_a_whole_loss_call_replays_in_a_cuda_graph(mode, weight_power):
     # Count, state update, loss and backward captured once and replayed on
     # new labels and logits: no sync, no host-side state in the way (e.g.
     # torch.compile's reduce-overhead mode, or a captured training step).
     kwargs = dict(class_counts=[float(i + 1) for i in range(150)]) \
         if mode == 'prior' else {}
+    kwargs['weight_power'] = weight_power
     graphed = ARBLoss(count_mode=mode, **kwargs).cuda()
     eager = ARBLoss(count_mode=mode, **kwargs).cuda()
     for loss_fn in (graphed, eager):

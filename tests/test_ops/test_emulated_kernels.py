@@ -109,9 +109,11 @@ def test_count_kernel(emu, dtype, num_classes, n, offset):
 @pytest.mark.parametrize('mode', COUNT_MODES)
 @pytest.mark.parametrize('update', [True, False])
 @pytest.mark.parametrize('state', ['empty', 'running'])
-@pytest.mark.parametrize('tau,smoothing', [(1.0, 0.0), (0.5, 2.0),
-                                           (0.0, 0.0)])
-def test_prepare_kernel(emu, mode, update, state, tau, smoothing):
+@pytest.mark.parametrize('tau,smoothing,power', [(1.0, 0.0, 0.0),
+                                                 (0.5, 2.0, 0.5),
+                                                 (0.0, 0.0, 1.0),
+                                                 (1.0, 0.0, 2.0)])
+def test_prepare_kernel(emu, mode, update, state, tau, smoothing, power):
     C = 300  # more classes than threads: the loops stride
     gen = torch.Generator().manual_seed(C)
     hist = torch.randint(0, 50, (C + 3, ), generator=gen)
@@ -123,21 +125,28 @@ def test_prepare_kernel(emu, mode, update, state, tau, smoothing):
         counts[3] = 0
     bad = torch.tensor([1, 500, 2])
     kernel_counts, kernel_bad = counts.clone(), bad.clone()
-    shift = torch.empty(C, dtype=torch.float32)
+    out = torch.empty(2, C, dtype=torch.float32)
     before = emu.emu_launch_count()
     assert emu.emu_prepare_counts(
         ptr(hist), ptr(kernel_counts), ptr(kernel_bad), C,
         COUNT_MODES.index(mode), ctypes.c_double(0.1),
-        ctypes.c_double(smoothing), ctypes.c_double(tau), int(update),
-        ptr(shift)) == 0
+        ctypes.c_double(smoothing), ctypes.c_double(tau),
+        ctypes.c_double(power), ctypes.c_double(100.0), int(update),
+        ptr(out)) == 0
     want = prepare_counts(hist, counts, bad, mode, 0.1, smoothing, tau,
-                          update)
+                          power, 100.0, update)
     if mode == 'ema' and update:  # (1 - m) n + m b: fused or not, 1 ulp
         torch.testing.assert_close(kernel_counts, counts, rtol=1e-15, atol=0)
-        torch.testing.assert_close(shift, want, rtol=1e-7, atol=0)
     else:
         assert torch.equal(kernel_counts, counts)
-        assert torch.equal(shift, want)
+    # Shifts and weights: float32 of the same double arithmetic (sums in
+    # another order: 1 ulp at most).
+    torch.testing.assert_close(out, want, rtol=2.4e-7, atol=0)
+    if power:
+        weight = out[1].double()
+        labelled = hist[:C].double()
+        assert weight.max() / weight.min() <= 100.0 * (1 + 1e-6)
+        assert abs((weight * labelled).sum() / labelled.sum() - 1) < 1e-6
     assert torch.equal(kernel_bad, bad)
     assert launches(emu, before) == [(1, THREADS, 0)]
 

@@ -75,13 +75,13 @@ def test_fakes_are_meta_kernels_where_torch_lacks_register_fake():
     assert result.stdout.split()[-1] == '(22,)'
 
 
-def test_fake_prepare_counts_returns_the_shift():
+def test_fake_prepare_counts_returns_the_shift_and_weights():
     counts = torch.empty(19, dtype=torch.float64, device=META)
-    shift = ops.prepare_counts(
+    prepared = ops.prepare_counts(
         torch.empty(22, dtype=torch.int64, device=META), counts,
         torch.empty(3, dtype=torch.int64, device=META), 'cumulative', 0.0,
-        0.0, 1.0, True)
-    assert shift.shape == (19, ) and shift.dtype == torch.float32
+        0.0, 1.0, 0.5, 1000.0, True)
+    assert prepared.shape == (2, 19) and prepared.dtype == torch.float32
 
 
 def test_fused_loss_compiles_without_graph_breaks():

@@ -37,6 +37,7 @@ def test_loss_section_reports_ratios_to_mmseg_ce(tmp_path):
     stdout, report = run(['--sections', 'loss', '--shape', '2', '19', '64',
                           '64'], tmp_path)
     assert set(report['loss']) == {'CrossEntropyLoss', 'ARBLoss',
+                                   'ARBLoss weight_power=0.5',
                                    'F.cross_entropy', 'naive'}
     assert report['loss']['CrossEntropyLoss']['time_ratio'] == 1.0
     for r in report['loss'].values():

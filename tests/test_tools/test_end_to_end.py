@@ -93,6 +93,28 @@ def test_train_validate_checkpoint_resume(family, datasets, tmp_path):
     assert runner.iter == 6
 
 
+def test_count_driven_class_weights_train_and_resume(datasets, tmp_path):
+    # weight_power through the Runner: the dumped config keeps it, the
+    # weighted loss trains, and --resume continues from the saved counts.
+    family = 'ade20k-segformer'
+    loss = dict(count_mode='cumulative', weight_power=0.5)
+    runner = build_runner(_runner_cfg(family, datasets, tmp_path, **loss))
+    runner.train()
+    assert torch.isfinite(torch.tensor(
+        runner.message_hub.get_scalar('train/loss').current()))
+    dumped = Config.fromfile(glob.glob(str(tmp_path / '*' / 'vis_data' /
+                                           'config.py'))[0])
+    assert dumped.model.decode_head.loss_decode.weight_power == 0.5
+    resumed = _runner_cfg(family, datasets, tmp_path, **loss)
+    resumed.train_cfg.max_iters = 6
+    resumed.resume = True
+    runner = build_runner(resumed)
+    runner.train()
+    estimator = runner.model.decode_head.loss_decode.estimator
+    assert estimator.weight_power == 0.5 and estimator.counts.sum() > 0
+    assert runner.iter == 6
+
+
 def test_test_tool_evaluates_a_checkpoint(datasets, tmp_path):
     family = 'ade20k-deeplabv3plus'
     cfg = _runner_cfg(family, datasets, tmp_path)

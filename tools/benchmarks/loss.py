@@ -1,5 +1,6 @@
 """``loss``: forward + backward of one ``ARBLoss`` call (its counting
-included) against mmseg's ``CrossEntropyLoss`` on the same logits, with
+included; the paper's loss, and with count-driven class weights) against
+mmseg's ``CrossEntropyLoss`` on the same logits, with
 ``F.cross_entropy``, ``torch.compile``d cross-entropy and the paper's formula
 as written (``naive``: the (pixels x classes) matrix of ``n_j / n_y``) beside
 them. Reported: median time and its ratio to mmseg CE (the median of the
@@ -60,9 +61,14 @@ def contenders(args) -> Dict[str, Callable]:
     from mmseg_arb.models.losses import ARBLoss
     from mmseg_arb.ops import class_histogram
     arb = ARBLoss().to(args.device)
-    # As under ClassCountHook in a Runner: bad labels read at logging steps
-    # (the loss alone would read them every 50 calls, a host sync).
-    arb.estimator.label_guard.read_by_hook = True
+    # With count-driven class weights from the same prepare step.
+    weighted = ARBLoss(count_mode='cumulative',
+                       weight_power=0.5).to(args.device)
+    for loss in (arb, weighted):
+        # As under ClassCountHook in a Runner: bad labels read at logging
+        # steps (the loss alone would read them every 50 calls, a host
+        # sync).
+        loss.estimator.label_guard.read_by_hook = True
     num_classes = args.shape[1]
 
     def cross_entropy(z, y):
@@ -73,6 +79,7 @@ def contenders(args) -> Dict[str, Callable]:
         return naive_arb_loss(z, y, counts, 255)
 
     losses = {BASELINE: mmseg_ce_or_equivalent(), 'ARBLoss': arb,
+              'ARBLoss weight_power=0.5': weighted,
               'F.cross_entropy': cross_entropy}
     if args.compiled:
         losses['compiled CE'] = torch.compile(cross_entropy)

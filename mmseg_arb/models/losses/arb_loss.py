@@ -9,6 +9,13 @@ i.e. cross-entropy on logits shifted by ``log n_j``. The second form is what
 is computed: no (pixels x classes) weight matrix, and the softmax stays
 stable for any logit magnitude. Classes with ``n_j = 0`` drop out of the
 denominator.
+
+Two exponents make the family: ``tau`` scales the shift (``tau * log n``;
+0 is cross-entropy, 1 the paper) and ``weight_power = p`` weights each
+pixel of class ``y`` by ``n_y^-p`` (normalised to a mean of 1 over the
+labelled pixels), the class-weighted cross-entropy's knob, from the same
+counts. ``tau = 0, p = 1`` with fixed counts is cross-entropy with
+inverse-frequency class weights.
 """
 import importlib.util
 from typing import Any, Optional, Sequence, Union
@@ -20,8 +27,9 @@ from ...counting.estimator import ClassCountEstimator
 from ...counting.label_guard import check_labels_now
 from ...ops import cuda_ext
 from ...ops.class_count import (KERNEL_LABEL_DTYPES, check_label_dtype,
-                                label_masks)
-from ...ops.count_state import log_count_shift
+                                class_histogram, label_masks)
+from ...ops.count_state import (MAX_WEIGHT_RATIO, count_class_weight,
+                                log_count_shift)
 from ...ops.fused_arb_loss import FUSED_DTYPES, fused_arb_loss
 from ...ops.shifted_cross_entropy import shifted_cross_entropy
 from ...utils.class_stats import CountsSource, load_class_weight
@@ -93,7 +101,10 @@ def arb_loss(logits: Tensor,
              reduction: str = 'mean',
              avg_factor: Optional[Union[float, Tensor]] = None,
              ignore_index: int = 255,
-             avg_non_ignore: bool = False) -> Tensor:
+             avg_non_ignore: bool = False,
+             tau: float = 1.0,
+             weight_power: float = 0.0,
+             max_weight_ratio: float = MAX_WEIGHT_RATIO) -> Tensor:
     """ARB-Loss of ``logits`` against ``label`` for given class counts.
 
     Args:
@@ -112,6 +123,14 @@ def arb_loss(logits: Tensor,
         ignore_index (int): Label value that gets no loss. Default: 255.
         avg_non_ignore (bool): Average over non-ignored pixels only.
             Default: False (mmseg's CrossEntropyLoss default).
+        tau (float): Exponent of the counts in the shift. Default: 1.
+        weight_power (float): Pixels of class ``y`` weigh ``n_y^-p``,
+            normalised to a mean of 1 over this call's labelled pixels and
+            bounded by ``max_weight_ratio`` (see
+            :func:`~mmseg_arb.ops.count_class_weight`); they multiply
+            ``class_weight``. Default: 0 (no weights).
+        max_weight_ratio (float): Bound of ``w_max / w_min``.
+            Default: 1000.
 
     Returns:
         Tensor: The loss: a scalar, or per-pixel (N, d1, ...) for
@@ -132,10 +151,17 @@ def arb_loss(logits: Tensor,
     if class_counts.shape != (num_classes, ):
         raise ValueError(f'class_counts has shape {tuple(class_counts.shape)}'
                          f' but the logits have {num_classes} classes')
+    if weight_power:
+        batch = class_histogram(label, num_classes, ignore_index)
+        counted = count_class_weight(class_counts.to(batch.device),
+                                     batch[:num_classes], 0.0, weight_power,
+                                     max_weight_ratio).to(logits.device)
+        class_weight = counted if class_weight is None else \
+            counted * class_weight.to(counted)
     return _shifted_loss(logits, label,
-                         log_count_shift(class_counts).to(logits.device),
-                         weight, class_weight, reduction, avg_factor,
-                         ignore_index, avg_non_ignore)
+                         log_count_shift(class_counts, tau=tau).to(
+                             logits.device), weight, class_weight, reduction,
+                         avg_factor, ignore_index, avg_non_ignore)
 
 
 def _shifted_loss(logits: Tensor,
@@ -211,7 +237,10 @@ class ARBLoss(nn.Module):
     ``CrossEntropyLoss``.
 
     It owns a :class:`ClassCountEstimator` that turns each batch's labels
-    into the class counts ``n`` of the loss (see :func:`arb_loss`).
+    into the class counts ``n`` of the loss (see :func:`arb_loss`): the
+    shift ``tau * log n`` and, with ``weight_power > 0``, the class weights
+    ``n^-p``. With no arguments it is the paper's loss (batch counts,
+    ``tau = 1``, no weights).
 
     Example config::
 
@@ -239,6 +268,16 @@ class ARBLoss(nn.Module):
             paper's ARB-Loss; with ``count_mode='prior'`` and ``tau=1`` it
             is Balanced Softmax (Ren et al., 2020), i.e. the logit-adjusted
             loss of Menon et al. (2021). Default: 1.
+        weight_power (float): Each pixel of class ``y`` weighs ``n_y^-p``
+            (the same counts as the shift, synced across ranks), normalised
+            to a mean of 1 over the step's labelled pixels; multiplies
+            ``class_weight``. ``tau=0, weight_power=1`` with
+            ``count_mode='prior'`` is cross-entropy with inverse-frequency
+            class weights. Default: 0 (no weights: the paper's loss).
+        max_weight_ratio (float): Bound of ``w_max / w_min`` for
+            ``weight_power > 0``: a class of one pixel in a batch, or none,
+            weighs at most this much more than the most frequent one.
+            Default: 1000.
         dist_sync (bool): Sum counts across ranks. Default: True.
         share_step_counts (bool): Share one histogram per training step
             with the model's other ARB losses whose labels have the same
@@ -271,6 +310,8 @@ class ARBLoss(nn.Module):
                  class_counts: Optional[CountsSource] = None,
                  smoothing: float = 0.0,
                  tau: float = 1.0,
+                 weight_power: float = 0.0,
+                 max_weight_ratio: float = MAX_WEIGHT_RATIO,
                  dist_sync: bool = True,
                  share_step_counts: bool = True,
                  label_check: str = 'deferred',
@@ -299,6 +340,8 @@ class ARBLoss(nn.Module):
             prior=class_counts,
             smoothing=smoothing,
             tau=tau,
+            weight_power=weight_power,
+            max_weight_ratio=max_weight_ratio,
             dist_sync=dist_sync,
             share_step_counts=share_step_counts,
             label_check=label_check)
@@ -352,8 +395,12 @@ class ARBLoss(nn.Module):
         reduction = reduction_override or self.reduction
         num_classes = cls_score.shape[1]
         # The estimator checks the label range while counting.
-        shift = self.estimator(label, num_classes, ignore_index)
-        return _shifted_loss(cls_score, label, shift, weight,
-                             self.class_weight, reduction, avg_factor,
-                             ignore_index, self.avg_non_ignore,
-                             self.loss_weight)
+        shift, counted_weight = self.estimator(label, num_classes,
+                                               ignore_index)
+        class_weight = self.class_weight
+        if self.estimator.weight_power:
+            class_weight = counted_weight if class_weight is None else \
+                counted_weight * class_weight
+        return _shifted_loss(cls_score, label, shift, weight, class_weight,
+                             reduction, avg_factor, ignore_index,
+                             self.avg_non_ignore, self.loss_weight)

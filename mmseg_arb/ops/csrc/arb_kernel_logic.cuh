@@ -239,6 +239,21 @@ ARB_HD float log_count_shift(double count, double smoothing, double tau) {
   return n > 0.0 ? static_cast<float>(tau * log(n)) : kAbsentShift;
 }
 
+// Count-driven class weights (count_class_weight in count_state.py): a
+// class weighs (n / largest)^-p, its relative count raised to at least
+// `floor`, so that w_max / w_min <= max_weight_ratio and no power of a
+// count over- or underflows; `largest` is the largest n. The caller
+// normalises.
+ARB_HD double weight_floor(double weight_power, double max_weight_ratio) {
+  return pow(max_weight_ratio, -1.0 / weight_power);
+}
+
+ARB_HD double raw_weight(double n, double largest, double floor,
+                         double weight_power) {
+  const double relative = n / largest;
+  return pow(relative > floor ? relative : floor, -weight_power);
+}
+
 // ------------------------------------------------------------ fused loss
 
 constexpr float kLog2e = 1.4426950408889634f;

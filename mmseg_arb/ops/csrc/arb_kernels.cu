@@ -104,53 +104,6 @@ __device__ T warp_sum(T value) {
   return value;
 }
 
-// One block: see launch_prepare_counts.
-__global__ void prepare_counts_kernel(const long long* __restrict__ hist,
-                                      double* __restrict__ counts,
-                                      long long* __restrict__ bad_labels,
-                                      int num_classes, CountMode mode,
-                                      double momentum, double smoothing,
-                                      double tau, bool update,
-                                      float* __restrict__ shift) {
-  __shared__ double warp_totals[kThreads / kWarp];
-  __shared__ bool state_is_empty;
-  const bool running = mode == CountMode::kCumulative ||
-                       mode == CountMode::kEma;
-  if (!update && running) {  // has anything been accumulated yet?
-    double total = 0.0;
-    for (int c = threadIdx.x; c < num_classes; c += blockDim.x) {
-      total += counts[c];
-    }
-    total = warp_sum(total);
-    if (threadIdx.x % kWarp == 0) warp_totals[threadIdx.x / kWarp] = total;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      double all = 0.0;
-      for (int w = 0; w < kThreads / kWarp; ++w) all += warp_totals[w];
-      state_is_empty = !(all > 0.0);
-    }
-    __syncthreads();
-  }
-  const bool use_batch = !update && (mode == CountMode::kBatch ||
-                                     (running && state_is_empty));
-  for (int c = threadIdx.x; c < num_classes; c += blockDim.x) {
-    const double batch = static_cast<double>(hist[c]);
-    double n = counts[c];
-    if (update && mode != CountMode::kPrior) {
-      n = logic::updated_count(mode, n, batch, momentum);
-      counts[c] = n;
-    } else if (use_batch) {
-      n = batch;
-    }
-    shift[c] = logic::log_count_shift(n, smoothing, tau);
-  }
-  if (update && threadIdx.x == 0) {
-    bad_labels[0] += hist[num_classes];
-    bad_labels[1] = max(bad_labels[1], hist[num_classes + 1]);
-    bad_labels[2] = max(bad_labels[2], hist[num_classes + 2]);
-  }
-}
-
 // Sums a per-thread value over the block: deterministic (a fixed tree).
 // `scratch` holds one value per warp. The result is valid in thread 0.
 template <typename T>
@@ -166,6 +119,102 @@ __device__ T block_sum(T value, T* scratch) {
   }
   __syncthreads();
   return total;
+}
+
+// The maximum of a per-thread value over the block, valid in every thread.
+template <typename T>
+__device__ T block_max(T value, T* scratch) {
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) {
+    const T other = __shfl_down_sync(0xffffffffu, value, offset);
+    value = other > value ? other : value;
+  }
+  if (threadIdx.x % kWarp == 0) scratch[threadIdx.x / kWarp] = value;
+  __syncthreads();
+  T result = scratch[0];
+  for (int w = 1; w < static_cast<int>(blockDim.x) / kWarp; ++w) {
+    result = scratch[w] > result ? scratch[w] : result;
+  }
+  __syncthreads();
+  return result;
+}
+
+// One block: see launch_prepare_counts. out = [shift (C) | weight (C)].
+__global__ void prepare_counts_kernel(const long long* __restrict__ hist,
+                                      double* __restrict__ counts,
+                                      long long* __restrict__ bad_labels,
+                                      int num_classes, CountMode mode,
+                                      double momentum, double smoothing,
+                                      double tau, double weight_power,
+                                      double max_weight_ratio, bool update,
+                                      float* __restrict__ out) {
+  __shared__ double scratch[kThreads / kWarp];
+  __shared__ bool state_is_empty;
+  __shared__ double shared_mean;
+  const bool running = mode == CountMode::kCumulative ||
+                       mode == CountMode::kEma;
+  if (!update && running) {  // has anything been accumulated yet?
+    double total = 0.0;
+    for (int c = threadIdx.x; c < num_classes; c += blockDim.x) {
+      total += counts[c];
+    }
+    total = block_sum(total, scratch);
+    if (threadIdx.x == 0) state_is_empty = !(total > 0.0);
+    __syncthreads();
+  }
+  const bool use_batch = !update && (mode == CountMode::kBatch ||
+                                     (running && state_is_empty));
+  double largest = 0.0;  // of n + smoothing, for the weights' bound
+  for (int c = threadIdx.x; c < num_classes; c += blockDim.x) {
+    const double batch = static_cast<double>(hist[c]);
+    double n = counts[c];
+    if (update && mode != CountMode::kPrior) {
+      n = logic::updated_count(mode, n, batch, momentum);
+      counts[c] = n;
+    } else if (use_batch) {
+      n = batch;
+    }
+    out[c] = logic::log_count_shift(n, smoothing, tau);
+    largest = fmax(largest, n + smoothing);
+  }
+  if (update && threadIdx.x == 0) {
+    bad_labels[0] += hist[num_classes];
+    bad_labels[1] = max(bad_labels[1], hist[num_classes + 1]);
+    bad_labels[2] = max(bad_labels[2], hist[num_classes + 2]);
+  }
+  if (weight_power == 0.0) {
+    for (int c = threadIdx.x; c < num_classes; c += blockDim.x) {
+      out[num_classes + c] = 1.f;
+    }
+    return;
+  }
+  // The same thread reads back the n it chose above (counts[c] is the
+  // updated state): no other thread's write is involved.
+  auto n_of = [&](int c) {
+    return (use_batch ? static_cast<double>(hist[c]) : counts[c]) + smoothing;
+  };
+  largest = block_max(largest, scratch);
+  const double floor = logic::weight_floor(weight_power, max_weight_ratio);
+  double weighted = 0.0, labelled = 0.0;
+  for (int c = threadIdx.x; c < num_classes; c += blockDim.x) {
+    const double b = static_cast<double>(hist[c]);
+    weighted += b * logic::raw_weight(n_of(c), largest, floor, weight_power);
+    labelled += b;
+  }
+  weighted = block_sum(weighted, scratch);
+  labelled = block_sum(labelled, scratch);
+  if (threadIdx.x == 0) {
+    shared_mean = labelled > 0.0 ? weighted / labelled : 1.0;
+  }
+  __syncthreads();
+  const double mean = shared_mean;
+  for (int c = threadIdx.x; c < num_classes; c += blockDim.x) {
+    out[num_classes + c] =
+        largest > 0.0
+            ? static_cast<float>(
+                  logic::raw_weight(n_of(c), largest, floor, weight_power) /
+                  mean)
+            : 1.f;
+  }
 }
 
 // Each thread takes V consecutive pixels of one image (V > 1 only where the
@@ -391,11 +440,13 @@ cudaError_t launch_count_classes(const void* labels, LabelType type,
 cudaError_t launch_prepare_counts(const long long* hist, double* counts,
                                   long long* bad_labels, int num_classes,
                                   CountMode mode, double momentum,
-                                  double smoothing, double tau, bool update,
-                                  float* shift, cudaStream_t stream) {
+                                  double smoothing, double tau,
+                                  double weight_power,
+                                  double max_weight_ratio, bool update,
+                                  float* out, cudaStream_t stream) {
   ARB_LAUNCH(1, kThreads, 0, stream, prepare_counts_kernel)(
       hist, counts, bad_labels, num_classes, mode, momentum, smoothing, tau,
-      update, shift);
+      weight_power, max_weight_ratio, update, out);
   return cudaGetLastError();
 }
 

@@ -40,14 +40,19 @@ cudaError_t launch_count_classes(const void* labels, LabelType type,
 // `update` (per `mode`; a prior stays), pick the counts n the loss uses
 // (outside an update: the batch for kBatch, the state for kPrior, the state
 // or, while it is all zero, the batch for the running modes), write
-// shift[c] = tau * log(n_c + smoothing) (-1e30 where that is 0; 0 at
-// tau = 0), and, if `update`, fold the bad-label entries into
+// out[c] = tau * log(n_c + smoothing) (-1e30 where that is 0; 0 at
+// tau = 0) and the class weight out[C + c] = (n_c + smoothing)^-p, counts
+// raised to at least max_n / max_weight_ratio^(1/p), normalised to a mean
+// of 1 over the batch's labelled pixels (1 everywhere at p = 0, or where
+// every count is 0), and, if `update`, fold the bad-label entries into
 // bad_labels[0..2] (sum, max, max).
 cudaError_t launch_prepare_counts(const long long* hist, double* counts,
                                   long long* bad_labels, int num_classes,
                                   CountMode mode, double momentum,
-                                  double smoothing, double tau, bool update,
-                                  float* shift, cudaStream_t stream);
+                                  double smoothing, double tau,
+                                  double weight_power,
+                                  double max_weight_ratio, bool update,
+                                  float* out, cudaStream_t stream);
 
 // Forward of the fused loss over logits (N, C, S) (S = spatial size, 1 for
 // (N, C) input) and labels (N, S): per pixel p of target t, with the

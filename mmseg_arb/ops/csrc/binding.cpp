@@ -133,6 +133,7 @@ mmseg_arb::Reduction reduction_of(c10::string_view name) {
 at::Tensor prepare_counts(const at::Tensor& hist, at::Tensor counts,
                           at::Tensor bad_labels, c10::string_view count_mode,
                           double momentum, double smoothing, double tau,
+                          double weight_power, double max_weight_ratio,
                           bool update) {
   check_cuda(hist, "hist");
   check_cuda(counts, "counts");
@@ -149,16 +150,17 @@ at::Tensor prepare_counts(const at::Tensor& hist, at::Tensor counts,
               "mmseg_arb: bad_labels must be a contiguous int64 (3,)");
   const mmseg_arb::CountMode mode = count_mode_of(count_mode);
   const c10::cuda::CUDAGuard guard(counts.device());
-  at::Tensor shift = at::empty({C}, counts.options().dtype(at::kFloat));
+  // The shift, then the class weights.
+  at::Tensor out = at::empty({2, C}, counts.options().dtype(at::kFloat));
   launch_checked("prepare_counts", [&] {
     return mmseg_arb::launch_prepare_counts(
         reinterpret_cast<const long long*>(hist.data_ptr<int64_t>()),
         counts.data_ptr<double>(),
         reinterpret_cast<long long*>(bad_labels.data_ptr<int64_t>()),
-        static_cast<int>(C), mode, momentum, smoothing, tau, update,
-        shift.data_ptr<float>(), current_stream());
+        static_cast<int>(C), mode, momentum, smoothing, tau, weight_power,
+        max_weight_ratio, update, out.data_ptr<float>(), current_stream());
   });
-  return shift;
+  return out;
 }
 
 struct LossShape {

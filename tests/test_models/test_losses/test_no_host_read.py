@@ -70,9 +70,11 @@ def test_counting_and_prepare(dtype, mode, update, uses_ops):
         hist = class_histogram(label, 19, 255)
         assert hist.shape == (22, ) and hist.dtype == torch.int64
         assert hist.device == META
-        shift = prepare_counts(hist, counts, bad_labels, mode, momentum=0.1,
-                               smoothing=0.5, tau=0.7, update=update)
-        assert shift.shape == (19, ) and shift.dtype == torch.float32
+        prepared = prepare_counts(hist, counts, bad_labels, mode,
+                                  momentum=0.1, smoothing=0.5, tau=0.7,
+                                  weight_power=0.5, update=update)
+        assert prepared.shape == (2, 19)
+        assert prepared.dtype == torch.float32
 
     assert called_ops(step) == (COUNT_OPS if uses_ops else set())
 
@@ -129,7 +131,9 @@ def make_loss(mode, **kwargs):
 
 @pytest.mark.parametrize('mode', ['batch', 'cumulative', 'ema', 'prior'])
 @pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
-def test_the_cuda_op_path_compiles_as_one_graph(mode, dtype, monkeypatch):
+@pytest.mark.parametrize('weight_power', [0.0, 0.5])
+def test_the_cuda_op_path_compiles_as_one_graph(mode, dtype, weight_power,
+                                                monkeypatch):
     # fullgraph=True: any graph break fails; aot_eager also functionalises
     # the in-place count update and traces the backward through
     # AOTAutograd, where an op argument named like one of the wrappers'
@@ -138,7 +142,7 @@ def test_the_cuda_op_path_compiles_as_one_graph(mode, dtype, monkeypatch):
     # Runner), a training step has no Python-side state at all.
     monkeypatch.setattr(cuda_ext, 'cuda_ops_apply', lambda t: True)
     torch._dynamo.reset()
-    loss_fn = make_loss(mode, loss_weight=0.4)
+    loss_fn = make_loss(mode, loss_weight=0.4, weight_power=weight_power)
     loss_fn.estimator.label_guard.read_by_hook = True
     compiled = torch.compile(loss_fn, fullgraph=True, backend='aot_eager')
     logits = torch.empty(2, 19, 8, 8, dtype=dtype, device=META,
@@ -167,7 +171,9 @@ class _Dispatched(TorchDispatchMode):
 
 
 @pytest.mark.parametrize('mode', ['batch', 'ema', 'prior'])
-def test_a_training_call_is_four_ops_of_ours(mode, monkeypatch):
+@pytest.mark.parametrize('weight_power', [0.0, 0.5])
+def test_a_training_call_is_four_ops_of_ours(mode, weight_power,
+                                             monkeypatch):
     # The launch budget of a call (count, prepare, loss, backward) on the
     # kernels' path, guarded here where it is decided: in the Python that
     # dispatches. Each op below is one launch but the histogram (a zero
@@ -175,13 +181,16 @@ def test_a_training_call_is_four_ops_of_ours(mode, monkeypatch):
     # one-block reduction): 6 launches of ours, plus autograd's seed of the
     # backward (ones_like), which cross-entropy pays too.
     monkeypatch.setattr(cuda_ext, 'cuda_ops_apply', lambda t: True)
-    loss_fn = make_loss(mode)
+    # Count-driven class weights come from the same prepare op: no launch
+    # more.
+    loss_fn = make_loss(mode, weight_power=weight_power)
     loss_fn.estimator.label_guard.read_by_hook = True
     logits = torch.empty(2, 19, 8, 8, device=META, requires_grad=True)
     label = torch.empty(2, 8, 8, dtype=torch.int64, device=META)
     with _Dispatched() as dispatched:
         loss_fn(logits, label).backward()
-    views = {'aten.slice', 'aten.view', 'aten.select', 'aten.detach'}
+    views = {'aten.slice', 'aten.view', 'aten.select', 'aten.detach',
+             'aten.unbind'}
     assert [op for op in dispatched.ops if op not in views] == [
         'mmseg_arb.class_histogram', 'mmseg_arb.prepare_counts',
         'mmseg_arb.arb_loss_forward', 'aten.ones_like',

@@ -41,10 +41,12 @@ int emu_count_classes(const void* labels, int type, int64_t n,
 int emu_prepare_counts(const long long* hist, double* counts,
                        long long* bad_labels, int num_classes, int mode,
                        double momentum, double smoothing, double tau,
-                       int update, float* shift) {
+                       double weight_power, double max_weight_ratio,
+                       int update, float* out) {
   return mmseg_arb::launch_prepare_counts(
       hist, counts, bad_labels, num_classes, static_cast<CountMode>(mode),
-      momentum, smoothing, tau, update != 0, shift, nullptr);
+      momentum, smoothing, tau, weight_power, max_weight_ratio, update != 0,
+      out, nullptr);
 }
 
 int emu_loss_reduce_blocks(int64_t pixels, int num_sms) {
