@@ -105,11 +105,6 @@ def _normalised(counts: np.ndarray, raw: np.ndarray) -> List[float]:
     return [round(float(w), 6) for w in raw * scale]
 
 
-def inverse_frequency_weights(counts: Sequence[float]) -> List[float]:
-    """``total / (C * n_c)`` per class: :func:`power_weights` at power 1."""
-    return power_weights(counts, 1.0)
-
-
 def arb_has_weight_power() -> bool:
     """Whether this code's ``ARBLoss`` takes ``weight_power`` (issue 20)."""
     from ..models.losses import ARBLoss
