@@ -338,17 +338,14 @@ def planned_runs(args: argparse.Namespace, families: List) -> Dict[str, int]:
 def write_run(base, loss, run_dir: str, seed: int, test: bool,
               val_interval: Optional[int]) -> str:
     """Write the config of one run into its folder and return its path."""
-    from mmseg_arb.study.matrix import apply_loss
+    from mmseg_arb.study.matrix import add_imports, apply_loss
     cfg = apply_loss(base, loss)
     cfg.randomness = dict(seed=seed)
     cfg.work_dir = run_dir
     if test:
         cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
             dict(type='TestAfterTrainHook')]
-        imports = cfg.setdefault('custom_imports',
-                                 dict(imports=[], allow_failed_imports=False))
-        imports['imports'] = list(imports['imports']) + [
-            'mmseg_arb.study.test_hook']
+        add_imports(cfg, ['mmseg_arb.study.test_hook'])
     if val_interval:
         cfg.train_cfg.val_interval = val_interval
     os.makedirs(run_dir, exist_ok=True)

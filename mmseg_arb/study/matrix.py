@@ -291,10 +291,19 @@ def apply_loss(cfg, loss: StudyLoss):
         model.auxiliary_head.loss_decode = _scaled(decode, ratio)
     model.decode_head.loss_decode = decode
     if loss.imports:
-        imports = cfg.setdefault('custom_imports',
-                                 dict(imports=[], allow_failed_imports=False))
-        imports['imports'] = list(imports['imports']) + list(loss.imports)
+        add_imports(cfg, list(loss.imports))
     return cfg
+
+
+def add_imports(cfg, modules) -> None:
+    """Add ``modules`` to ``cfg``'s ``custom_imports`` (made if missing: a
+    plain mmseg config has none; ``Config.setdefault`` would hand back a
+    copy, losing the edit)."""
+    imports = dict(cfg.get('custom_imports') or
+                   dict(imports=[], allow_failed_imports=False))
+    imports['imports'] = list(imports['imports']) + [
+        m for m in modules if m not in imports['imports']]
+    cfg.custom_imports = imports
 
 
 def _weight(loss_decode: LossCfg) -> float:

@@ -119,3 +119,19 @@ def test_sum_of_losses_scales_each_for_the_auxiliary_head(tmp_path):
         == [1.0, 3.0]
     assert [l['loss_weight'] for l in cfg.model.auxiliary_head.loss_decode] \
         == [pytest.approx(0.4), pytest.approx(1.2)]
+
+
+def test_study_losses_are_imported_by_a_config_without_custom_imports(
+        tmp_path):
+    """A plain mmseg config has no custom_imports: the study's losses (and
+    nothing twice) get imported all the same."""
+    stats = tmp_path / 'class_stats_train.json'
+    stats.write_text('{"counts": %s}' % [c + 1 for c in COUNTS])
+    blv = next(f for f in study_families(COUNTS, str(stats))
+               if f.key == 'blv').losses[0]
+    base = Config.fromfile(DEMO_CE)
+    base.custom_imports = None
+    cfg = apply_loss(base, blv)
+    assert cfg.custom_imports['imports'] == ['mmseg_arb.study.losses']
+    twice = apply_loss(cfg, blv)
+    assert twice.custom_imports['imports'] == ['mmseg_arb.study.losses']

@@ -78,6 +78,40 @@ def test_tune_select_final_report_resume(tmp_path):
     assert report.read_text() == before
 
 
+def test_a_plain_mmseg_config_as_the_base(tmp_path):
+    """--config with a user's cross-entropy config built on mmseg's own
+    (IoUMetric, no custom_imports): the study trains and tests from it."""
+    config = tmp_path / 'my_ce.py'
+    config.write_text(
+        "_base_ = 'mmseg::deeplabv3plus/deeplabv3plus_r50-d8_4xb4-80k_"
+        "ade20k-512x512.py'\n"
+        'model = dict(pretrained=None, backbone=dict(depth=18),\n'
+        '    decode_head=dict(in_channels=512, c1_in_channels=64,\n'
+        '                     channels=64, c1_channels=16),\n'
+        '    auxiliary_head=dict(in_channels=256, channels=32))\n')
+    tiny = list(TINY)
+    tiny[tiny.index('--iters') + 1] = '2'
+    tiny[tiny.index('--curve-interval') + 1] = '1'
+    tiny[tiny.index('arb')] = 'ce'
+    result = subprocess.run(
+        [sys.executable, STUDY, '--work-dir', str(tmp_path / 'study'),
+         '--config', str(config), *tiny], capture_output=True, text=True,
+        timeout=600, cwd=str(tmp_path))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    with open(tmp_path / 'study' / 'loss_study.json') as f:
+        runs = json.load(f)['runs']
+    run, = runs.values()
+    assert run['status'] == 'ok' and 'mIoU_tail' in run['test']['summary']
+    from mmengine.config import Config
+    dumped = Config.fromfile(str(tmp_path / 'study' / 'runs' / 'final' /
+                                 'adamw' / 'ce' / 'd0-s100' / 'config.py'))
+    assert dumped.val_evaluator.type == 'LongTailIoUMetric'
+    # The study's optimiser replaces the config's SGD.
+    assert dumped.optim_wrapper.optimizer.type == 'AdamW'
+    assert dumped.test_dataloader.dataset.data_prefix.img_path == \
+        'images/test'
+
+
 def test_other_settings_in_the_same_work_dir_are_refused(tmp_path):
     (tmp_path / 'study').mkdir()
     (tmp_path / 'study' / 'study.json').write_text(json.dumps({'iters': 1}))
