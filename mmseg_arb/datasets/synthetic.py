@@ -29,8 +29,9 @@ Layouts written (``root`` is the dataset's ``data_root``)::
     ADE20K      images/{training,validation,test}/ADE_{train,val,test}_%08d.jpg
                 annotations/{training,validation,test}/ADE_{...}_%08d.png
                 (0 = "other", class k stored as k + 1: reduce_zero_label)
-    Cityscapes  leftImg8bit/{train,val,test}/<city>/<city>_%06d_%06d_leftImg8bit.png
-                gtFine/{train,val,test}/<city>/<city>_%06d_%06d_gtFine_labelTrainIds.png
+    Cityscapes  leftImg8bit/<split>/<city>/<city>_%06d_%06d_leftImg8bit.png
+                gtFine/<split>/<city>/<city>_%06d_%06d_gtFine_labelTrainIds.png
+                (<split>: train, val, test)
                 (train ids 0..18, 255 = ignore)
 
 The test split is written only when ``num_test`` > 0 (the demo has none).

@@ -5,7 +5,7 @@ that grows with a class's rarity.
 For pixel ``i`` and class ``c``, with training pixel counts ``n`` and
 ``N = sum(n)``::
 
-    z'_ic = z_ic + |delta_ic| * s_c,   delta_ic ~ N(0, sigma), clamped to [-1, 1]
+    z'_ic = z_ic + |delta_ic| * s_c,  delta_ic ~ N(0, sigma) clamped to [-1, 1]
     s_c   = (log N - log n_c) / max_j (log N - log n_j)
 
 so the rarest class gets up to 1 (in logit units) and a frequent one
