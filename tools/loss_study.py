@@ -1,27 +1,36 @@
-"""Which loss should I use? ARB-Loss against the losses MMSegmentation users
-pick instead, over several seeds, on one generated long-tailed dataset.
+"""Which loss should I use? ARB-Loss against the published long-tail losses
+and the rebalancing mmseg users are told to use, tuned alike, chosen on
+validation, reported on a held-out test split.
 
-1. writes the dataset (ADE20K layout; classes, size and tail steepness by
-   flag) and the class statistics of its training split, once;
-2. writes one mmseg config per loss and seed into its run folder (the
-   study's base config with that loss, written as a user writes it) and
-   trains each with ``tools/train.py`` through mmengine's Runner, as many
-   at once as the machine allows, validating with LongTailIoUMetric at the
-   end; the ``tau`` rows follow once the count modes are in, with the mode
-   of the best mean mIoU;
-3. writes ``loss_study.md`` / ``.json`` (mean ± std over seeds, paired
-   differences against cross-entropy, failed runs with their errors) and
-   two plots into the work dir (``--export`` copies them elsewhere).
+1. writes the dataset of every data seed (ADE20K layout, train / val /
+   test; by default the ``hard`` mode: classes vary within themselves and
+   some tail classes are twins of frequent ones) and its class statistics;
+2. **tuning stage**: trains every configuration of every family
+   (``mmseg_arb.study.matrix``: the same number per family) on data seed
+   0 with the tuning seeds, validation only, and picks each family's
+   configuration by the rule of ``mmseg_arb.study.report`` (highest mean
+   validation mIoU), per optimiser;
+3. **final stage**: trains each family's chosen configuration and
+   cross-entropy with every final seed on every data seed, evaluated on
+   validation and test (``TestAfterTrainHook``); CE, the chosen ARB and
+   the chosen class weights validate every ``--curve-interval``
+   iterations for learning curves;
+4. writes ``loss_study.json`` (every run, the protocol, the data) and,
+   from it alone, ``loss_study.md`` and the plots (paired differences with
+   95 % t intervals, verdicts by the interval rule).
 
-Run again with the same work dir, it trains only what has no result yet
-(an interrupted run restarts from its last checkpoint, if it saved one).
-The same code runs on GPUs: ``--gpus-per-job`` (torchrun for more than
-one), ``--iters``, ``--crop``, ``--batch-size`` and ``--config`` for a
-bigger model.
+Each run is ``tools/train.py CONFIG`` in its own folder, as many at once
+as there are slots (CPU cores, or one job per GPU); a second call trains
+only what has no ``result.json`` yet, so a long study resumes across
+calls. ``--report-only WORK_DIR`` rebuilds the report from the JSON.
 
-    python tools/loss_study.py [--seeds 3] [--work-dir work_dirs/loss_study]
+    python tools/loss_study.py                      # the short default
+    python tools/loss_study.py --report-only work_dirs/loss_study
+    python tools/loss_study.py --tune-seeds 2 --final-seeds 5 \\
+        --data-seeds 2 --optimizers adamw sgd --iters 1000  # published
 """
 import argparse
+import copy
 import json
 import os
 import os.path as osp
@@ -33,19 +42,7 @@ import time
 from dataclasses import asdict
 from typing import Dict, List, Optional
 
-import mmseg_arb  # noqa: F401
-from mmseg_arb.datasets import SyntheticSpec, prepare_synthetic
-from mmseg_arb.study.jobs import Run, Slot, read_result, run_all
-from mmseg_arb.study.matrix import (COUNT_MODES, StudyLoss, apply_loss,
-                                    arb_loss, inverse_frequency_weights,
-                                    mmseg_losses)
-from mmseg_arb.study.report import (best_row, markdown_tables,
-                                    paired_difference, plot_class_iou,
-                                    plot_overall_vs_tail, run_key, summarize)
-from mmseg_arb.utils.class_stats import load_class_counts
-from mmseg_arb.utils.launch import load_config
-from mmseg_arb.utils.quiet_warnings import ignore_pkg_resources_deprecation
-from mmseg_arb.utils.results import code_version
+from mmseg_arb.study.jobs import Slot
 from mmseg_arb.utils.short_run import set_iterations, use_dataset
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -53,14 +50,18 @@ TRAIN = osp.join(ROOT, 'tools', 'train.py')
 DEFAULT_CONFIG = osp.join(
     ROOT, 'configs', 'demo',
     'deeplabv3plus_r18-tiny_1xb8-400iter_synthetic-ade20k-128x128.py')
-ARB_MODES = [f'arb-{m}' for m in COUNT_MODES]
-TAU_KEY = 'arb-tau'  # the tau variants of the best count mode
-OUTPUTS = ('loss_study.md', 'loss_study.json', 'overall_vs_tail.png',
-           'iou_vs_frequency.png')
-
-
-def all_loss_keys() -> List[str]:
-    return [l.key for l in mmseg_losses([1.0], 1)] + ARB_MODES + [TAU_KEY]
+STUDY_JSON = 'loss_study.json'
+REPORT = 'loss_study.md'
+# (optimizer, eta_min of the poly schedule): the demo's AdamW, and mmseg's
+# DeepLabV3+ SGD (schedule_80k: lr 0.01, momentum 0.9, poly 0.9 to 1e-4).
+OPTIMIZERS = {
+    'adamw': (dict(type='AdamW', lr=2e-3, weight_decay=1e-4), 1e-5),
+    'sgd': (dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=5e-4),
+            1e-4),
+}
+FAMILY_KEYS = ('ce', 'arb', 'class-weights', 'logit-adjustment', 'blv',
+               'focal', 'dice', 'arb-weights')
+FINAL_SEED_OFFSET = 100  # final seeds differ from tuning seeds
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -68,34 +69,43 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         description=__doc__.split('\n')[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--work-dir', default='work_dirs/loss_study')
-    parser.add_argument('--losses', nargs='+', default=all_loss_keys(),
-                        choices=all_loss_keys(), metavar='KEY',
-                        help=f'rows to run, of: {" ".join(all_loss_keys())}'
-                        f' ({TAU_KEY}: the --taus with the best count mode)')
-    parser.add_argument('--seeds', type=int, default=3,
-                        help='seeds 0 .. N-1 of every row')
-    parser.add_argument('--taus', type=float, nargs='+', default=[0.5, 1.5],
-                        help=f'tau of the {TAU_KEY} rows (1 is the count '
-                        "mode's own row)")
-    parser.add_argument('--tau-mode', default='auto',
-                        choices=['auto'] + list(COUNT_MODES),
-                        help='count mode of the tau rows; auto: the mode of '
-                        'the best mean mIoU among those run')
+    parser.add_argument('--report-only', metavar='WORK_DIR',
+                        help='rebuild the report and plots of WORK_DIR from '
+                        'its loss_study.json; trains nothing')
+    parser.add_argument('--families', nargs='+', default=list(FAMILY_KEYS),
+                        choices=FAMILY_KEYS, metavar='KEY',
+                        help=f'families, of: {" ".join(FAMILY_KEYS)} '
+                        '(ce is always run)')
+    parser.add_argument('--optimizers', nargs='+', default=['adamw'],
+                        choices=sorted(OPTIMIZERS),
+                        help='each tunes and trains its own final stage')
+    parser.add_argument('--tune-seeds', type=int, default=1,
+                        help='training seeds of the tuning stage (data '
+                        'seed 0)')
+    parser.add_argument('--final-seeds', type=int, default=2,
+                        help='training seeds of the final stage, per data '
+                        'seed')
+    parser.add_argument('--data-seeds', type=int, default=1,
+                        help='generated datasets of the final stage')
     data = parser.add_argument_group('dataset (generated, ADE20K layout)')
     data.add_argument('--data-root', help='default: WORK_DIR/data')
+    data.add_argument('--data-mode', default='hard', choices=['easy', 'hard'])
     data.add_argument('--num-classes', type=int, default=24)
     data.add_argument('--num-train', type=int, default=96)
     data.add_argument('--num-val', type=int, default=64)
+    data.add_argument('--num-test', type=int, default=128)
     data.add_argument('--size', type=int, nargs=2, default=[128, 128],
                       metavar=('H', 'W'), help='image size')
     data.add_argument('--rarest-share', type=float, default=1e-3,
                       help='expected pixel share of the rarest class '
                       '(tail steepness)')
-    data.add_argument('--data-seed', type=int, default=0)
     train = parser.add_argument_group('training')
     train.add_argument('--config', default=DEFAULT_CONFIG,
-                       help='cross-entropy config every row starts from')
+                       help='cross-entropy config every run starts from')
     train.add_argument('--iters', type=int, default=300)
+    train.add_argument('--curve-interval', type=int,
+                       help='validation interval of the learning-curve '
+                       'rows (default: iters / 6)')
     train.add_argument('--crop', type=int, nargs=2, default=[64, 64],
                        metavar=('H', 'W'))
     train.add_argument('--batch-size', type=int, default=8,
@@ -104,8 +114,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                        help='iterations between checkpoints (0: none; '
                        'they let an interrupted long run resume)')
     run = parser.add_argument_group('execution')
-    run.add_argument('--gpus-per-job', type=int, default=0,
-                     help='0: train on CPUs')
+    run.add_argument('--gpus-per-job', type=int,
+                     help='default: 1 when GPUs are visible (one job per '
+                     'GPU), else 0 (CPU)')
     run.add_argument('--jobs', type=int,
                      help='runs at once (default: one per CPU core, or all '
                      'GPUs in groups of --gpus-per-job)')
@@ -117,9 +128,26 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                      '2 on GPU)')
     run.add_argument('--retry-failed', action='store_true',
                      help='train again the runs that failed before')
-    run.add_argument('--export', help='also copy the report and plots here')
+    run.add_argument('--export', help='also copy the report, its JSON and '
+                     'plots here')
     run.add_argument('--no-progress', action='store_true')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if 'ce' not in args.families:
+        args.families = ['ce'] + args.families
+    if min(args.tune_seeds, args.final_seeds, args.data_seeds) < 1:
+        parser.error('--tune-seeds, --final-seeds and --data-seeds must be '
+                     'at least 1')
+    if args.curve_interval is None:
+        args.curve_interval = max(1, args.iters // 6)
+    return args
+
+
+def gpus_per_job(args: argparse.Namespace) -> int:
+    """GPUs of one run: as given, else one per run where GPUs are visible."""
+    if args.gpus_per_job is not None:
+        return args.gpus_per_job
+    import torch
+    return 1 if torch.cuda.is_available() else 0
 
 
 def cpu_cores() -> int:
@@ -130,7 +158,8 @@ def cpu_cores() -> int:
 def make_slots(args: argparse.Namespace) -> List[Slot]:
     """One slot per run that may execute at once: CPU threads, or a group of
     GPUs (torchrun for more than one)."""
-    if args.gpus_per_job == 0:
+    per_job = gpus_per_job(args)
+    if per_job == 0:
         jobs = args.jobs or cpu_cores()
         threads = str(args.threads_per_job or max(1, cpu_cores() // jobs))
         env = dict(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads,
@@ -143,13 +172,13 @@ def make_slots(args: argparse.Namespace) -> List[Slot]:
     gpus = [str(i) for i in range(torch.cuda.device_count())]
     if visible:
         gpus = [g.strip() for g in visible.split(',')][:len(gpus)]
-    groups = len(gpus) // args.gpus_per_job
+    groups = len(gpus) // per_job
     if groups == 0:
-        raise SystemExit(f'--gpus-per-job {args.gpus_per_job}: only '
+        raise SystemExit(f'--gpus-per-job {per_job}: only '
                          f'{len(gpus)} GPUs visible')
     slots = []
     for i in range(min(args.jobs or groups, groups)):
-        ids = gpus[i * args.gpus_per_job:(i + 1) * args.gpus_per_job]
+        ids = gpus[i * per_job:(i + 1) * per_job]
         env = dict(CUDA_VISIBLE_DEVICES=','.join(ids))
         if len(ids) == 1:
             slots.append(Slot(env, [sys.executable]))
@@ -160,13 +189,6 @@ def make_slots(args: argparse.Namespace) -> List[Slot]:
                       f'--master_port={29500 + 17 * i}'],
                 distributed=True))
     return slots
-
-
-def dataset_spec(args: argparse.Namespace) -> SyntheticSpec:
-    return SyntheticSpec(layout='ade20k', num_classes=args.num_classes,
-                         num_train=args.num_train, num_val=args.num_val,
-                         height=args.size[0], width=args.size[1],
-                         rarest_share=args.rarest_share, seed=args.data_seed)
 
 
 def set_num_classes(cfg, num_classes: int) -> None:
@@ -181,11 +203,19 @@ def set_num_classes(cfg, num_classes: int) -> None:
         cfg[loader].dataset.metainfo = dict(classes=classes)
 
 
-def base_config(args: argparse.Namespace, cfg, data_root: str, stats: str):
-    """The cross-entropy config every row starts from, on the study's data
-    and schedule (``cfg``, with its classes set, is changed in place)."""
+def base_config(args: argparse.Namespace, cfg, data_root: str, stats: str,
+                optimizer: str):
+    """The cross-entropy config every run starts from, on one data seed's
+    data, the study's schedule and ``optimizer`` (``cfg``, with its classes
+    set, is changed in place). The test loader reads the test split."""
     use_dataset(cfg, data_root, stats)
     set_iterations(cfg, args.iters)
+    cfg.optim_wrapper = dict(type='OptimWrapper',
+                             optimizer=dict(OPTIMIZERS[optimizer][0]),
+                             clip_grad=None)
+    cfg.param_scheduler = [dict(type='PolyLR', power=0.9, begin=0,
+                                end=args.iters, by_epoch=False,
+                                eta_min=OPTIMIZERS[optimizer][1])]
     cfg.default_hooks.logger.interval = max(1, args.iters // 20)
     if args.checkpoint_interval:
         cfg.default_hooks.checkpoint.interval = args.checkpoint_interval
@@ -208,6 +238,9 @@ def base_config(args: argparse.Namespace, cfg, data_root: str, stats: str):
     for t in crops:
         t.crop_size = crop
     cfg.train_dataloader.batch_size = args.batch_size
+    test = cfg.test_dataloader = copy.deepcopy(cfg.val_dataloader)
+    test.dataset.data_prefix = dict(img_path='images/test',
+                                    seg_map_path='annotations/test')
     workers = loader_workers(args)
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[loader].num_workers = workers
@@ -218,17 +251,7 @@ def base_config(args: argparse.Namespace, cfg, data_root: str, stats: str):
 def loader_workers(args: argparse.Namespace) -> int:
     if args.loader_workers is not None:
         return args.loader_workers
-    return 2 if args.gpus_per_job else 0
-
-
-def study_settings(args: argparse.Namespace) -> Dict:
-    """What every run depends on: runs made with other settings cannot be
-    mixed into one table."""
-    return dict(config=osp.abspath(args.config),
-                dataset=asdict(dataset_spec(args)), iters=args.iters,
-                crop=list(args.crop), batch_size=args.batch_size,
-                gpus_per_job=args.gpus_per_job,
-                loader_workers=loader_workers(args))
+    return 2 if gpus_per_job(args) else 0
 
 
 def check_settings(work_dir: str, settings: Dict) -> None:
@@ -246,54 +269,6 @@ def check_settings(work_dir: str, settings: Dict) -> None:
     os.makedirs(work_dir, exist_ok=True)
     with open(path, 'w') as f:
         json.dump(settings, f, indent=1)
-
-
-def make_runs(losses: List[StudyLoss], seeds: range, base, work_dir: str,
-              iters: int) -> List[Run]:
-    """The runs of ``losses`` x ``seeds``, each with its config written
-    into its folder unless it has finished; seed-major, so that an
-    interrupted study has whole seeds."""
-    runs = []
-    for seed in seeds:
-        for loss in losses:
-            run_dir = osp.join(work_dir, 'runs', loss.key, f'seed{seed}')
-            config = osp.join(run_dir, 'config.py')
-            if read_result(run_dir) is None:  # finished runs stay as they are
-                cfg = apply_loss(base, loss)
-                cfg.randomness = dict(seed=seed)
-                cfg.work_dir = run_dir
-                os.makedirs(run_dir, exist_ok=True)
-                cfg.dump(config)
-            runs.append(Run(run_key(loss.key, seed), loss.key, seed, run_dir,
-                            [TRAIN, config, '--work-dir', run_dir,
-                             '--resume'], iters))
-    return runs
-
-
-def choose_tau_mode(args: argparse.Namespace, results: Dict[str, Dict],
-                    seeds: range) -> Optional[str]:
-    """The count mode of the tau rows: given, or the selected count mode
-    with the best mean mIoU once all of their runs are in (a mode with
-    failed seeds comes after those without); ``''`` when none trained."""
-    if args.tau_mode != 'auto':
-        return args.tau_mode
-    modes = [k for k in ARB_MODES if k in args.losses]
-    if not modes:
-        raise SystemExit(f'{TAU_KEY} needs a count-mode row ({ARB_MODES}) '
-                         'or --tau-mode')
-    keys = [run_key(m, s) for m in modes for s in seeds]
-    if not all(k in results for k in keys):
-        return None
-    ranks = {}
-    for mode in modes:
-        values = [results[run_key(mode, s)]['summary']['mIoU']
-                  for s in seeds
-                  if results[run_key(mode, s)]['status'] == 'ok']
-        if values:
-            ranks[mode] = (len(values), sum(values) / len(values))
-    if not ranks:
-        return ''
-    return max(ranks, key=ranks.get)[len('arb-'):]
 
 
 def machine() -> Dict:
@@ -321,73 +296,214 @@ def load_average() -> List[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
+def dataset_spec(args: argparse.Namespace, data_seed: int):
+    from mmseg_arb.datasets import SyntheticSpec
+    return SyntheticSpec(layout='ade20k', num_classes=args.num_classes,
+                         num_train=args.num_train, num_val=args.num_val,
+                         num_test=args.num_test, height=args.size[0],
+                         width=args.size[1], rarest_share=args.rarest_share,
+                         seed=data_seed, mode=args.data_mode)
+
+
+def study_settings(args: argparse.Namespace) -> Dict:
+    """What every run depends on: runs made with other settings cannot be
+    mixed into one table."""
+    return dict(config=osp.abspath(args.config),
+                dataset=asdict(dataset_spec(args, 0)), iters=args.iters,
+                curve_interval=args.curve_interval,
+                crop=list(args.crop), batch_size=args.batch_size,
+                gpus_per_job=gpus_per_job(args),
+                loader_workers=loader_workers(args))
+
+
+def protocol(args: argparse.Namespace) -> Dict:
+    return dict(iters=args.iters, curve_interval=args.curve_interval,
+                optimizers=list(args.optimizers),
+                tune_seeds=list(range(args.tune_seeds)),
+                final_seeds=[FINAL_SEED_OFFSET + s
+                             for s in range(args.final_seeds)],
+                data_seeds=list(range(args.data_seeds)))
+
+
+def planned_runs(args: argparse.Namespace, families: List) -> Dict[str, int]:
+    """How many runs each stage trains at most."""
+    tuned = sum(len(f.losses) for f in families
+                if len(f.losses) > 1 and not f.unavailable)
+    rows = sum(1 for f in families if not f.unavailable)
+    opts = len(args.optimizers)
+    return dict(tune=opts * tuned * args.tune_seeds,
+                final=opts * rows * args.final_seeds * args.data_seeds)
+
+
+def write_run(base, loss, run_dir: str, seed: int, test: bool,
+              val_interval: Optional[int]) -> str:
+    """Write the config of one run into its folder and return its path."""
+    from mmseg_arb.study.matrix import add_imports, apply_loss
+    cfg = apply_loss(base, loss)
+    cfg.randomness = dict(seed=seed)
+    cfg.work_dir = run_dir
+    if test:
+        cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
+            dict(type='TestAfterTrainHook')]
+        add_imports(cfg, ['mmseg_arb.study.test_hook'])
+    if val_interval:
+        cfg.train_cfg.val_interval = val_interval
+    os.makedirs(run_dir, exist_ok=True)
+    config = osp.join(run_dir, 'config.py')
+    cfg.dump(config)
+    return config
+
+
 def main(argv: Optional[List[str]] = None) -> None:
-    ignore_pkg_resources_deprecation()
     args = parse_args(argv)
+    if args.report_only:
+        with open(osp.join(args.report_only, STUDY_JSON)) as f:
+            study = json.load(f)
+        write_report(study, args.report_only, args.export)
+        return
+
+    from mmseg_arb.utils.quiet_warnings import \
+        ignore_pkg_resources_deprecation
+    ignore_pkg_resources_deprecation()
+    import mmseg_arb  # noqa: F401
+    from mmseg_arb.datasets import prepare_synthetic
+    from mmseg_arb.study.jobs import Run, read_result, run_all
+    from mmseg_arb.study.matrix import study_families
+    from mmseg_arb.study.report import choose, run_key
+    from mmseg_arb.utils.class_stats import load_class_counts
+    from mmseg_arb.utils.launch import load_config
+    from mmseg_arb.utils.results import code_version
+
     started, load_before = time.time(), load_average()
     work_dir = osp.abspath(args.work_dir)
-    data_root = osp.abspath(args.data_root or osp.join(work_dir, 'data'))
+    data_base = osp.abspath(args.data_root or osp.join(work_dir, 'data'))
     check_settings(work_dir, study_settings(args))
     if args.retry_failed:
         for path in _failed_results(work_dir):
             os.remove(path)
 
-    base = load_config(args.config)
-    set_num_classes(base, args.num_classes)
-    stats = prepare_synthetic(data_root, dataset_spec(args),
-                              base.train_dataloader.dataset,
-                              workers=cpu_cores(),
-                              progress=not args.no_progress)
-    counts = load_class_counts(stats).tolist()
-    base = base_config(args, base, data_root, stats)
-    crop_pixels = args.batch_size * args.crop[0] * args.crop[1]
-    losses = [l for l in mmseg_losses(inverse_frequency_weights(counts),
-                                      crop_pixels // 10)
-              if l.key in args.losses]
-    losses += [arb_loss(k[len('arb-'):], stats) for k in ARB_MODES
-               if k in args.losses]
-    seeds = range(args.seeds)
-    tau_losses: List[StudyLoss] = []
-    tau_modes: List[str] = []
+    # Per data seed: its dataset, its families (class weights come from its
+    # own training counts) and its base config per optimiser.
+    proto = protocol(args)
+    plan = {}
+    for d in proto['data_seeds']:
+        root = osp.join(data_base, f'seed{d}')
+        cfg = load_config(args.config)
+        set_num_classes(cfg, args.num_classes)
+        stats = prepare_synthetic(root, dataset_spec(args, d),
+                                  cfg.train_dataloader.dataset,
+                                  workers=cpu_cores(),
+                                  progress=not args.no_progress)
+        counts = load_class_counts(stats).tolist()
+        families = [f for f in study_families(counts, stats)
+                    if f.key in args.families]
+        bases = {o: base_config(args, copy.deepcopy(cfg), root, stats, o)
+                 for o in args.optimizers}
+        plan[d] = (families, bases, root)
+    families = plan[0][0]
+    for f in families:
+        if f.unavailable:
+            print(f'family {f.key} not run: {f.unavailable}')
+    study = dict(protocol=proto, families=[
+        dict(key=f.key, name=f.name, grid=f.grid, unavailable=f.unavailable,
+             losses=[dict(key=l.key, name=l.name, shown=l.shown,
+                          note=l.note) for l in f.losses])
+        for f in families], runs={})
+    losses = {d: {l.key: l for f in plan[d][0] for l in f.losses}
+              for d in plan}
+    family_of = {l.key: f.key for f in families for l in f.losses}
 
-    def tau_runs(results: Dict[str, Dict]) -> List[Run]:
-        if TAU_KEY not in args.losses or tau_modes:
-            return []
-        mode = choose_tau_mode(args, results, seeds)
-        if mode is None:
-            return []
-        tau_modes.append(mode)
-        if not mode:
-            print(f'no count-mode run finished: no {TAU_KEY} rows')
-            return []
-        tau_losses.extend(arb_loss(mode, stats, tau) for tau in args.taus
-                          if tau != 1.0)
-        return make_runs(tau_losses, seeds, base, work_dir, args.iters)
+    def run(stage: str, opt: str, key: str, d: int, seed: int) -> Run:
+        rkey = run_key(stage, opt, key, d, seed)
+        run_dir = osp.join(work_dir, 'runs', rkey)
+        config = osp.join(run_dir, 'config.py')
+        if read_result(run_dir) is None:  # finished runs stay as they are
+            curve = stage == 'final' and family_of[key] in (
+                'ce', 'arb', 'class-weights')
+            write_run(plan[d][1][opt], losses[d][key], run_dir, seed,
+                      test=stage == 'final',
+                      val_interval=args.curve_interval if curve else None)
+        return Run(rkey, key, seed, run_dir,
+                   [TRAIN, config, '--work-dir', run_dir, '--resume'],
+                   args.iters)
+
+    def finals(opt: str, key: str) -> List[Run]:
+        return [run('final', opt, key, d, s) for d in proto['data_seeds']
+                for s in proto['final_seeds']]
+
+    # Seed-major, so that an interrupted tuning stage has whole seeds.
+    tuning = [run('tune', o, l.key, 0, s) for s in proto['tune_seeds']
+              for o in args.optimizers for f in families
+              if len(f.losses) > 1 and not f.unavailable for l in f.losses]
+    baseline = [r for o in args.optimizers for r in finals(o, 'ce')]
+    scheduled = set()
+
+    def selected_finals(results: Dict[str, Dict]) -> List[Run]:
+        """The final runs of every family whose tuning is complete."""
+        study['runs'] = results
+        new = []
+        for opt in args.optimizers:
+            for fam in study['families']:
+                if fam['unavailable'] or (opt, fam['key']) in scheduled:
+                    continue
+                key = choose(study, opt, fam)
+                if key is None:
+                    continue
+                scheduled.add((opt, fam['key']))
+                if key:
+                    new += finals(opt, key)
+        return new
 
     slots = make_slots(args)
-    print(f'{len(losses)} losses x {args.seeds} seeds, {len(slots)} at a '
-          f"time ({', '.join(sorted({str(s.env) for s in slots}))})")
-    # Count modes first: the tau rows wait for them, while the other rows
-    # keep the slots busy.
-    runs = make_runs(sorted(losses, key=lambda l: l.family != 'arb'), seeds,
-                     base, work_dir, args.iters)
+    sizes = planned_runs(args, families)
+    print(f"{sizes['tune']} tuning and {sizes['final']} final runs, "
+          f"{len(slots)} at a time "
+          f"({', '.join(sorted({str(s.env) for s in slots}))})")
     try:
-        results, trained = run_all(runs, slots, tau_runs,
+        results, trained = run_all(tuning + baseline, slots, selected_finals,
                                    progress=not args.no_progress)
     except KeyboardInterrupt:
         raise SystemExit('interrupted: the same command resumes the study')
-    rows = summarize(losses + tau_losses, results, seeds)
     timing = dict(command=command_line(),
                   wall_seconds=round(time.time() - started, 1),
                   runs_trained=len(trained), load_before=load_before,
                   load_after=load_average(),
                   finished=time.strftime('%Y-%m-%d %H:%M'),
                   code=code_version().get('git_commit'))
-    calls = record_call(work_dir, timing)
-    with open(stats) as f:
+    with open(osp.join(plan[0][2], 'synthetic_meta.json')) as f:
+        meta = json.load(f)
+    with open(osp.join(plan[0][2], 'class_stats_train.json')) as f:
         class_names = json.load(f)['class_names']
-    write_report(args, rows, results, counts, class_names, timing, calls,
-                 work_dir)
+    study.update(
+        settings=study_settings(args), machine=machine(), code=code_version(),
+        calls=record_call(work_dir, timing), planned=sizes,
+        data=dict(class_names=class_names,
+                  train_counts=meta['pixel_counts']['train'],
+                  instance_counts=meta['instance_counts'],
+                  twins=meta['twins']),
+        runs={k: results[k] for k in sorted(results)})
+    with open(osp.join(work_dir, STUDY_JSON), 'w') as f:
+        json.dump(study, f, indent=1)
+    write_report(study, work_dir, args.export)
+
+
+def write_report(study: Dict, folder: str, export: Optional[str]) -> None:
+    """``loss_study.md`` and the plots in ``folder`` from ``study`` (the
+    JSON) alone; copied with the JSON to ``export`` if given."""
+    from mmseg_arb.study.report import render, write_plots
+    text = render(study)
+    with open(osp.join(folder, REPORT), 'w') as f:
+        f.write(text)
+    plots = write_plots(study, folder)
+    print('\n' + text)
+    print(f"wrote {REPORT} and {', '.join(plots)} in {folder}")
+    if export:
+        os.makedirs(export, exist_ok=True)
+        for name in [REPORT, STUDY_JSON] + plots:
+            source = osp.join(folder, name)
+            if osp.abspath(source) != osp.abspath(osp.join(export, name)):
+                shutil.copy(source, export)
+        print(f'copied them to {export}')
 
 
 def command_line() -> str:
@@ -412,7 +528,8 @@ def record_call(work_dir: str, timing: Dict) -> List[Dict]:
 
 def _failed_results(work_dir: str) -> List[str]:
     import glob
-    paths = glob.glob(osp.join(work_dir, 'runs', '*', '*', 'result.json'))
+    paths = glob.glob(osp.join(work_dir, 'runs', '**', 'result.json'),
+                      recursive=True)
     failed = []
     for path in paths:
         with open(path) as f:
@@ -420,55 +537,6 @@ def _failed_results(work_dir: str) -> List[str]:
                 failed.append(path)
     return failed
 
-
-def write_report(args: argparse.Namespace, rows: List[Dict],
-                 results: Dict[str, Dict], counts: List[float],
-                 class_names: List[str], timing: Dict, calls: List[Dict],
-                 work_dir: str) -> None:
-    info = machine()
-    ce = next((r for r in rows if r['key'] == 'ce' and r['seeds']), None)
-    best_arb = best_row(rows, 'arb')
-    best_other = best_row(rows, 'mmseg', exclude=('ce', ))
-    chosen = [r for r in (ce, best_arb, best_other) if r is not None]
-    plot_overall_vs_tail(rows, osp.join(work_dir, 'overall_vs_tail.png'))
-    plot_class_iou(chosen, counts, class_names,
-                   osp.join(work_dir, 'iou_vs_frequency.png'))
-    summary = dict(settings=study_settings(args), machine=info,
-                   timing=timing, calls=calls, code=code_version(),
-                   best=dict(arb=best_arb and best_arb['key'],
-                             other=best_other and best_other['key'],
-                             arb_minus_other=best_arb and best_other and
-                             paired_difference(best_arb, best_other)),
-                   rows=rows, runs=results)
-    with open(osp.join(work_dir, 'loss_study.json'), 'w') as f:
-        json.dump(summary, f, indent=1)
-    tables = markdown_tables(rows)
-    minutes = sum(c['wall_seconds'] for c in calls) / 60
-    header = [
-        f"Machine: {info['cpu']}, {info['cores']} cores; torch "
-        f"{info['torch']}, mmcv {info['mmcv']}, mmengine "
-        f"{info['mmengine']}, mmseg {info['mmseg']}"
-        + (f"; GPUs: {', '.join(info['gpus'])}" if 'gpus' in info else ''),
-        '', f'Time: {minutes:.1f} min wall in {len(calls)} call(s) that '
-        'trained runs (load average over 1, 5, 15 min before and after '
-        'each):', '']
-    header += [
-        f"* `{c['command']}`: {c['runs_trained']} runs, "
-        f"{c['wall_seconds'] / 60:.1f} min, finished {c['finished']}, load "
-        f"{c['load_before']} / {c['load_after']}, code {c['code']}"
-        for c in calls]
-    header += ['', 'Report: `' + timing['command'] + '`, code ' + ', '.join(
-        f'{k} {v}' for k, v in summary['code'].items()), '']
-    with open(osp.join(work_dir, 'loss_study.md'), 'w') as f:
-        f.write('\n'.join(header) + '\n' + tables)
-    print('\n' + tables)
-    print(f"{timing['wall_seconds'] / 60:.1f} min; wrote "
-          f"{', '.join(OUTPUTS)} in {work_dir}")
-    if args.export:
-        os.makedirs(args.export, exist_ok=True)
-        for name in OUTPUTS:
-            shutil.copy(osp.join(work_dir, name), args.export)
-        print(f'copied them to {args.export}')
 
 
 if __name__ == '__main__':

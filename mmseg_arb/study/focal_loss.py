@@ -1,27 +1,52 @@
-"""mmseg's ``FocalLoss`` in a form that trains on CPU: the loss study's
-nearest working variant of the focal-loss row.
+"""Focal losses of the study.
 
-mmseg 1.2.2's ``FocalLoss`` takes class-index labels on GPU (mmcv's kernel
-expands them), but on CPU it keeps the wrong column of their one-hot
-encoding (``target[:, num_classes]`` for ``[:, :num_classes]``,
-open-mmlab/mmsegmentation#3249) and fails on a shape mismatch at the first
-iteration. Given one-hot targets it works on both devices; only its own
-``ignore_index`` handling is lost with them, so ignored pixels are carried
-as a zero per-pixel weight instead.
+``SoftmaxFocalLoss``: the multi-class focal loss of Lin et al. (2017) with
+a per-class ``alpha``, ``-alpha_y (1 - p_y)^gamma log p_y`` on softmax
+probabilities, the form long-tail papers compare against.
+
+mmseg 1.2.2's own ``FocalLoss`` is the sigmoid form with one scalar
+``alpha``, and fails on CPU with index labels
+(open-mmlab/mmsegmentation#3249).
 """
+from typing import Optional, Sequence
+
 import torch
 import torch.nn.functional as F
-from mmseg.models.losses import FocalLoss
 from mmseg.registry import MODELS
-from torch import Tensor
+from torch import Tensor, nn
+
+from .pixel_loss import reduce_pixel_loss, valid_labels
 
 
 @MODELS.register_module()
-class OneHotFocalLoss(FocalLoss):
-    """``FocalLoss`` (same arguments) fed one-hot targets: on CPU it then
-    computes what mmseg's GPU path computes from index labels, the sigmoid
-    focal loss of every (pixel, class) pair, ignored pixels weighted 0,
-    averaged over all pairs."""
+class SoftmaxFocalLoss(nn.Module):
+    """``-alpha_y (1 - p_y)^gamma log p_y`` per labelled pixel, reduced as
+    mmseg's cross-entropy (mean over all pixels, ignored ones 0).
+
+    Args:
+        gamma (float): Focusing exponent (0: weighted cross-entropy).
+        alpha (list[float], optional): Per-class weight ``alpha_c``; None
+            for 1 everywhere.
+        avg_non_ignore (bool): Average over labelled pixels only.
+        loss_weight (float): Multiplier of the loss.
+        loss_name (str): Name in the logs.
+    """
+
+    def __init__(self,
+                 gamma: float = 2.0,
+                 alpha: Optional[Sequence[float]] = None,
+                 avg_non_ignore: bool = False,
+                 loss_weight: float = 1.0,
+                 loss_name: str = 'loss_focal') -> None:
+        super().__init__()
+        if gamma < 0:
+            raise ValueError(f'gamma must be >= 0, got {gamma}')
+        self.gamma = float(gamma)
+        self.alpha = None if alpha is None else torch.tensor(
+            [float(a) for a in alpha])
+        self.avg_non_ignore = avg_non_ignore
+        self.loss_weight = loss_weight
+        self._loss_name = loss_name
 
     def forward(self,
                 pred: Tensor,
@@ -31,14 +56,22 @@ class OneHotFocalLoss(FocalLoss):
                 reduction_override=None,
                 ignore_index: int = 255,
                 **kwargs) -> Tensor:
-        valid = target != ignore_index
-        one_hot = F.one_hot(torch.where(valid, target, 0), pred.shape[1])
-        one_hot = one_hot.movedim(-1, 1).to(pred.dtype)
-        pixel_weight = valid.to(pred.dtype)
-        if weight is not None:  # e.g. an OHEM sampler's
-            pixel_weight = pixel_weight * weight
-        # FocalLoss flattens pixels to rows; a per-row weight is (P,).
-        return super().forward(
-            pred, one_hot, weight=pixel_weight.reshape(-1),
-            avg_factor=avg_factor, reduction_override=reduction_override,
-            ignore_index=ignore_index)
+        valid, safe = valid_labels(target, ignore_index)
+        if pred.dtype not in (torch.float32, torch.float64):
+            pred = pred.float()  # half precision: the loss in fp32
+        log_p = F.log_softmax(pred, dim=1).gather(
+            1, safe.unsqueeze(1)).squeeze(1)
+        loss = -(1 - log_p.exp()).pow(self.gamma) * log_p
+        if self.alpha is not None:
+            if self.alpha.numel() != pred.shape[1]:
+                raise ValueError(
+                    f'alpha has {self.alpha.numel()} classes but the '
+                    f'logits have {pred.shape[1]}')
+            loss = loss * self.alpha.to(pred.device)[safe]
+        return self.loss_weight * reduce_pixel_loss(
+            loss * valid, target, ignore_index, weight,
+            reduction_override or 'mean', avg_factor, self.avg_non_ignore)
+
+    @property
+    def loss_name(self) -> str:
+        return self._loss_name

@@ -9,7 +9,9 @@ number of CPU threads, or the GPUs it may see (with ``torchrun`` when it
 has several), so the same code runs on a laptop and on a GPU node.
 
 A finished run leaves ``result.json`` in its folder: the metrics of its
-final validation, or the error it stopped with. A run that has one is not
+final validation (``summary``, ``per_class_iou``), of its test split when
+the config tests after training (``test``), its validation mIoU at every
+validation (``curve``), or the error it stopped with. A run that has one is not
 started again; an interrupted one restarts from its last checkpoint, if
 it saved one.
 """
@@ -26,7 +28,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from ..utils.results import load_run
+from ..utils.results import SUMMARY_KEYS
+TEST_METRICS = 'test_metrics.json'  # written by study.test_hook
 
 RESULT_FILE = 'result.json'
 LOG_FILE = 'train.log'
@@ -128,20 +131,47 @@ def trained_iters(run_dir: str) -> int:
     return last
 
 
+def validations(run_dir: str) -> List[Dict]:
+    """The validation records of a run (mmengine's ``vis_data/scalars.json``
+    of its log folders, oldest first; a resumed run's later folders
+    replace earlier records of the same step)."""
+    by_step: Dict[int, Dict] = {}
+    for path in sorted(glob.glob(osp.join(run_dir, '2*_*', 'vis_data',
+                                          'scalars.json'))):
+        with open(path) as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue  # a line being written
+                if 'mIoU' in record:
+                    by_step[int(record.get('step', 0))] = record
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def _metrics(record: Dict) -> Dict:
+    return dict(summary={k: record[k] for k in SUMMARY_KEYS if k in record},
+                per_class_iou={k[len('IoU.'):]: v for k, v in record.items()
+                               if k.startswith('IoU.')})
+
+
 def _collect(run: Run, returncode: int) -> Dict:
     log_path = osp.join(run.run_dir, LOG_FILE)
     result = dict(loss=run.loss, seed=run.seed,
                   seconds=round(time.time() - run.started, 1),
                   log=log_path)
     if returncode == 0:
-        try:
-            finished = load_run(run.run_dir)
-            result.update(status='ok', summary=finished['summary'],
-                          per_class_iou=finished['per_class_iou'],
-                          config=finished['config'])
+        records = validations(run.run_dir)
+        if records:
+            result.update(status='ok', **_metrics(records[-1]),
+                          curve=[[int(r.get('step', 0)), r['mIoU']]
+                                 for r in records])
+            test = osp.join(run.run_dir, TEST_METRICS)
+            if osp.exists(test):
+                with open(test) as f:
+                    result['test'] = _metrics(json.load(f))
             return result
-        except FileNotFoundError as e:
-            error, where = str(e), None
+        error, where = f'{run.run_dir}: no validation with mIoU', None
     else:
         with open(log_path, errors='replace') as f:
             error, where = last_error(f.read())

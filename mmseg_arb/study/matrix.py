@@ -1,15 +1,21 @@
-"""The losses the loss study compares, each as a user writes it in an
-mmseg config.
+"""The loss families the study compares and the configurations each is
+tuned over, each configuration as a user writes it in an mmseg config.
 
-A :class:`StudyLoss` is the decode head's ``loss_decode`` (a dict, or a
-list of dicts for a sum of losses), plus what else the user adds for it: a
-pixel sampler, imports. :func:`apply_loss` writes it into the study's
-cross-entropy config; the auxiliary head gets the same losses at its own
-weight (0.4 in mmseg's DeepLabV3+). ARB rows are made as users make them:
-the config's cross-entropy switched by :func:`switch_to_arb` (what the
-``_base_`` switch runs), plus ``ClassCountHook``.
+A :class:`StudyLoss` is one configuration: the decode head's
+``loss_decode`` (a dict, or a list of dicts for a sum of losses), plus what
+else the user adds for it: imports. :func:`apply_loss` writes it into the
+study's cross-entropy config; the auxiliary head gets the same losses at
+its own weight (0.4 in mmseg's DeepLabV3+). ARB configurations are made as
+users make them: the config's cross-entropy switched by
+:func:`switch_to_arb` (what the ``_base_`` switch runs), plus
+``ClassCountHook``.
+
+A :class:`Family` is a method with its tuning grid. Every family but the
+cross-entropy baseline gets the same number of configurations
+(:data:`BUDGET`), so that no method wins by being tuned more.
 """
 import copy
+import inspect
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -19,112 +25,227 @@ from ..utils.switch_config import switch_to_arb, with_class_count_hook
 
 LossCfg = Union[Dict, List[Dict]]
 COUNT_MODES = ('batch', 'cumulative', 'ema', 'prior')
+BUDGET = 4  # configurations per tuned family
+STUDY_IMPORTS = ('mmseg_arb.study.losses', )
 
 
 @dataclass(frozen=True)
 class StudyLoss:
-    """One row of the study.
+    """One configuration of the study.
 
     Args:
         key: Short name, used on the command line and as the run folder.
         name: Name in the tables and plots.
-        family: ``'mmseg'`` (MMSegmentation's own losses) or ``'arb'``.
+        family: Key of its :class:`Family`.
         loss_decode: The decode head's ``loss_decode`` as the user writes
-            it (loss weights included); None for ARB rows.
+            it (loss weights included); None for ARB configurations.
         shown: The same, as the tables show it (long lists elided).
-        sampler: The decode head's ``sampler``, if any.
         imports: Modules ``custom_imports`` must import besides
             ``mmseg_arb``.
-        stands_in_for: Key of the row this one replaces where that one
-            cannot run (the nearest working variant).
-        note: One line on why the row is configured as it is.
+        note: One line on why it is configured as it is.
         arb: ``ARBLoss`` arguments that :func:`switch_to_arb` gives the
-            config's cross-entropy losses (ARB rows only).
+            config's cross-entropy losses (ARB configurations only).
     """
     key: str
     name: str
     family: str
     loss_decode: Optional[LossCfg]
     shown: str
-    sampler: Optional[Dict] = None
     imports: Sequence[str] = ()
-    stands_in_for: Optional[str] = None
     note: str = ''
     arb: Dict = field(default_factory=dict)
 
 
-def inverse_frequency_weights(counts: Sequence[float]) -> List[float]:
-    """``total / (C * n_c)`` per class: each class gets the same share of the
-    total weight of a training set's pixels, and the mean weight of a pixel
-    is 1 (as with no weights). Classes without pixels get 0."""
-    counts = np.asarray(counts, dtype=np.float64)
-    present = counts > 0
-    weights = np.zeros_like(counts)
-    weights[present] = counts.sum() / (present.sum() * counts[present])
-    return [round(float(w), 6) for w in weights]
-
-
-def mmseg_losses(class_weight: Sequence[float],
-                 ohem_min_kept: int) -> List[StudyLoss]:
-    """MMSegmentation's losses as its configs and docs write them.
+@dataclass(frozen=True)
+class Family:
+    """A method and its tuning grid.
 
     Args:
-        class_weight: Inverse-frequency weights of the training set.
-        ohem_min_kept: ``min_kept`` of the OHEM sampler (mmseg's Cityscapes
-            configs keep about a tenth of a batch's pixels).
+        key: Short name (``ce``, ``arb``, ...).
+        name: Name in the tables.
+        losses: Its configurations, in grid order (ties in the selection
+            go to the earlier one).
+        grid: The grid in words, for the report.
+        unavailable: Why it cannot run with this code, or ''.
     """
-    ce = dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)
-    weighted = dict(ce, class_weight=list(class_weight))
-    dice = dict(type='DiceLoss', loss_name='loss_dice', loss_weight=3.0)
-    return [
-        StudyLoss('ce', 'CE', 'mmseg', ce, "CrossEntropyLoss()",
-                  note='the baseline'),
-        StudyLoss('ce-weighted', 'CE + class_weight', 'mmseg', weighted,
-                  'CrossEntropyLoss(class_weight=inverse frequency)',
-                  note='weights total / (C n_c) of the training counts'),
-        StudyLoss('ce-weighted-none', "CE + class_weight, reduction='none'",
-                  'mmseg', dict(weighted, reduction='none'),
-                  "CrossEntropyLoss(class_weight=inverse frequency, "
-                  "reduction='none')", stands_in_for='ce-weighted',
-                  note="mmseg's mean fails on ignored pixels; unreduced, "
-                  'mmengine averages the weighted losses over all pixels'),
-        StudyLoss('ohem', 'CE + OHEM', 'mmseg', ce,
-                  f"CrossEntropyLoss() + OHEMPixelSampler(thresh=0.7, "
-                  f"min_kept={ohem_min_kept})",
-                  sampler=dict(type='OHEMPixelSampler', thresh=0.7,
-                               min_kept=ohem_min_kept),
-                  note='sampler on the decode head, as in mmseg configs'),
-        StudyLoss('focal', 'Focal', 'mmseg',
-                  dict(type='FocalLoss', loss_weight=1.0), 'FocalLoss()',
-                  note="mmseg's sigmoid focal loss, gamma 2, alpha 0.5"),
-        StudyLoss('focal-onehot', 'Focal (one-hot targets)', 'mmseg',
-                  dict(type='OneHotFocalLoss', loss_weight=1.0),
-                  'OneHotFocalLoss()',
-                  imports=('mmseg_arb.study.focal_loss', ),
-                  stands_in_for='focal',
-                  note="mmseg's FocalLoss given one-hot targets, which its "
-                  'CPU path needs (mmseg_arb/study/focal_loss.py)'),
-        StudyLoss('dice', 'Dice', 'mmseg',
-                  dict(type='DiceLoss', loss_name='loss_dice',
-                       loss_weight=1.0), "DiceLoss()",
-                  note="mmseg's defaults (sigmoid per class)"),
-        StudyLoss('lovasz', 'Lovasz', 'mmseg',
-                  dict(type='LovaszLoss', loss_type='multi_class',
-                       reduction='none', loss_weight=1.0),
-                  "LovaszLoss(loss_type='multi_class', reduction='none')",
-                  note="Lovasz-softmax over the batch (mmseg requires "
-                  "reduction='none' then)"),
-        StudyLoss('ce+dice', 'CE + Dice', 'mmseg', [ce, dice],
-                  '[CrossEntropyLoss(loss_weight=1.0), '
-                  'DiceLoss(loss_weight=3.0)]',
-                  note="mmseg's shipped ce-1.0-dice-3.0 configs"),
-    ]
+    key: str
+    name: str
+    losses: Sequence[StudyLoss]
+    grid: str
+    unavailable: str = ''
+
+
+def power_weights(counts: Sequence[float], power: float) -> List[float]:
+    """``n_c^-power``, scaled so that a training pixel weighs 1 on average
+    (``sum_c n_c w_c = sum_c n_c``, as with no weights, so loss scale and
+    learning rate keep their meaning). ``power=1`` is inverse frequency,
+    which gives every class the same total weight. Classes without pixels
+    get 0."""
+    counts = np.asarray(counts, dtype=np.float64)
+    present = counts > 0
+    raw = np.zeros_like(counts)
+    raw[present] = counts[present]**-float(power)
+    return _normalised(counts, raw)
+
+
+def enet_weights(counts: Sequence[float], c: float = 1.02) -> List[float]:
+    """ENet's class weights ``1 / ln(c + f_c)`` (Paszke et al. 2016; ``f``
+    the pixel share), scaled as :func:`power_weights`. They are bounded by
+    ``1 / ln(c)`` (about 50), so a very rare class gets far less than
+    inverse frequency would give it."""
+    counts = np.asarray(counts, dtype=np.float64)
+    present = counts > 0
+    raw = np.zeros_like(counts)
+    raw[present] = 1.0 / np.log(c + counts[present] / counts.sum())
+    return _normalised(counts, raw)
+
+
+def _normalised(counts: np.ndarray, raw: np.ndarray) -> List[float]:
+    scale = counts.sum() / float((counts * raw).sum())
+    return [round(float(w), 6) for w in raw * scale]
+
+
+def arb_has_weight_power() -> bool:
+    """Whether this code's ``ARBLoss`` takes ``weight_power`` (issue 20)."""
+    from ..models.losses import ARBLoss
+    return 'weight_power' in inspect.signature(ARBLoss).parameters
+
+
+def _ce(**extra) -> Dict:
+    return dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0,
+                **extra)
+
+
+def _fmt(x: float) -> str:
+    return f'{x:g}'
+
+
+def study_families(counts: Sequence[float],
+                   class_stats: str) -> List[Family]:
+    """The study's families and grids, from the training split's pixel
+    ``counts`` (class weights, alphas) and its statistics file
+    ``class_stats`` (ARB's ``prior``, BLV's counts).
+
+    Why these grids (each of :data:`BUDGET` configurations):
+
+    * ARB: two count modes x ``tau`` in {0.5, 1}. ``batch`` is the paper's
+      loss, ``cumulative`` its global class count; ``prior`` is a family
+      of its own (Balanced Softmax), and ``ema`` differs from
+      ``cumulative`` only by forgetting old batches.
+    * Class-weighted CE: ``n^-p`` for p in {0.25, 0.5, 1} and ENet's
+      ``1 / ln(1.02 + f)``, the weights mmseg users are pointed to.
+    * Logit adjustment: ARB ``prior`` (fixed training counts) with ``tau``
+      in {0.5, 0.75, 1, 1.5}; ``tau=1`` is Balanced Softmax. The fourth
+      value (0.75) refines the grid where the old study's optimum was.
+    * BLV: sigma in {0.5, 1, 2, 4}; the public code's default is 4 and the
+      clamp to [-1, 1] saturates ``|delta|`` above that.
+    * Focal: softmax focal loss, ``gamma`` in {1, 2} x per-class ``alpha``
+      ``n^-p`` for p in {0.25, 0.5}.
+    * Dice: the class-averaged softmax Dice alone, and CE + Dice at Dice
+      weights {0.5, 1, 3} (3 is mmseg's shipped ce-1.0-dice-3.0 ratio).
+    * ARB + count-driven class weights: ``cumulative`` counts, ``tau`` in
+      {0.5, 1} x ``weight_power`` in {0.25, 0.5}.
+    """
+    families = [Family('ce', 'Cross-entropy', [StudyLoss(
+        'ce', 'CE', 'ce', _ce(), 'CrossEntropyLoss()',
+        note='the baseline, not tuned')], 'baseline')]
+
+    arb = [arb_loss(m, class_stats, tau, family='arb')
+           for m in ('batch', 'cumulative') for tau in (0.5, 1.0)]
+    families.append(Family('arb', 'ARB-Loss', arb,
+                           'count_mode in {batch, cumulative} x tau in '
+                           '{0.5, 1}'))
+
+    weighted = []
+    for p in (0.25, 0.5, 1.0):
+        w = power_weights(counts, p)
+        weighted.append(StudyLoss(
+            f'cw-p{_fmt(p)}', f'CE + weights n^-{_fmt(p)}', 'class-weights',
+            _ce(class_weight=w, reduction='none'),
+            f"CrossEntropyLoss(class_weight=n^-{_fmt(p)}, reduction='none')",
+            note=f'max/min weight {_ratio(w):.0f}'))
+    w = enet_weights(counts)
+    weighted.append(StudyLoss(
+        'cw-enet', 'CE + ENet weights', 'class-weights',
+        _ce(class_weight=w, reduction='none'),
+        "CrossEntropyLoss(class_weight=1/ln(1.02+f), reduction='none')",
+        note=f'max/min weight {_ratio(w):.0f}'))
+    families.append(Family(
+        'class-weights', 'Class-weighted CE', weighted,
+        "n^-p for p in {0.25, 0.5, 1}, ENet 1/ln(1.02+f); weights scaled "
+        "to a mean of 1 per training pixel; reduction='none' because "
+        "mmseg 1.2.2's weighted mean fails on ignored pixels "
+        '(open-mmlab/mmsegmentation#3734)'))
+
+    families.append(Family(
+        'logit-adjustment', 'Logit adjustment',
+        [arb_loss('prior', class_stats, tau, family='logit-adjustment')
+         for tau in (0.5, 0.75, 1.0, 1.5)],
+        'ARB prior (training counts) with tau in {0.5, 0.75, 1, 1.5}; '
+        'tau=1 is Balanced Softmax'))
+
+    families.append(Family('blv', 'BLV', [
+        StudyLoss(f'blv-s{_fmt(s)}', f'BLV sigma={_fmt(s)}', 'blv',
+                  dict(type='BLVLoss', class_counts=class_stats, sigma=s,
+                       loss_weight=1.0),
+                  f'BLVLoss(sigma={_fmt(s)})', imports=STUDY_IMPORTS,
+                  note='training-only logit variation '
+                  '(mmseg_arb/study/blv_loss.py)')
+        for s in (0.5, 1.0, 2.0, 4.0)], 'sigma in {0.5, 1, 2, 4}'))
+
+    focal = []
+    for gamma in (1.0, 2.0):
+        for p in (0.25, 0.5):
+            focal.append(StudyLoss(
+                f'focal-g{_fmt(gamma)}-p{_fmt(p)}',
+                f'Focal gamma={_fmt(gamma)}, alpha n^-{_fmt(p)}', 'focal',
+                dict(type='SoftmaxFocalLoss', gamma=gamma,
+                     alpha=power_weights(counts, p), loss_weight=1.0),
+                f'SoftmaxFocalLoss(gamma={_fmt(gamma)}, '
+                f'alpha=n^-{_fmt(p)})', imports=STUDY_IMPORTS,
+                note='softmax focal loss (mmseg_arb/study/focal_loss.py)'))
+    families.append(Family('focal', 'Focal', focal,
+                           'gamma in {1, 2} x alpha n^-p, p in {0.25, 0.5}'))
+
+    dice = [StudyLoss('dice', 'Dice (per class)', 'dice',
+                      dict(type='ClassAveragedDiceLoss', loss_weight=1.0),
+                      'ClassAveragedDiceLoss()', imports=STUDY_IMPORTS,
+                      note='softmax Dice averaged over classes '
+                      '(mmseg_arb/study/dice_loss.py)')]
+    for weight in (0.5, 1.0, 3.0):
+        dice.append(StudyLoss(
+            f'ce+dice-w{_fmt(weight)}', f'CE + Dice x{_fmt(weight)}',
+            'dice', [_ce(), dict(type='ClassAveragedDiceLoss',
+                                 loss_weight=weight)],
+            f'[CrossEntropyLoss(), ClassAveragedDiceLoss(loss_weight='
+            f'{_fmt(weight)})]', imports=STUDY_IMPORTS))
+    families.append(Family('dice', 'Dice', dice,
+                           'Dice alone; CE + Dice at weights {0.5, 1, 3}'))
+
+    families.append(Family(
+        'arb-weights', 'ARB + count-driven class weights',
+        [arb_loss('cumulative', class_stats, tau, weight_power=p,
+                  family='arb-weights')
+         for tau in (0.5, 1.0) for p in (0.25, 0.5)],
+        'cumulative counts, tau in {0.5, 1} x weight_power in {0.25, 0.5}',
+        unavailable='' if arb_has_weight_power() else
+        "this code's ARBLoss has no weight_power yet (issue 20)"))
+    for f in families[1:]:
+        assert len(f.losses) == BUDGET, f.key
+    return families
+
+
+def _ratio(weights: Sequence[float]) -> float:
+    present = [w for w in weights if w > 0]
+    return max(present) / min(present)
 
 
 def arb_loss(count_mode: str, class_stats: Optional[str] = None,
-             tau: float = 1.0) -> StudyLoss:
+             tau: float = 1.0, weight_power: float = 0.0,
+             family: str = 'arb') -> StudyLoss:
     """ARB-Loss in ``count_mode`` (the prior from ``class_stats``) with
-    exponent ``tau``, as this project's configs and README write it."""
+    exponent ``tau`` and, if not 0, count-driven class weights
+    ``n^-weight_power``, as this project's configs and README write it."""
     if count_mode not in COUNT_MODES:
         raise ValueError(f'count_mode must be one of {COUNT_MODES}, '
                          f'got {count_mode!r}')
@@ -133,29 +254,29 @@ def arb_loss(count_mode: str, class_stats: Optional[str] = None,
         settings['class_counts'] = class_stats
     if tau != 1.0:
         settings['tau'] = tau
+    if weight_power:
+        settings['weight_power'] = weight_power
     shown = ', '.join(f'{k}={v!r}' for k, v in settings.items()
                       if k != 'class_counts')
     if count_mode == 'prior':
         shown += ", class_counts='class_stats_train.json'"
-    key = f'arb-{count_mode}' + (f'-tau{tau:g}' if tau != 1.0 else '')
-    name = f'ARB {count_mode}' + (f' tau={tau:g}' if tau != 1.0 else '')
-    return StudyLoss(
-        key, name, 'arb', None, f'ARBLoss({shown})', arb=settings,
-        note='' if tau != 1.0 else {
-            'batch': "the paper's ARB-Loss",
-            'cumulative': "the paper's global class count",
-            'ema': 'moving average of batch counts, momentum 0.01',
-            'prior': 'training-set counts; Balanced Softmax',
-        }[count_mode])
+    key = f'arb-{count_mode}-tau{_fmt(tau)}' + (
+        f'-p{_fmt(weight_power)}' if weight_power else '')
+    name = f'ARB {count_mode} tau={_fmt(tau)}' + (
+        f' p={_fmt(weight_power)}' if weight_power else '')
+    if count_mode == 'prior' and tau == 1.0:
+        name += ' (Balanced Softmax)'
+    return StudyLoss(key, name, family, None, f'ARBLoss({shown})',
+                     arb=settings)
 
 
 def apply_loss(cfg, loss: StudyLoss):
     """A copy of ``cfg`` whose heads train with ``loss``.
 
-    The auxiliary head (if any) gets every loss of the row with its weight
-    scaled by the ratio of the config's auxiliary to decode loss weights;
-    the sampler goes on the decode head only, as in mmseg's OHEM configs.
-    An ARB row switches the config's cross-entropy losses instead.
+    The auxiliary head (if any) gets every loss of the configuration with
+    its weight scaled by the ratio of the config's auxiliary to decode loss
+    weights. An ARB configuration switches the config's cross-entropy
+    losses instead.
     """
     cfg = copy.deepcopy(cfg)
     if loss.arb:
@@ -169,13 +290,20 @@ def apply_loss(cfg, loss: StudyLoss):
             _weight(model.decode_head.loss_decode)
         model.auxiliary_head.loss_decode = _scaled(decode, ratio)
     model.decode_head.loss_decode = decode
-    if loss.sampler is not None:
-        model.decode_head.sampler = copy.deepcopy(loss.sampler)
     if loss.imports:
-        imports = cfg.setdefault('custom_imports',
-                                 dict(imports=[], allow_failed_imports=False))
-        imports['imports'] = list(imports['imports']) + list(loss.imports)
+        add_imports(cfg, list(loss.imports))
     return cfg
+
+
+def add_imports(cfg, modules) -> None:
+    """Add ``modules`` to ``cfg``'s ``custom_imports`` (made if missing: a
+    plain mmseg config has none; ``Config.setdefault`` would hand back a
+    copy, losing the edit)."""
+    imports = dict(cfg.get('custom_imports') or
+                   dict(imports=[], allow_failed_imports=False))
+    imports['imports'] = list(imports['imports']) + [
+        m for m in modules if m not in imports['imports']]
+    cfg.custom_imports = imports
 
 
 def _weight(loss_decode: LossCfg) -> float:

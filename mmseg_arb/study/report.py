@@ -1,104 +1,230 @@
-"""The loss study's results: statistics over seeds, paired differences
-against cross-entropy, tables and plots.
+"""The loss study's results, from its JSON alone: the selection rule,
+statistics over paired runs, the tables, the verdict sentences and the
+plots.
 
-A paired difference compares two losses on the same seed, i.e. the same
-initialisation and the same order of training batches, so the part of the
-spread that seeds cause in both cancels; its mean and standard deviation
-over seeds say how large and how steady a gain is.
+Everything here reads the study's ``loss_study.json`` (what
+:func:`render` takes), so ``tools/loss_study.py --report-only WORK_DIR``
+rebuilds the whole report with the code at hand.
+
+**Selection rule** (fixed before the runs): per optimiser, each family's
+configuration with the highest mean *validation* mIoU over its tuning runs
+(data seed 0, the tuning seeds); a configuration with a failed run ranks
+after every configuration without one; equal means go to the earlier
+configuration of the grid.
+
+**Verdicts**: a paired difference (same data seed and training seed, so
+the same images, initialisation and batch order) over all pairs both rows
+finished, with a 95 % Student-t interval. "wins" only when the interval
+lies above 0, "loses" when below, "ties" otherwise.
 """
-from typing import Dict, List, Optional, Sequence
+import math
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ..utils.plots import plot_iou_vs_frequency
 from ..utils.results import SUMMARY_KEYS
-from .matrix import StudyLoss
 
 SHORT_NAMES = {'mIoU': 'mIoU', 'mIoU_head': 'head', 'mIoU_body': 'body',
                'mIoU_tail': 'tail', 'mAcc': 'mAcc', 'aAcc': 'aAcc'}
+COMPARED = ('mIoU', 'mIoU_head', 'mIoU_body', 'mIoU_tail')
+CURVE_FAMILIES = ('ce', 'arb', 'class-weights')
+STAGES = ('tune', 'final')
 
 
-def run_key(loss_key: str, seed: int) -> str:
-    """The key of a run: ``<loss key>/seed<seed>``."""
-    return f'{loss_key}/seed{seed}'
+def run_key(stage: str, optimizer: str, loss: str, data_seed: int,
+            seed: int) -> str:
+    """``<stage>/<optimizer>/<loss key>/d<data seed>-s<seed>``."""
+    return f'{stage}/{optimizer}/{loss}/d{data_seed}-s{seed}'
 
 
-def spread(values: Sequence[float]) -> Dict:
-    """Mean and sample standard deviation (None for fewer than two)."""
+# Student t ------------------------------------------------------------------
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the incomplete beta function (modified Lentz)."""
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 300):
+        m2 = 2 * m
+        for num in (m * (b - m) * x / ((a + m2 - 1) * (a + m2)),
+                    -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1))):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return h
+
+
+def _incomplete_beta(a: float, b: float, x: float) -> float:
+    if x <= 0:
+        return 0.0
+    if x >= 1:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) +
+                     a * math.log(x) + b * math.log(1 - x))
+    if x < (a + 1) / (a + b + 2):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1 - x) / b
+
+
+def t_cdf(t: float, df: int) -> float:
+    """P(T <= t) for Student's t with ``df`` degrees of freedom."""
+    tail = 0.5 * _incomplete_beta(df / 2, 0.5, df / (df + t * t))
+    return 1 - tail if t > 0 else tail
+
+
+def t_quantile(p: float, df: int) -> float:
+    """The ``p`` quantile of Student's t (bisection on :func:`t_cdf`)."""
+    lo, hi = -1e3, 1e3
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
+    return (lo + hi) / 2
+
+
+def interval(values: Sequence[float], level: float = 0.95) -> Dict:
+    """Mean, sample standard deviation and the ``level`` t interval of the
+    mean (None for fewer than two values)."""
     values = [float(v) for v in values]
+    n = len(values)
+    out = dict(n=n, values=values, mean=float(np.mean(values)) if n else None,
+               std=None, low=None, high=None)
+    if n > 1:
+        std = float(np.std(values, ddof=1))
+        half = t_quantile(0.5 + level / 2, n - 1) * std / math.sqrt(n)
+        out.update(std=std, low=out['mean'] - half, high=out['mean'] + half)
+    return out
+
+
+def verdict(stat: Dict) -> str:
+    """``'wins'`` / ``'loses'`` when the interval excludes 0, else
+    ``'ties'``."""
+    if stat['low'] is not None and stat['low'] > 0:
+        return 'wins'
+    if stat['high'] is not None and stat['high'] < 0:
+        return 'loses'
+    return 'ties'
+
+
+# Selection ------------------------------------------------------------------
+
+def _runs(study: Dict, stage: str, optimizer: str, loss: str,
+          pairs: Sequence[Tuple[int, int]]) -> Dict[Tuple[int, int], Dict]:
+    return {p: study['runs'].get(run_key(stage, optimizer, loss, *p))
+            for p in pairs}
+
+
+def tuning_pairs(study: Dict) -> List[Tuple[int, int]]:
+    return [(0, s) for s in study['protocol']['tune_seeds']]
+
+
+def final_pairs(study: Dict) -> List[Tuple[int, int]]:
+    return [(d, s) for d in study['protocol']['data_seeds']
+            for s in study['protocol']['final_seeds']]
+
+
+def choose(study: Dict, optimizer: str, family: Dict) -> Optional[str]:
+    """The family's configuration by the selection rule; None while a
+    tuning run is missing, ``''`` when every run failed. A one-configuration
+    family (the baseline) needs no tuning."""
+    losses = family['losses']
+    if len(losses) == 1:
+        return losses[0]['key']
+    ranks = []
+    for i, loss in enumerate(losses):
+        runs = _runs(study, 'tune', optimizer, loss['key'],
+                     tuning_pairs(study))
+        if any(r is None for r in runs.values()):
+            return None
+        ok = [r['summary']['mIoU'] for r in runs.values()
+              if r['status'] == 'ok']
+        if ok:
+            ranks.append((len(ok) == len(runs), round(float(np.mean(ok)), 6),
+                          -i, loss['key']))
+    return max(ranks)[3] if ranks else ''
+
+
+# Statistics -----------------------------------------------------------------
+
+def _loss(study: Dict, key: str) -> Dict:
+    return next(l for f in study['families'] for l in f['losses']
+                if l['key'] == key)
+
+
+def split_metrics(run: Dict, split: str) -> Optional[Dict]:
+    """A finished run's metrics on ``split`` (``'val'`` or ``'test'``)."""
+    if not run or run['status'] != 'ok':
+        return None
+    return run if split == 'val' else run.get('test')
+
+
+def final_row(study: Dict, optimizer: str, loss_key: str,
+              split: str) -> Dict:
+    """Mean and spread of each metric of a final-stage row on ``split``,
+    with the values by pair, per-class IoU and failures."""
+    runs = _runs(study, 'final', optimizer, loss_key, final_pairs(study))
+    ok = {p: split_metrics(r, split) for p, r in runs.items()}
+    ok = {p: m for p, m in ok.items() if m is not None}
+    classes = study['data']['class_names']
     return dict(
-        mean=float(np.mean(values)) if values else None,
-        std=float(np.std(values, ddof=1)) if len(values) > 1 else None,
-        n=len(values), values=values)
+        key=loss_key, name=_loss(study, loss_key)['name'],
+        pairs=sorted(ok), planned=len(runs),
+        by_pair={f'{d}-{s}': m['summary'] for (d, s), m in ok.items()},
+        metrics={k: interval([m['summary'][k] for m in ok.values()
+                              if k in m['summary']]) for k in SUMMARY_KEYS},
+        per_class_iou={c: interval([m['per_class_iou'][c] for m in
+                                    ok.values() if not _missing(
+                                        m['per_class_iou'].get(c))])
+                       for c in classes},
+        failed=[dict(pair=list(p), error=r['error'], where=r.get('where'))
+                for p, r in runs.items() if r and r['status'] != 'ok'],
+        seconds=interval([r['seconds'] for r in runs.values() if r]))
 
 
-def summarize(losses: Sequence[StudyLoss], results: Dict[str, Dict],
-              seeds: Sequence[int], baseline: str = 'ce') -> List[Dict]:
-    """One entry per loss that has results: its settings, the mean and
-    spread of each metric over the seeds it trained, its paired differences
-    against ``baseline`` (seeds both trained), per-class IoU over seeds, and
-    the errors of the runs that failed.
-    """
-    def finished(key: str) -> Dict[int, Dict]:
-        found = {s: results.get(run_key(key, s)) for s in seeds}
-        return {s: r for s, r in found.items() if r and r['status'] == 'ok'}
-
-    base = finished(baseline)
-    rows = []
-    for loss in losses:
-        runs = {s: results.get(run_key(loss.key, s)) for s in seeds}
-        if not any(runs.values()):
-            continue
-        ok = finished(loss.key)
-        row = dict(
-            key=loss.key, name=loss.name, family=loss.family,
-            loss_decode=loss.shown, note=loss.note,
-            stands_in_for=loss.stands_in_for, seeds=sorted(ok),
-            planned=len(seeds),
-            seconds=spread([r['seconds'] for r in runs.values() if r]),
-            failed=[dict(seed=s, error=r['error'], where=r.get('where'))
-                    for s, r in runs.items()
-                    if r and r['status'] != 'ok'])
-        row['metrics'] = {m: spread([ok[s]['summary'][m] for s in ok])
-                          for m in SUMMARY_KEYS}
-        paired = [s for s in ok if s in base]
-        row['vs_baseline'] = {
-            m: spread([ok[s]['summary'][m] - base[s]['summary'][m]
-                       for s in paired])
-            for m in SUMMARY_KEYS}
-        classes = list(ok[paired[0] if paired else min(ok)]
-                       ['per_class_iou']) if ok else []
-        row['per_class_iou'] = {
-            c: spread([ok[s]['per_class_iou'][c] for s in ok
-                       if ok[s]['per_class_iou'].get(c) is not None
-                       and not np.isnan(ok[s]['per_class_iou'][c])])
-            for c in classes}
-        rows.append(row)
-    return rows
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def paired_difference(first: Dict, second: Dict) -> Dict:
-    """``first - second`` per metric on the seeds both trained."""
-    both = [s for s in first['seeds'] if s in second['seeds']]
-
-    def on(row: Dict, metric: str) -> List[float]:
-        values = dict(zip(row['seeds'], row['metrics'][metric]['values']))
-        return [values[s] for s in both]
-
-    return {m: spread([a - b for a, b in zip(on(first, m), on(second, m))])
-            for m in SUMMARY_KEYS}
+def paired(first: Dict, second: Dict, metric: str) -> Dict:
+    """``first - second`` on ``metric`` over the pairs both rows have."""
+    both = [p for p in first['by_pair'] if p in second['by_pair']]
+    return interval([first['by_pair'][p][metric] -
+                     second['by_pair'][p][metric] for p in both])
 
 
-def best_row(rows: Sequence[Dict], family: str,
-             exclude: Sequence[str] = ()) -> Optional[Dict]:
-    """The row of ``family`` with the highest mean mIoU; rows with failed
-    seeds come after those without."""
-    trained = [r for r in rows if r['family'] == family and r['seeds']
-               and r['key'] not in exclude]
-    return max(trained, key=lambda r: (len(r['seeds']),
-                                       r['metrics']['mIoU']['mean']),
-               default=None)
+def analyse(study: Dict) -> Dict:
+    """Selections, final rows on both splits and every paired comparison,
+    per optimiser: what the tables, the prose and the JSON's ``analysis``
+    hold."""
+    out = {}
+    for opt in study['protocol']['optimizers']:
+        chosen = {f['key']: choose(study, opt, f) for f in study['families']
+                  if not f.get('unavailable')}
+        rows = {split: {fam: final_row(study, opt, key, split)
+                        for fam, key in chosen.items() if key}
+                for split in ('val', 'test')}
+        comparisons = []
+        test = rows['test']
+        pairs = [(fam, 'ce') for fam in test if fam != 'ce'] \
+            if 'ce' in test else []
+        if 'arb' in test:
+            pairs += [('arb', fam) for fam in test
+                      if fam not in ('ce', 'arb')]
+        for a, b in pairs:
+            comparisons.append(dict(
+                first=a, second=b,
+                first_name=test[a]['name'], second_name=test[b]['name'],
+                diffs={m: paired(test[a], test[b], m) for m in COMPARED}))
+        out[opt] = dict(chosen=chosen, rows=rows, comparisons=comparisons)
+    return out
 
+
+# Markdown -------------------------------------------------------------------
 
 def _cell(stat: Dict, signed: bool = False) -> str:
     if stat['mean'] is None:
@@ -107,130 +233,254 @@ def _cell(stat: Dict, signed: bool = False) -> str:
     return mean if stat['std'] is None else f"{mean} ± {stat['std']:.2f}"
 
 
-def _difference_cells(diffs: Dict) -> str:
-    higher = diffs['mIoU']['values']
-    return ' | '.join(_cell(diffs[m], signed=True) for m in SUMMARY_KEYS) \
-        + f" | {sum(d > 0 for d in higher)}/{len(higher)} |"
-
-
-def markdown_tables(rows: Sequence[Dict], baseline: str = 'ce') -> str:
-    """The results, the paired differences against ``baseline`` and between
-    the best ARB row and the best other loss, the runs that failed and the
-    configuration of each row, as markdown tables."""
-    header = ' | '.join(SHORT_NAMES[m] for m in SUMMARY_KEYS)
-    seeds = max((r['planned'] for r in rows), default=0)
-    out = [f'**Mean ± standard deviation over {seeds} seeds** (validation, '
-           'in %; time: wall seconds per run; a row with failed seeds says '
-           'over how many)', '',
-           f'| loss | {header} | time |',
-           '|---|' + '---:|' * (len(SUMMARY_KEYS) + 1)]
-    for r in rows:
-        if r['seeds']:
-            cells = [_cell(r['metrics'][m]) for m in SUMMARY_KEYS]
-        else:
-            cells = ['failed (below)'] + ['-'] * (len(SUMMARY_KEYS) - 1)
-        name = r['name'] if len(r['seeds']) in (0, r['planned']) else \
-            f"{r['name']} ({len(r['seeds'])} of {r['planned']} seeds)"
-        out.append(f"| {name} | " + ' | '.join(cells) +
-                   f" | {r['seconds']['mean']:.0f} |")
-
-    base_name = next((r['name'] for r in rows if r['key'] == baseline),
-                     baseline)
-    out += ['', f'**Paired difference against {base_name}** (same seed: '
-            'same initialisation and batches; mean ± standard deviation '
-            'over seeds; the last column counts the seeds whose mIoU is '
-            'higher)', '',
-            f'| loss | {header} | mIoU higher |',
-            '|---|' + '---:|' * (len(SUMMARY_KEYS) + 1)]
-    for r in rows:
-        if r['key'] == baseline or not r['vs_baseline']['mIoU']['n']:
-            continue
-        out.append(f"| {r['name']} | " + _difference_cells(r['vs_baseline']))
-
-    arb = best_row(rows, 'arb')
-    other = best_row(rows, 'mmseg', exclude=(baseline, ))
-    if arb is not None and other is not None:
-        out += ['', '**Best ARB row against the best other loss** (by mean '
-                'mIoU; paired by seed as above)', '',
-                f'| loss | {header} | mIoU higher |',
-                '|---|' + '---:|' * (len(SUMMARY_KEYS) + 1),
-                f"| {arb['name']} - {other['name']} | " +
-                _difference_cells(paired_difference(arb, other))]
-
-    failed = [r for r in rows if r['failed']]
-    if failed:
-        variants = {r['stands_in_for']: r['name'] for r in rows
-                    if r['stands_in_for']}
-        out += ['', '**Runs that failed** (the error each run stopped '
-                'with)', '',
-                '| loss | seeds | error | raised at | nearest working '
-                'variant |', '|---|---|---|---|---|']
-        for r in failed:
-            errors = {}
-            for f in r['failed']:
-                errors.setdefault((f['error'], f['where']), []).append(
-                    f['seed'])
-            for (error, where), seeds_failed in errors.items():
-                out.append(
-                    f"| {r['name']} | {', '.join(map(str, seeds_failed))} "
-                    f"| `{_escape(error)}` | `{where or '-'}` | "
-                    f"{variants.get(r['key'], '-')} |")
-
-    out += ['', '**Configurations** (`loss_decode` of the decode head; '
-            'the auxiliary head gets the same at its weight, 0.4)', '',
-            '| loss | loss_decode | note |', '|---|---|---|']
-    for r in rows:
-        out.append(f"| {r['name']} | `{_escape(r['loss_decode'])}` | "
-                   f"{r['note']} |")
-    return '\n'.join(out) + '\n'
+def _ci(stat: Dict) -> str:
+    if stat['mean'] is None:
+        return '-'
+    if stat['low'] is None:
+        return f"{stat['mean']:+.2f} (n={stat['n']})"
+    return f"{stat['mean']:+.2f} [{stat['low']:+.2f}, {stat['high']:+.2f}]"
 
 
 def _escape(text: str) -> str:
     return text.replace('|', '\\|')
 
 
-def plot_overall_vs_tail(rows: Sequence[Dict], path: str) -> None:
-    """Every run as a point: overall mIoU against tail mIoU, one colour and
-    marker per loss."""
+def tuning_tables(study: Dict, optimizer: str, analysis: Dict) -> List[str]:
+    out = [f'**Tuning ({optimizer}): validation, data seed 0, seeds '
+           f"{', '.join(map(str, study['protocol']['tune_seeds']))}** "
+           '(mean ± std over seeds; chosen: highest mean mIoU)', '',
+           '| family | configuration | loss_decode | mIoU | tail | runs | '
+           'chosen |', '|---|---|---|---:|---:|---:|:---:|']
+    for fam in study['families']:
+        if fam.get('unavailable'):
+            out.append(f"| {fam['name']} | not run: "
+                       f"{_escape(fam['unavailable'])} | | | | | |")
+            continue
+        if len(fam['losses']) == 1:
+            continue
+        chosen = analysis['chosen'].get(fam['key'])
+        for loss in fam['losses']:
+            runs = _runs(study, 'tune', optimizer, loss['key'],
+                         tuning_pairs(study)).values()
+            ok = [r['summary'] for r in runs if r and r['status'] == 'ok']
+            done = sum(r is not None for r in runs)
+            failed = sum(r is not None and r['status'] != 'ok' for r in runs)
+            cells = [_cell(interval([s[m] for s in ok]))
+                     for m in ('mIoU', 'mIoU_tail')]
+            out.append(
+                f"| {fam['name']} | {loss['name']} | "
+                f"`{_escape(loss['shown'])}` | {cells[0]} | {cells[1]} | "
+                f"{done}/{len(runs)}" + (f' ({failed} failed)' if failed
+                                         else '') +
+                f" | {'**yes**' if loss['key'] == chosen else ''} |")
+    return out
+
+
+def final_tables(study: Dict, optimizer: str, analysis: Dict) -> List[str]:
+    n = len(final_pairs(study))
+    header = ' | '.join(SHORT_NAMES[m] for m in SUMMARY_KEYS)
+    out = []
+    for split, what in (('test', 'test split (held out: reported)'),
+                        ('val', 'validation split (selection split)')):
+        out += ['', f'**Final stage ({optimizer}), {what}**: mean ± std '
+                f'over {n} runs ({len(study["protocol"]["data_seeds"])} data '
+                f'seeds x {len(study["protocol"]["final_seeds"])} training '
+                'seeds), in %', '',
+                f'| family | chosen configuration | {header} | runs |',
+                '|---|---|' + '---:|' * (len(SUMMARY_KEYS) + 1)]
+        for fam in study['families']:
+            row = analysis['rows'][split].get(fam['key'])
+            if row is None:
+                continue
+            cells = [_cell(row['metrics'][m]) for m in SUMMARY_KEYS]
+            out.append(f"| {fam['name']} | {row['name']} | " +
+                       ' | '.join(cells) +
+                       f" | {len(row['pairs'])}/{row['planned']} |")
+    out += ['', f'**Paired differences ({optimizer}, test)**: mean [95 % t '
+            'interval] over the pairs (data seed, training seed) both rows '
+            'finished; verdict on mIoU: wins / loses only when the interval '
+            'excludes 0', '',
+            '| comparison | ' + ' | '.join(SHORT_NAMES[m] for m in COMPARED)
+            + ' | pairs | verdict (mIoU) |',
+            '|---|' + '---:|' * (len(COMPARED) + 1) + ':---:|']
+    for c in analysis['comparisons']:
+        d = c['diffs']
+        out.append(f"| {c['first_name']} - {c['second_name']} | " +
+                   ' | '.join(_ci(d[m]) for m in COMPARED) +
+                   f" | {d['mIoU']['n']} | {verdict(d['mIoU'])} |")
+    failed = [(fam, r) for fam, r in analysis['rows']['test'].items()
+              if r['failed']]
+    if failed:
+        out += ['', '**Final runs that failed**', '',
+                '| row | data seed-seed | error | raised at |',
+                '|---|---|---|---|']
+        for _, r in failed:
+            for f in r['failed']:
+                out.append(f"| {r['name']} | {f['pair'][0]}-{f['pair'][1]}"
+                           f" | `{_escape(f['error'])}` | "
+                           f"`{f['where'] or '-'}` |")
+    return out
+
+
+def sentences(analysis: Dict, optimizer: str) -> List[str]:
+    """One sentence per comparison, its words from :func:`verdict`."""
+    out = []
+    for c in analysis['comparisons']:
+        stats = {m: c['diffs'][m] for m in COMPARED}
+        if stats['mIoU']['n'] < 2:
+            out.append(f"* {c['first_name']} against {c['second_name']} "
+                       f"({optimizer}): too few pairs for an interval.")
+            continue
+        parts = [f"{SHORT_NAMES[m]} {verdict(s)} ({_ci(s)})"
+                 for m, s in stats.items()]
+        out.append(f"* {c['first_name']} {verdict(stats['mIoU'])} against "
+                   f"{c['second_name']} ({optimizer}, test mIoU "
+                   f"{_ci(stats['mIoU'])}, {stats['mIoU']['n']} pairs); "
+                   f"by group: {', '.join(parts[1:])}.")
+    return out
+
+
+def render(study: Dict) -> str:
+    """The report's markdown (without the plots) from the study JSON."""
+    analysis = analyse(study)
+    p = study['protocol']
+    data = study['data']
+    lines = [
+        f"Machine: {study['machine'].get('cpu')}, "
+        f"{study['machine'].get('cores')} cores"
+        + (f"; GPUs: {', '.join(study['machine']['gpus'])}"
+           if study['machine'].get('gpus') else '') +
+        f"; torch {study['machine'].get('torch')}, "
+        f"mmseg {study['machine'].get('mmseg')}", '',
+        f"Time: {sum(c['wall_seconds'] for c in study['calls']) / 60:.1f} "
+        f"min wall in {len(study['calls'])} call(s) that trained runs:", '']
+    lines += [f"* `{c['command']}`: {c['runs_trained']} runs, "
+              f"{c['wall_seconds'] / 60:.1f} min, finished {c['finished']}, "
+              f"load {c['load_before']} / {c['load_after']}, code "
+              f"{c['code']}" for c in study['calls']]
+    lines += ['', f"Protocol: {p['iters']} iterations; tuning seeds "
+              f"{p['tune_seeds']} on data seed 0 (validation); final seeds "
+              f"{p['final_seeds']} x data seeds {p['data_seeds']} (test); "
+              f"optimisers {', '.join(p['optimizers'])}.", '',
+              '**Data** (instances per split: visible thing instances, '
+              'regions for stuff; data seed 0)', '',
+              '| class | train pixel share | train | val | test | twin of |',
+              '|---|---:|---:|---:|---:|---|']
+    counts = np.asarray(data['train_counts'], dtype=float)
+    twins = {t['cls']: t for t in data.get('twins', [])}
+    names = data['class_names']
+    for c, name in enumerate(names):
+        inst = [data['instance_counts'].get(s, [None] * len(names))[c]
+                for s in ('train', 'val', 'test')]
+        twin = twins.get(c)
+        twin_text = '' if twin is None else (
+            f"{names[twin['source']].strip()} ({twin['kind']}" +
+            (f", on {names[twin['context']].strip()})" if twin['context']
+             is not None else ')'))
+        lines.append(f'| {name.strip()} | {100 * counts[c] / counts.sum():.3f}'
+                     f' % | ' + ' | '.join('-' if i is None else str(i)
+                                          for i in inst) +
+                     f' | {twin_text} |')
+    for opt in p['optimizers']:
+        a = analysis[opt]
+        lines += ['', f'### {opt}', '']
+        lines += tuning_tables(study, opt, a)
+        lines += final_tables(study, opt, a)
+        lines += ['', f'**Verdicts ({opt})**, generated from the intervals '
+                  'above:', ''] + sentences(a, opt)
+    return '\n'.join(lines) + '\n'
+
+
+# Plots ----------------------------------------------------------------------
+
+def write_plots(study: Dict, folder: str) -> List[str]:
+    """The learning curves, per-class test IoU against frequency (class
+    names on it) and overall against tail mIoU, per optimiser; returns the
+    file names."""
+    import os.path as osp
+
+    analysis = analyse(study)
+    names = []
+    for opt in study['protocol']['optimizers']:
+        a = analysis[opt]
+        rows = [a['rows']['test'][f] for f in CURVE_FAMILIES
+                if f in a['rows']['test']]
+        series = [(r['name'],
+                   [_mean_or_nan(r['per_class_iou'][c])
+                    for c in study['data']['class_names']],
+                   [r['per_class_iou'][c]['std'] or 0.0
+                    for c in study['data']['class_names']]) for r in rows]
+        name = f'iou_vs_frequency_{opt}.png'
+        plot_iou_vs_frequency(
+            series, np.asarray(study['data']['train_counts']),
+            osp.join(folder, name),
+            title=f'per-class test IoU against class frequency ({opt}; '
+            'mean ± std over runs)',
+            class_names=study['data']['class_names'], split='test')
+        names.append(name)
+        name = f'learning_curves_{opt}.png'
+        _plot_curves(study, opt, a, osp.join(folder, name))
+        names.append(name)
+        name = f'overall_vs_tail_{opt}.png'
+        _plot_overall_vs_tail(a['rows']['test'], osp.join(folder, name), opt)
+        names.append(name)
+    return names
+
+
+def _mean_or_nan(stat: Dict) -> float:
+    return np.nan if stat['mean'] is None else stat['mean']
+
+
+def _plot_curves(study: Dict, opt: str, analysis: Dict, path: str) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-
-    trained = [r for r in rows if r['seeds']]
-    # tab20's ten dark shades, then its ten light ones: up to twenty losses
-    # get colours of their own (and markers tell any further ones apart).
-    tab20 = plt.get_cmap('tab20').colors
-    colours = tab20[0::2] + tab20[1::2]
-    markers = 'os^Dv<>pPX*'
-    fig, ax = plt.subplots(figsize=(8.5, 5))
-    for i, r in enumerate(trained):
-        ax.scatter(r['metrics']['mIoU']['values'],
-                   r['metrics']['mIoU_tail']['values'],
-                   color=colours[i % len(colours)],
-                   marker=markers[i % len(markers)], s=40, alpha=0.85,
-                   label=r['name'], edgecolors='none')
-    ax.set_xlabel('mIoU (%)')
-    ax.set_ylabel('tail mIoU (%) (rarest third of the classes)')
-    ax.set_title('overall against tail mIoU, one point per run')
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for fam in CURVE_FAMILIES:
+        key = analysis['chosen'].get(fam)
+        if not key:
+            continue
+        curves = [r['curve'] for r in _runs(study, 'final', opt, key,
+                                            final_pairs(study)).values()
+                  if r and r['status'] == 'ok' and r.get('curve')]
+        if not curves:
+            continue
+        steps = sorted({s for c in curves for s, _ in c})
+        values = [[dict(c).get(s, np.nan) for c in curves] for s in steps]
+        mean = np.nanmean(values, axis=1)
+        std = np.nanstd(values, axis=1)
+        line, = ax.plot(steps, mean, marker='o', markersize=3,
+                        label=f"{_loss(study, key)['name']} "
+                        f'({len(curves)} runs)')
+        ax.fill_between(steps, mean - std, mean + std, alpha=0.2,
+                        color=line.get_color())
+    ax.set_xlabel('iteration')
+    ax.set_ylabel('validation mIoU (%)')
+    ax.set_title(f'learning curves ({opt}; mean ± std over runs)')
     ax.grid(alpha=0.3)
-    ax.legend(loc='center left', bbox_to_anchor=(1.01, 0.5), fontsize=8)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
-def plot_class_iou(chosen: Sequence[Dict], counts: Sequence[float],
-                   class_names: Sequence[str], path: str) -> None:
-    """Per-class IoU (mean ± std over seeds) of the ``chosen`` rows against
-    the classes' training frequency."""
-    series = []
-    for r in chosen:
-        stats = [r['per_class_iou'].get(c) for c in class_names]
-        series.append((r['name'],
-                       [np.nan if s is None or s['mean'] is None
-                        else s['mean'] for s in stats],
-                       [0.0 if s is None or s['std'] is None else s['std']
-                        for s in stats]))
-    plot_iou_vs_frequency(series, np.asarray(counts), path,
-                          title='per-class IoU against class frequency '
-                          '(mean ± std over seeds)')
+def _plot_overall_vs_tail(rows: Dict, path: str, opt: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8.5, 5))
+    markers = 'os^Dv<>pPX*'
+    for i, r in enumerate(rows.values()):
+        points = list(r['by_pair'].values())
+        ax.scatter([p['mIoU'] for p in points],
+                   [p.get('mIoU_tail', np.nan) for p in points],
+                   marker=markers[i % len(markers)], s=40, alpha=0.8,
+                   label=r['name'])
+    ax.set_xlabel('test mIoU (%)')
+    ax.set_ylabel('test tail mIoU (%) (rarest third of the classes)')
+    ax.set_title(f'overall against tail mIoU, one point per run ({opt})')
+    ax.grid(alpha=0.3)
+    ax.legend(loc='center left', bbox_to_anchor=(1.01, 0.5), fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

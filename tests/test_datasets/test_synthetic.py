@@ -114,3 +114,98 @@ def test_class_stats_tool_counts_the_generated_dataset(tmp_path):
     assert stats['num_images'] == 5 and len(stats['class_names']) == 150
     assert stats['dataset'] == 'ADE20KDataset'
     assert (tmp_path / 'ade' / 'class_stats_train.png').stat().st_size > 0
+
+
+# Label and image digests of three easy-mode samples (spec seed 3, rng 5),
+# drawn by the generator before the hard mode was added.
+EASY_DIGEST = ([251648, 7680, 260425], [2058398, 2635879, 1923319])
+HARD = dict(layout='ade20k', num_classes=24, num_train=4, num_val=4,
+            num_test=48, height=128, width=128, rarest_share=1e-3,
+            mode='hard')
+
+
+def test_easy_mode_draws_what_it_drew_before():
+    """The demo's data: the hard mode's changes leave it as it was (a
+    digest of labels and images drawn by the generator before them)."""
+    from mmseg_arb.datasets import SyntheticSegmentationGenerator
+    gen = SyntheticSegmentationGenerator(SyntheticSpec(num_classes=24,
+                                                       seed=3))
+    rng = np.random.default_rng(5)
+    pairs = [gen.sample(rng) for _ in range(3)]
+    assert [int((l.astype(np.int64) * np.arange(l.size).reshape(l.shape)
+                 ).sum() % 1_000_003) for _, l in pairs] == EASY_DIGEST[0]
+    assert [int(i.astype(np.int64).sum()) for i, _ in pairs] == \
+        EASY_DIGEST[1]
+
+
+def test_hard_mode_test_split_loads_and_counts_instances(tmp_path):
+    spec = SyntheticSpec(**dict(HARD, num_test=3))
+    summary = generate_dataset(str(tmp_path), spec, progress=False)
+    ds = build('ADE20KDataset', str(tmp_path), img_path='images/test',
+               seg_map_path='annotations/test')
+    assert len(ds) == 3
+    assert (tmp_path / 'annotations' / 'test' / 'ADE_test_00000003.png'
+            ).exists()
+    assert set(summary['instance_counts']) == {'train', 'val', 'test'}
+    for split, pixels in summary['pixel_counts'].items():
+        instances = summary['instance_counts'][split]
+        # A class has instances exactly where it has pixels.
+        assert [p > 0 for p in pixels] == [n > 0 for n in instances]
+    # No test split unless asked for, as before.
+    easy = generate_dataset(str(tmp_path / 'easy'), SyntheticSpec(
+        num_classes=8, num_train=2, num_val=1, height=32, width=32),
+        progress=False)
+    assert not (tmp_path / 'easy' / 'images' / 'test').exists()
+    assert set(easy['pixel_counts']) == {'train', 'val'}
+
+
+def test_hard_mode_has_twins_that_share_a_look():
+    from mmseg_arb.datasets import SyntheticSegmentationGenerator
+    gen = SyntheticSegmentationGenerator(SyntheticSpec(**HARD))
+    kinds = {t.kind for t in gen.twins}
+    assert kinds == {'shape', 'context'} and len(gen.twins) == 4
+    by_share = np.argsort(-np.array(gen.shares))
+    tail = set(by_share[-8:].tolist())
+    for twin in gen.twins:
+        a, b = gen.looks[twin.cls], gen.looks[twin.source]
+        assert twin.cls in tail and twin.source not in tail
+        assert np.array_equal(a.colour, b.colour)
+        assert (a.texture, a.angle, a.freq) == (b.texture, b.angle, b.freq)
+        assert (a.shape == b.shape) == (twin.kind == 'context')
+        assert (twin.context in gen.stuff) == (twin.kind == 'context')
+    # The same seed draws the same images; classes vary within themselves.
+    first = gen.sample(np.random.default_rng(1))
+    again = gen.sample(np.random.default_rng(1))
+    assert np.array_equal(first[0], again[0])
+    assert np.array_equal(first[1], again[1])
+
+
+def test_context_twins_sit_on_their_context_and_sources_never_do():
+    from mmseg_arb.datasets import SyntheticSegmentationGenerator
+    gen = SyntheticSegmentationGenerator(SyntheticSpec(**HARD))
+    rng = np.random.default_rng(0)
+    twin = next(t for t in gen.twins if t.kind == 'context')
+    centres = {twin.cls: [], twin.source: []}
+    for _ in range(60):
+        stuff, _ = gen._stuff_layout(rng)
+        for c in centres:
+            mask = gen._thing_mask(c, rng, stuff)
+            if mask is not None and mask.any():
+                ys, xs = np.nonzero(mask)
+                centres[c].append(stuff[int(ys.mean()), int(xs.mean())])
+    on_context = {c: np.mean(np.array(v) == twin.context)
+                  for c, v in centres.items()}
+    assert on_context[twin.cls] > 0.8
+    assert on_context[twin.source] < 0.1
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_hard_mode_tail_has_instances_to_measure_in_test(tmp_path, seed):
+    """With the study's test split (128 images), every class of the tail
+    has instances to measure IoU on (the study's report lists them)."""
+    spec = SyntheticSpec(**dict(HARD, seed=seed, num_test=128))
+    summary = generate_dataset(str(tmp_path), spec, progress=False)
+    order = np.argsort(-np.array(spec.shares))
+    test = np.array(summary['instance_counts']['test'])
+    assert test[order[-8:]].min() >= 10, test[order[-8:]]
+    assert len(summary['twins']) == 4

@@ -1,109 +1,125 @@
-"""Statistics of the study: spread over seeds and differences paired by
-seed, against hand-computed figures."""
-import math
+"""The study's statistics, selection rule and report: t intervals against
+tabulated quantiles, verdicts by the interval rule, the rule's choices,
+and the report rebuilt from a published-format JSON with the code at
+hand."""
+import json
+import shutil
+import subprocess
+import sys
 
 import pytest
+from helpers import ROOT
 
-from mmseg_arb.study.matrix import StudyLoss
-from mmseg_arb.study.report import (best_row, markdown_tables,
-                                    paired_difference, summarize)
+from mmseg_arb.study.report import (analyse, choose, interval, render,
+                                    run_key, t_quantile, verdict)
 from mmseg_arb.utils.results import SUMMARY_KEYS
 
-CE = StudyLoss('ce', 'CE', 'mmseg', dict(type='CrossEntropyLoss'),
-               'CrossEntropyLoss()')
-OTHER = StudyLoss('dice', 'Dice', 'mmseg', dict(type='DiceLoss'),
-                  'DiceLoss()')
-BROKEN = StudyLoss('focal', 'Focal', 'mmseg', dict(type='FocalLoss'),
-                   'FocalLoss()')
-ARB = StudyLoss('arb-batch', 'ARB batch', 'arb', dict(type='ARBLoss'),
-                "ARBLoss(count_mode='batch')")
+FIXTURE = ROOT + '/tests/fixtures/loss_study'
 
 
-def ok(miou, tail, seconds=60.0):
+def test_t_quantiles_match_the_tables():
+    for df, q in ((1, 12.7062), (2, 4.3027), (4, 2.7764), (9, 2.2622),
+                  (30, 2.0423)):
+        assert t_quantile(0.975, df) == pytest.approx(q, abs=1e-3)
+
+
+def test_interval_and_verdicts():
+    stat = interval([1.0, 2.0, 3.0])
+    # mean 2, sd 1, t(0.975, 2) = 4.3027: 2 -+ 4.3027 / sqrt(3)
+    assert stat['mean'] == 2 and stat['std'] == pytest.approx(1)
+    assert stat['low'] == pytest.approx(2 - 4.3027 / 3**0.5, abs=1e-3)
+    assert verdict(stat) == 'ties'  # the interval holds 0
+    assert verdict(interval([1.0, 1.2, 0.9, 1.1])) == 'wins'
+    assert verdict(interval([-1.0, -1.2, -0.9, -1.1])) == 'loses'
+    assert verdict(interval([5.0])) == 'ties'  # one pair: no interval
+
+
+def ok(miou, test=None):
     summary = {k: 50.0 for k in SUMMARY_KEYS}
-    summary.update(mIoU=miou, mIoU_tail=tail)
-    return dict(status='ok', seconds=seconds, summary=summary,
-                per_class_iou={'wall': miou, 'sofa': float('nan')})
+    summary['mIoU'] = miou
+    run = dict(status='ok', seconds=10.0, summary=summary,
+               per_class_iou={'wall': miou}, curve=[[4, miou]])
+    if test is not None:
+        run['test'] = dict(summary=dict(summary, mIoU=test),
+                           per_class_iou={'wall': test})
+    return run
 
 
-def failed(error='IndexError: index 255 is out of bounds'):
-    return dict(status='failed', seconds=9.0, error=error,
-                where='mmseg/models/losses/cross_entropy_loss.py:66')
+FAILED = dict(status='failed', seconds=1.0, error='E', where=None)
+FAMILY = dict(key='arb', name='ARB', losses=[
+    dict(key='a', name='A', shown='A()', note=''),
+    dict(key='b', name='B', shown='B()', note=''),
+    dict(key='c', name='C', shown='C()', note='')])
 
 
-RESULTS = {
-    'ce/seed0': ok(10, 0), 'ce/seed1': ok(12, 1), 'ce/seed2': ok(14, 2),
-    # Noisier than CE over seeds, but ahead on every seed.
-    'arb-batch/seed0': ok(11, 5), 'arb-batch/seed1': ok(15, 4),
-    'arb-batch/seed2': ok(14.5, 9),
-    # Seed 2 missing: compared on the seeds both have.
-    'dice/seed0': ok(9, 0), 'dice/seed1': ok(13, 0),
-    'focal/seed0': failed(), 'focal/seed1': failed(),
-    'focal/seed2': failed('RuntimeError: other'),
-}
+def study(runs):
+    return dict(protocol=dict(tune_seeds=[0, 1], final_seeds=[100, 101, 102],
+                              data_seeds=[0, 1], optimizers=['adamw'],
+                              iters=4),
+                runs=runs)
 
 
-def test_spread_and_paired_differences():
-    rows = {r['key']: r for r in summarize([CE, OTHER, BROKEN, ARB],
-                                           RESULTS, range(3))}
-    arb = rows['arb-batch']
-    assert arb['metrics']['mIoU']['mean'] == pytest.approx(40.5 / 3)
-    assert arb['metrics']['mIoU']['std'] == pytest.approx(
-        math.sqrt(((11 - 13.5)**2 + (15 - 13.5)**2 + (14.5 - 13.5)**2) / 2))
-    diffs = arb['vs_baseline']['mIoU']
-    assert diffs['values'] == [1.0, 3.0, 0.5]
-    assert diffs['std'] == pytest.approx(math.sqrt(
-        ((1 - 1.5)**2 + (3 - 1.5)**2 + (0.5 - 1.5)**2) / 2))
-    assert arb['vs_baseline']['mIoU_tail']['values'] == [5.0, 3.0, 7.0]
-    assert rows['dice']['vs_baseline']['mIoU']['values'] == [-1.0, 1.0]
-    assert rows['dice']['seeds'] == [0, 1]
-    # A class no run evaluated has no mean.
-    assert arb['per_class_iou']['sofa']['mean'] is None
-    assert arb['per_class_iou']['wall']['values'] == [11.0, 15.0, 14.5]
-    assert rows['ce']['vs_baseline']['mIoU']['values'] == [0.0] * 3
-
-    focal = rows['focal']
-    assert focal['seeds'] == [] and len(focal['failed']) == 3
-    assert best_row(list(rows.values()), 'mmseg', exclude=['ce']) is \
-        rows['dice']
-    assert best_row(list(rows.values()), 'arb') is arb
+def tune(loss, seed, result):
+    return {run_key('tune', 'adamw', loss, 0, seed): result}
 
 
-def test_paired_difference_between_two_losses_uses_common_seeds():
-    rows = {r['key']: r for r in summarize([CE, OTHER, ARB], RESULTS,
-                                           range(3))}
-    diff = paired_difference(rows['arb-batch'], rows['dice'])
-    assert diff['mIoU']['values'] == [2.0, 2.0]  # seeds 0 and 1
-    assert diff['mIoU_tail']['values'] == [5.0, 4.0]
-    assert diff['mIoU']['std'] == 0.0
+def test_selection_rule():
+    runs = {**tune('a', 0, ok(10)), **tune('a', 1, ok(20)),
+            **tune('b', 0, ok(15)), **tune('b', 1, ok(15)),
+            **tune('c', 0, ok(40))}
+    assert choose(study(runs), 'adamw', FAMILY) is None  # c/seed1 missing
+    runs.update(tune('c', 1, FAILED))  # a lucky seed beside a failure
+    # a and b tie on the mean: the earlier one of the grid.
+    assert choose(study(runs), 'adamw', FAMILY) == 'a'
+    runs.update(tune('b', 1, ok(15.1)))
+    assert choose(study(runs), 'adamw', FAMILY) == 'b'
+    assert choose(study({k: FAILED for k in runs}), 'adamw', FAMILY) == ''
 
 
-def test_tables_show_spread_failures_and_configs():
-    rows = summarize([CE, OTHER, BROKEN, ARB], RESULTS, range(3))
-    text = markdown_tables(rows)
-    assert '| ARB batch | 13.50 ± 2.18 |' in text
-    assert '| ARB batch | +1.50 ± 1.32 |' in text and '| 3/3 |' in text
-    assert '| ARB batch - Dice | +2.00 ± 0.00 |' in text and '| 2/2 |' in text
-    # One line per distinct error, with its seeds.
-    assert '| Focal | 0, 1 | `IndexError: index 255 is out of bounds` | ' \
-        '`mmseg/models/losses/cross_entropy_loss.py:66` |' in text
-    assert '| Focal | 2 | `RuntimeError: other` |' in text
-    assert "`ARBLoss(count_mode='batch')`" in text
-    assert '| Dice (2 of 3 seeds) | 11.00 ± 2.83 |' in text
-    assert '| CE | 12.00 ± 2.00 |' in text
+def test_paired_differences_are_over_common_pairs():
+    families = [dict(key='ce', name='CE', losses=[
+        dict(key='ce', name='CE', shown='CE()', note='')]), FAMILY]
+    runs = {**tune('a', 0, ok(10)), **tune('a', 1, ok(20))}
+    for l in 'bc':
+        runs.update(tune(l, 0, ok(1)), **tune(l, 1, ok(1)))
+    tests = {(0, 100): (30, 32), (0, 101): (31, 34), (0, 102): (29, 30),
+             (1, 100): (28, 31), (1, 101): (30, None)}  # a failed once
+    for (d, s), (ce, a) in tests.items():
+        runs[run_key('final', 'adamw', 'ce', d, s)] = ok(0, ce)
+        runs[run_key('final', 'adamw', 'a', d, s)] = \
+            FAILED if a is None else ok(0, a)
+    s = dict(study(runs), families=families,
+             data=dict(class_names=['wall']))
+    result = analyse(s)['adamw']
+    assert result['chosen'] == dict(ce='ce', arb='a')
+    diff = result['comparisons'][0]['diffs']['mIoU']
+    assert diff['values'] == [2.0, 3.0, 1.0, 3.0] and diff['n'] == 4
+    assert result['rows']['test']['arb']['failed'][0]['pair'] == [1, 101]
 
 
-def test_a_row_with_failed_seeds_is_not_the_best():
-    """A lucky mean over fewer seeds does not win over a complete row."""
-    lovasz = StudyLoss('lovasz', 'Lovasz', 'mmseg', dict(type='LovaszLoss'),
-                       'LovaszLoss()')
-    results = dict(RESULTS, **{f'lovasz/seed{s}': ok(10.5, 0)
-                               for s in range(3)})
-    rows = summarize([CE, OTHER, lovasz], results, range(3))
-    assert best_row(rows, 'mmseg', exclude=['ce'])['key'] == 'lovasz'
-
-
-def test_rows_without_runs_are_left_out():
-    rows = summarize([CE, ARB], {'ce/seed0': ok(10, 0)}, range(3))
-    assert [r['key'] for r in rows] == ['ce']
-    assert rows[0]['metrics']['mIoU']['std'] is None  # one seed
+def test_report_only_rebuilds_the_published_tables(tmp_path):
+    """The published-format fixture's report, rebuilt at HEAD, is the
+    committed one, byte for byte; so are the plots written."""
+    work = tmp_path / 'study'
+    shutil.copytree(FIXTURE, work)
+    expected = (work / 'loss_study.md').read_text()
+    (work / 'loss_study.md').unlink()
+    result = subprocess.run(
+        [sys.executable, ROOT + '/tools/loss_study.py', '--report-only',
+         str(work)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (work / 'loss_study.md').read_text() == expected
+    for opt in ('adamw', 'sgd'):
+        for name in ('iou_vs_frequency', 'learning_curves',
+                     'overall_vs_tail'):
+            assert (work / f'{name}_{opt}.png').stat().st_size > 0
+    with open(work / 'loss_study.json') as f:
+        assert render(json.load(f)) == expected
+    # Verdict words follow the interval rule, whatever the data.
+    for line in expected.splitlines():
+        if line.startswith('* ') and ' against ' in line and '[' in line:
+            word = line.split(' against ')[0].split()[-1]
+            low, high = [float(x) for x in line.split('test mIoU ')[1]
+                         .split('[')[1].split(']')[0].split(', ')]
+            assert word == ('wins' if low > 0 else
+                            'loses' if high < 0 else 'ties'), line

@@ -1,5 +1,6 @@
-"""tools/loss_study.py on two losses, one seed, a few iterations: the
-report and plots; a second call trains nothing."""
+"""tools/loss_study.py end to end on a tiny study: the tuning stage, the
+selection, the final stage on validation and test, the report, resume and
+--report-only; its slots on CPUs and GPUs."""
 import importlib.util
 import json
 import os
@@ -9,8 +10,9 @@ import sys
 from helpers import ROOT
 
 STUDY = os.path.join(ROOT, 'tools', 'loss_study.py')
-TINY = ['--losses', 'ce', 'arb-batch', '--seeds', '1', '--iters', '4',
-        '--num-classes', '8', '--num-train', '8', '--num-val', '4',
+TINY = ['--families', 'ce', 'arb', '--tune-seeds', '1', '--final-seeds', '1',
+        '--iters', '4', '--curve-interval', '2', '--num-classes', '12',
+        '--num-train', '6', '--num-val', '3', '--num-test', '3',
         '--size', '64', '64', '--crop', '32', '32', '--batch-size', '2',
         '--no-progress']
 
@@ -18,46 +20,67 @@ TINY = ['--losses', 'ce', 'arb-batch', '--seeds', '1', '--iters', '4',
 def study(tmp_path, *extra):
     result = subprocess.run(
         [sys.executable, STUDY, '--work-dir', str(tmp_path / 'study'), *TINY,
-         *extra], capture_output=True, text=True, timeout=600,
+         *extra], capture_output=True, text=True, timeout=900,
         cwd=str(tmp_path))
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     with open(tmp_path / 'study' / 'loss_study.json') as f:
         return result.stdout, json.load(f)
 
 
-def test_two_losses_one_seed_then_resume(tmp_path):
+def test_tune_select_final_report_resume(tmp_path):
     out, summary = study(tmp_path, '--export', str(tmp_path / 'docs'))
-    assert summary['timing']['runs_trained'] == 2
-    rows = {r['key']: r for r in summary['rows']}
-    assert list(rows) == ['ce', 'arb-batch']
-    for row in rows.values():
-        assert row['seeds'] == [0] and not row['failed']
-        assert set(row['metrics']) == {'mIoU', 'mIoU_head', 'mIoU_body',
-                                       'mIoU_tail', 'mAcc', 'aAcc'}
-        assert len(row['per_class_iou']) == 8
-    assert rows['arb-batch']['vs_baseline']['mIoU']['n'] == 1
-    assert 'ce/seed0: ' in out and 'arb-batch/seed0: ' in out
-    assert '| ARB batch |' in out and 'Paired difference against CE' in out
-    runs = tmp_path / 'study' / 'runs'
-    config = (runs / 'arb-batch' / 'seed0' / 'config.py').read_text()
-    assert "type='ARBLoss'" in config and 'seed=0' in config
-    for name in ('loss_study.md', 'loss_study.json', 'overall_vs_tail.png',
-                 'iou_vs_frequency.png'):
+    runs = summary['runs']
+    tuned = sorted(k for k in runs if k.startswith('tune/'))
+    assert tuned == sorted(f'tune/adamw/arb-{m}-tau{t}/d0-s0'
+                           for m in ('batch', 'cumulative')
+                           for t in ('0.5', '1'))
+    assert all('test' not in runs[k] for k in tuned)  # validation only
+    best = max(tuned, key=lambda k: (runs[k]['summary']['mIoU'],
+                                     -tuned.index(k)))
+    chosen = best.split('/')[2]
+    finals = sorted(k for k in runs if k.startswith('final/'))
+    assert finals == sorted([f'final/adamw/ce/d0-s100',
+                             f'final/adamw/{chosen}/d0-s100'])
+    for key in finals:
+        run = runs[key]
+        assert run['status'] == 'ok', run
+        assert set(run['test']['summary']) >= {'mIoU', 'mIoU_tail'}
+        assert len(run['test']['per_class_iou']) == 12
+        # Learning-curve rows validate every 2 iterations.
+        assert [s for s, _ in run['curve']] == [2, 4]
+    assert summary['data']['instance_counts']['test']
+    assert summary['planned'] == dict(tune=4, final=2)
+    assert '| ARB-Loss | ARB batch tau=0.5 |' in out
+    assert 'Final stage (adamw), test split' in out
+    for name in ('loss_study.md', 'loss_study.json',
+                 'iou_vs_frequency_adamw.png', 'learning_curves_adamw.png',
+                 'overall_vs_tail_adamw.png'):
         assert (tmp_path / 'docs' / name).stat().st_size > 0, name
+    config = (tmp_path / 'study' / 'runs' / 'final' / 'adamw' / 'ce' /
+              'd0-s100' / 'config.py').read_text()
+    assert 'TestAfterTrainHook' in config and "'images/test'" in config
 
-    results = sorted(runs.glob('*/seed0/result.json'))
+    results = sorted((tmp_path / 'study' / 'runs').glob('**/result.json'))
     stamps = [os.stat(p).st_mtime_ns for p in results]
     out, again = study(tmp_path)
-    assert '2 runs finished before, not trained again' in out
-    assert again['timing']['runs_trained'] == 0
-    assert again['calls'] == summary['calls'] == [summary['timing']]
+    assert '6 runs finished before, not trained again' in out
+    assert again['calls'] == summary['calls']
     assert [os.stat(p).st_mtime_ns for p in results] == stamps
-    assert again['rows'] == summary['rows']
+    assert again['runs'] == summary['runs']
+
+    report = tmp_path / 'study' / 'loss_study.md'
+    before = report.read_text()
+    report.unlink()
+    rebuilt = subprocess.run([sys.executable, STUDY, '--report-only',
+                              str(tmp_path / 'study')],
+                             capture_output=True, text=True, timeout=300)
+    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+    assert report.read_text() == before
 
 
 def test_a_plain_mmseg_config_as_the_base(tmp_path):
     """--config with a user's cross-entropy config built on mmseg's own
-    (IoUMetric, no custom_imports): the study's rows train from it."""
+    (IoUMetric, no custom_imports): the study trains and tests from it."""
     config = tmp_path / 'my_ce.py'
     config.write_text(
         "_base_ = 'mmseg::deeplabv3plus/deeplabv3plus_r50-d8_4xb4-80k_"
@@ -68,19 +91,25 @@ def test_a_plain_mmseg_config_as_the_base(tmp_path):
         '    auxiliary_head=dict(in_channels=256, channels=32))\n')
     tiny = list(TINY)
     tiny[tiny.index('--iters') + 1] = '2'
+    tiny[tiny.index('--curve-interval') + 1] = '1'
+    tiny[tiny.index('arb')] = 'ce'
     result = subprocess.run(
         [sys.executable, STUDY, '--work-dir', str(tmp_path / 'study'),
          '--config', str(config), *tiny], capture_output=True, text=True,
         timeout=600, cwd=str(tmp_path))
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     with open(tmp_path / 'study' / 'loss_study.json') as f:
-        rows = json.load(f)['rows']
-    assert [(r['key'], r['seeds']) for r in rows] == [('ce', [0]),
-                                                      ('arb-batch', [0])]
-    assert all('mIoU_tail' in r['metrics'] for r in rows)
-    run = (tmp_path / 'study' / 'runs' / 'arb-batch' / 'seed0' /
-           'config.py').read_text()
-    assert "type='LongTailIoUMetric'" in run and 'ClassCountHook' in run
+        runs = json.load(f)['runs']
+    run, = runs.values()
+    assert run['status'] == 'ok' and 'mIoU_tail' in run['test']['summary']
+    from mmengine.config import Config
+    dumped = Config.fromfile(str(tmp_path / 'study' / 'runs' / 'final' /
+                                 'adamw' / 'ce' / 'd0-s100' / 'config.py'))
+    assert dumped.val_evaluator.type == 'LongTailIoUMetric'
+    # The study's optimiser replaces the config's SGD.
+    assert dumped.optim_wrapper.optimizer.type == 'AdamW'
+    assert dumped.test_dataloader.dataset.data_prefix.img_path == \
+        'images/test'
 
 
 def test_other_settings_in_the_same_work_dir_are_refused(tmp_path):
@@ -100,12 +129,13 @@ def load_tool():
     return module
 
 
-def test_slots_for_cpus_and_gpu_groups(monkeypatch):
-    """The same runs go to CPU threads or GPU groups; several GPUs per run
-    go through torchrun on ports of their own."""
+def test_slots_for_cpus_and_one_job_per_gpu(monkeypatch):
+    """The same runs go to CPU threads or GPUs: by default one job per
+    visible GPU; several GPUs per run go through torchrun."""
     import torch
     tool = load_tool()
     monkeypatch.setattr(tool, 'cpu_cores', lambda: 4)
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     cpu = tool.make_slots(tool.parse_args([]))
     assert len(cpu) == 4
     assert {s.env['OMP_NUM_THREADS'] for s in cpu} == {'1'}
@@ -113,36 +143,38 @@ def test_slots_for_cpus_and_gpu_groups(monkeypatch):
     two = tool.make_slots(tool.parse_args(['--jobs', '2']))
     assert [s.env['OMP_NUM_THREADS'] for s in two] == ['2', '2']
 
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     monkeypatch.setattr(torch.cuda, 'device_count', lambda: 5)
-    single = tool.make_slots(tool.parse_args(['--gpus-per-job', '1']))
-    assert [s.env['CUDA_VISIBLE_DEVICES'] for s in single] == \
+    default = tool.make_slots(tool.parse_args([]))
+    assert [s.env['CUDA_VISIBLE_DEVICES'] for s in default] == \
         ['0', '1', '2', '3', '4']
-    assert not any(s.distributed for s in single)
+    assert not any(s.distributed for s in default)
+    assert tool.loader_workers(tool.parse_args([])) == 2
     pairs = tool.make_slots(tool.parse_args(['--gpus-per-job', '2']))
     assert [s.env['CUDA_VISIBLE_DEVICES'] for s in pairs] == ['0,1', '2,3']
     assert all(s.distributed and 'torch.distributed.run' in s.launcher
                for s in pairs)
-    assert len({next(a for a in s.launcher if 'master_port' in a)
-                for s in pairs}) == 2
-    # A study that was itself given some GPUs hands out those, not the
-    # first ones of the node.
     monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '4,5,6,7,1')
     given = tool.make_slots(tool.parse_args(['--gpus-per-job', '2']))
     assert [s.env['CUDA_VISIBLE_DEVICES'] for s in given] == ['4,5', '6,7']
+    on_cpu = tool.make_slots(tool.parse_args(['--gpus-per-job', '0']))
+    assert on_cpu[0].env['CUDA_VISIBLE_DEVICES'] == ''
 
 
-def test_tau_rows_take_the_best_complete_count_mode():
+def test_published_protocol_sizes():
+    """The published command's plan: 7 tuned families x 4 configurations x
+    2 seeds, and 8 final rows x 5 seeds x 2 data seeds, per optimiser."""
     tool = load_tool()
-    args = tool.parse_args(['--losses', 'arb-batch', 'arb-ema', 'arb-tau'])
+    args = tool.parse_args(['--tune-seeds', '2', '--final-seeds', '5',
+                            '--data-seeds', '2', '--optimizers', 'adamw',
+                            'sgd'])
 
-    def ok(miou):
-        return dict(status='ok', summary=dict(mIoU=miou))
+    class F:
+        def __init__(self, n):
+            self.losses, self.unavailable = [0] * n, ''
 
-    failed = dict(status='failed')
-    results = {'arb-batch/seed0': ok(20), 'arb-batch/seed1': ok(22),
-               'arb-ema/seed0': ok(30)}
-    assert tool.choose_tau_mode(args, results, range(2)) is None  # waits
-    results['arb-ema/seed1'] = failed  # one lucky seed does not win
-    assert tool.choose_tau_mode(args, results, range(2)) == 'batch'
-    everything_failed = {k: failed for k in results}
-    assert tool.choose_tau_mode(args, everything_failed, range(2)) == ''
+    families = [F(1)] + [F(4) for _ in range(7)]
+    assert tool.planned_runs(args, families) == dict(tune=112, final=160)
+    proto = tool.protocol(args)
+    assert proto['final_seeds'] == [100, 101, 102, 103, 104]
+    assert proto['data_seeds'] == [0, 1] and proto['tune_seeds'] == [0, 1]
