@@ -72,7 +72,9 @@ class DemoProgressBar(Hook):
                          outputs=None) -> None:
         self.bar.update()
         if outputs and 'loss' in outputs:
-            self.bar.set_postfix(loss=f"{float(outputs['loss']):.3f}")
+            # The loss still holds its graph: read it detached.
+            loss = float(outputs['loss'].detach())
+            self.bar.set_postfix(loss=f'{loss:.3f}')
 
     def after_train(self, runner) -> None:
         self.bar.close()

@@ -55,8 +55,10 @@ def check_amp_device() -> None:
     Raises:
         UsageError: If no such device is available.
     """
-    from mmengine.device import get_device
-    if get_device() == 'cpu':
+    from mmengine import device
+    checks = ('is_cuda_available', 'is_npu_available', 'is_mlu_available',
+              'is_musa_available')  # AmpOptimWrapper's assertion
+    if not any(getattr(device, c, lambda: False)() for c in checks):
         raise UsageError(
             'AMP (--amp, or AmpOptimWrapper in the config) needs a GPU: '
             "mmengine's AmpOptimWrapper autocasts to float16 on CUDA (or "
