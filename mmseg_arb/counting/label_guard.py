@@ -89,10 +89,12 @@ class LabelRangeGuard(nn.Module):
         self._iteration: Optional[int] = None
         self._files: Sequence[str] = ()
 
-    def set_step(self, iteration: int, files: Sequence[str] = ()) -> None:
+    def set_step(self, iteration: Optional[int],
+                 files: Sequence[str] = ()) -> None:
         """Name the training step about to run, for the messages:
-        ``iteration`` (1-based, as mmengine logs it) and the label (or
-        image) file of each sample of the batch, in batch order."""
+        ``iteration`` (1-based, as mmengine logs it; None: outside a
+        training loop) and the label (or image) file of each sample of the
+        batch, in batch order."""
         self._iteration = iteration
         self._files = tuple(files)
 

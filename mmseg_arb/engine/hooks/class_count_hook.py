@@ -76,22 +76,25 @@ class ClassCountHook(Hook):
         if interval is not None and interval < 1:
             raise ValueError(f'interval must be >= 1, got {interval}')
         self.interval = interval
+        self._guards = []
 
     def before_train(self, runner) -> None:
         if self.interval is None:
             loggers = [h for h in runner.hooks if isinstance(h, LoggerHook)]
             self.interval = loggers[0].interval if loggers else 50
         data_root = dataset_root(runner.train_dataloader.dataset)
+        self._guards = []
         for _, estimator in estimators(runner.model):
             estimator.resolve_prior(data_root)
             estimator.label_guard.read_by_hook = True
+            self._guards.append(estimator.label_guard)
 
     def before_train_iter(self, runner, batch_idx: int,
                           data_batch=None) -> None:
         begin_step()
         files = batch_files(data_batch)
-        for _, estimator in estimators(runner.model):
-            estimator.label_guard.set_step(runner.iter + 1, files)
+        for guard in self._guards:
+            guard.set_step(runner.iter + 1, files)
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs=None) -> None:
@@ -104,8 +107,9 @@ class ClassCountHook(Hook):
         try:
             self._check(runner, runner.iter)  # the loop has counted it
         finally:  # the model may be used on without this runner
-            for _, estimator in estimators(runner.model):
-                estimator.label_guard.read_by_hook = False
+            for guard in self._guards:
+                guard.read_by_hook = False
+                guard.set_step(None)
 
     @staticmethod
     def _check(runner, iteration: int) -> None:
