@@ -154,7 +154,7 @@ def test_per_class_table_in_the_log_file_and_on_the_console_if_asked(
     console = capsys.readouterr().out
     logged = log_file.read_text()
     row = next(line for line in logged.splitlines()
-               if line.startswith('| d '))  # the rarest class's row
+               if line.split('|')[1:2] == ['   d   '])  # the rarest class
     assert 'per class results (groups by training statistics):' in logged
     assert (row in console) == console_table
     if not console_table:
