@@ -180,8 +180,8 @@ def test_the_wheel_declares_what_it_needs(installed):
     assert _version(bin_dir / 'python', 'torch') == torch.__version__
 
 
-def test_config_class_stats_train_test_summarize_from_the_wheel(installed,
-                                                               tmp_path):
+def test_config_class_stats_train_test_summarize_from_the_wheel(
+        installed, tmp_path):
     bin_dir, _ = installed
     cli = bin_dir / 'mmseg-arb'
     data_root = str(tmp_path / 'data')
