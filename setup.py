@@ -226,10 +226,19 @@ if __name__ == '__main__':  # as pip and setuptools run it; tests import it
             'torch>=2.1',
             'mmengine>=0.10.4,<1.0',
             'mmsegmentation>=1.2.2,<1.3',
+            # mmengine 0.10 imports pkg_resources, which setuptools 81
+            # removed; torch 2.13 asks for >= 77.
+            'setuptools>=77,<81',
+            'tqdm',
             'ftfy',
             'regex',
         ],
-        extras_require={'tests': ['pytest']},
+        extras_require={
+            # Cityscapes evaluation and test-server files (mmseg's
+            # CityscapesMetric).
+            'cityscapes': ['cityscapesscripts>=2.2'],
+            'tests': ['pytest'],
+        },
         entry_points={'console_scripts': ['mmseg-arb=mmseg_arb.cli:main']},
         license='Apache-2.0',
         zip_safe=False,

@@ -1,9 +1,11 @@
 """The README's main command: ARB-Loss against cross-entropy, on a CPU.
 
 1. writes the long-tailed dataset in the ADE20K layout (once) and its class
-   statistics (tools/class_stats.py's code),
+   statistics (mmseg-arb class-stats' code),
 2. trains the demo's small DeepLabV3+ with CE and with ARB-Loss through
-   mmengine's Runner, same schedule and seed, with GradientBalanceHook on,
+   mmengine's Runner, same schedule and seed, with GradientBalanceHook on;
+   the console shows a progress bar, mmengine's lines go to each run's log
+   file,
 3. evaluates both with LongTailIoUMetric and prints a side-by-side table
    (mIoU, head / body / tail mIoU, IoU of the five rarest classes),
 4. saves under the work dir: iou_vs_frequency.png (per-class IoU against
@@ -15,6 +17,7 @@ No download, no GPU.
     python tools/demo.py [--iters 400] [--work-dir work_dirs/demo]
 """
 import argparse
+import contextlib
 import json
 import os
 import os.path as osp
@@ -35,6 +38,7 @@ from mmseg_arb.utils.results import (SUMMARY_KEYS, code_version, load_run,
 from mmseg_arb.utils.short_run import set_iterations, use_dataset
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+_MMENGINE_CONSOLE = open(os.devnull, 'w')
 CONFIGS = {
     'CE': 'deeplabv3plus_r18-tiny_1xb8-400iter_synthetic-ade20k-128x128.py',
     'ARB':
@@ -72,7 +76,9 @@ class DemoProgressBar(Hook):
                          outputs=None) -> None:
         self.bar.update()
         if outputs and 'loss' in outputs:
-            self.bar.set_postfix(loss=f"{float(outputs['loss']):.3f}")
+            # The loss still holds its graph: read it detached.
+            loss = float(outputs['loss'].detach())
+            self.bar.set_postfix(loss=f'{loss:.3f}')
 
     def after_train(self, runner) -> None:
         self.bar.close()
@@ -92,8 +98,15 @@ def train_one(name: str, args: argparse.Namespace, data_root: str,
         dict(type='GradientBalanceHook', interval=max(1, iters // 20)),
         dict(type='DemoProgressBar', desc=f'{name:>3} training'),
     ]
-    runner = build_runner(cfg)
-    runner.train()  # validates after the last iteration
+    # mmengine's console lines (environment, the whole config, hooks, a
+    # line per logged iteration: about 600 a run) go to the run's log file
+    # only; the console keeps the progress bar (stderr) and our table.
+    # mmengine's stream handler keeps the stream it was made with, so the
+    # sink stays open for the process.
+    with contextlib.redirect_stdout(_MMENGINE_CONSOLE):
+        runner = build_runner(cfg)
+        runner.train()  # validates after the last iteration
+    print(f'{name}: log in {osp.join(runner.log_dir, runner.timestamp)}.log')
     return load_run(cfg.work_dir, name)
 
 

@@ -4,12 +4,14 @@
     mmseg-arb config NAME [--dest DIR]       NAME's config, every base merged
     mmseg-arb train NAME|PATH [options]      mmseg's tools/train.py
     mmseg-arb test NAME|PATH CKPT [options]  mmseg's tools/test.py
-    mmseg-arb summarize WORK_DIR... --out P  runs against mmseg's baselines
+    mmseg-arb summarize WORK_DIR... [--out P]  runs against mmseg's
+                                             baselines
+    mmseg-arb class-stats CONFIG             pixels per class (priors)
 
 ``train`` and ``test`` take mmseg's arguments, run with ``mmseg_arb``
 registered, and launch ``--gpus N`` processes with torchrun.
-``tools/train.py``, ``tools/test.py`` and ``tools/summarize_results.py``
-are this command under other names.
+``tools/train.py``, ``tools/test.py``, ``tools/summarize_results.py`` and
+``tools/class_stats.py`` are this command under other names.
 """
 import argparse
 import sys
@@ -17,11 +19,11 @@ from typing import Optional, Sequence
 
 from ..utils.quiet_warnings import ignore_pkg_resources_deprecation
 from ..utils.shipped_configs import ConfigNotFoundError
-from . import configs, summarize, test, train
+from . import class_stats, configs, summarize, test, train
 from .command import UsageError
 
 COMMANDS = (configs.LIST, configs.CONFIG, train.COMMAND, test.COMMAND,
-            summarize.COMMAND)
+            summarize.COMMAND, class_stats.COMMAND)
 
 
 def build_parser() -> argparse.ArgumentParser:

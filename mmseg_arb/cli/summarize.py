@@ -32,8 +32,10 @@ from .command import Command, UsageError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('work_dirs', nargs='+', help='finished runs')
     parser.add_argument('--names', nargs='+', help='row names of the runs')
-    parser.add_argument('--out', required=True,
-                        help='output path without extension')
+    parser.add_argument(
+        '--out',
+        help='output path without extension (default: results/<the work '
+        "dir's name> for one run, results/summary for several)")
     parser.add_argument(
         '--metafile',
         help='model-index file of the runs of shipped configs (default: '
@@ -89,9 +91,33 @@ def with_earlier_models(path: str, models: List[Dict]) -> List[Dict]:
     return kept + models
 
 
+def default_out(work_dirs: List[str]) -> str:
+    """``--out`` when none is given: ``results/<work dir name>`` for one
+    run, ``results/summary`` for several."""
+    if len(work_dirs) == 1:
+        return osp.join('results', osp.basename(osp.normpath(work_dirs[0])))
+    return osp.join('results', 'summary')
+
+
+def unchecked_settings(run: Dict) -> List[str]:
+    """What of a run's training could not be compared with its config
+    name's schedule, and why."""
+    training, settings = run['training'], run['settings']
+    if not training:
+        return [f"batch and iterations not checked: no training log in "
+                f"{run['work_dir']} (trained elsewhere, or its log folder "
+                f'was removed)']
+    if not settings.get('training_config'):
+        return ["batch and iterations not checked: the training's log "
+                "folder holds no dumped config (vis_data/config.py; "
+                "mmengine's LocalVisBackend writes it)"]
+    return []
+
+
 def run(args: argparse.Namespace, argv: List[str]) -> None:
     if args.names and len(args.names) != len(args.work_dirs):
         raise UsageError('--names needs one name per work dir')
+    args.out = args.out or default_out(args.work_dirs)
     names = args.names or [None] * len(args.work_dirs)
     runs = [load_run(w, n) for w, n in zip(args.work_dirs, names)]
     for r in runs:
@@ -102,9 +128,12 @@ def run(args: argparse.Namespace, argv: List[str]) -> None:
             r['baseline']['differences'] = schedule_differences(
                 name, r['training'].get('processes'),
                 settings.get('batch_size'), settings.get('max_iters'))
+            r['baseline']['unchecked'] = unchecked_settings(r)
             for difference in r['baseline']['differences']:
                 print(f"{r['name']}: {difference}: its difference to "
                       f"{r['baseline']['model']} is not the loss's alone")
+            for note in r['baseline']['unchecked']:
+                print(f"{r['name']}: {note}")
     version = code_version()
     folder = osp.dirname(args.out)
     if folder:

@@ -47,6 +47,26 @@ def launch(command: str, args: argparse.Namespace, argv: List[str]) -> str:
     return config
 
 
+def check_amp_device() -> None:
+    """``--amp`` is mmengine's ``AmpOptimWrapper``: float16 autocast with
+    loss scaling, which runs on a GPU (CUDA, or an NPU / MLU / MUSA) and
+    stops at an assertion elsewhere.
+
+    Raises:
+        UsageError: If no such device is available.
+    """
+    from mmengine import device
+    checks = ('is_cuda_available', 'is_npu_available', 'is_mlu_available',
+              'is_musa_available')  # AmpOptimWrapper's assertion
+    if not any(getattr(device, c, lambda: False)() for c in checks):
+        raise UsageError(
+            'AMP (--amp, or AmpOptimWrapper in the config) needs a GPU: '
+            "mmengine's AmpOptimWrapper autocasts to float16 on CUDA (or "
+            'NPU / MLU / MUSA) devices, and none is available here. Train on '
+            'CPU without it (float32: no --amp, '
+            'optim_wrapper.type=OptimWrapper).')
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         'config', help='config file, or the name of a shipped config')
@@ -56,7 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action='store_true',
         help='resume from the latest checkpoint in the work dir')
     parser.add_argument(
-        '--amp', action='store_true', help='automatic mixed precision')
+        '--amp', action='store_true',
+        help='automatic mixed precision (float16, needs a GPU)')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -70,6 +91,8 @@ def run(args: argparse.Namespace, argv: List[str]) -> None:
     config = launch('train', args, argv)
     cfg = load_config(config, args.cfg_options,
                       args.work_dir, args.launcher)
+    if args.amp or cfg.optim_wrapper.get('type') == 'AmpOptimWrapper':
+        check_amp_device()
     if args.amp:
         if cfg.optim_wrapper.type == 'AmpOptimWrapper':
             print_log('AMP training is already enabled in your config.',

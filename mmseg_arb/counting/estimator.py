@@ -262,7 +262,8 @@ class ClassCountEstimator(nn.Module):
                   ' or give an absolute path)')
         return (f'class_counts file {self.prior_file!r} not found in the '
                 f'working directory {os.getcwd()!r} {where}. Write it with '
-                f'"python tools/class_stats.py CONFIG", which puts it next to '
+                f'"mmseg-arb class-stats CONFIG" (the same as '
+                f'tools/class_stats.py in a clone), which puts it next to '
                 f'the data.')
 
     def _check_size(self, num_classes: int, device: torch.device) -> None:

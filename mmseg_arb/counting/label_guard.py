@@ -17,9 +17,11 @@ own) the guard reads it itself every ``interval`` training steps, one host
 read each time. CPU labels are checked at once (there is no device to
 stall), and ``policy='sync'`` checks GPU labels at once too.
 """
-from typing import Optional
+import logging
+from typing import Optional, Sequence
 
 import torch
+from mmengine.logging import print_log
 from torch import Tensor, nn
 
 from ..ops.class_count import label_masks
@@ -32,6 +34,14 @@ DEFAULT_INTERVAL = 50
 
 class LabelRangeError(ValueError):
     """Labels outside ``[0, num_classes)`` that are not ``ignore_index``."""
+
+
+def _raise(message: str) -> None:
+    """Log ``message`` as an error through mmengine's current logger (the
+    run's log file, where a runner made one) and raise it."""
+    print_log(f'LabelRangeError: {message}', logger='current',
+              level=logging.ERROR)
+    raise LabelRangeError(message)
 
 
 def _message(num_bad: int, num_classes: int, ignore_index: int,
@@ -76,6 +86,31 @@ class LabelRangeGuard(nn.Module):
         self.interval = DEFAULT_INTERVAL
         self._steps = 0
         self._context = (0, 0)
+        self._iteration: Optional[int] = None
+        self._files: Sequence[str] = ()
+
+    def set_step(self, iteration: Optional[int],
+                 files: Sequence[str] = ()) -> None:
+        """Name the training step about to run, for the messages:
+        ``iteration`` (1-based, as mmengine logs it; None: outside a
+        training loop) and the label (or image) file of each sample of the
+        batch, in batch order."""
+        self._iteration = iteration
+        self._files = tuple(files)
+
+    def _where_in_step(self, label: Tensor) -> str:
+        if self._iteration is None:
+            return ''
+        text = f' at training iteration {self._iteration}'
+        if label.dim() >= 2 and self._files and \
+                label.shape[0] == len(self._files):
+            _, invalid = label_masks(label, *self._context)
+            bad = invalid.flatten(1).any(1).nonzero().flatten().tolist()
+            names = [self._files[i] for i in bad[:8]]
+            more = f' and {len(bad) - 8} more' if len(bad) > 8 else ''
+            if names:
+                text += f', in {", ".join(names)}{more}'
+        return text
 
     def observe(self, hist_tail: Tensor, num_classes: int,
                 ignore_index: int, label: Tensor, step: bool,
@@ -104,9 +139,11 @@ class LabelRangeGuard(nn.Module):
                 reads_are_free(hist_tail.device):
             num_bad = int(hist_tail[0])
             if num_bad:
-                raise LabelRangeError(_message(
+                where = self._where_in_step(label) if step else ''
+                _raise(_message(
                     num_bad, num_classes, ignore_index,
-                    _offending_values(label, num_classes, ignore_index)))
+                    _offending_values(label, num_classes, ignore_index) +
+                    where))
         elif step and not self.read_by_hook:
             self._count_step()
 
@@ -118,13 +155,16 @@ class LabelRangeGuard(nn.Module):
         if self._steps % self.interval == 0:
             self.check()
 
-    def check(self, where: str = '') -> None:
+    def check(self, where: str = '',
+              iteration: Optional[int] = None) -> None:
         """Read the accumulated bad-label count (one host read) and raise
         :class:`LabelRangeError` if there is any.
 
         Args:
             where (str): Names the loss in the message (e.g. the module
                 path), for models with several.
+            iteration (int, optional): The training iteration of the read,
+                for the message.
         """
         num_bad, above, below = self.bad_labels.tolist()
         if not num_bad:
@@ -138,9 +178,12 @@ class LabelRangeGuard(nn.Module):
                   if values else ' (none on this rank; see the other ranks)')
         if where:
             detail += f' in the labels of {where}'
-        detail += (', counted on the GPU since training started; '
-                   "label_check='sync' stops at the first bad batch")
-        raise LabelRangeError(_message(num_bad, *self._context, detail))
+        detail += ', counted on the GPU since training started'
+        if iteration is not None:
+            detail += f' and read at iteration {iteration}'
+        detail += ("; label_check='sync' stops at the first bad batch and "
+                   'names its files')
+        _raise(_message(num_bad, *self._context, detail))
 
 
 def check_labels_now(label: Tensor, num_classes: int,
@@ -150,9 +193,8 @@ def check_labels_now(label: Tensor, num_classes: int,
     _, invalid = label_masks(label, num_classes, ignore_index)
     num_bad = int(invalid.sum())
     if num_bad:
-        raise LabelRangeError(
-            _message(num_bad, num_classes, ignore_index,
-                     _offending_values(label, num_classes, ignore_index)))
+        _raise(_message(num_bad, num_classes, ignore_index,
+                        _offending_values(label, num_classes, ignore_index)))
 
 
 def _offending_values(label: Optional[Tensor], num_classes: int,

@@ -1,7 +1,7 @@
 """Reading and checking per-class pixel counts (priors and class statistics).
 
 A class-statistics file is JSON: either a plain list of counts, or an object
-whose ``"counts"`` entry is that list (the format ``tools/class_stats.py``
+whose ``"counts"`` entry is that list (the format ``mmseg-arb class-stats``
 writes, with ``class_names``, ``dataset`` and ``num_images`` beside it).
 """
 import json

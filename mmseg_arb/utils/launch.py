@@ -34,6 +34,9 @@ def prepare_cpu_distributed(cfg: Config) -> None:
     group and gives DDP a GPU ``device_ids``; a CPU-only torch has neither.
     So the gloo group is started here (mmengine then uses it as is) and DDP
     is told to use no device ids, unless the config sets its own wrapper.
+    ``env_cfg.dist_cfg.backend`` is set to ``'gloo'`` too, so that the
+    runtime environment at the top of the log names the backend that runs
+    (mmseg's configs say ``'nccl'``).
     """
     import torch
     import torch.distributed as dist
@@ -41,6 +44,8 @@ def prepare_cpu_distributed(cfg: Config) -> None:
         return
     if not dist.is_initialized():
         dist.init_process_group(backend='gloo')
+    env_cfg = cfg.setdefault('env_cfg', {})
+    env_cfg.setdefault('dist_cfg', {})['backend'] = dist.get_backend()
     if cfg.get('model_wrapper_cfg') is None:
         cfg.model_wrapper_cfg = dict(
             type='MMDistributedDataParallel',
@@ -49,11 +54,28 @@ def prepare_cpu_distributed(cfg: Config) -> None:
             find_unused_parameters=cfg.get('find_unused_parameters', False))
 
 
+def quiet_per_class_tables(cfg: Config) -> None:
+    """``console_table=False`` for every ``LongTailIoUMetric`` of the
+    evaluators that does not set it: its per-class table (a row per class,
+    150 for ADE20K) goes to the log file, the console gets the summary."""
+    for key in ('val_evaluator', 'test_evaluator'):
+        evaluators = cfg.get(key)
+        if evaluators is None:
+            continue
+        for evaluator in (evaluators if isinstance(evaluators, list)
+                          else [evaluators]):
+            if str(evaluator.get('type', '')).split('.')[-1] == \
+                    'LongTailIoUMetric':
+                evaluator.setdefault('console_table', False)
+
+
 def build_runner(cfg: Config) -> Runner:
     """``Runner.from_cfg``, or the registered runner ``cfg.runner_type``,
-    with ``ClassCountHook`` among the hooks (CPU-only distributed runs get
-    their gloo group first)."""
+    with ``ClassCountHook`` among the hooks, per-class tables kept off the
+    console (:func:`quiet_per_class_tables`) and CPU-only distributed runs
+    given their gloo group first."""
     cfg.custom_hooks = with_class_count_hook(cfg.get('custom_hooks'))
+    quiet_per_class_tables(cfg)
     prepare_cpu_distributed(cfg)
     if 'runner_type' not in cfg:
         return Runner.from_cfg(cfg)

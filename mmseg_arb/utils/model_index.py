@@ -5,10 +5,10 @@ request or a leaderboard entry.
 Each model is one run: its name and config are the shipped config's, its
 metrics the run's (mIoU, head / body / tail mIoU, mAcc, aAcc; those it has
 as numbers), its training resources and batch size the run's own (from
-mmengine's logs and the config the run dumped), its weights the run's
-checkpoint path (to be replaced by the URL once uploaded); dataset and
-architecture are those of the mmseg model it changes the loss of, when
-mmseg publishes that model.
+mmengine's logs and the config the training dumped into its log folder),
+its weights the run's checkpoint path (to be replaced by the URL once
+uploaded); dataset and architecture are those of the mmseg model it changes
+the loss of, when mmseg publishes that model.
 """
 import math
 from typing import Dict, List, Optional
@@ -41,12 +41,12 @@ def model_entry(run: Dict, config: str, baseline: Dict) -> Dict:
             ``configs/deeplabv3plus/<name>.py``.
         baseline: The run's :func:`mmseg_arb.utils.baselines.find_baseline`.
     """
-    settings = run['settings']  # from the config the run dumped
+    settings = run['settings']  # from the configs the run dumped
     training = run.get('training') or {}
     dataset = baseline.get('dataset') or \
-        settings['dataset_type'].replace('Dataset', '')
+        (settings.get('dataset_type') or '').replace('Dataset', '')
     metadata = {'Training Data': dataset}
-    if training:
+    if training and settings.get('batch_size'):
         metadata['Batch Size'] = \
             settings['batch_size'] * training['processes']
     if baseline.get('architecture'):

@@ -57,24 +57,60 @@ def _environment(log: str) -> Dict[str, str]:
     return env
 
 
+# Lines of mmengine's text log that only training writes (CheckpointHook
+# before training and at each save, LoggerHook's training records): a run
+# shorter than the logger interval has no training records, but these.
+TRAINING_MARKS = ('Checkpoints will be saved to', 'Saving checkpoint at',
+                  'Iter(train)', 'Epoch(train)')
+
+
+def _is_training_folder(folder: str) -> bool:
+    stamp = osp.basename(folder)
+    scalars = osp.join(folder, 'vis_data', 'scalars.json')
+    if osp.exists(scalars) and any('loss' in r for r in _records(scalars)):
+        return True
+    log = osp.join(folder, f'{stamp}.log')
+    if not osp.exists(log):
+        return False
+    with open(log, errors='replace') as f:
+        return any(mark in line for line in f for mark in TRAINING_MARKS)
+
+
+def _dumped_config(folder: str) -> Optional[str]:
+    """The config a run's process used, as mmengine's visualizer dumped it
+    into its own log folder (the work dir's top-level copy is rewritten by
+    every later train or test call into the same work dir)."""
+    path = osp.join(folder, 'vis_data', 'config.py')
+    return path if osp.exists(path) else None
+
+
+def _log_folder_of(metrics_file: str) -> str:
+    folder = osp.dirname(metrics_file)
+    return osp.dirname(folder) if osp.basename(folder) == 'vis_data' \
+        else folder
+
+
 def training_resources(work_dir: str) -> Dict:
-    """How a run trained, from its newest log folder with training records.
+    """How a run trained, from its newest log folder of a training run
+    (one with training records, or, for a run shorter than the logger
+    interval, training lines in its text log).
 
     Returns:
         dict: ``processes`` (mmengine's world size), ``device`` (the GPU
         names, or ``'CPU'``), ``memory_gb`` (peak memory mmengine logged for
-        one process; None on CPU) and ``log`` (the training scalars); empty
-        if the work dir has no training log.
+        one process; None on CPU or without training records), ``log`` (the
+        training scalars, else the text log) and ``config`` (the config the
+        training dumped into its log folder, None if it did not); empty if
+        the work dir has no training log.
     """
     for folder in _log_folders(work_dir):
         stamp = osp.basename(folder)
-        scalars = osp.join(folder, 'vis_data', 'scalars.json')
         log = osp.join(folder, f'{stamp}.log')
-        if not (osp.exists(scalars) and osp.exists(log)):
+        if not (osp.exists(log) and _is_training_folder(folder)):
             continue
-        train = [r for r in _records(scalars) if 'loss' in r]
-        if not train:
-            continue
+        scalars = osp.join(folder, 'vis_data', 'scalars.json')
+        train = [r for r in _records(scalars) if 'loss' in r] \
+            if osp.exists(scalars) else []
         env = _environment(log)
         gpus = [v for k, v in env.items() if re.fullmatch(r'GPU [\d,]+', k)]
         memory = [r['memory'] for r in train if 'memory' in r]
@@ -82,17 +118,17 @@ def training_resources(work_dir: str) -> Dict:
             'processes': int(env.get('GPU number', 1)),
             'device': ' + '.join(gpus) if gpus else 'CPU',
             'memory_gb': round(max(memory) / 1024, 1) if memory else None,
-            'log': scalars,
+            'log': scalars if train else log,
+            'config': _dumped_config(folder),
         }
     return {}
 
 
 def dumped_settings(config: str) -> Dict:
-    """What a comparison with a published result depends on, from the
-    config a run dumped to its work dir (the last tools/train.py or
-    tools/test.py call's): ``tta`` (tested with test-time augmentation),
-    ``load_from`` (the checkpoint a test loaded), ``batch_size`` (per
-    process), ``max_iters`` and ``dataset_type`` (of the training set)."""
+    """What a comparison with a published result depends on, from a dumped
+    config: ``tta`` (tested with test-time augmentation), ``load_from``
+    (the checkpoint a test loaded), ``batch_size`` (per process),
+    ``max_iters`` and ``dataset_type`` (of the training set)."""
     from mmengine.config import Config
     cfg = Config.fromfile(config, import_custom_modules=False)
     model_type = str(cfg.get('model', {}).get('type', ''))
@@ -106,12 +142,35 @@ def dumped_settings(config: str) -> Dict:
     }
 
 
+def run_settings(work_dir: str, metrics_file: str,
+                 training: Dict) -> Dict:
+    """:func:`dumped_settings` of a run, each from the config that decided
+    it: ``tta`` and ``load_from`` from the config of the call that wrote
+    ``metrics_file``; ``batch_size`` and ``max_iters`` from the training's
+    own (``training['config']``), never from a later test's, and None when
+    the training's config is not found (``training_config`` says which
+    file they came from)."""
+    configs = sorted(glob.glob(osp.join(work_dir, '*.py')))
+    top = configs[0] if configs else None
+    evaluated = _dumped_config(_log_folder_of(metrics_file)) or top
+    settings = dumped_settings(evaluated) if evaluated else {}
+    trained_config = training.get('config')
+    trained = dumped_settings(trained_config) if trained_config else {}
+    settings.update(batch_size=trained.get('batch_size'),
+                    max_iters=trained.get('max_iters'),
+                    training_config=trained_config)
+    if trained.get('dataset_type'):
+        settings['dataset_type'] = trained['dataset_type']
+    return settings
+
+
 def load_run(work_dir: str, name: Optional[str] = None) -> Dict:
     """Metrics, per-class IoU, config and checkpoint of one finished run.
 
     The checkpoint is the one a ``tools/test.py`` call evaluated when the
     metrics are that call's (the ``load_from`` of the config it dumped),
-    else the work dir's last one.
+    else the work dir's last one. Batch size and iterations are the
+    training's (:func:`run_settings`).
 
     Raises:
         FileNotFoundError: If the work dir holds no metrics with ``mIoU``.
@@ -125,11 +184,12 @@ def load_run(work_dir: str, name: Optional[str] = None) -> Dict:
             break
     if metrics is None:
         raise FileNotFoundError(f'{work_dir}: no evaluation with mIoU found '
-                                f'(run tools/test.py or validate first)')
+                                f'(run mmseg-arb test or validate first)')
     per_class = {k[len('IoU.'):]: v for k, v in metrics.items()
                  if k.startswith('IoU.')}
     configs = sorted(glob.glob(osp.join(work_dir, '*.py')))
-    settings = dumped_settings(configs[0]) if configs else {}
+    training = training_resources(work_dir)
+    settings = run_settings(work_dir, source, training)
     checkpoint = None
     last = osp.join(work_dir, 'last_checkpoint')
     tested = not source.endswith('scalars.json')
@@ -148,7 +208,7 @@ def load_run(work_dir: str, name: Optional[str] = None) -> Dict:
         'checkpoint': checkpoint,
         'tta': tested and bool(settings.get('tta')),
         'settings': settings,
-        'training': training_resources(work_dir),
+        'training': training,
     }
 
 
@@ -200,6 +260,8 @@ def _baseline_source(run: Dict) -> str:
     if baseline.get('differences'):
         source += '; not comparable as is: ' + '; '.join(
             baseline['differences'])
+    if baseline.get('unchecked'):
+        source += '; ' + '; '.join(baseline['unchecked'])
     return source
 
 

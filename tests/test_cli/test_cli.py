@@ -133,3 +133,21 @@ def test_the_cli_prints_no_pkg_resources_deprecation(tmp_path):
     assert quiet.returncode == 0, quiet.stderr
     assert quiet.stderr == ''
     assert quiet.stdout == f'wrote {tmp_path}/{NAME}.py\n'
+
+
+def test_amp_on_cpu_is_a_usage_error_before_mmengine(capsys, monkeypatch):
+    import torch
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    config = osp.join(CONFIGS, 'demo', 'deeplabv3plus_r18-tiny_arb_1xb8-'
+                      '400iter_synthetic-ade20k-128x128.py')
+    with pytest.raises(SystemExit) as exit_:
+        main(['train', config, '--amp'])
+    assert exit_.value.code == 2
+    assert 'AMP (--amp, or AmpOptimWrapper in the config) needs a GPU' in \
+        capsys.readouterr().err
+
+
+def test_summarize_out_defaults_under_results():
+    from mmseg_arb.cli.summarize import default_out
+    assert default_out(['work_dirs/arb/']) == osp.join('results', 'arb')
+    assert default_out(['a', 'b']) == osp.join('results', 'summary')

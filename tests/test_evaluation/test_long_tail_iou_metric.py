@@ -126,3 +126,50 @@ def test_two_process_merge_equals_single_process(tmp_path):
     expected = single.evaluate(size=2)
     for result in merged:  # mmengine broadcasts rank 0's result
         assert result == pytest.approx(expected, nan_ok=True)
+
+
+def test_a_missing_class_counts_file_names_the_key_and_the_path(
+        tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as error:
+        LongTailIoUMetric(class_counts='data/ade/class_stats_train.json')
+    message = str(error.value)
+    assert 'class_counts' in message and 'val_evaluator' in message
+    assert repr(str(tmp_path / 'data' / 'ade' / 'class_stats_train.json')) \
+        in message
+    assert 'mmseg-arb class-stats CONFIG' in message
+
+
+@pytest.mark.parametrize('console_table', [True, False])
+def test_per_class_table_in_the_log_file_and_on_the_console_if_asked(
+        console_table, tmp_path, capsys):
+    from mmengine.logging import MMLogger
+    log_file = tmp_path / 'run.log'
+    MMLogger.get_instance(f'table_{console_table}', log_file=str(log_file))
+    metric = LongTailIoUMetric(class_counts=[1000, 100, 10, 1],
+                               console_table=console_table)
+    metric.dataset_meta = dict(classes=CLASSES)
+    metric.process({}, SAMPLES)
+    metric.compute_metrics(metric.results)
+    console = capsys.readouterr().out
+    logged = log_file.read_text()
+    row = next(line for line in logged.splitlines()
+               if line.split('|')[1:2] == ['   d   '])  # the rarest class
+    assert 'per class results (groups by training statistics):' in logged
+    assert (row in console) == console_table
+    if not console_table:
+        assert f'per class results: in {log_file}' in console
+
+
+def test_our_runners_keep_the_table_off_the_console_unless_configured():
+    from mmengine.config import Config
+
+    from mmseg_arb.utils.launch import quiet_per_class_tables
+    cfg = Config(dict(
+        val_evaluator=dict(type='LongTailIoUMetric'),
+        test_evaluator=[dict(type='LongTailIoUMetric', console_table=True),
+                        dict(type='IoUMetric')]))
+    quiet_per_class_tables(cfg)
+    assert cfg.val_evaluator.console_table is False
+    assert cfg.test_evaluator[0].console_table is True  # the user's say
+    assert 'console_table' not in cfg.test_evaluator[1]

@@ -18,6 +18,16 @@ def test_short_demo_prints_the_table_and_saves_the_plots(tmp_path):
     # Our lines first, not setuptools' notice to mmengine (four copies).
     assert out.startswith(f'generating the dataset in {data_root}')
     assert 'pkg_resources is deprecated' not in result.stderr
+    assert 'Converting a tensor with requires_grad=True' not in \
+        result.stderr
+    # mmengine's lines (the per-class tables among them) are in the runs'
+    # logs, not on the console, which says where they are.
+    assert 'per class results (groups by' not in out
+    assert 'Config:' not in out and len(out.splitlines()) < 40, out
+    assert f"CE: log in {work_dir / 'ce'}" in out
+    for run in ('ce', 'arb'):
+        log = next((work_dir / run).glob('2*/2*.log')).read_text()
+        assert 'per class results (groups by training statistics)' in log
     header = next(line for line in out.splitlines()
                   if line.split()[:3] == ['CE', 'ARB', 'ARB-CE'])
     rows = out[out.index(header):].splitlines()[1:12]

@@ -5,6 +5,7 @@ processes. Slow-ish (about a minute each); they run in CI all the same."""
 import glob
 import os
 import os.path as osp
+import re
 import subprocess
 import sys
 
@@ -130,7 +131,10 @@ def test_test_tool_evaluates_a_checkpoint(datasets, tmp_path):
 
 
 def test_dist_train_two_processes_on_cpu(datasets, tmp_path):
+    """Two processes on CPU run gloo, and the log says so, whatever backend
+    the config names (mmseg's runtime config says nccl)."""
     cfg = _runner_cfg('ade20k-deeplabv3plus', datasets, tmp_path)
+    cfg.env_cfg.dist_cfg = dict(backend='nccl')
     cfg_path = tmp_path / 'cfg.py'
     cfg.dump(str(cfg_path))
     env = dict(os.environ, PORT=str(free_port()), PYTHON=sys.executable,
@@ -143,6 +147,9 @@ def test_dist_train_two_processes_on_cpu(datasets, tmp_path):
     assert result.returncode == 0, log[-3000:]
     assert 'Iter(train) [4/4]' in log
     assert glob.glob(str(tmp_path / 'dist' / 'iter_4.pth'))
+    runtime = log[log.index('Runtime environment:'):
+                  log.index('Distributed launcher')]
+    assert "dist_cfg: {'backend': 'gloo'}" in runtime, runtime
 
 
 def _trained(family, datasets, work_dir):
@@ -322,10 +329,29 @@ def test_bad_labels_of_the_last_iterations_stop_training(datasets, tmp_path,
     after reduce_zero_label, beyond its 150 classes) is counted on the
     device, as on a GPU, and read by ClassCountHook where mmengine logs and
     at the end: with a logging interval longer than the run, the end."""
+    from mmseg_arb.counting import LabelRangeError, label_guard
+    monkeypatch.setattr(label_guard, 'reads_are_free', lambda device: False)
+    cfg = _bad_label_run(datasets, tmp_path)
+    with pytest.raises(LabelRangeError) as error:
+        build_runner(cfg).train()
+    message = str(error.value)
+    assert 'outside [0, 150)' in message and 'as high as 200' in message
+    assert 'in the labels of decode_head.loss_decode' in message
+    assert 'read at iteration 4' in message
+    # In the run's log too, not only in the traceback.
+    log, = glob.glob(str(tmp_path / 'work' / '2*' / '2*.log'))
+    with open(log) as f:
+        assert 'read at iteration 4' in f.read()
+
+
+def _bad_label_run(datasets, tmp_path) -> Config:
+    """A shrunk DeepLabV3+ run on a copy of the ADE20K data whose
+    ADE_train_00000003.png holds the value 201 (200 after
+    reduce_zero_label, beyond the 150 classes), with a logging interval
+    longer than the run."""
     import shutil
 
     import cv2
-    from mmseg_arb.counting import LabelRangeError, label_guard
     data_root = str(tmp_path / 'bad_ade20k')
     shutil.copytree(datasets['ade20k'], data_root)
     annotation = osp.join(data_root, 'annotations', 'training',
@@ -333,7 +359,6 @@ def test_bad_labels_of_the_last_iterations_stop_training(datasets, tmp_path,
     label = cv2.imread(annotation, cv2.IMREAD_UNCHANGED)
     label[0, :5] = 201
     cv2.imwrite(annotation, label)
-    monkeypatch.setattr(label_guard, 'reads_are_free', lambda device: False)
     cfg = Config.fromfile(osp.join(CONFIGS, FAMILIES['ade20k-deeplabv3plus']))
     cfg = shrink_for_cpu(cfg, data_root, str(tmp_path / 'work'), iters=4)
     cfg.default_hooks.logger.interval = 10
@@ -341,8 +366,22 @@ def test_bad_labels_of_the_last_iterations_stop_training(datasets, tmp_path,
         t for t in cfg.train_dataloader.dataset.pipeline
         if t.type not in ('RandomResize', 'RandomCrop', 'RandomFlip')
     ][:2] + [dict(type='Resize', scale=(64, 64)), dict(type='PackSegInputs')]
+    return cfg
+
+
+def test_bad_labels_checked_in_their_step_name_iteration_and_file(
+        datasets, tmp_path):
+    """On CPU the labels are checked in their own step: the error names the
+    iteration and the label file of the offending sample (not the other
+    sample of its batch), and is in the run's log."""
+    from mmseg_arb.counting import LabelRangeError
+    cfg = _bad_label_run(datasets, tmp_path)
     with pytest.raises(LabelRangeError) as error:
         build_runner(cfg).train()
     message = str(error.value)
-    assert 'outside [0, 150)' in message and 'as high as 200' in message
-    assert 'in the labels of decode_head.loss_decode' in message
+    assert re.search(r'at training iteration [1-4], in \S+'
+                     r'ADE_train_00000003\.png\. ', message), message
+    assert message.count('ADE_train_') == 1
+    log, = glob.glob(str(tmp_path / 'work' / '2*' / '2*.log'))
+    with open(log) as f:
+        assert 'ADE_train_00000003.png' in f.read()

@@ -146,3 +146,79 @@ def test_runs_against_mmseg_baselines_and_their_metafile(tmp_path):
     assert refused.returncode != 0
     assert 'is no ARB-Loss metafile' in refused.stderr
     assert foreign.read_text() == 'Models: []\n'
+
+
+def test_training_settings_survive_a_test_into_the_same_work_dir(tmp_path):
+    """The README's sequence: train with a shorter schedule and a smaller
+    batch than the config file says (here 2 iterations, fewer than the
+    logger interval), test the checkpoint into the same work dir (which
+    rewrites the work dir's config with the file's settings), summarize
+    without --out. The batch and iterations are the training's."""
+    name = 'segformer_mit-b0_arb_8xb2-160k_ade20k-512x512'
+    data_root = str(tmp_path / 'data')
+    generate_dataset(data_root, SyntheticSpec(
+        layout='ade20k', num_train=4, num_val=2, height=64, width=64,
+        rarest_share=2e-3, seed=1), progress=False)
+    work_dir = tmp_path / 'work'
+    cfg = shrink_for_cpu(
+        Config.fromfile(osp.join(CONFIGS, 'segformer', f'{name}.py')),
+        data_root, str(work_dir), iters=160000)
+    cfg.default_hooks.logger.interval = 50
+    config = tmp_path / 'configs' / f'{name}.py'  # the shipped name
+    config.parent.mkdir()
+    cfg.dump(str(config))
+
+    def tool(*args):
+        result = subprocess.run([sys.executable, *args], capture_output=True,
+                                text=True, timeout=600, cwd=str(tmp_path))
+        assert result.returncode == 0, (result.stdout +
+                                        result.stderr)[-3000:]
+        return result.stdout
+
+    tool(osp.join(ROOT, 'tools', 'train.py'), str(config), '--work-dir',
+         str(work_dir), '--cfg-options', 'train_dataloader.batch_size=1',
+         'train_cfg.max_iters=2')
+    tool(osp.join(ROOT, 'tools', 'test.py'), str(config),
+         str(work_dir / 'iter_2.pth'), '--work-dir', str(work_dir))
+    # The work dir's config is now the test's: batch 2, 160k iterations.
+    assert Config.fromfile(str(work_dir / f'{name}.py')) \
+        .train_dataloader.batch_size == 2
+
+    out = tool(osp.join(ROOT, 'tools', 'summarize_results.py'),
+               str(work_dir))
+    assert 'work: trained with a total batch of 1x1 (the name says 8x2)' \
+        in out
+    assert 'trained 2 iterations (the name says 160000)' in out
+    assert 'not checked' not in out
+    with open(tmp_path / 'results' / 'work.json') as f:
+        run = json.load(f)['runs'][0]
+    assert run['settings']['batch_size'] == 1
+    assert run['settings']['max_iters'] == 2
+    assert run['checkpoint'] == str(work_dir / 'iter_2.pth')
+    with open(tmp_path / 'results' / 'metafile.yaml') as f:
+        model = yaml.safe_load(f)['Models'][0]
+    assert model['Metadata']['Batch Size'] == 1
+
+
+def test_a_batch_that_cannot_be_checked_is_said(tmp_path):
+    """A training log folder without the dumped config: the comparison is
+    listed with a note, not as if the schedule had been checked."""
+    name = 'segformer_mit-b0_arb_8xb2-160k_ade20k-512x512'
+    work_dir = tmp_path / 'run'
+    folder = work_dir / '20261128_120000'
+    os.makedirs(folder / 'vis_data')
+    (folder / '20261128_120000.log').write_text(
+        '    GPU number: 1\n'
+        'mmengine - INFO - Checkpoints will be saved to /somewhere.\n')
+    (folder / 'vis_data' / 'scalars.json').write_text(
+        json.dumps({'mIoU': 12.5}) + '\n')
+    (work_dir / f'{name}.py').write_text('model = dict()\n')
+    result = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'tools', 'summarize_results.py'),
+         str(work_dir), '--out', str(tmp_path / 'r')],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'run: batch and iterations not checked: the training\'s log ' \
+        'folder holds no dumped config' in result.stdout
+    assert 'batch and iterations not checked' in \
+        (tmp_path / 'r.md').read_text()

@@ -80,8 +80,45 @@ def test_a_test_call_names_the_checkpoint_it_loaded_and_its_tta(tmp_path):
     found = load_run(run)
     assert found['checkpoint'] == '/ckpt/best_mIoU_iter_400.pth'
     assert found['tta']
-    assert found['settings']['batch_size'] == 4
-    assert found['settings']['max_iters'] == 80000
+    # No training log in the work dir: how it trained is not guessed from
+    # the test's config.
+    assert found['settings']['batch_size'] is None
+    assert found['settings']['max_iters'] is None
+
+
+def test_batch_and_iterations_are_the_trainings_own(tmp_path):
+    """The training's dumped config (its log folder's vis_data/config.py)
+    decides batch and iterations, not the top-level config a later test
+    rewrote; the training folder is found by its log lines when the run was
+    shorter than the logger interval (no training records)."""
+    run = fake_run(tmp_path, 'r', '20261127_120000', {'mIoU': 1.0},
+                   'iter_2.pth')
+    trained = tmp_path / 'r' / '20261127_120000'
+    (trained / 'vis_data' / 'scalars.json').write_text('{"mIoU": 1.0}\n')
+    (trained / '20261127_120000.log').write_text(
+        '    GPU number: 2\n'
+        'mmengine - INFO - Checkpoints will be saved to /w.\n')
+    (trained / 'vis_data' / 'config.py').write_text(
+        "train_dataloader = dict(batch_size=1, dataset=dict(type='A'))\n"
+        'train_cfg = dict(max_iters=2)\n')
+    tested = tmp_path / 'r' / '20261128_090000'
+    os.makedirs(tested / 'vis_data')
+    (tested / '20261128_090000.log').write_text('    GPU number: 1\n')
+    (tested / '20261128_090000.json').write_text('{"mIoU": 2.0}\n')
+    (tested / 'vis_data' / 'config.py').write_text(
+        "load_from = '/w/iter_2.pth'\n"
+        "train_dataloader = dict(batch_size=4, dataset=dict(type='A'))\n"
+        'train_cfg = dict(max_iters=80000)\n')
+    (tmp_path / 'r' / 'r_cfg.py').write_text(
+        (tested / 'vis_data' / 'config.py').read_text())
+    found = load_run(run)
+    assert found['summary'] == {'mIoU': 2.0}
+    assert found['checkpoint'] == '/w/iter_2.pth'
+    assert found['settings']['batch_size'] == 1
+    assert found['settings']['max_iters'] == 2
+    assert found['settings']['training_config'] == \
+        str(trained / 'vis_data' / 'config.py')
+    assert found['training']['processes'] == 2
 
 
 def test_training_resources_from_mmengine_logs(tmp_path):
@@ -112,5 +149,5 @@ def test_training_resources_from_mmengine_logs(tmp_path):
     (test / 'vis_data' / 'scalars.json').write_text('{"mIoU": 41.0}\n')
     assert training_resources(str(tmp_path)) == {
         'processes': 4, 'device': 'NVIDIA H200', 'memory_gb': 10.6,
-        'log': str(train / 'vis_data' / 'scalars.json')}
+        'log': str(train / 'vis_data' / 'scalars.json'), 'config': None}
     assert training_resources(str(test)) == {}

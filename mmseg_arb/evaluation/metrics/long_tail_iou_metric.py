@@ -1,4 +1,7 @@
 """IoU metric with the long-tail view: mIoU over head / body / tail classes."""
+import logging
+import os
+import os.path as osp
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence
 
@@ -65,7 +68,7 @@ class LongTailIoUMetric(IoUMetric):
 
     Args:
         class_counts (list | str, optional): Training pixel counts per
-            class, or a class-statistics JSON (``tools/class_stats.py``).
+            class, or a class-statistics JSON (``mmseg-arb class-stats``).
             Without it the groups come from the evaluated labels' own
             frequencies (logged as such).
         group_boundaries (tuple[float, float], optional): Pixel shares
@@ -73,6 +76,12 @@ class LongTailIoUMetric(IoUMetric):
             thirds by frequency.
         per_class (bool): Also return ``IoU.<class>`` for every class (for
             result tables). Default: False.
+        console_table (bool): Print the per-class table on the console too,
+            as mmseg's ``IoUMetric`` does. ``False``: the table goes to the
+            run's log file only and the console gets one line saying where
+            (the summary metrics are logged as always). Default: True;
+            ``mmseg-arb train`` / ``test`` and the demo set ``False`` where
+            a config does not set it.
         **kwargs: ``IoUMetric``'s arguments (``ignore_index``,
             ``nan_to_num``, ``output_dir``, ``format_only``, ...).
     """
@@ -81,6 +90,7 @@ class LongTailIoUMetric(IoUMetric):
                  class_counts: Optional[CountsSource] = None,
                  group_boundaries: Optional[Sequence[float]] = None,
                  per_class: bool = False,
+                 console_table: bool = True,
                  **kwargs) -> None:
         kwargs.setdefault('iou_metrics', ['mIoU'])
         if list(kwargs['iou_metrics']) != ['mIoU']:
@@ -88,11 +98,12 @@ class LongTailIoUMetric(IoUMetric):
                              f"iou_metrics={kwargs['iou_metrics']}")
         super().__init__(**kwargs)
         self.class_counts = None if class_counts is None else \
-            load_class_counts(class_counts).numpy()
+            _read_class_counts(class_counts)
         self.group_boundaries = group_boundaries
         if group_boundaries is not None:
             frequency_groups(np.ones(3), group_boundaries)  # validate early
         self.per_class = per_class
+        self.console_table = console_table
 
     def compute_metrics(self, results: list) -> Dict[str, float]:
         """Overall and group metrics from the merged per-image areas."""
@@ -132,9 +143,56 @@ class LongTailIoUMetric(IoUMetric):
         for i in np.argsort(-share, kind='stable'):
             table.add_row([names[i], group_of[i], f'{share[i]:.2e}',
                            _percent(iou[i]), _percent(acc[i])])
-        print_log(f'per class results (groups by {source}):', logger)
-        print_log('\n' + table.get_string(), logger=logger)
+        title = f'per class results (groups by {source}):'
+        if self.console_table:
+            print_log(title, logger)
+            print_log('\n' + table.get_string(), logger=logger)
+        else:
+            files = _log_to_files_only(logger,
+                                       title + '\n' + table.get_string())
+            print_log(f'per class results: in {", ".join(files)}'
+                      if files else 'per class results: no log file to '
+                      'write them to (console_table=False)', logger)
         return metrics
+
+
+class _NotHere(logging.Filter):
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+
+def _log_to_files_only(logger: logging.Logger, message: str) -> List[str]:
+    """Log ``message`` at INFO to the file handlers of ``logger`` only;
+    returns their files."""
+    files = [h.baseFilename for h in logger.handlers
+             if isinstance(h, logging.FileHandler)]
+    others = [h for h in logger.handlers
+              if not isinstance(h, logging.FileHandler)]
+    muted = _NotHere()
+    for handler in others:
+        handler.addFilter(muted)
+    try:
+        logger.info(message)
+    finally:
+        for handler in others:
+            handler.removeFilter(muted)
+    return files
+
+
+def _read_class_counts(source: CountsSource) -> np.ndarray:
+    if isinstance(source, (str, os.PathLike)) and \
+            not osp.isfile(os.fspath(source)):
+        path = os.fspath(source)
+        raise FileNotFoundError(
+            f'LongTailIoUMetric: the class_counts file {path!r} of the '
+            f'evaluator (val_evaluator / test_evaluator class_counts) was not '
+            f'found: tried {osp.abspath(path)!r} (from the working directory '
+            f'{os.getcwd()!r}). Write it with "mmseg-arb class-stats CONFIG", '
+            f'which puts it at <data_root>/class_stats_train.json, and give '
+            f'that path (absolute, or from the working directory), or leave '
+            f'class_counts out to group classes by the evaluated labels.')
+    return load_class_counts(source).numpy()
 
 
 def _nanmean(values: np.ndarray) -> float:
