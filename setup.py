@@ -53,13 +53,16 @@ def _arch_tuple(version: str) -> tuple:
 def supported_archs(arch_list: str) -> tuple:
     """Split a ``TORCH_CUDA_ARCH_LIST`` ('6.1;7.0;8.6+PTX', or with spaces)
     into the entries the kernels support (compute capability >= 7.0), as
-    one string, and the list of those they do not; named entries
-    ('Ampere') are kept."""
+    one string, and the list of those they do not (torch's names
+    included: 'Pascal' goes, 'Ampere' stays)."""
     kept, dropped = [], []
     for entry in re.split(r'[;\s]+', arch_list.strip()):
         if not entry:
             continue
-        old = re.match(r'\d+\.\d+', entry) and _arch_tuple(entry) < MIN_ARCH
+        if re.match(r'\d+\.\d+', entry):
+            old = _arch_tuple(entry) < MIN_ARCH
+        else:  # torch's names: Kepler, Maxwell and Pascal are all < 7.0
+            old = entry.split('+')[0] in ('Kepler', 'Maxwell', 'Pascal')
         (dropped if old else kept).append(entry)
     return ';'.join(kept), dropped
 

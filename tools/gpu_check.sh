@@ -12,7 +12,7 @@
 # where PyPI is reachable and carry the resulting .whl/ along; they are
 # installed here with --no-index. Without them the loss baseline is mmseg's
 # CE computation and the training iteration is skipped. Meant to pass whole
-# in under 6 minutes on one GPU: the sanitizer runs are capped at 2.5
+# in under 6 minutes on one GPU: the sanitizer runs are capped at 3
 # minutes together and come last, so that the results before them are in
 # $OUT even if the device call's limit cuts them short; each step prints
 # its time, to check the rest of the budget on the card it runs on.
@@ -114,18 +114,22 @@ bench small --sections loss --shape 2 150 256 256 --dtype float32
 # scalar (one pixel a thread) path; this row measures what that costs.
 bench odd --sections loss --shape 8 19 769 769 --dtype float32 --skip-naive
 
-echo "== compute-sanitizer, memcheck on every kernel test, racecheck on the count kernel ($(( $(date +%s) - start )) s)"
+echo "== compute-sanitizer: memcheck on every kernel test, racecheck and synccheck on each kernel with shared memory ($(( $(date +%s) - start )) s)"
 # No -x: a failing test must not keep the kernels of the tests after it
 # out of memcheck. Left out: the compiled-loss tests (the same kernels as
 # the eager ones; Inductor's compile under memcheck alone would take
 # minutes) and the CUDA-graph test (the sanitizer cannot follow a replay).
 if command -v compute-sanitizer >/dev/null; then
-  for tool in memcheck racecheck; do
-    if [ $tool = memcheck ]; then
-      limit=110 tests="not compiled and not whole_loss_call"
-    else
-      limit=40 tests="count_kernel and int64"
-    fi
+  # racecheck and synccheck on one case of each kernel that shares memory
+  # within a block: count, prepare (block sums and maxima), the loss's
+  # block and one-block reductions (weighted, mean).
+  shared="(count_kernel and int64 and 150) or (prepare_kernel and cumulative) or (cpu_loss_module and 0.5)"
+  for tool in memcheck racecheck synccheck; do
+    case $tool in
+      memcheck) limit=100 tests="not compiled and not whole_loss_call" ;;
+      racecheck) limit=50 tests=$shared ;;
+      synccheck) limit=25 tests=$shared ;;
+    esac
     sanitizer_start=$(date +%s)
     timeout $limit compute-sanitizer --tool $tool --error-exitcode 9 \
       "$PY" -m pytest -q -p no:cacheprovider tests/test_ops/test_cuda_ops.py \

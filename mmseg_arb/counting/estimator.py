@@ -27,7 +27,8 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
-from ..ops.count_state import COUNT_MODES, MAX_WEIGHT_RATIO, prepare_counts
+from ..ops.count_state import (COUNT_MODES, MAX_WEIGHT_RATIO,
+                               WEIGHT_RATIO_LIMIT, prepare_counts)
 from ..utils.class_stats import CountsSource, load_class_counts
 from .label_guard import LabelRangeGuard
 from .step_histogram import step_histogram
@@ -88,9 +89,8 @@ class ClassCountEstimator(nn.Module):
             ``n^-p``, normalised to a mean of 1 over the step's labelled
             pixels (see :func:`~mmseg_arb.ops.count_class_weight`). ``0``:
             no weights. Default: 0.
-        max_weight_ratio (float): Bound of ``w_max / w_min``; counts below
-            ``n_max / max_weight_ratio^(1/p)`` weigh as that count.
-            Default: 1000.
+        max_weight_ratio (float): Bound of ``w_max / w_min``, in ``[1,
+            1e30]``: ``(n / n_max)^-p`` is capped at it. Default: 1000.
         dist_sync (bool): Sum counts across ranks when ``torch.distributed``
             is initialised. Default: True.
         share_step_counts (bool): Within a training step marked by
@@ -128,9 +128,10 @@ class ClassCountEstimator(nn.Module):
         if not 0.0 <= weight_power < float('inf'):
             raise ValueError('weight_power must be a finite number >= 0, '
                              f'got {weight_power}')
-        if not 1.0 <= max_weight_ratio < float('inf'):
-            raise ValueError('max_weight_ratio must be a finite number >= 1, '
-                             f'got {max_weight_ratio}')
+        if not 1.0 <= max_weight_ratio <= WEIGHT_RATIO_LIMIT:
+            raise ValueError(f'max_weight_ratio must be in [1, '
+                             f'{WEIGHT_RATIO_LIMIT:g}] (weights stay finite '
+                             f'in float32), got {max_weight_ratio}')
         if (prior is None) != (mode != 'prior'):
             raise ValueError("class_counts must be given exactly when "
                              f"count_mode='prior' (count_mode={mode!r})")
@@ -165,7 +166,8 @@ class ClassCountEstimator(nn.Module):
     def extra_repr(self) -> str:
         return (f'mode={self.mode!r}, num_classes={self.num_classes}, '
                 f'momentum={self.momentum}, smoothing={self.smoothing}, '
-                f'tau={self.tau}, weight_power={self.weight_power}')
+                f'tau={self.tau}, weight_power={self.weight_power}, '
+                f'max_weight_ratio={self.max_weight_ratio}')
 
     def resolve_prior(self, data_root: Optional[str]) -> None:
         """Load a relative prior file that was not found from the working
@@ -181,7 +183,7 @@ class ClassCountEstimator(nn.Module):
     def forward(self, label: Tensor, num_classes: int,
                 ignore_index: int = 255) -> Tensor:
         """Count ``label``, update the state in a training step, and return
-        the shift and the class weights of the loss.
+        the shift and the class weights of the loss, stacked.
 
         Args:
             label (Tensor): Integer labels of any shape.

@@ -15,10 +15,12 @@ from torch import Tensor
 from . import cuda_ext
 
 COUNT_MODES = ('batch', 'cumulative', 'ema', 'prior')
-# The default bound on w_max / w_min of count-driven class weights.
+# The default bound on w_max / w_min of count-driven class weights, and the
+# largest allowed (weights stay finite in float32).
 MAX_WEIGHT_RATIO = 1000.0
+WEIGHT_RATIO_LIMIT = 1e30
 
-# The log-count of an absent class. exp(z + ABSENT_CLASS_SHIFT - lse)
+# The log-count of an absent class. exp(z + ABSENT_CLASS_SHIFT - max)
 # underflows to exactly 0 for any sane logit, so the class drops out as in
 # the paper; unlike -inf it keeps a row whose classes are all absent (every
 # pixel ignored) finite, so its zero loss has zero, not NaN, gradients.
@@ -60,9 +62,10 @@ def count_class_weight(class_counts: Tensor, batch: Tensor,
                        max_weight_ratio: float = MAX_WEIGHT_RATIO) -> Tensor:
     """Class weights ``w_c ~ (n_c + smoothing)^-p`` as float32.
 
-    Bounded: counts below ``n_max / max_weight_ratio^(1/p)`` are raised to
-    it, so ``w_max / w_min <= max_weight_ratio`` for any count vector (a
-    class with one pixel in a batch, or none, gets at most that ratio).
+    Bounded: ``(n_c / n_max)^-p`` is capped at ``max_weight_ratio``, so
+    ``w_max / w_min <= max_weight_ratio`` for any count vector and power (a
+    class with one pixel in a batch, or none, weighs at most that much
+    more than the most frequent one).
     Normalised: the mean weight of the step's labelled pixels (``batch``)
     is 1, so ``loss_weight`` and learning rates keep their meaning. At
     ``p = 0`` every weight is 1 (the unweighted loss exactly); where all
@@ -73,7 +76,8 @@ def count_class_weight(class_counts: Tensor, batch: Tensor,
         batch (Tensor): ``(C,)`` labelled pixels of each class this step.
         smoothing (float): Pseudo-count added to every class.
         weight_power (float): ``p >= 0``.
-        max_weight_ratio (float): Bound of ``w_max / w_min``, ``>= 1``.
+        max_weight_ratio (float): Bound of ``w_max / w_min``, in
+            ``[1, 1e30]``.
 
     Returns:
         Tensor: float32 ``(C,)``.
@@ -84,10 +88,10 @@ def count_class_weight(class_counts: Tensor, batch: Tensor,
     if smoothing:
         n = n + smoothing
     n_max = n.max()
-    # Relative to the largest count, so that no power of a count over- or
-    # underflows: weights in [1, max_weight_ratio] before the mean.
-    relative = (n / n_max).clamp_min(max_weight_ratio**(-1.0 / weight_power))
-    weight = relative.pow(-weight_power)
+    # Relative to the largest count, and the weight (not the count) capped:
+    # weights in [1, max_weight_ratio] before the mean for any power, a
+    # zero count included (0^-p = inf becomes the cap).
+    weight = (n / n_max).pow(-weight_power).clamp_max(max_weight_ratio)
     b = batch.to(torch.float64)
     labelled = b.sum()
     mean = torch.where(labelled > 0, (b * weight).sum() / labelled, 1.0)

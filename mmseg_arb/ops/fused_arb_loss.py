@@ -26,6 +26,11 @@ class _FusedARBLoss(torch.autograd.Function):
                 class_weight: Optional[Tensor], weight: Optional[Tensor],
                 ignore_index: int, reduction: str, loss_weight: float,
                 avg_non_ignore: bool) -> Tensor:
+        if ctx.needs_input_grad[3] or ctx.needs_input_grad[4]:
+            raise ValueError(
+                'fused_arb_loss gives no gradient to class_weight or weight;'
+                ' for weights that require grad use arb_loss or ARBLoss, '
+                'which take the PyTorch path for them')
         logits, label = logits.contiguous(), label.contiguous()
         loss, softmax_stats, scale = torch.ops.mmseg_arb.arb_loss_forward(
             logits, label, shift, class_weight, weight, ignore_index,

@@ -51,6 +51,10 @@ def test_a_requested_list_loses_its_pre_volta_entries():
     assert 'compute capability 6.0, 6.1' in line
     assert cuda_arch_list('Ampere;8.0', set(), '', '') == ('Ampere;8.0',
                                                          None)
+    # torch's names of pre-Volta families expand to sm_3x to sm_6x.
+    arch_list, line = cuda_arch_list('Pascal;Maxwell+Tegra;Volta', set(), '',
+                                     '')
+    assert arch_list == 'Volta' and 'Pascal, Maxwell+Tegra' in line
 
 
 def test_visible_gpus_older_than_volta_are_not_built_for():

@@ -356,7 +356,7 @@ def test_ops_agree_with_their_fake_implementations():
     shift = torch.randn(19, device='cuda')
     weight = torch.rand(19, device='cuda')
     pixel_weight = torch.rand(2, 33, 17, device='cuda')
-    _, lse, scale = torch.ops.mmseg_arb.arb_loss_forward(
+    _, softmax_stats, scale = torch.ops.mmseg_arb.arb_loss_forward(
         logits, label, shift, weight, None, 255, 'mean', 1.0, False)
     cases = {
         'class_histogram': [(label, 19, 255), (label.to(torch.uint8), 7, 3)],
@@ -364,18 +364,18 @@ def test_ops_agree_with_their_fake_implementations():
             (class_histogram(label, 19, 255),
              torch.rand(19, dtype=torch.float64, device='cuda'),
              torch.zeros(3, dtype=torch.int64, device='cuda'), mode, 0.1,
-             0.5, 0.7, update)
+             0.5, 0.7, power, 100.0, update)
             for mode in ('batch', 'cumulative', 'ema', 'prior')
-            for update in (True, False)],
+            for update in (True, False) for power in (0.0, 0.5)],
         'arb_loss_forward': [
             (logits, label, shift, None, None, 255, 'mean', 1.0, False),
             (logits.half(), label.int(), shift, weight, pixel_weight, 255,
              'none', 0.4, True)],
         'arb_loss_backward': [
             (torch.rand((), device='cuda'), logits, label, shift, weight,
-             None, lse, scale, 255),
-            (torch.rand_like(lse), logits, label, shift, None, pixel_weight,
-             lse, scale, 255)],
+             None, softmax_stats, scale, 255),
+            (torch.rand(label.shape, device='cuda'), logits, label, shift,
+             None, pixel_weight, softmax_stats, scale, 255)],
     }
     assert set(cases) == set(SCHEMAS)
     for name, calls in cases.items():

@@ -47,7 +47,7 @@ def emu(tmp_path_factory):
         capture_output=True, text=True, timeout=900)
     assert build.returncode == 0, build.stderr[-4000:]
     lib = ctypes.CDLL(library)
-    lib.emu_configure(BLOCKS_PER_SM)
+    lib.emu_configure(BLOCKS_PER_SM, 0)
     return lib
 
 
@@ -70,8 +70,8 @@ def launches(lib, since=0):
     return out
 
 
-def loss_grid(groups):
-    return max(1, min(math.ceil(groups / THREADS), SMS * BLOCKS_PER_SM))
+def loss_grid(groups, blocks_per_sm=BLOCKS_PER_SM):
+    return max(1, min(math.ceil(groups / THREADS), SMS * blocks_per_sm))
 
 
 # ------------------------------------------------------------------ count
@@ -109,11 +109,13 @@ def test_count_kernel(emu, dtype, num_classes, n, offset):
 @pytest.mark.parametrize('mode', COUNT_MODES)
 @pytest.mark.parametrize('update', [True, False])
 @pytest.mark.parametrize('state', ['empty', 'running'])
-@pytest.mark.parametrize('tau,smoothing,power', [(1.0, 0.0, 0.0),
-                                                 (0.5, 2.0, 0.5),
-                                                 (0.0, 0.0, 1.0),
-                                                 (1.0, 0.0, 2.0)])
-def test_prepare_kernel(emu, mode, update, state, tau, smoothing, power):
+@pytest.mark.parametrize('tau,smoothing,power,ratio', [
+    (1.0, 0.0, 0.0, 100.0), (0.5, 2.0, 0.5, 100.0), (0.0, 0.0, 1.0, 100.0),
+    (1.0, 0.0, 2.0, 100.0),
+    # A tiny power with the loosest bound: zero counts reach the cap.
+    (1.0, 0.0, 0.005, 1e30)])
+def test_prepare_kernel(emu, mode, update, state, tau, smoothing, power,
+                        ratio):
     C = 300  # more classes than threads: the loops stride
     gen = torch.Generator().manual_seed(C)
     hist = torch.randint(0, 50, (C + 3, ), generator=gen)
@@ -131,10 +133,10 @@ def test_prepare_kernel(emu, mode, update, state, tau, smoothing, power):
         ptr(hist), ptr(kernel_counts), ptr(kernel_bad), C,
         COUNT_MODES.index(mode), ctypes.c_double(0.1),
         ctypes.c_double(smoothing), ctypes.c_double(tau),
-        ctypes.c_double(power), ctypes.c_double(100.0), int(update),
+        ctypes.c_double(power), ctypes.c_double(ratio), int(update),
         ptr(out)) == 0
     want = prepare_counts(hist, counts, bad, mode, 0.1, smoothing, tau,
-                          power, 100.0, update)
+                          power, ratio, update)
     if mode == 'ema' and update:  # (1 - m) n + m b: fused or not, 1 ulp
         torch.testing.assert_close(kernel_counts, counts, rtol=1e-15, atol=0)
     else:
@@ -142,10 +144,11 @@ def test_prepare_kernel(emu, mode, update, state, tau, smoothing, power):
     # Shifts and weights: float32 of the same double arithmetic (sums in
     # another order: 1 ulp at most).
     torch.testing.assert_close(out, want, rtol=2.4e-7, atol=0)
+    assert torch.isfinite(out).all()
     if power:
         weight = out[1].double()
         labelled = hist[:C].double()
-        assert weight.max() / weight.min() <= 100.0 * (1 + 1e-6)
+        assert weight.max() / weight.min() <= ratio * (1 + 1e-6)
         assert abs((weight * labelled).sum() / labelled.sum() - 1) < 1e-6
     assert torch.equal(kernel_bad, bad)
     assert launches(emu, before) == [(1, THREADS, 0)]
@@ -251,6 +254,39 @@ def test_loss_kernels(emu, dtype, label_dtype, shape, reduction):
             geometry.append((1, THREADS, 0))  # the reduction's one block
         geometry.append((grid, THREADS, 0))  # backward
         assert launches(emu, before) == geometry
+
+
+@pytest.mark.parametrize('dtype', list(FLOAT_TYPES))
+@pytest.mark.parametrize('S', [64 * 64, 64 * 64 + 1])
+def test_grids_stay_within_the_partials_on_a_device_that_holds_more(emu,
+                                                                   dtype, S):
+    # Occupancy is looked up per device: on another device that holds 8
+    # blocks per SM the grid grows, and must still fit the partials buffer
+    # that loss_reduce_blocks sized (it is filled with NaN around).
+    emu.emu_configure(8, 1)
+    try:
+        N, C = 2, 5
+        logits, label, shift = loss_inputs(N, C, S, dtype, torch.int64, 1.0,
+                                           0, seed=S)
+        blocks = emu.emu_loss_reduce_blocks(i64(N * S), SMS)
+        partials = torch.full((2 * blocks + 64, ), float('nan'))
+        out, stats, scale = torch.empty(()), torch.empty(2, N, S), \
+            torch.empty(1)
+        assert emu.emu_arb_loss_forward(
+            ptr(logits), FLOAT_TYPES[dtype], ptr(label), 0, ptr(shift),
+            None, None, i64(N), C, i64(S), i64(255), REDUCTIONS['mean'],
+            ctypes.c_float(1.0), 0, ptr(out), ptr(stats), ptr(partials),
+            ptr(scale), SMS) == 0
+        (grid, _, _), _ = launches(emu)
+        assert grid <= blocks
+        assert grid == loss_grid(N * S // (16 // logits.element_size()
+                                           if S % 8 == 0 else 1), 8)
+        assert torch.isnan(partials[2 * grid:]).all()
+        want, _ = pytorch_path(logits, label, shift, None, None, 'mean',
+                               1.0, False, torch.tensor(1.0))
+        torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)
+    finally:
+        emu.emu_configure(BLOCKS_PER_SM, 0)
 
 
 def test_a_large_grid_strides(emu):

@@ -38,7 +38,8 @@ def dry_run(tmp_path, fail_on='no step fails'):
     write_tool(bin_dir, 'nvidia-smi', '#!/bin/sh\necho "name, memory"\n')
     write_tool(bin_dir, 'nvcc', '#!/bin/sh\necho "Cuda compilation tools"\n')
     write_tool(bin_dir, 'compute-sanitizer',
-               '#!/usr/bin/env bash\nshift 4\nexec "$@"\n')
+               '#!/usr/bin/env bash\ncase "$*" in *"$FAIL_ON"*) exit 9 ;; '
+               'esac\nshift 4\nexec "$@"\n')
     calls = tmp_path / 'calls.txt'
     env = dict(os.environ, PATH=f'{bin_dir}:{os.environ["PATH"]}',
                PYTHON=python, OUT=str(tmp_path / 'out'), CALLS=str(calls),
@@ -53,12 +54,13 @@ def dry_run(tmp_path, fail_on='no step fails'):
 def test_every_check_runs_and_ends_with_a_line_each(tmp_path):
     result, summary, calls = dry_run(tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert [line.split()[0] for line in summary] == ['PASS'] * 8
+    assert [line.split()[0] for line in summary] == ['PASS'] * 9
     names = ' | '.join(summary)
     for check in ('build of the extension', 'GPU tests: 42 passed',
                   'benchmark fp32', 'benchmark bf16', 'benchmark small',
                   'benchmark odd (--sections loss --shape 8 19 769 769',
-                  'compute-sanitizer memcheck', 'compute-sanitizer racecheck'):
+                  'compute-sanitizer memcheck', 'compute-sanitizer racecheck',
+                  'compute-sanitizer synccheck'):
         assert check in names
     assert calls[1].startswith('setup.py -q build_ext --inplace')
     assert any('tests/test_ops/test_cuda_ops.py' in c for c in calls)
@@ -66,13 +68,13 @@ def test_every_check_runs_and_ends_with_a_line_each(tmp_path):
 
 @pytest.mark.parametrize('step,line', [
     ('--shape 8 19 769 769', 'FAIL  benchmark odd'),
-    ('count_kernel and int64', 'FAIL  compute-sanitizer racecheck'),
+    ('--tool racecheck', 'FAIL  compute-sanitizer racecheck'),
 ])
 def test_a_failed_check_is_named_and_fails_the_run(tmp_path, step, line):
     result, summary, _ = dry_run(tmp_path, fail_on=step)
     assert result.returncode == 1
     assert any(s.startswith(line) for s in summary), summary
-    assert sum(s.startswith('PASS') for s in summary) == 7
+    assert sum(s.startswith('PASS') for s in summary) == 8
 
 
 def test_a_failed_build_stops_there(tmp_path):

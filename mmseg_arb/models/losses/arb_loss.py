@@ -275,9 +275,9 @@ class ARBLoss(nn.Module):
             ``count_mode='prior'`` is cross-entropy with inverse-frequency
             class weights. Default: 0 (no weights: the paper's loss).
         max_weight_ratio (float): Bound of ``w_max / w_min`` for
-            ``weight_power > 0``: a class of one pixel in a batch, or none,
-            weighs at most this much more than the most frequent one.
-            Default: 1000.
+            ``weight_power > 0``, in ``[1, 1e30]``: a class of one pixel in
+            a batch, or none, weighs at most this much more than the most
+            frequent one. Default: 1000.
         dist_sync (bool): Sum counts across ranks. Default: True.
         share_step_counts (bool): Share one histogram per training step
             with the model's other ARB losses whose labels have the same
@@ -346,6 +346,7 @@ class ARBLoss(nn.Module):
             share_step_counts=share_step_counts,
             label_check=label_check)
         self.reduction = reduction
+        self._class_weight_source = class_weight
         weight = load_class_weight(class_weight)
         # A buffer so that it moves with the model (no copy per step), but
         # not saved: it is configuration, not state.
@@ -367,6 +368,18 @@ class ARBLoss(nn.Module):
         return (f'reduction={self.reduction!r}, '
                 f'loss_weight={self.loss_weight}, '
                 f'avg_non_ignore={self.avg_non_ignore}')
+
+    def _apply(self, fn, *args: Any, **kwargs: Any) -> 'ARBLoss':
+        # model.half() would round a static class weight (and make one
+        # above 65504 inf): it is configuration, kept float32 like the
+        # loss's arithmetic.
+        super()._apply(fn, *args, **kwargs)
+        if self.class_weight is not None and \
+                self.class_weight.dtype != torch.float32:
+            self.class_weight = torch.tensor(
+                load_class_weight(self._class_weight_source),
+                dtype=torch.float32, device=self.class_weight.device)
+        return self
 
     def forward(self,
                 cls_score: Tensor,

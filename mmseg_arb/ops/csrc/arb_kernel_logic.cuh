@@ -13,6 +13,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cassert>
 #include <cfloat>
 #include <cmath>
 #include <cstdint>
@@ -240,18 +241,13 @@ ARB_HD float log_count_shift(double count, double smoothing, double tau) {
 }
 
 // Count-driven class weights (count_class_weight in count_state.py): a
-// class weighs (n / largest)^-p, its relative count raised to at least
-// `floor`, so that w_max / w_min <= max_weight_ratio and no power of a
-// count over- or underflows; `largest` is the largest n. The caller
-// normalises.
-ARB_HD double weight_floor(double weight_power, double max_weight_ratio) {
-  return pow(max_weight_ratio, -1.0 / weight_power);
-}
-
-ARB_HD double raw_weight(double n, double largest, double floor,
-                         double weight_power) {
-  const double relative = n / largest;
-  return pow(relative > floor ? relative : floor, -weight_power);
+// class weighs (n / largest)^-p capped at max_weight_ratio, so that
+// w_max / w_min <= max_weight_ratio for any power and count (0^-p = inf
+// becomes the cap); `largest` is the largest n. The caller normalises.
+ARB_HD double raw_weight(double n, double largest, double weight_power,
+                         double max_weight_ratio) {
+  const double w = pow(n / largest, -weight_power);
+  return w < max_weight_ratio ? w : max_weight_ratio;
 }
 
 // ------------------------------------------------------------ fused loss
@@ -287,6 +283,9 @@ struct VectorOf<2> { using type = unsigned short; };
 template <int V, typename F>
 ARB_HD void load_floats(const F* p, float (&out)[V]) {
   using Vec = typename VectorOf<V * sizeof(F)>::type;
+#ifndef __CUDA_ARCH__  // the host tests: a GPU would fault on it
+  assert(reinterpret_cast<uintptr_t>(p) % sizeof(Vec) == 0);
+#endif
   const Vec packed = load_readonly(reinterpret_cast<const Vec*>(p));
   F items[V];
   memcpy(items, &packed, sizeof(packed));
@@ -297,6 +296,9 @@ ARB_HD void load_floats(const F* p, float (&out)[V]) {
 template <int V, typename F>
 ARB_HD void store_floats(F* p, const float (&values)[V]) {
   using Vec = typename VectorOf<V * sizeof(F)>::type;
+#ifndef __CUDA_ARCH__
+  assert(reinterpret_cast<uintptr_t>(p) % sizeof(Vec) == 0);
+#endif
   F items[V];
 #pragma unroll
   for (int v = 0; v < V; ++v) items[v] = from_float<F>(values[v]);

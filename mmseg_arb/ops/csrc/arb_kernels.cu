@@ -5,7 +5,9 @@
 // file on the host, with each CUDA thread a host thread (see the emulator
 // there), and check every kernel at its real launch geometry without a GPU.
 #include <cfloat>
+#include <mutex>
 #include <type_traits>
+#include <unordered_map>
 
 #include "arb_kernel_logic.cuh"
 #include "arb_kernels.cuh"
@@ -193,11 +195,11 @@ __global__ void prepare_counts_kernel(const long long* __restrict__ hist,
     return (use_batch ? static_cast<double>(hist[c]) : counts[c]) + smoothing;
   };
   largest = block_max(largest, scratch);
-  const double floor = logic::weight_floor(weight_power, max_weight_ratio);
   double weighted = 0.0, labelled = 0.0;
   for (int c = threadIdx.x; c < num_classes; c += blockDim.x) {
     const double b = static_cast<double>(hist[c]);
-    weighted += b * logic::raw_weight(n_of(c), largest, floor, weight_power);
+    weighted += b * logic::raw_weight(n_of(c), largest, weight_power,
+                                      max_weight_ratio);
     labelled += b;
   }
   weighted = block_sum(weighted, scratch);
@@ -211,7 +213,8 @@ __global__ void prepare_counts_kernel(const long long* __restrict__ hist,
     out[num_classes + c] =
         largest > 0.0
             ? static_cast<float>(
-                  logic::raw_weight(n_of(c), largest, floor, weight_power) /
+                  logic::raw_weight(n_of(c), largest, weight_power,
+                                    max_weight_ratio) /
                   mean)
             : 1.f;
   }
@@ -358,20 +361,30 @@ __global__ void __launch_bounds__(kThreads, kLossBlocksPerSM<V>)
 
 // Blocks of a grid-stride loss kernel over `groups` pixel groups: one per
 // kThreads groups, at most as many as the device holds at once (the
-// occupancy API's figure for this kernel), so that none waits for another
-// and none is left idle on a small input. Looked up once per kernel.
+// occupancy API's figure for this kernel on the current device), so that
+// none waits for another and none is left idle on a small input. Looked up
+// once per kernel and device; a failed look-up is not kept.
 template <auto kKernel>
 unsigned int resident_grid(int64_t groups, int num_sms) {
-  static const int per_sm = [] {
-    int blocks = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kKernel,
-                                                      kThreads, 0) !=
-        cudaSuccess) {
+  static std::mutex mutex;
+  static std::unordered_map<int, int> per_device;
+  int device = 0;
+  cudaGetDevice(&device);
+  int per_sm = 0;
+  {
+    const std::lock_guard<std::mutex> lock(mutex);
+    auto it = per_device.find(device);
+    if (it != per_device.end()) {
+      per_sm = it->second;
+    } else if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+                   &per_sm, kKernel, kThreads, 0) == cudaSuccess &&
+               per_sm > 0) {
+      per_device.emplace(device, per_sm);
+    } else {
       cudaGetLastError();  // not this launch's error: forget it
-      blocks = 1;
+      per_sm = 1;
     }
-    return blocks < 1 ? 1 : blocks;
-  }();
+  }
   const int64_t cap = int64_t(num_sms > 0 ? num_sms : 1) * per_sm;
   int64_t blocks = (groups + kThreads - 1) / kThreads;
   if (blocks > cap) blocks = cap;

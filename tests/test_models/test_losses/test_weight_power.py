@@ -86,8 +86,10 @@ def test_tau_one_power_zero_is_the_paper_exactly():
     ([1.0, 1.0, 1.0, 1.0], [3, 0, 0, 1]),
     ([1e-300, 1e300, 1.0, 0.0], [1, 1, 1, 0]),
 ])
-@pytest.mark.parametrize('power', [0.25, 1.0, 4.0])
-@pytest.mark.parametrize('ratio', [1.0, 100.0, 1000.0])
+# Tiny powers with loose bounds: (n / n_max)^-p of a zero count is inf,
+# and 0 x inf would make every weight NaN if the bound did not cap it.
+@pytest.mark.parametrize('power', [0.001, 0.25, 1.0, 4.0])
+@pytest.mark.parametrize('ratio', [1.0, 100.0, 1000.0, 1e30])
 def test_weights_are_bounded_finite_and_mean_one(counts, batch_counts,
                                                  power, ratio):
     w = count_class_weight(torch.tensor(counts, dtype=torch.float64),
@@ -136,7 +138,8 @@ def test_weights_multiply_a_static_class_weight():
 @pytest.mark.parametrize('bad', [dict(weight_power=-0.5),
                                  dict(weight_power=float('inf')),
                                  dict(weight_power=0.5, max_weight_ratio=0.5),
-                                 dict(max_weight_ratio=float('inf'))])
+                                 dict(max_weight_ratio=float('inf')),
+                                 dict(max_weight_ratio=1e31)])
 def test_bad_settings_are_named(bad):
     name = 'max_weight_ratio' if 'max_weight_ratio' in bad else \
         'weight_power'
@@ -173,3 +176,27 @@ def test_the_gradient_balance_hook_sees_the_weights():
     # Rare classes' attraction now outweighs their repulsion more.
     balance = [a[present] / r[present] for a, r in norms]
     assert balance[1][-1] > balance[0][-1]
+
+
+def test_a_batch_missing_classes_with_a_tiny_power_gives_a_finite_loss():
+    logits, label = batch(6)
+    label[label == 3] = 0  # class 3 absent from the batch
+    loss = ARBLoss(count_mode='batch', weight_power=0.005,
+                   max_weight_ratio=1e30)(logits, label)
+    assert torch.isfinite(loss)
+
+
+def test_half_precision_keeps_the_static_class_weight_float32():
+    static = [70000.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]  # above fp16's range
+    loss_fn = ARBLoss(class_weight=static).half()
+    assert loss_fn.class_weight.dtype == torch.float32
+    assert loss_fn.class_weight.tolist() == static
+
+
+def test_the_fused_op_refuses_weights_that_require_grad():
+    from mmseg_arb.ops import fused_arb_loss
+    weight = torch.rand(2, 4, 4, requires_grad=True)
+    with pytest.raises(ValueError, match='no gradient to class_weight or '
+                       'weight'):
+        fused_arb_loss(torch.randn(2, C, 4, 4), torch.zeros(2, 4, 4).long(),
+                       torch.zeros(C), None, weight)

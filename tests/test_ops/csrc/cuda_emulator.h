@@ -13,15 +13,21 @@
 //                     test_count_block.cu's),
 // and every launch is recorded (kernel, grid, threads, shared memory) for
 // the tests to check the launch plans. The occupancy API answers
-// `emu::blocks_per_sm`. What this cannot show is what only a GPU has: the
-// intrinsics' own rounding, real warp convergence and the CUDA runtime.
+// `emu::blocks_per_sm`, the current device is `emu::device` (the kernels
+// keep one answer per device). What this cannot show is what only a GPU
+// has: the intrinsics' own rounding, real warp convergence (a missing
+// barrier may pass here: compute-sanitizer's racecheck and synccheck in
+// tools/gpu_check.sh look for those) and the CUDA runtime.
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <chrono>
 #include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -37,6 +43,9 @@
 
 namespace emu {
 
+// A barrier that some thread never reaches (a __syncthreads or a shuffle
+// under a condition that is not uniform) is a hang on the device: here it
+// aborts the test with a message instead.
 class Barrier {
  public:
   explicit Barrier(int count) : count_(count) {}
@@ -47,8 +56,13 @@ class Barrier {
       arrived_ = 0;
       ++generation_;
       changed_.notify_all();
-    } else {
-      changed_.wait(lock, [&] { return generation_ != generation; });
+    } else if (!changed_.wait_for(lock, std::chrono::seconds(60), [&] {
+                 return generation_ != generation;
+               })) {
+      std::fprintf(stderr, "emulator: a barrier of %d threads was reached "
+                   "by %d in 60 s: divergent __syncthreads or shuffle\n",
+                   count_, arrived_);
+      std::abort();
     }
   }
 
@@ -67,11 +81,13 @@ struct Warp {
   unsigned long long slots[kWarp] = {};
 };
 
-// The block that runs now.
+// The block that runs now. Its dynamic shared memory starts as garbage,
+// as on the device, so that a kernel that reads before it writes fails.
 struct Block {
   explicit Block(int threads, size_t shared_bytes)
       : sync(threads), warps((threads + kWarp - 1) / kWarp),
-        shared(shared_bytes / sizeof(unsigned long long) + 1) {}
+        shared(shared_bytes / sizeof(unsigned long long) + 1,
+               0xA5A5A5A5A5A5A5A5ull) {}
   Barrier sync;
   std::vector<Warp> warps;
   std::vector<unsigned long long> shared;  // dynamic shared memory
@@ -88,6 +104,7 @@ inline dim3 grid_dim, block_dim;
 inline thread_local dim3 thread_index, block_index;
 inline std::vector<Launch> launches;
 inline int blocks_per_sm = 3;
+inline int device = 0;
 inline cudaError_t last_error = cudaSuccess;
 
 template <typename T>
@@ -190,6 +207,11 @@ inline unsigned long long atomicMax(unsigned long long* address,
                                       __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
   }
   return old;
+}
+
+extern "C" cudaError_t cudaGetDevice(int* device) {
+  *device = emu::device;
+  return cudaSuccess;
 }
 
 extern "C" cudaError_t cudaGetLastError(void) {

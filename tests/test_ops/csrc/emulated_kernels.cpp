@@ -14,8 +14,10 @@ using mmseg_arb::Reduction;
 
 extern "C" {
 
-void emu_configure(int blocks_per_sm) {
+// The occupancy API's answer on `device`, which becomes the current one.
+void emu_configure(int blocks_per_sm, int device) {
   emu::blocks_per_sm = blocks_per_sm;
+  emu::device = device;
   emu::launches.clear();
 }
 
