@@ -28,14 +28,14 @@ from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 
 import mmseg_arb  # noqa: F401
+from mmseg_arb.cli.launch import build_runner, load_config
+from mmseg_arb.cli.quiet_warnings import ignore_pkg_resources_deprecation
+from mmseg_arb.config.short_run import set_iterations, use_dataset
 from mmseg_arb.datasets import SyntheticSpec, prepare_synthetic
+from mmseg_arb.results.plots import plot_iou_vs_frequency
+from mmseg_arb.results.runs import (SUMMARY_KEYS, code_version, load_run,
+                                    results_markdown)
 from mmseg_arb.utils.class_stats import load_class_counts
-from mmseg_arb.utils.launch import build_runner, load_config
-from mmseg_arb.utils.plots import plot_iou_vs_frequency
-from mmseg_arb.utils.quiet_warnings import ignore_pkg_resources_deprecation
-from mmseg_arb.utils.results import (SUMMARY_KEYS, code_version, load_run,
-                                     results_markdown)
-from mmseg_arb.utils.short_run import set_iterations, use_dataset
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 _MMENGINE_CONSOLE = open(os.devnull, 'w')

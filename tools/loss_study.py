@@ -42,8 +42,8 @@ import time
 from dataclasses import asdict
 from typing import Dict, List, Optional
 
+from mmseg_arb.config.short_run import set_iterations, use_dataset
 from mmseg_arb.study.jobs import Slot
-from mmseg_arb.utils.short_run import set_iterations, use_dataset
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TRAIN = osp.join(ROOT, 'tools', 'train.py')
@@ -362,17 +362,17 @@ def main(argv: Optional[List[str]] = None) -> None:
         write_report(study, args.report_only, args.export)
         return
 
-    from mmseg_arb.utils.quiet_warnings import \
+    from mmseg_arb.cli.quiet_warnings import \
         ignore_pkg_resources_deprecation
     ignore_pkg_resources_deprecation()
     import mmseg_arb  # noqa: F401
+    from mmseg_arb.cli.launch import load_config
     from mmseg_arb.datasets import prepare_synthetic
+    from mmseg_arb.results.runs import code_version
     from mmseg_arb.study.jobs import Run, read_result, run_all
     from mmseg_arb.study.matrix import study_families
     from mmseg_arb.study.report import choose, run_key
     from mmseg_arb.utils.class_stats import load_class_counts
-    from mmseg_arb.utils.launch import load_config
-    from mmseg_arb.utils.results import code_version
 
     started, load_before = time.time(), load_average()
     work_dir = osp.abspath(args.work_dir)

@@ -11,16 +11,19 @@
 ``train`` and ``test`` take mmseg's arguments, run with ``mmseg_arb``
 registered, and launch ``--gpus N`` processes with torchrun.
 ``tools/train.py``, ``tools/test.py``, ``tools/summarize_results.py`` and
-``tools/class_stats.py`` are this command under other names.
+``tools/class_stats.py`` are this command under other names. What the
+commands share with the demo and the loss study (loading a config, building
+its runner, the one warning hidden) is in ``launch`` and
+``quiet_warnings``.
 """
 import argparse
 import sys
 from typing import Optional, Sequence
 
-from ..utils.quiet_warnings import ignore_pkg_resources_deprecation
-from ..utils.shipped_configs import ConfigNotFoundError
+from ..config.shipped import ConfigNotFoundError
 from . import class_stats, configs, summarize, test, train
 from .command import UsageError
+from .quiet_warnings import ignore_pkg_resources_deprecation
 
 COMMANDS = (configs.LIST, configs.CONFIG, train.COMMAND, test.COMMAND,
             summarize.COMMAND, class_stats.COMMAND)

@@ -17,12 +17,12 @@ from typing import Dict, List
 from mmengine.config import DictAction
 from mmengine.registry import init_default_scope
 
+from ..config.shipped import resolve_config
 from ..datasets.class_statistics import (dataset_class_stats,
                                          plot_class_distribution)
 from ..utils.class_stats import save_class_stats
-from ..utils.launch import load_config
-from ..utils.shipped_configs import resolve_config
 from .command import Command
+from .launch import load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,7 +12,7 @@ from typing import List
 
 from mmengine.config import Config
 
-from ..utils.shipped_configs import find_config, shipped_configs
+from ..config.shipped import find_config, shipped_configs
 from .command import Command, UsageError
 
 

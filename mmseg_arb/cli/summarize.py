@@ -22,10 +22,10 @@ from typing import Dict, List, Optional
 
 import yaml
 
-from ..utils.baselines import find_baseline, schedule_differences
-from ..utils.model_index import COLLECTION, metafile, model_entry
-from ..utils.results import code_version, load_run, results_markdown
-from ..utils.shipped_configs import shipped_configs
+from ..config.shipped import shipped_configs
+from ..results.baselines import find_baseline, schedule_differences
+from ..results.model_index import COLLECTION, metafile, model_entry
+from ..results.runs import code_version, load_run, results_markdown
 from .command import Command, UsageError
 
 

@@ -8,8 +8,8 @@ from typing import List
 
 from mmengine.config import Config, DictAction
 
-from ..utils.launch import build_runner, load_config
 from .command import Command, UsageError
+from .launch import build_runner, load_config
 from .train import add_launch_arguments, launch
 
 

@@ -11,9 +11,9 @@ from typing import List
 from mmengine.config import DictAction
 from mmengine.logging import print_log
 
-from ..utils.launch import build_runner, load_config
-from ..utils.shipped_configs import resolve_config
+from ..config.shipped import resolve_config
 from .command import Command, UsageError
+from .launch import build_runner, load_config
 from .torchrun import add_gpus_argument, relaunch_with_torchrun
 
 

@@ -9,7 +9,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 from mmseg.registry import RUNNERS
 
-from ..utils.switch_config import switch_to_arb, with_class_count_hook
+from ..config.switch import switch_to_arb, with_class_count_hook
 
 
 @RUNNERS.register_module()

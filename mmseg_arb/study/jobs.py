@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from ..utils.results import SUMMARY_KEYS
+from ..results.runs import SUMMARY_KEYS
 TEST_METRICS = 'test_metrics.json'  # written by study.test_hook
 
 RESULT_FILE = 'result.json'

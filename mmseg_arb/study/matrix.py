@@ -21,7 +21,7 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from ..utils.switch_config import switch_to_arb, with_class_count_hook
+from ..config.switch import switch_to_arb, with_class_count_hook
 
 LossCfg = Union[Dict, List[Dict]]
 COUNT_MODES = ('batch', 'cumulative', 'ema', 'prior')

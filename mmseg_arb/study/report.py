@@ -22,8 +22,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..utils.plots import plot_iou_vs_frequency
-from ..utils.results import SUMMARY_KEYS
+from ..results.plots import plot_iou_vs_frequency
+from ..results.runs import SUMMARY_KEYS
 
 SHORT_NAMES = {'mIoU': 'mIoU', 'mIoU_head': 'head', 'mIoU_body': 'body',
                'mIoU_tail': 'tail', 'mAcc': 'mAcc', 'aAcc': 'aAcc'}

@@ -10,8 +10,8 @@ from helpers import CONFIGS, ROOT
 from mmengine.config import Config
 
 from mmseg_arb.cli import main, torchrun
-from mmseg_arb.utils.shipped_configs import (ConfigNotFoundError,
-                                             find_config, resolve_config)
+from mmseg_arb.config.shipped import (ConfigNotFoundError, find_config,
+                                      resolve_config)
 
 NAME = 'segformer_mit-b0_arb_8xb2-160k_ade20k-512x512'
 

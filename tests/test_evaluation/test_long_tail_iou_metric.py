@@ -164,7 +164,7 @@ def test_per_class_table_in_the_log_file_and_on_the_console_if_asked(
 def test_our_runners_keep_the_table_off_the_console_unless_configured():
     from mmengine.config import Config
 
-    from mmseg_arb.utils.launch import quiet_per_class_tables
+    from mmseg_arb.cli.launch import quiet_per_class_tables
     cfg = Config(dict(
         val_evaluator=dict(type='LongTailIoUMetric'),
         test_evaluator=[dict(type='LongTailIoUMetric', console_table=True),

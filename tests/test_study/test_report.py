@@ -10,9 +10,9 @@ import sys
 import pytest
 from helpers import ROOT
 
+from mmseg_arb.results.runs import SUMMARY_KEYS
 from mmseg_arb.study.report import (analyse, choose, interval, render,
                                     run_key, t_quantile, verdict)
-from mmseg_arb.utils.results import SUMMARY_KEYS
 
 FIXTURE = ROOT + '/tests/fixtures/loss_study'
 

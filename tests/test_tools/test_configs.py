@@ -9,8 +9,8 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 import mmseg_arb  # noqa: F401
+from mmseg_arb.config.switch import switch_to_arb, with_class_count_hook
 from mmseg_arb.models.losses import ARBLoss
-from mmseg_arb.utils.switch_config import switch_to_arb, with_class_count_hook
 
 SHIPPED = sorted(
     glob.glob(osp.join(CONFIGS, '*', '*.py'))

@@ -17,8 +17,8 @@ from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 
 import mmseg_arb  # noqa: F401
+from mmseg_arb.cli.launch import build_runner
 from mmseg_arb.datasets.synthetic import SyntheticSpec, generate_dataset
-from mmseg_arb.utils.launch import build_runner
 
 FAMILIES = {
     'ade20k-deeplabv3plus':

@@ -14,9 +14,9 @@ from helpers import CONFIGS, ROOT, shrink_for_cpu
 from mmengine.config import Config
 
 import mmseg_arb  # noqa: F401
+from mmseg_arb.cli.launch import build_runner
 from mmseg_arb.datasets.synthetic import SyntheticSpec, generate_dataset
-from mmseg_arb.utils.baselines import mmseg_model_index
-from mmseg_arb.utils.launch import build_runner
+from mmseg_arb.results.baselines import mmseg_model_index
 
 SHIPPED = {
     'deeplabv3plus/deeplabv3plus_r50-d8_arb_4xb4-80k_ade20k-512x512':

@@ -55,7 +55,7 @@ def _deeplabv3plus(cfg_path: str, use_arb: bool, device: str):
     from mmengine.config import Config
     from mmseg.registry import MODELS
 
-    from mmseg_arb.utils.switch_config import switch_to_arb
+    from mmseg_arb.config.switch import switch_to_arb
     model_cfg = Config.fromfile(cfg_path).model.to_dict()
     model_cfg['pretrained'] = None
     for part in ('backbone', 'decode_head', 'auxiliary_head'):

@@ -286,7 +286,7 @@ def test_tau_round_trips_through_a_config_file_and_its_dump(tmp_path):
 def test_tau_through_the_base_switch_and_the_config_it_dumps(tmp_path):
     """``arb = dict(tau=...)`` under the one-line ``_base_`` switch reaches
     every head, and the config the runner dumps keeps it."""
-    from mmseg_arb.utils.launch import build_runner
+    from mmseg_arb.cli.launch import build_runner
     user = tmp_path / 'my_config.py'
     # An mmseg config: the demo's has custom_imports, as arb.py does, and
     # mmengine refuses a key defined by two bases.

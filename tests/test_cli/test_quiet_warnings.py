@@ -7,11 +7,11 @@ import warnings
 
 import pytest
 
-from mmseg_arb.utils.quiet_warnings import PKG_RESOURCES_DEPRECATION
+from mmseg_arb.cli.quiet_warnings import PKG_RESOURCES_DEPRECATION
 
 SNIPPET = """
 import warnings
-from mmseg_arb.utils.quiet_warnings import ignore_pkg_resources_deprecation
+from mmseg_arb.cli.quiet_warnings import ignore_pkg_resources_deprecation
 ignore_pkg_resources_deprecation()
 warnings.warn('pkg_resources is deprecated as an API. See ...', UserWarning)
 warnings.warn('reduce_zero_label will be deprecated', UserWarning)

@@ -2,8 +2,8 @@
 dataset and architecture where mmseg has the model."""
 import math
 
-from mmseg_arb.utils.model_index import metafile, model_entry
-from mmseg_arb.utils.results import dumped_settings
+from mmseg_arb.results.model_index import metafile, model_entry
+from mmseg_arb.results.runs import dumped_settings
 
 
 def test_entry_of_a_four_gpu_run_and_of_a_run_without_baseline(tmp_path):

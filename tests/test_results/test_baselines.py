@@ -4,8 +4,8 @@ import os.path as osp
 
 import yaml
 
-from mmseg_arb.utils.baselines import (find_baseline, mmseg_model_index,
-                                       mmseg_name, schedule_differences)
+from mmseg_arb.results.baselines import (find_baseline, mmseg_model_index,
+                                         mmseg_name, schedule_differences)
 
 
 def test_mmseg_name_drops_our_token_only():

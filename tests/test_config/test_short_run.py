@@ -3,7 +3,7 @@ import copy
 
 from mmengine.hub import get_config
 
-from mmseg_arb.utils.short_run import set_iterations, use_dataset
+from mmseg_arb.config.short_run import set_iterations, use_dataset
 
 MMSEG_CE = ('mmseg::deeplabv3plus/'
             'deeplabv3plus_r50-d8_4xb4-80k_ade20k-512x512.py')

@@ -13,7 +13,7 @@ the loss of, when mmseg publishes that model.
 import math
 from typing import Dict, List, Optional
 
-from .results import SUMMARY_KEYS
+from .runs import SUMMARY_KEYS
 
 COLLECTION = 'ARB-Loss'
 PAPER = {
@@ -36,10 +36,10 @@ def model_entry(run: Dict, config: str, baseline: Dict) -> Dict:
     """The model-index entry of one run.
 
     Args:
-        run: A run from :func:`mmseg_arb.utils.results.load_run`.
+        run: A run from :func:`mmseg_arb.results.runs.load_run`.
         config: The shipped config's path from the repository root, e.g.
             ``configs/deeplabv3plus/<name>.py``.
-        baseline: The run's :func:`mmseg_arb.utils.baselines.find_baseline`.
+        baseline: The run's :func:`mmseg_arb.results.baselines.find_baseline`.
     """
     settings = run['settings']  # from the configs the run dumped
     training = run.get('training') or {}

@@ -1,12 +1,13 @@
-"""What tools/train.py and tools/test.py share: loading a config with the
-command-line overrides, and building the runner it asks for."""
+"""What ``mmseg-arb train``, ``test`` and ``class-stats`` share with the
+demo and the loss study: loading a config with the command-line overrides,
+and building the runner it asks for."""
 import os.path as osp
 from typing import Optional
 
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from .switch_config import with_class_count_hook
+from ..config.switch import with_class_count_hook
 
 
 def load_config(path: str, cfg_options: Optional[dict] = None,

@@ -1,7 +1,7 @@
 import json
 import os
 
-from mmseg_arb.utils.results import load_run, results_markdown
+from mmseg_arb.results.runs import load_run, results_markdown
 
 
 def fake_run(root, name, stamp, metrics, checkpoint):
@@ -125,7 +125,7 @@ def test_training_resources_from_mmengine_logs(tmp_path):
     """Processes and GPU model from the environment mmengine logs at the
     top of the training log, peak memory from its training records; a
     later test run's log folder (no training records) is passed over."""
-    from mmseg_arb.utils.results import training_resources
+    from mmseg_arb.results.runs import training_resources
     train = tmp_path / '20261127_120000'
     os.makedirs(train / 'vis_data')
     (train / '20261127_120000.log').write_text(

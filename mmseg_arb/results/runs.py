@@ -271,7 +271,7 @@ def results_markdown(runs: List[Dict], version: Dict) -> str:
 
     The summary always has the head / body / tail mIoU columns (``-`` for a
     run evaluated without ``LongTailIoUMetric``). Runs that carry a
-    ``baseline`` (:func:`mmseg_arb.utils.baselines.find_baseline`) also get
+    ``baseline`` (:func:`mmseg_arb.results.baselines.find_baseline`) also get
     the mIoU mmseg publishes for the same model trained with cross-entropy,
     and the difference; ``-`` where mmseg publishes none.
     """
