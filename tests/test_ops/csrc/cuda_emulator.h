@@ -24,7 +24,6 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -35,6 +34,8 @@
 #include <thread>
 #include <vector>
 
+#include "host_check.h"
+
 #undef __shared__
 #define __shared__ static
 #ifndef __launch_bounds__
@@ -43,36 +44,7 @@
 
 namespace emu {
 
-// A barrier that some thread never reaches (a __syncthreads or a shuffle
-// under a condition that is not uniform) is a hang on the device: here it
-// aborts the test with a message instead.
-class Barrier {
- public:
-  explicit Barrier(int count) : count_(count) {}
-  void wait() {
-    std::unique_lock<std::mutex> lock(mutex_);
-    const long generation = generation_;
-    if (++arrived_ == count_) {
-      arrived_ = 0;
-      ++generation_;
-      changed_.notify_all();
-    } else if (!changed_.wait_for(lock, std::chrono::seconds(60), [&] {
-                 return generation_ != generation;
-               })) {
-      std::fprintf(stderr, "emulator: a barrier of %d threads was reached "
-                   "by %d in 60 s: divergent __syncthreads or shuffle\n",
-                   count_, arrived_);
-      std::abort();
-    }
-  }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  const int count_;
-  int arrived_ = 0;
-  long generation_ = 0;
-};
+using host_check::Barrier;
 
 constexpr int kWarp = 32;
 

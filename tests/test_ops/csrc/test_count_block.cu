@@ -39,29 +39,7 @@ void expect(bool ok, const char* what, long long got, long long want,
   }
 }
 
-// __syncthreads for the host threads of one block.
-class Barrier {
- public:
-  explicit Barrier(int count) : count_(count) {}
-  void wait() {
-    std::unique_lock<std::mutex> lock(mutex_);
-    const long generation = generation_;
-    if (++arrived_ == count_) {
-      arrived_ = 0;
-      ++generation_;
-      changed_.notify_all();
-    } else {
-      changed_.wait(lock, [&] { return generation_ != generation; });
-    }
-  }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  const int count_;
-  int arrived_ = 0;
-  long generation_ = 0;
-};
+using host_check::Barrier;  // __syncthreads for the threads of a block
 
 // __match_any_sync for converged lanes: each call waits until every lane of
 // the warp has either called too or left the label loop, then each caller
