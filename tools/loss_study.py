@@ -327,9 +327,8 @@ def protocol(args: argparse.Namespace) -> Dict:
 
 def planned_runs(args: argparse.Namespace, families: List) -> Dict[str, int]:
     """How many runs each stage trains at most."""
-    tuned = sum(len(f.losses) for f in families
-                if len(f.losses) > 1 and not f.unavailable)
-    rows = sum(1 for f in families if not f.unavailable)
+    tuned = sum(len(f.losses) for f in families if len(f.losses) > 1)
+    rows = len(families)
     opts = len(args.optimizers)
     return dict(tune=opts * tuned * args.tune_seeds,
                 final=opts * rows * args.final_seeds * args.data_seeds)
@@ -401,11 +400,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                  for o in args.optimizers}
         plan[d] = (families, bases, root)
     families = plan[0][0]
-    for f in families:
-        if f.unavailable:
-            print(f'family {f.key} not run: {f.unavailable}')
     study = dict(protocol=proto, families=[
-        dict(key=f.key, name=f.name, grid=f.grid, unavailable=f.unavailable,
+        dict(key=f.key, name=f.name, grid=f.grid,
              losses=[dict(key=l.key, name=l.name, shown=l.shown,
                           note=l.note) for l in f.losses])
         for f in families], runs={})
@@ -434,7 +430,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     # Seed-major, so that an interrupted tuning stage has whole seeds.
     tuning = [run('tune', o, l.key, 0, s) for s in proto['tune_seeds']
               for o in args.optimizers for f in families
-              if len(f.losses) > 1 and not f.unavailable for l in f.losses]
+              if len(f.losses) > 1 for l in f.losses]
     baseline = [r for o in args.optimizers for r in finals(o, 'ce')]
     scheduled = set()
 
@@ -444,7 +440,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         new = []
         for opt in args.optimizers:
             for fam in study['families']:
-                if fam['unavailable'] or (opt, fam['key']) in scheduled:
+                if (opt, fam['key']) in scheduled:
                     continue
                 key = choose(study, opt, fam)
                 if key is None:

@@ -15,7 +15,6 @@ cross-entropy baseline gets the same number of configurations
 (:data:`BUDGET`), so that no method wins by being tuned more.
 """
 import copy
-import inspect
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -66,13 +65,11 @@ class Family:
         losses: Its configurations, in grid order (ties in the selection
             go to the earlier one).
         grid: The grid in words, for the report.
-        unavailable: Why it cannot run with this code, or ''.
     """
     key: str
     name: str
     losses: Sequence[StudyLoss]
     grid: str
-    unavailable: str = ''
 
 
 def power_weights(counts: Sequence[float], power: float) -> List[float]:
@@ -103,12 +100,6 @@ def enet_weights(counts: Sequence[float], c: float = 1.02) -> List[float]:
 def _normalised(counts: np.ndarray, raw: np.ndarray) -> List[float]:
     scale = counts.sum() / float((counts * raw).sum())
     return [round(float(w), 6) for w in raw * scale]
-
-
-def arb_has_weight_power() -> bool:
-    """Whether this code's ``ARBLoss`` takes ``weight_power`` (issue 20)."""
-    from ..models.losses import ARBLoss
-    return 'weight_power' in inspect.signature(ARBLoss).parameters
 
 
 def _ce(**extra) -> Dict:
@@ -227,9 +218,7 @@ def study_families(counts: Sequence[float],
         [arb_loss('cumulative', class_stats, tau, weight_power=p,
                   family='arb-weights')
          for tau in (0.5, 1.0) for p in (0.25, 0.5)],
-        'cumulative counts, tau in {0.5, 1} x weight_power in {0.25, 0.5}',
-        unavailable='' if arb_has_weight_power() else
-        "this code's ARBLoss has no weight_power yet (issue 20)"))
+        'cumulative counts, tau in {0.5, 1} x weight_power in {0.25, 0.5}'))
     for f in families[1:]:
         assert len(f.losses) == BUDGET, f.key
     return families

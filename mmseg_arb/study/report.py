@@ -203,8 +203,7 @@ def analyse(study: Dict) -> Dict:
     hold."""
     out = {}
     for opt in study['protocol']['optimizers']:
-        chosen = {f['key']: choose(study, opt, f) for f in study['families']
-                  if not f.get('unavailable')}
+        chosen = {f['key']: choose(study, opt, f) for f in study['families']}
         rows = {split: {fam: final_row(study, opt, key, split)
                         for fam, key in chosen.items() if key}
                 for split in ('val', 'test')}
@@ -252,10 +251,6 @@ def tuning_tables(study: Dict, optimizer: str, analysis: Dict) -> List[str]:
            '| family | configuration | loss_decode | mIoU | tail | runs | '
            'chosen |', '|---|---|---|---:|---:|---:|:---:|']
     for fam in study['families']:
-        if fam.get('unavailable'):
-            out.append(f"| {fam['name']} | not run: "
-                       f"{_escape(fam['unavailable'])} | | | | | |")
-            continue
         if len(fam['losses']) == 1:
             continue
         chosen = analysis['chosen'].get(fam['key'])

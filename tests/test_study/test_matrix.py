@@ -13,9 +13,8 @@ from mmseg.registry import MODELS
 
 import mmseg_arb  # noqa: F401
 from mmseg_arb.models.losses import ARBLoss
-from mmseg_arb.study.matrix import (BUDGET, apply_loss, arb_has_weight_power,
-                                    enet_weights, power_weights,
-                                    study_families)
+from mmseg_arb.study.matrix import (BUDGET, apply_loss, enet_weights,
+                                    power_weights, study_families)
 
 DEMO_CE = osp.join(CONFIGS, 'demo', 'deeplabv3plus_r18-tiny_1xb8-400iter_'
                    'synthetic-ade20k-128x128.py')
@@ -69,13 +68,6 @@ def test_every_configuration_builds_the_model_it_describes(tmp_path):
     for family in study_families(COUNTS, str(stats)):
         for loss in family.losses:
             cfg = apply_loss(base, loss)
-            if family.key == 'arb-weights' and family.unavailable:
-                # Until issue 20 lands: the config the study would write.
-                arb = cfg.model.decode_head.loss_decode
-                assert arb['type'] == 'ARBLoss' and \
-                    arb['weight_power'] in (0.25, 0.5)
-                assert arb['count_mode'] == 'cumulative'
-                continue
             for module in cfg.custom_imports.imports:
                 __import__(module)
             model = MODELS.build(cfg.model)
@@ -100,13 +92,40 @@ def test_every_configuration_builds_the_model_it_describes(tmp_path):
             assert torch.isfinite(logits.grad).all(), loss.key
 
 
-def test_the_weighted_arb_family_waits_for_issue_20(tmp_path):
+def test_the_weighted_arb_family_builds_arb_with_weight_power(tmp_path):
+    """Each 'arb-weights' configuration, written into the config and built
+    by mmseg's registry, is a cumulative ARBLoss on both heads with its
+    tau and weight_power; the weights reach the loss value."""
     stats = tmp_path / 'class_stats_train.json'
     stats.write_text('{"counts": %s}' % [c + 1 for c in COUNTS])
     family = study_families(COUNTS, str(stats))[-1]
-    assert bool(family.unavailable) != arb_has_weight_power()
+    assert family.key == 'arb-weights'
     assert [l.arb['weight_power'] for l in family.losses] == [0.25, 0.5] * 2
     assert [l.arb.get('tau', 1.0) for l in family.losses] == [0.5, 0.5, 1, 1]
+    base = Config.fromfile(DEMO_CE)
+    init_default_scope('mmseg')
+    for loss in family.losses:
+        cfg = apply_loss(base, loss)
+        model = MODELS.build(cfg.model)
+        for head in (model.decode_head, model.auxiliary_head):
+            arb = head.loss_decode
+            assert isinstance(arb, ARBLoss), loss.key
+            assert arb.estimator.mode == 'cumulative'
+            assert arb.estimator.tau == loss.arb.get('tau', 1.0)
+            assert arb.estimator.weight_power == loss.arb['weight_power']
+        # The same loss without weight_power gives another value on a
+        # batch with unequal classes: the weights are applied.
+        arb = model.decode_head.loss_decode
+        plain = MODELS.build(dict(cfg.model.decode_head.loss_decode,
+                                  weight_power=0.0))
+        torch.manual_seed(0)
+        logits = torch.randn(2, 24, 8, 8)
+        label = torch.zeros(2, 8, 8, dtype=torch.long)
+        label[:, :2] = torch.randint(1, 24, (2, 2, 8))
+        weighted = arb(logits, label, ignore_index=255)
+        assert torch.isfinite(weighted).all(), loss.key
+        assert not torch.allclose(
+            weighted, plain(logits, label, ignore_index=255)), loss.key
 
 
 def test_sum_of_losses_scales_each_for_the_auxiliary_head(tmp_path):

@@ -171,7 +171,7 @@ def test_published_protocol_sizes():
 
     class F:
         def __init__(self, n):
-            self.losses, self.unavailable = [0] * n, ''
+            self.losses = [0] * n
 
     families = [F(1)] + [F(4) for _ in range(7)]
     assert tool.planned_runs(args, families) == dict(tune=112, final=160)
