@@ -21,7 +21,6 @@ import logging
 from typing import Optional, Sequence
 
 import torch
-from mmengine.logging import print_log
 from torch import Tensor, nn
 
 from ..ops.class_count import label_masks
@@ -39,8 +38,12 @@ class LabelRangeError(ValueError):
 def _raise(message: str) -> None:
     """Log ``message`` as an error through mmengine's current logger (the
     run's log file, where a runner made one) and raise it."""
-    print_log(f'LabelRangeError: {message}', logger='current',
-              level=logging.ERROR)
+    try:  # the counting also serves without mmengine (torch alone)
+        from mmengine.logging import print_log
+        print_log(f'LabelRangeError: {message}', logger='current',
+                  level=logging.ERROR)
+    except ImportError:
+        logging.getLogger(__name__).error('LabelRangeError: %s', message)
     raise LabelRangeError(message)
 
 

@@ -103,8 +103,10 @@ def test_count_driven_class_weights_train_and_resume(datasets, tmp_path):
     runner.train()
     assert torch.isfinite(torch.tensor(
         runner.message_hub.get_scalar('train/loss').current()))
-    dumped = Config.fromfile(glob.glob(str(tmp_path / '*' / 'vis_data' /
-                                           'config.py'))[0])
+    # The config the Runner dumped to the work dir (what --resume and
+    # mmseg's test.py read).
+    dumped, = glob.glob(str(tmp_path / '*.py'))
+    dumped = Config.fromfile(dumped)
     assert dumped.model.decode_head.loss_decode.weight_power == 0.5
     resumed = _runner_cfg(family, datasets, tmp_path, **loss)
     resumed.train_cfg.max_iters = 6
