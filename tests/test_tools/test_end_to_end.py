@@ -280,7 +280,7 @@ class RecordLosses(Hook):
 
     def after_train_iter(self, runner, batch_idx, data_batch=None,
                          outputs=None):
-        runner.losses.append(float(outputs['loss']))
+        runner.losses.append(float(outputs['loss'].detach()))
 
 
 def test_prior_config_fine_tunes_from_a_batch_mode_checkpoint(
