@@ -346,7 +346,6 @@ class ARBLoss(nn.Module):
             share_step_counts=share_step_counts,
             label_check=label_check)
         self.reduction = reduction
-        self._class_weight_source = class_weight
         weight = load_class_weight(class_weight)
         # A buffer so that it moves with the model (no copy per step), but
         # not saved: it is configuration, not state.
@@ -372,13 +371,13 @@ class ARBLoss(nn.Module):
     def _apply(self, fn, *args: Any, **kwargs: Any) -> 'ARBLoss':
         # model.half() would round a static class weight (and make one
         # above 65504 inf): it is configuration, kept float32 like the
-        # loss's arithmetic.
+        # loss's arithmetic (as the estimator keeps its counts float64).
+        class_weight = self.class_weight
         super()._apply(fn, *args, **kwargs)
-        if self.class_weight is not None and \
+        if class_weight is not None and \
                 self.class_weight.dtype != torch.float32:
-            self.class_weight = torch.tensor(
-                load_class_weight(self._class_weight_source),
-                dtype=torch.float32, device=self.class_weight.device)
+            self.class_weight = class_weight.to(self.class_weight.device,
+                                                torch.float32)
         return self
 
     def forward(self,
