@@ -25,11 +25,12 @@ import os.path as osp
 from typing import Any, Optional
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..ops.count_state import (COUNT_MODES, MAX_WEIGHT_RATIO,
                                WEIGHT_RATIO_LIMIT, prepare_counts)
 from ..utils.class_stats import CountsSource, load_class_counts
+from ..utils.fixed_dtype import FixedDtypeBuffers
 from .label_guard import LabelRangeGuard
 from .step_histogram import step_histogram
 
@@ -39,7 +40,7 @@ def _log(message: str, level: int = logging.WARNING) -> None:
     print_log(message, logger='current', level=level)
 
 
-class ClassCountEstimator(nn.Module):
+class ClassCountEstimator(FixedDtypeBuffers):
     """Estimates per-class pixel counts ``n`` and gives ARB-Loss its shift
     and class weights.
 
@@ -102,6 +103,9 @@ class ClassCountEstimator(nn.Module):
         label_check (str): ``'deferred'`` or ``'sync'``, see
             :class:`LabelRangeGuard`. Default: ``'deferred'``.
     """
+
+    # Counts stay exact float64 whatever the model is cast to.
+    fixed_dtypes = {'counts': torch.float64}
 
     def __init__(self,
                  mode: str = 'batch',
@@ -215,17 +219,6 @@ class ClassCountEstimator(nn.Module):
                                  ignore_index, label, step,
                                  at_once=not self.training)
         return prepared
-
-    def _apply(self, fn, *args: Any, **kwargs: Any) -> 'ClassCountEstimator':
-        # model.half(), .to(torch.bfloat16) or a mixed-precision wrapper
-        # cast every floating-point buffer. Counts must stay float64 and
-        # exact (fp16 tops out at 65504 pixels, bf16 rounds above 256):
-        # take the device the cast chose, keep the values and the dtype.
-        counts = self.counts
-        super()._apply(fn, *args, **kwargs)
-        if self.counts.dtype != torch.float64:
-            self.counts = counts.to(self.counts.device, torch.float64)
-        return self
 
     def _check_device(self, device: torch.device) -> None:
         if self.counts.device == device:

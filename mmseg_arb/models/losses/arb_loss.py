@@ -21,7 +21,7 @@ import importlib.util
 from typing import Any, Optional, Sequence, Union
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ...counting.estimator import ClassCountEstimator
 from ...counting.label_guard import check_labels_now
@@ -33,6 +33,7 @@ from ...ops.count_state import (MAX_WEIGHT_RATIO, count_class_weight,
 from ...ops.fused_arb_loss import FUSED_DTYPES, fused_arb_loss
 from ...ops.shifted_cross_entropy import shifted_cross_entropy
 from ...utils.class_stats import CountsSource, load_class_weight
+from ...utils.fixed_dtype import FixedDtypeBuffers
 
 if importlib.util.find_spec('mmseg') is not None:
     from mmseg.registry import MODELS
@@ -232,7 +233,7 @@ def _shifted_loss(logits: Tensor,
 
 
 @register_loss
-class ARBLoss(nn.Module):
+class ARBLoss(FixedDtypeBuffers):
     """Attraction-Repulsion-Balanced Loss, a drop-in for mmseg's
     ``CrossEntropyLoss``.
 
@@ -303,6 +304,11 @@ class ARBLoss(nn.Module):
         use_mask (bool): Accepted likewise; must be False.
     """
 
+    # A static class weight is configuration, kept float32 like the loss's
+    # arithmetic (model.half() would round it, and make one above 65504
+    # inf).
+    fixed_dtypes = {'class_weight': torch.float32}
+
     def __init__(self,
                  count_mode: str = 'batch',
                  num_classes: Optional[int] = None,
@@ -367,18 +373,6 @@ class ARBLoss(nn.Module):
         return (f'reduction={self.reduction!r}, '
                 f'loss_weight={self.loss_weight}, '
                 f'avg_non_ignore={self.avg_non_ignore}')
-
-    def _apply(self, fn, *args: Any, **kwargs: Any) -> 'ARBLoss':
-        # model.half() would round a static class weight (and make one
-        # above 65504 inf): it is configuration, kept float32 like the
-        # loss's arithmetic (as the estimator keeps its counts float64).
-        class_weight = self.class_weight
-        super()._apply(fn, *args, **kwargs)
-        if class_weight is not None and \
-                self.class_weight.dtype != torch.float32:
-            self.class_weight = class_weight.to(self.class_weight.device,
-                                                torch.float32)
-        return self
 
     def forward(self,
                 cls_score: Tensor,
