@@ -22,7 +22,10 @@ validation, reported on a held-out test split.
 Each run is ``tools/train.py CONFIG`` in its own folder, as many at once
 as there are slots (CPU cores, or one job per GPU); a second call trains
 only what has no ``result.json`` yet, so a long study resumes across
-calls. ``--report-only WORK_DIR`` rebuilds the report from the JSON.
+calls. ``loss_study.json`` is rewritten after every run (and copied to
+``--export``), so what finished outlives an interrupted call, and
+``--resume-from`` takes it back on a fresh machine. ``--report-only
+WORK_DIR`` rebuilds the report from the JSON.
 
     python tools/loss_study.py                      # the short default
     python tools/loss_study.py --report-only work_dirs/loss_study
@@ -51,12 +54,16 @@ DEFAULT_CONFIG = osp.join(
     ROOT, 'configs', 'demo',
     'deeplabv3plus_r18-tiny_1xb8-400iter_synthetic-ade20k-128x128.py')
 STUDY_JSON = 'loss_study.json'
+CALLS_JSON = 'calls.json'
 REPORT = 'loss_study.md'
 # (optimizer, eta_min of the poly schedule): the demo's AdamW, and mmseg's
-# DeepLabV3+ SGD (schedule_80k: lr 0.01, momentum 0.9, poly 0.9 to 1e-4).
+# DeepLabV3+ SGD (schedule_80k: momentum 0.9, poly 0.9 to 1e-4) at lr 0.1
+# instead of the recipe's 0.01, which is meant for an ImageNet-pretrained
+# backbone: from scratch, CE at 0.01 had learned no body class after 2000
+# iterations (docs/loss_study.md, "Schedule and learning rates").
 OPTIMIZERS = {
     'adamw': (dict(type='AdamW', lr=2e-3, weight_decay=1e-4), 1e-5),
-    'sgd': (dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=5e-4),
+    'sgd': (dict(type='SGD', lr=0.1, momentum=0.9, weight_decay=5e-4),
             1e-4),
 }
 FAMILY_KEYS = ('ce', 'arb', 'class-weights', 'logit-adjustment', 'blv',
@@ -126,6 +133,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                      help='dataloader workers of each run (default: 0 on '
                      'CPU, where they would compete with the other runs; '
                      '2 on GPU)')
+    run.add_argument('--resume-from', metavar='JSON',
+                     help="an earlier call's loss_study.json (made with "
+                     'the same settings): its finished runs are not '
+                     'trained again, e.g. the published one on a fresh '
+                     'machine')
     run.add_argument('--retry-failed', action='store_true',
                      help='train again the runs that failed before')
     run.add_argument('--export', help='also copy the report, its JSON and '
@@ -259,8 +271,7 @@ def check_settings(work_dir: str, settings: Dict) -> None:
     if osp.exists(path):
         with open(path) as f:
             before = json.load(f)
-        changed = sorted(k for k in set(before) | set(settings)
-                         if before.get(k) != settings.get(k))
+        changed = _changed(before, settings)
         if changed:
             raise SystemExit(
                 f'{work_dir} holds runs made with other settings '
@@ -269,6 +280,11 @@ def check_settings(work_dir: str, settings: Dict) -> None:
     os.makedirs(work_dir, exist_ok=True)
     with open(path, 'w') as f:
         json.dump(settings, f, indent=1)
+
+
+def _changed(before: Dict, settings: Dict) -> List[str]:
+    return sorted(k for k in set(before) | set(settings)
+                  if before.get(k) != settings.get(k))
 
 
 def machine() -> Dict:
@@ -308,7 +324,11 @@ def dataset_spec(args: argparse.Namespace, data_seed: int):
 def study_settings(args: argparse.Namespace) -> Dict:
     """What every run depends on: runs made with other settings cannot be
     mixed into one table."""
-    return dict(config=osp.abspath(args.config),
+    config = osp.abspath(args.config)
+    if config.startswith(ROOT + os.sep):  # the same in every checkout
+        config = osp.relpath(config, ROOT)
+    return dict(config=config,
+                optimizers={k: list(v) for k, v in OPTIMIZERS.items()},
                 dataset=asdict(dataset_spec(args, 0)), iters=args.iters,
                 curve_interval=args.curve_interval,
                 crop=list(args.crop), batch_size=args.batch_size,
@@ -376,7 +396,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     started, load_before = time.time(), load_average()
     work_dir = osp.abspath(args.work_dir)
     data_base = osp.abspath(args.data_root or osp.join(work_dir, 'data'))
-    check_settings(work_dir, study_settings(args))
+    settings = study_settings(args)
+    check_settings(work_dir, settings)
+    if args.resume_from:
+        restored = restore_runs(args.resume_from, work_dir, settings)
+        print(f'{restored} finished runs taken from {args.resume_from}')
     if args.retry_failed:
         for path in _failed_results(work_dir):
             os.remove(path)
@@ -400,11 +424,22 @@ def main(argv: Optional[List[str]] = None) -> None:
                  for o in args.optimizers}
         plan[d] = (families, bases, root)
     families = plan[0][0]
-    study = dict(protocol=proto, families=[
-        dict(key=f.key, name=f.name, grid=f.grid,
-             losses=[dict(key=l.key, name=l.name, shown=l.shown,
-                          note=l.note) for l in f.losses])
-        for f in families], runs={})
+    with open(osp.join(plan[0][2], 'synthetic_meta.json')) as f:
+        meta = json.load(f)
+    with open(osp.join(plan[0][2], 'class_stats_train.json')) as f:
+        class_names = json.load(f)['class_names']
+    sizes = planned_runs(args, families)
+    study = dict(
+        protocol=proto, settings=settings, machine=machine(),
+        code=code_version(), planned=sizes,
+        data=dict(class_names=class_names,
+                  train_counts=meta['pixel_counts']['train'],
+                  instance_counts=meta['instance_counts'],
+                  twins=meta['twins']),
+        families=[dict(key=f.key, name=f.name, grid=f.grid,
+                       losses=[dict(key=l.key, name=l.name, shown=l.shown,
+                                    note=l.note) for l in f.losses])
+                  for f in families], runs={})
     losses = {d: {l.key: l for f in plan[d][0] for l in f.losses}
               for d in plan}
     family_of = {l.key: f.key for f in families for l in f.losses}
@@ -433,9 +468,33 @@ def main(argv: Optional[List[str]] = None) -> None:
               if len(f.losses) > 1 for l in f.losses]
     baseline = [r for o in args.optimizers for r in finals(o, 'ce')]
     scheduled = set()
+    done_before = set(_finished_keys(work_dir))
 
-    def selected_finals(results: Dict[str, Dict]) -> List[Run]:
-        """The final runs of every family whose tuning is complete."""
+    def save(record: bool, complete: bool = False) -> None:
+        """The study so far to its JSON (and ``--export``'s copy): after
+        every run, so that what finished outlives an interrupted call or a
+        lost work dir (``--resume-from`` takes it back)."""
+        trained = len(set(study['runs']) - done_before)
+        timing = dict(command=command_line(),
+                      wall_seconds=round(time.time() - started, 1),
+                      runs_trained=trained, load_before=load_before,
+                      load_after=load_average(),
+                      finished=time.strftime('%Y-%m-%d %H:%M'),
+                      code=code_version().get('git_commit'))
+        study['calls'] = record_call(work_dir, timing, record)
+        study['complete'] = complete
+        study['runs'] = dict(sorted(study['runs'].items()))
+        path = osp.join(work_dir, STUDY_JSON)
+        with open(path + '.tmp', 'w') as f:
+            json.dump(study, f, indent=1)
+        os.replace(path + '.tmp', path)
+        if args.export:
+            os.makedirs(args.export, exist_ok=True)
+            shutil.copy(path, args.export)
+
+    def after_each_run(results: Dict[str, Dict]) -> List[Run]:
+        """Saves the study and returns the final runs of every family
+        whose tuning is now complete."""
         study['runs'] = results
         new = []
         for opt in args.optimizers:
@@ -448,38 +507,24 @@ def main(argv: Optional[List[str]] = None) -> None:
                 scheduled.add((opt, fam['key']))
                 if key:
                     new += finals(opt, key)
+        save(record=False)
         return new
 
     slots = make_slots(args)
-    sizes = planned_runs(args, families)
     print(f"{sizes['tune']} tuning and {sizes['final']} final runs, "
           f"{len(slots)} at a time "
           f"({', '.join(sorted({str(s.env) for s in slots}))})")
     try:
-        results, trained = run_all(tuning + baseline, slots, selected_finals,
-                                   progress=not args.no_progress)
-    except KeyboardInterrupt:
-        raise SystemExit('interrupted: the same command resumes the study')
-    timing = dict(command=command_line(),
-                  wall_seconds=round(time.time() - started, 1),
-                  runs_trained=len(trained), load_before=load_before,
-                  load_after=load_average(),
-                  finished=time.strftime('%Y-%m-%d %H:%M'),
-                  code=code_version().get('git_commit'))
-    with open(osp.join(plan[0][2], 'synthetic_meta.json')) as f:
-        meta = json.load(f)
-    with open(osp.join(plan[0][2], 'class_stats_train.json')) as f:
-        class_names = json.load(f)['class_names']
-    study.update(
-        settings=study_settings(args), machine=machine(), code=code_version(),
-        calls=record_call(work_dir, timing), planned=sizes,
-        data=dict(class_names=class_names,
-                  train_counts=meta['pixel_counts']['train'],
-                  instance_counts=meta['instance_counts'],
-                  twins=meta['twins']),
-        runs={k: results[k] for k in sorted(results)})
-    with open(osp.join(work_dir, STUDY_JSON), 'w') as f:
-        json.dump(study, f, indent=1)
+        results, _ = run_all(tuning + baseline, slots, after_each_run,
+                             progress=not args.no_progress)
+    except (KeyboardInterrupt, SystemExit):
+        save(record=True)
+        write_report(study, work_dir, args.export)
+        raise SystemExit('interrupted: the same command resumes the study; '
+                         f'{len(study["runs"])} of {sum(sizes.values())} '
+                         'runs finished')
+    study['runs'] = results
+    save(record=True, complete=True)
     write_report(study, work_dir, args.export)
 
 
@@ -507,27 +552,63 @@ def command_line() -> str:
         shlex.quote(a) for a in sys.argv[1:])
 
 
-def record_call(work_dir: str, timing: Dict) -> List[Dict]:
-    """Append this call to the study's calls that trained runs (a resumed
-    study took all of them), and return them all."""
-    path = osp.join(work_dir, 'calls.json')
+def record_call(work_dir: str, timing: Dict, record: bool) -> List[Dict]:
+    """The study's calls that trained runs (a resumed study took all of
+    them), this one included if it trained any; ``record`` keeps it in
+    ``calls.json`` (once, when the call ends)."""
+    path = osp.join(work_dir, CALLS_JSON)
     calls = []
     if osp.exists(path):
         with open(path) as f:
             calls = json.load(f)
     if timing['runs_trained']:
         calls.append(timing)
-        with open(path, 'w') as f:
-            json.dump(calls, f, indent=1)
+        if record:
+            with open(path, 'w') as f:
+                json.dump(calls, f, indent=1)
     return calls
 
 
-def _failed_results(work_dir: str) -> List[str]:
+def restore_runs(source: str, work_dir: str, settings: Dict) -> int:
+    """Writes the finished runs of an earlier call's ``loss_study.json``
+    (the published one, say, on a fresh machine) back to their folders in
+    ``work_dir``, and its calls, so that this call trains only the rest;
+    refused if that study was made with other settings. Returns how many
+    runs it wrote."""
+    from mmseg_arb.study.jobs import read_result, write_result
+    with open(source) as f:
+        earlier = json.load(f)
+    changed = _changed(earlier.get('settings', {}), settings)
+    if changed:
+        raise SystemExit(f'{source} was made with other settings '
+                         f'({", ".join(changed)} differ)')
+    written = 0
+    for key, result in earlier['runs'].items():
+        run_dir = osp.join(work_dir, 'runs', key)
+        if read_result(run_dir) is None:
+            write_result(run_dir, result)
+            written += 1
+    calls = osp.join(work_dir, CALLS_JSON)
+    if earlier.get('calls') and not osp.exists(calls):
+        with open(calls, 'w') as f:
+            json.dump(earlier['calls'], f, indent=1)
+    return written
+
+
+def _result_files(work_dir: str) -> List[str]:
     import glob
-    paths = glob.glob(osp.join(work_dir, 'runs', '**', 'result.json'),
-                      recursive=True)
+    return glob.glob(osp.join(work_dir, 'runs', '**', 'result.json'),
+                     recursive=True)
+
+
+def _finished_keys(work_dir: str) -> List[str]:
+    runs = osp.join(work_dir, 'runs')
+    return [osp.relpath(osp.dirname(p), runs) for p in _result_files(work_dir)]
+
+
+def _failed_results(work_dir: str) -> List[str]:
     failed = []
-    for path in paths:
+    for path in _result_files(work_dir):
         with open(path) as f:
             if json.load(f)['status'] != 'ok':
                 failed.append(path)

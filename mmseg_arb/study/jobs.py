@@ -180,7 +180,8 @@ def _collect(run: Run, returncode: int) -> Dict:
     return result
 
 
-def _write_result(run_dir: str, result: Dict) -> None:
+def write_result(run_dir: str, result: Dict) -> None:
+    os.makedirs(run_dir, exist_ok=True)
     tmp = osp.join(run_dir, RESULT_FILE + '.tmp')
     with open(tmp, 'w') as f:
         json.dump(result, f, indent=1)
@@ -262,7 +263,7 @@ def run_all(runs: Sequence[Run],
                     continue
                 del running[index]
                 result = _collect(run, proc.returncode)
-                _write_result(run.run_dir, result)
+                write_result(run.run_dir, result)
                 results[run.key] = result
                 trained.append(run.key)
                 done_iters += run.iters

@@ -349,6 +349,10 @@ def render(study: Dict) -> str:
         f"mmseg {study['machine'].get('mmseg')}", '',
         f"Time: {sum(c['wall_seconds'] for c in study['calls']) / 60:.1f} "
         f"min wall in {len(study['calls'])} call(s) that trained runs:", '']
+    if not study.get('complete', True):
+        lines[2:2] = [f"**Partial study**: {len(study['runs'])} of at most "
+                      f"{sum(study['planned'].values())} planned runs have "
+                      'finished; the tables show those.', '']
     lines += [f"* `{c['command']}`: {c['runs_trained']} runs, "
               f"{c['wall_seconds'] / 60:.1f} min, finished {c['finished']}, "
               f"load {c['load_before']} / {c['load_after']}, code "

@@ -178,3 +178,59 @@ def test_published_protocol_sizes():
     proto = tool.protocol(args)
     assert proto['final_seeds'] == [100, 101, 102, 103, 104]
     assert proto['data_seeds'] == [0, 1] and proto['tune_seeds'] == [0, 1]
+
+
+def test_an_interrupted_study_keeps_its_runs_and_resumes_elsewhere(tmp_path):
+    """The JSON is saved after every run: a study stopped mid-way (SIGTERM,
+    as a session's end or a scheduler sends) keeps what finished, says it
+    is partial, and ``--resume-from`` that JSON in an empty work dir (a
+    fresh machine) trains only the rest, to the same plan."""
+    import signal
+    import time
+    docs = tmp_path / 'docs'
+    first = tmp_path / 'first'
+    proc = subprocess.Popen(
+        [sys.executable, STUDY, '--work-dir', str(first), '--export',
+         str(docs), *TINY], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, cwd=str(tmp_path))
+    saved = first / 'loss_study.json'
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if saved.exists() and json.loads(saved.read_text())['runs']:
+            break
+        time.sleep(0.5)
+    assert proc.poll() is None, 'the study ended before it could be stopped'
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode != 0 and 'interrupted' in err, err[-3000:]
+    partial = json.loads((docs / 'loss_study.json').read_text())
+    assert partial['complete'] is False
+    assert 1 <= len(partial['runs']) < 6
+    assert partial['calls'][0]['runs_trained'] == len(partial['runs'])
+    assert '**Partial study**' in (docs / 'loss_study.md').read_text()
+
+    second = tmp_path / 'second'
+    result = subprocess.run(
+        [sys.executable, STUDY, '--work-dir', str(second), '--resume-from',
+         str(docs / 'loss_study.json'), *TINY], capture_output=True,
+        text=True, timeout=900, cwd=str(tmp_path))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert f"{len(partial['runs'])} finished runs taken from" in \
+        result.stdout
+    done = json.loads((second / 'loss_study.json').read_text())
+    assert done['complete'] is True and len(done['runs']) == 6
+    for key, run in partial['runs'].items():
+        assert done['runs'][key] == run  # taken over, not trained again
+    assert [c['runs_trained'] for c in done['calls']] == \
+        [len(partial['runs']), 6 - len(partial['runs'])]
+    assert '**Partial study**' not in (second / 'loss_study.md').read_text()
+
+    # A JSON made with other settings is refused, naming them.
+    other = dict(partial, settings=dict(partial['settings'], iters=5))
+    (tmp_path / 'other.json').write_text(json.dumps(other))
+    refused = subprocess.run(
+        [sys.executable, STUDY, '--work-dir', str(tmp_path / 'third'),
+         '--resume-from', str(tmp_path / 'other.json'), *TINY],
+        capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
+    assert refused.returncode != 0
+    assert 'other settings (iters differ)' in refused.stderr
