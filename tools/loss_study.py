@@ -43,7 +43,7 @@ import shutil
 import sys
 import time
 from dataclasses import asdict
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from mmseg_arb.config.short_run import set_iterations, use_dataset
 from mmseg_arb.study.jobs import Slot
@@ -229,8 +229,9 @@ def base_config(args: argparse.Namespace, cfg, data_root: str, stats: str,
                                 end=args.iters, by_epoch=False,
                                 eta_min=OPTIMIZERS[optimizer][1])]
     cfg.default_hooks.logger.interval = max(1, args.iters // 20)
-    if args.checkpoint_interval:
-        cfg.default_hooks.checkpoint.interval = args.checkpoint_interval
+    if args.checkpoint_interval:  # the last one is all a resume needs
+        cfg.default_hooks.checkpoint.update(
+            interval=args.checkpoint_interval, max_keep_ckpts=1)
     else:
         cfg.default_hooks.checkpoint.update(interval=-1, save_last=False)
     # Resizes keep the generated images at their size (mmseg's (long side,
@@ -394,12 +395,15 @@ def main(argv: Optional[List[str]] = None) -> None:
     from mmseg_arb.utils.class_stats import load_class_counts
 
     started, load_before = time.time(), load_average()
+    code = code_version()
     work_dir = osp.abspath(args.work_dir)
     data_base = osp.abspath(args.data_root or osp.join(work_dir, 'data'))
     settings = study_settings(args)
+    earlier = read_earlier(args.resume_from, settings) \
+        if args.resume_from else None
     check_settings(work_dir, settings)
-    if args.resume_from:
-        restored = restore_runs(args.resume_from, work_dir, settings)
+    if earlier is not None:
+        restored = restore_runs(earlier, work_dir)
         print(f'{restored} finished runs taken from {args.resume_from}')
     if args.retry_failed:
         for path in _failed_results(work_dir):
@@ -431,7 +435,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     sizes = planned_runs(args, families)
     study = dict(
         protocol=proto, settings=settings, machine=machine(),
-        code=code_version(), planned=sizes,
+        code=code, planned=sizes,
         data=dict(class_names=class_names,
                   train_counts=meta['pixel_counts']['train'],
                   instance_counts=meta['instance_counts'],
@@ -444,9 +448,11 @@ def main(argv: Optional[List[str]] = None) -> None:
               for d in plan}
     family_of = {l.key: f.key for f in families for l in f.losses}
 
+    known: Dict[str, str] = {}  # run key to folder, of every planned run
+
     def run(stage: str, opt: str, key: str, d: int, seed: int) -> Run:
         rkey = run_key(stage, opt, key, d, seed)
-        run_dir = osp.join(work_dir, 'runs', rkey)
+        run_dir = known[rkey] = osp.join(work_dir, 'runs', rkey)
         config = osp.join(run_dir, 'config.py')
         if read_result(run_dir) is None:  # finished runs stay as they are
             curve = stage == 'final' and family_of[key] in (
@@ -469,28 +475,31 @@ def main(argv: Optional[List[str]] = None) -> None:
     baseline = [r for o in args.optimizers for r in finals(o, 'ce')]
     scheduled = set()
     done_before = set(_finished_keys(work_dir))
+    this_call = dict(command=command_line(),
+                     started=time.strftime('%Y-%m-%d %H:%M:%S'),
+                     machine=machine_line(study['machine']),
+                     load_before=load_before, code=code.get('git_commit'))
 
-    def save(record: bool, complete: bool = False) -> None:
-        """The study so far to its JSON (and ``--export``'s copy): after
-        every run, so that what finished outlives an interrupted call or a
-        lost work dir (``--resume-from`` takes it back)."""
-        trained = len(set(study['runs']) - done_before)
-        timing = dict(command=command_line(),
-                      wall_seconds=round(time.time() - started, 1),
-                      runs_trained=trained, load_before=load_before,
-                      load_after=load_average(),
-                      finished=time.strftime('%Y-%m-%d %H:%M'),
-                      code=code_version().get('git_commit'))
-        study['calls'] = record_call(work_dir, timing, record)
+    def save(complete: bool = False) -> None:
+        """The study so far, its JSON and report, to the work dir and
+        ``--export``: after every run, so that what finished outlives an
+        interrupted or killed call and a lost work dir (``--resume-from``
+        takes it back), and the published pair always matches."""
+        from mmseg_arb.study.report import render
+        this_call.update(
+            wall_seconds=round(time.time() - started, 1),
+            runs_trained=len(set(study['runs']) - done_before),
+            load_after=load_average(),
+            finished=time.strftime('%Y-%m-%d %H:%M'))
+        study['calls'] = record_call(work_dir, this_call)
         study['complete'] = complete
         study['runs'] = dict(sorted(study['runs'].items()))
-        path = osp.join(work_dir, STUDY_JSON)
-        with open(path + '.tmp', 'w') as f:
-            json.dump(study, f, indent=1)
-        os.replace(path + '.tmp', path)
-        if args.export:
-            os.makedirs(args.export, exist_ok=True)
-            shutil.copy(path, args.export)
+        files = {STUDY_JSON: json.dumps(study, indent=1),
+                 REPORT: render(study)}
+        for folder in {work_dir, osp.abspath(args.export or work_dir)}:
+            os.makedirs(folder, exist_ok=True)
+            for name, text in files.items():
+                write_atomic(osp.join(folder, name), text)
 
     def after_each_run(results: Dict[str, Dict]) -> List[Run]:
         """Saves the study and returns the final runs of every family
@@ -507,7 +516,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                 scheduled.add((opt, fam['key']))
                 if key:
                     new += finals(opt, key)
-        save(record=False)
+        save()
         return new
 
     slots = make_slots(args)
@@ -517,14 +526,21 @@ def main(argv: Optional[List[str]] = None) -> None:
     try:
         results, _ = run_all(tuning + baseline, slots, after_each_run,
                              progress=not args.no_progress)
-    except (KeyboardInterrupt, SystemExit):
-        save(record=True)
+    except BaseException as exc:
+        # What finished, read back from the run folders: a run that ended
+        # just before the signal is in none of the saved copies yet.
+        finished = {k: read_result(d) for k, d in known.items()}
+        study['runs'] = {k: r for k, r in finished.items() if r is not None}
+        save()
         write_report(study, work_dir, args.export)
-        raise SystemExit('interrupted: the same command resumes the study; '
-                         f'{len(study["runs"])} of {sum(sizes.values())} '
-                         'runs finished')
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise SystemExit(
+                'interrupted: the same command resumes the study; '
+                f'{len(study["runs"])} of {sum(sizes.values())} runs '
+                'finished') from None
+        raise
     study['runs'] = results
-    save(record=True, complete=True)
+    save(complete=True)
     write_report(study, work_dir, args.export)
 
 
@@ -552,46 +568,78 @@ def command_line() -> str:
         shlex.quote(a) for a in sys.argv[1:])
 
 
-def record_call(work_dir: str, timing: Dict, record: bool) -> List[Dict]:
+def write_atomic(path: str, text: str) -> None:
+    """Readers (and a copy taken mid-study) see the old file or the new
+    one, never half of one."""
+    with open(path + '.tmp', 'w') as f:
+        f.write(text)
+    os.replace(path + '.tmp', path)
+
+
+def machine_line(info: Dict) -> str:
+    gpus = info.get('gpus')
+    return f"{info.get('cpu')}, {info.get('cores')} cores" + (
+        f"; {', '.join(gpus)}" if gpus else '')
+
+
+def _call_id(call: Dict) -> Tuple[str, str]:
+    return call.get('started') or call.get('finished'), call['command']
+
+
+def record_call(work_dir: str, call: Dict) -> List[Dict]:
     """The study's calls that trained runs (a resumed study took all of
-    them), this one included if it trained any; ``record`` keeps it in
-    ``calls.json`` (once, when the call ends)."""
+    them), with ``call`` (this one, updated as it goes) if it trained any;
+    written to ``calls.json`` at once, so a killed call keeps its time."""
     path = osp.join(work_dir, CALLS_JSON)
     calls = []
     if osp.exists(path):
         with open(path) as f:
             calls = json.load(f)
-    if timing['runs_trained']:
-        calls.append(timing)
-        if record:
-            with open(path, 'w') as f:
-                json.dump(calls, f, indent=1)
+    calls = [c for c in calls if _call_id(c) != _call_id(call)]
+    if call['runs_trained']:
+        calls.append(dict(call))
+    write_atomic(path, json.dumps(calls, indent=1))
     return calls
 
 
-def restore_runs(source: str, work_dir: str, settings: Dict) -> int:
-    """Writes the finished runs of an earlier call's ``loss_study.json``
-    (the published one, say, on a fresh machine) back to their folders in
-    ``work_dir``, and its calls, so that this call trains only the rest;
-    refused if that study was made with other settings. Returns how many
-    runs it wrote."""
-    from mmseg_arb.study.jobs import read_result, write_result
+def read_earlier(source: str, settings: Dict) -> Dict:
+    """The ``loss_study.json`` of ``--resume-from``, refused (before the
+    work dir is touched) if it is missing or was made with other
+    settings."""
+    if not osp.isfile(source):
+        raise SystemExit(f'--resume-from {source}: no such file')
     with open(source) as f:
         earlier = json.load(f)
     changed = _changed(earlier.get('settings', {}), settings)
     if changed:
-        raise SystemExit(f'{source} was made with other settings '
-                         f'({", ".join(changed)} differ)')
+        raise SystemExit(
+            f'{source} was made with other settings ({", ".join(changed)} '
+            'differ): runs made with other settings, devices included, '
+            'cannot be mixed into one table')
+    return earlier
+
+
+def restore_runs(earlier: Dict, work_dir: str) -> int:
+    """Writes the finished runs of an earlier call's study JSON (the
+    published one, say, on a fresh machine) that ``work_dir`` lacks back to
+    their folders, and adds its calls, so that this call trains only the
+    rest. Returns how many runs it wrote."""
+    from mmseg_arb.study.jobs import read_result, write_result
     written = 0
     for key, result in earlier['runs'].items():
         run_dir = osp.join(work_dir, 'runs', key)
         if read_result(run_dir) is None:
             write_result(run_dir, result)
             written += 1
-    calls = osp.join(work_dir, CALLS_JSON)
-    if earlier.get('calls') and not osp.exists(calls):
-        with open(calls, 'w') as f:
-            json.dump(earlier['calls'], f, indent=1)
+    path = osp.join(work_dir, CALLS_JSON)
+    calls = []
+    if osp.exists(path):
+        with open(path) as f:
+            calls = json.load(f)
+    ids = {_call_id(c) for c in calls}
+    calls += [c for c in earlier.get('calls', []) if _call_id(c) not in ids]
+    calls.sort(key=lambda c: c.get('started') or c['finished'])
+    write_atomic(path, json.dumps(calls, indent=1))
     return written
 
 

@@ -13,7 +13,8 @@ final validation (``summary``, ``per_class_iou``), of its test split when
 the config tests after training (``test``), its validation mIoU at every
 validation (``curve``), or the error it stopped with. A run that has one is not
 started again; an interrupted one restarts from its last checkpoint, if
-it saved one.
+it saved one, and its result says where (``resumed_at``: its batches after
+that point are not those of an uninterrupted run).
 """
 import glob
 import json
@@ -34,6 +35,12 @@ TEST_METRICS = 'test_metrics.json'  # written by study.test_hook
 RESULT_FILE = 'result.json'
 LOG_FILE = 'train.log'
 _FRAME = re.compile(r'\s*File "(?P<path>.+)", line (?P<line>\d+), in ')
+_RESUMED = re.compile(r'resumed epoch: \d+, iter: (\d+)')
+
+
+def resumed_at(log: str) -> List[int]:
+    """The iterations a run was resumed at, from mmengine's log."""
+    return [int(m) for m in _RESUMED.findall(log)]
 
 
 @dataclass
@@ -170,6 +177,12 @@ def _collect(run: Run, returncode: int) -> Dict:
             if osp.exists(test):
                 with open(test) as f:
                     result['test'] = _metrics(json.load(f))
+            resumed = []
+            if osp.exists(log_path):
+                with open(log_path, errors='replace') as f:
+                    resumed = resumed_at(f.read())
+            if resumed:
+                result['resumed_at'] = resumed
             return result
         error, where = f'{run.run_dir}: no validation with mIoU', None
     else:

@@ -356,7 +356,15 @@ def render(study: Dict) -> str:
     lines += [f"* `{c['command']}`: {c['runs_trained']} runs, "
               f"{c['wall_seconds'] / 60:.1f} min, finished {c['finished']}, "
               f"load {c['load_before']} / {c['load_after']}, code "
-              f"{c['code']}" for c in study['calls']]
+              f"{c['code']}" + (f", {c['machine']}" if c.get('machine')
+                                else '') for c in study['calls']]
+    resumed = sorted(k for k, r in study['runs'].items()
+                     if r.get('resumed_at'))
+    if resumed:
+        lines += ['', f'Resumed from a checkpoint after an interrupted call '
+                  f'({len(resumed)} runs; after that point their batches '
+                  "differ from an uninterrupted run's): " +
+                  ', '.join(f'`{k}`' for k in resumed) + '.']
     lines += ['', f"Protocol: {p['iters']} iterations; tuning seeds "
               f"{p['tune_seeds']} on data seed 0 (validation); final seeds "
               f"{p['final_seeds']} x data seeds {p['data_seeds']} (test); "

@@ -61,6 +61,18 @@ def test_results_errors_and_resume(tmp_path):
     assert trained == [] and again == results
 
 
+def test_a_run_resumed_from_a_checkpoint_says_where(tmp_path):
+    """Its batches after the resume are not an uninterrupted run's: the
+    result records the iteration, from mmengine's log line."""
+    resumes = ("print('12/04 20:48:14 - mmengine - INFO - resumed epoch: "
+               "0, iter: 750')\n" + FINISHES)
+    runs = [fake_run(tmp_path, 'resumed/seed0', resumes, '40.0'),
+            fake_run(tmp_path, 'whole/seed0', FINISHES, '41.0')]
+    results, _ = run_all(runs, [SLOT], progress=False, poll_seconds=0.05)
+    assert results['resumed/seed0']['resumed_at'] == [750]
+    assert 'resumed_at' not in results['whole/seed0']
+
+
 def test_dependent_runs_start_once_their_inputs_are_in(tmp_path):
     first = fake_run(tmp_path, 'mode/seed0', FINISHES, '30')
     later = fake_run(tmp_path, 'tau/seed0', FINISHES, '31')

@@ -224,13 +224,33 @@ def test_an_interrupted_study_keeps_its_runs_and_resumes_elsewhere(tmp_path):
     assert [c['runs_trained'] for c in done['calls']] == \
         [len(partial['runs']), 6 - len(partial['runs'])]
     assert '**Partial study**' not in (second / 'loss_study.md').read_text()
+    # The published pair matches: the report is the JSON's.
+    from mmseg_arb.study.report import render
+    assert (docs / 'loss_study.md').read_text() == render(partial)
 
-    # A JSON made with other settings is refused, naming them.
-    other = dict(partial, settings=dict(partial['settings'], iters=5))
+    # The same command again, where the work dir survived: nothing is
+    # restored or trained, and no call is counted twice.
+    again = subprocess.run(
+        [sys.executable, STUDY, '--work-dir', str(second), '--resume-from',
+         str(docs / 'loss_study.json'), *TINY], capture_output=True,
+        text=True, timeout=600, cwd=str(tmp_path))
+    assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
+    assert '0 finished runs taken from' in again.stdout
+    assert json.loads((second / 'loss_study.json').read_text())['calls'] \
+        == done['calls']
+
+    # A JSON made with other settings (a device included) or none at all
+    # is refused, naming why, before the work dir is touched.
+    other = dict(partial, settings=dict(partial['settings'], iters=5,
+                                        gpus_per_job=1))
     (tmp_path / 'other.json').write_text(json.dumps(other))
-    refused = subprocess.run(
-        [sys.executable, STUDY, '--work-dir', str(tmp_path / 'third'),
-         '--resume-from', str(tmp_path / 'other.json'), *TINY],
-        capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
-    assert refused.returncode != 0
-    assert 'other settings (iters differ)' in refused.stderr
+    for source, why in (('other.json', 'other settings (gpus_per_job, '
+                                       'iters differ)'),
+                        ('missing.json', 'missing.json: no such file')):
+        refused = subprocess.run(
+            [sys.executable, STUDY, '--work-dir', str(tmp_path / 'third'),
+             '--resume-from', str(tmp_path / source), *TINY],
+            capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
+        assert refused.returncode != 0
+        assert why in refused.stderr, refused.stderr[-2000:]
+        assert not (tmp_path / 'third').exists()
