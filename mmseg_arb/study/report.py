@@ -355,7 +355,8 @@ def render(study: Dict) -> str:
                       'finished; the tables show those.', '']
     lines += [f"* `{c['command']}`: {c['runs_trained']} runs, "
               f"{c['wall_seconds'] / 60:.1f} min, finished {c['finished']}, "
-              f"load {c['load_before']} / {c['load_after']}, code "
+              f"load {c['load_before'] or 'not recorded'} / "
+              f"{c['load_after'] or 'not recorded'}, code "
               f"{c['code']}" + (f", {c['machine']}" if c.get('machine')
                                 else '') for c in study['calls']]
     resumed = sorted(k for k, r in study['runs'].items()
