@@ -46,7 +46,7 @@ from dataclasses import asdict
 from typing import Dict, List, Optional, Tuple
 
 from mmseg_arb.config.short_run import set_iterations, use_dataset
-from mmseg_arb.study.jobs import Slot
+from mmseg_arb.study.jobs import Slot, write_atomic
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TRAIN = osp.join(ROOT, 'tools', 'train.py')
@@ -568,14 +568,6 @@ def command_line() -> str:
         shlex.quote(a) for a in sys.argv[1:])
 
 
-def write_atomic(path: str, text: str) -> None:
-    """Readers (and a copy taken mid-study) see the old file or the new
-    one, never half of one."""
-    with open(path + '.tmp', 'w') as f:
-        f.write(text)
-    os.replace(path + '.tmp', path)
-
-
 def machine_line(info: Dict) -> str:
     gpus = info.get('gpus')
     return f"{info.get('cpu')}, {info.get('cores')} cores" + (
@@ -590,16 +582,24 @@ def record_call(work_dir: str, call: Dict) -> List[Dict]:
     """The study's calls that trained runs (a resumed study took all of
     them), with ``call`` (this one, updated as it goes) if it trained any;
     written to ``calls.json`` at once, so a killed call keeps its time."""
-    path = osp.join(work_dir, CALLS_JSON)
-    calls = []
-    if osp.exists(path):
-        with open(path) as f:
-            calls = json.load(f)
-    calls = [c for c in calls if _call_id(c) != _call_id(call)]
+    calls = [c for c in _read_calls(work_dir)
+             if _call_id(c) != _call_id(call)]
     if call['runs_trained']:
         calls.append(dict(call))
-    write_atomic(path, json.dumps(calls, indent=1))
+    _write_calls(work_dir, calls)
     return calls
+
+
+def _read_calls(work_dir: str) -> List[Dict]:
+    path = osp.join(work_dir, CALLS_JSON)
+    if not osp.exists(path):
+        return []
+    with open(path) as f:
+        return json.load(f)
+
+
+def _write_calls(work_dir: str, calls: List[Dict]) -> None:
+    write_atomic(osp.join(work_dir, CALLS_JSON), json.dumps(calls, indent=1))
 
 
 def read_earlier(source: str, settings: Dict) -> Dict:
@@ -631,15 +631,11 @@ def restore_runs(earlier: Dict, work_dir: str) -> int:
         if read_result(run_dir) is None:
             write_result(run_dir, result)
             written += 1
-    path = osp.join(work_dir, CALLS_JSON)
-    calls = []
-    if osp.exists(path):
-        with open(path) as f:
-            calls = json.load(f)
+    calls = _read_calls(work_dir)
     ids = {_call_id(c) for c in calls}
     calls += [c for c in earlier.get('calls', []) if _call_id(c) not in ids]
     calls.sort(key=lambda c: c.get('started') or c['finished'])
-    write_atomic(path, json.dumps(calls, indent=1))
+    _write_calls(work_dir, calls)
     return written
 
 

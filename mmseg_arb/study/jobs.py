@@ -193,12 +193,17 @@ def _collect(run: Run, returncode: int) -> Dict:
     return result
 
 
+def write_atomic(path: str, text: str) -> None:
+    """Readers (and a copy taken mid-study) see the old file or the new
+    one, never half of one."""
+    with open(path + '.tmp', 'w') as f:
+        f.write(text)
+    os.replace(path + '.tmp', path)
+
+
 def write_result(run_dir: str, result: Dict) -> None:
     os.makedirs(run_dir, exist_ok=True)
-    tmp = osp.join(run_dir, RESULT_FILE + '.tmp')
-    with open(tmp, 'w') as f:
-        json.dump(result, f, indent=1)
-    os.replace(tmp, osp.join(run_dir, RESULT_FILE))
+    write_atomic(osp.join(run_dir, RESULT_FILE), json.dumps(result, indent=1))
 
 
 def run_all(runs: Sequence[Run],
