@@ -29,6 +29,8 @@ SHORT_NAMES = {'mIoU': 'mIoU', 'mIoU_head': 'head', 'mIoU_body': 'body',
                'mIoU_tail': 'tail', 'mAcc': 'mAcc', 'aAcc': 'aAcc'}
 COMPARED = ('mIoU', 'mIoU_head', 'mIoU_body', 'mIoU_tail')
 CURVE_FAMILIES = ('ce', 'arb', 'class-weights')
+# Each compared with every other chosen family (the first with the second once).
+ARB_FAMILIES = ('arb', 'arb-weights')
 STAGES = ('tune', 'final')
 
 
@@ -211,9 +213,10 @@ def analyse(study: Dict) -> Dict:
         test = rows['test']
         pairs = [(fam, 'ce') for fam in test if fam != 'ce'] \
             if 'ce' in test else []
-        if 'arb' in test:
-            pairs += [('arb', fam) for fam in test
-                      if fam not in ('ce', 'arb')]
+        for ours in ARB_FAMILIES:
+            if ours in test:
+                pairs += [(ours, fam) for fam in test
+                          if fam not in ('ce', ours) and (fam, ours) not in pairs]
         for a, b in pairs:
             comparisons.append(dict(
                 first=a, second=b,

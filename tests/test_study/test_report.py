@@ -128,3 +128,17 @@ def test_report_only_rebuilds_the_published_tables(tmp_path, folder):
                          .split('[')[1].split(']')[0].split(', ')]
             assert word == ('wins' if low > 0 else
                             'loses' if high < 0 else 'ties'), line
+
+
+def test_both_arb_families_meet_every_other_family_once():
+    """The chosen ARB and the chosen ARB + weights are each compared with
+    every other chosen family (issue 20's recommendation rests on the
+    second), and with each other once."""
+    with open(FIXTURE + '/loss_study.json') as f:
+        fixture = json.load(f)
+    for result in analyse(fixture).values():
+        pairs = [(c['first'], c['second']) for c in result['comparisons']]
+        assert pairs == [('arb', 'ce'), ('class-weights', 'ce'),
+                         ('arb-weights', 'ce'), ('arb', 'class-weights'),
+                         ('arb', 'arb-weights'),
+                         ('arb-weights', 'class-weights')]
