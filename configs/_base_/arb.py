@@ -17,6 +17,9 @@ runner_type = 'ARBRunner'
 # Keyword arguments of every ARBLoss created (see ARBLoss for all of them).
 # 'batch': counts of the current batch, summed over GPUs, logits shifted by
 # tau * log n with tau = 1 and no class weights (weight_power = 0): the
-# paper's loss. weight_power = p also weights each pixel of class y by
-# n_y^-p from the same counts (docs/loss_study.md compares the settings).
+# paper's loss, the default, to reproduce the paper. weight_power = p weights
+# each pixel of class y by n_y^-p from the same counts. On long-tailed data
+# docs/loss_study.md recommends class weights n^-0.5 from the running counts
+# and no shift (README: "Which loss should I use?"):
+#     arb = dict(count_mode='cumulative', tau=0, weight_power=0.5)
 arb = dict(count_mode='batch')

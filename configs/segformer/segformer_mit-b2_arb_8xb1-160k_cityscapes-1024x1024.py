@@ -8,6 +8,10 @@ custom_imports = dict(imports=['mmseg_arb'], allow_failed_imports=False)
 custom_hooks = [dict(type='ClassCountHook')]
 # count_mode='batch': n_j are the pixel counts of the current batch, summed
 # over all GPUs (the paper's ARB-Loss); every rank applies the same weights.
+# On long-tailed data, docs/loss_study.md recommends count_mode='cumulative',
+# tau=0, weight_power=0.5 instead: class weights n^-0.5 from the running counts,
+# no shift (README: "Which loss should I use?"). Keep the paper's loss to
+# reproduce the paper.
 # SegFormer has no auxiliary head. No _delete_ needed: ARBLoss accepts the CE
 # keys left over from the base.
 model = dict(
