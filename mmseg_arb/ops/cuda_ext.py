@@ -134,13 +134,27 @@ def _device_supported(index: int) -> bool:
     return _device_is_supported[index]
 
 
-def cuda_ops_apply(tensor: Tensor) -> bool:
-    """Whether ops on ``tensor`` run on the CUDA kernels: it is a CUDA
-    tensor on a GPU they support and the kernels are loaded. (The one
-    switch between the kernels and the PyTorch path; the tests turn it on
-    for ``meta`` tensors.)"""
+def _kernels_serve(tensor: Tensor) -> bool:
+    """Whether ``tensor`` is a CUDA tensor on a GPU the kernels support,
+    and the kernels are loaded."""
     return tensor.is_cuda and _device_supported(tensor.device.index or 0) \
         and load_cuda_ops()
+
+
+def cuda_ops_apply(tensor: Tensor) -> bool:
+    """Whether ops on ``tensor`` run on the CUDA kernels: the kernels serve
+    its device and, for logits (floating point), the fused loss passed its
+    first-use check on that device and dtype
+    (:mod:`~mmseg_arb.ops.first_use`). (The one switch between the kernels
+    and the PyTorch path; the tests turn it on for ``meta`` tensors.)"""
+    if not _kernels_serve(tensor):
+        return False
+    if tensor.dtype.is_floating_point:
+        # Here, not at the top: the guard checks through the ops' modules,
+        # which import this one.
+        from .first_use import fused_loss_verified
+        return fused_loss_verified(tensor.device, tensor.dtype)
+    return True
 
 
 def cuda_ops_status() -> str:
