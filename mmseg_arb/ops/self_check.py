@@ -579,8 +579,8 @@ def machine() -> str:
         return f'{line}, {torch.cuda.device_count()} GPU(s) visible'
     why = 'torch is a CPU build' if torch.version.cuda is None else \
         'torch sees no CUDA device'
-    return (f'{line}: no GPU found ({why}); the CUDA kernels are not '
-            f'checked, the PyTorch path on CPU is')
+    return (f'{line}: no GPU found ({why}); checking the PyTorch path on '
+            f'CPU (the CUDA kernels need a GPU)')
 
 
 def run_checks() -> Iterator[Result]:
