@@ -527,22 +527,27 @@ def pytorch_path_checks(device: torch.device, name: str,
 
 
 def gpu_checks(index: int) -> Iterator[Result]:
-    """The checks of CUDA device ``index``."""
+    """The checks of CUDA device ``index``. A GPU older than the kernels
+    support, or kernels switched off with ``MMSEG_ARB_CUDA=0``, is no
+    failure (the PyTorch path serves it, and is checked); kernels that do
+    not load on a GPU they support are."""
     device = torch.device('cuda', index)
     capability = torch.cuda.get_device_capability(index)
     name = f'cuda:{index}'
     supported = capability >= cuda_ext.MIN_ARCH
     yield Result(
-        f'{name} capability', supported,
+        f'{name} capability', True,
         f'{torch.cuda.get_device_name(index)}, compute capability '
         f'{capability[0]}.{capability[1]}' +
         ('' if supported else ': the kernels need 7.0 (Volta) or newer; '
          'ARB-Loss uses the PyTorch path on it'))
     loaded = supported and cuda_ext.load_cuda_ops()
     if supported:
-        yield Result(f'{name} extension', loaded, cuda_ext.cuda_ops_status()
-                     + ('' if loaded else '; ARB-Loss uses the PyTorch path'
-                        ' (correct, slower)'))
+        status = cuda_ext.cuda_ops_status()
+        yield Result(f'{name} extension',
+                     loaded or status.startswith('disabled by'),
+                     status + ('' if loaded else '; ARB-Loss uses the '
+                               'PyTorch path (correct, slower)'))
     if loaded:
         yield from kernel_checks(device, name)
     # The path the loss takes where the kernels do not serve.

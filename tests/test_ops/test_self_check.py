@@ -77,6 +77,57 @@ def test_within_scales_with_the_yardstick():
     assert not self_check.within(truth * float('nan'), truth, yardstick)[0]
 
 
+@pytest.mark.parametrize('gpu', ['sm_61', 'disabled', 'broken', 'small',
+                                 'large'])
+def test_which_checks_a_gpu_gets(gpu, monkeypatch):
+    # The GPU branch's decisions, with the device answers and the checks
+    # themselves stood in for (they run on the emulator below).
+    monkeypatch.setattr(torch.cuda, 'get_device_capability',
+                        lambda index: (6, 1) if gpu == 'sm_61' else (9, 0))
+    monkeypatch.setattr(torch.cuda, 'get_device_name', lambda index: 'GPU')
+    monkeypatch.setattr(torch.cuda, 'mem_get_info', lambda index: (
+        (8 if gpu == 'small' else 70) * 2**30, 80 * 2**30))
+    reason = {'disabled': 'disabled by MMSEG_ARB_CUDA=0',
+              'broken': 'JIT build failed: RuntimeError: nvcc broke'
+              }.get(gpu, 'built at install (mmseg_arb._ext)')
+    monkeypatch.setattr(self_check.cuda_ext, 'load_cuda_ops',
+                        lambda: reason.startswith('built'))
+    monkeypatch.setattr(self_check.cuda_ext, 'cuda_ops_status',
+                        lambda: reason)
+
+    def stand_in(name):
+        def check(device, *args, **kwargs):
+            assert device == torch.device('cuda', 1)
+            result = self_check.Result(name, True, '')
+            return iter([result]) if name.endswith('checks') else result
+        return check
+
+    for check in ('kernel_checks', 'pytorch_path_checks', 'check_past_2_31',
+                  'check_speed'):
+        monkeypatch.setattr(self_check, check, stand_in(check))
+    results = list(self_check.gpu_checks(1))
+    lines = [r.line() for r in results]
+    assert lines[0] == 'PASS  cuda:1 capability: GPU, compute capability ' \
+        + ('6.1: the kernels need 7.0 (Volta) or newer; ARB-Loss uses the '
+           'PyTorch path on it' if gpu == 'sm_61' else '9.0')
+    if gpu == 'sm_61':
+        assert lines[1:] == ['PASS  pytorch_path_checks: ']
+        return
+    assert lines[1].startswith(
+        f'{"FAIL" if gpu == "broken" else "PASS"}  cuda:1 extension: '
+        f'{reason}')
+    if gpu in ('disabled', 'broken'):
+        assert 'uses the PyTorch path (correct, slower)' in lines[1]
+        assert lines[2:] == ['PASS  pytorch_path_checks: ']
+        return
+    assert lines[2:4] == ['PASS  kernel_checks: ',
+                          'PASS  pytorch_path_checks: ']
+    assert lines[4] == ('PASS  cuda:1 tensors past 2^31 elements: not run: '
+                        '8.0 GiB free, 12 needed' if gpu == 'small' else
+                        'PASS  cuda:1 tensors past 2^31 elements: ')
+    assert lines[5:] == ['PASS  cuda:1 speed: ']
+
+
 # ------------------------------------- the kernel checks, on the emulator
 
 
