@@ -29,8 +29,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from ..results.runs import SUMMARY_KEYS
-TEST_METRICS = 'test_metrics.json'  # written by study.test_hook
+from mmseg_arb.results.runs import SUMMARY_KEYS
+
+TEST_METRICS = 'test_metrics.json'  # written by hooks.TestAfterTrainHook
 
 RESULT_FILE = 'result.json'
 LOG_FILE = 'train.log'

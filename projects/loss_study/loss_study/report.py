@@ -3,8 +3,8 @@ statistics over paired runs, the tables, the verdict sentences and the
 plots.
 
 Everything here reads the study's ``loss_study.json`` (what
-:func:`render` takes), so ``tools/loss_study.py --report-only WORK_DIR``
-rebuilds the whole report with the code at hand.
+:func:`render` takes), so ``projects/loss_study/tools/loss_study.py
+--report-only WORK_DIR`` rebuilds the whole report with the code at hand.
 
 **Selection rule** (fixed before the runs): per optimiser, each family's
 configuration with the highest mean *validation* mIoU over its tuning runs
@@ -22,14 +22,15 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..results.plots import plot_iou_vs_frequency
-from ..results.runs import SUMMARY_KEYS
+from mmseg_arb.results.plots import plot_iou_vs_frequency
+from mmseg_arb.results.runs import SUMMARY_KEYS
 
 SHORT_NAMES = {'mIoU': 'mIoU', 'mIoU_head': 'head', 'mIoU_body': 'body',
                'mIoU_tail': 'tail', 'mAcc': 'mAcc', 'aAcc': 'aAcc'}
 COMPARED = ('mIoU', 'mIoU_head', 'mIoU_body', 'mIoU_tail')
 CURVE_FAMILIES = ('ce', 'arb', 'class-weights')
-# Each compared with every other chosen family (the first with the second once).
+# Each compared with every other chosen family (the first with the second
+# once).
 ARB_FAMILIES = ('arb', 'arb-weights')
 STAGES = ('tune', 'final')
 
@@ -216,7 +217,8 @@ def analyse(study: Dict) -> Dict:
         for ours in ARB_FAMILIES:
             if ours in test:
                 pairs += [(ours, fam) for fam in test
-                          if fam not in ('ce', ours) and (fam, ours) not in pairs]
+                          if fam not in ('ce', ours)
+                          and (fam, ours) not in pairs]
         for a, b in pairs:
             comparisons.append(dict(
                 first=a, second=b,

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS
 
-import mmseg_arb.study.losses  # noqa: F401
-from mmseg_arb.study.blv_loss import blv_scale
+import projects.loss_study.loss_study.losses  # noqa: F401
+from projects.loss_study.loss_study.blv_loss import blv_scale
 
 COUNTS = [6000.0, 3000.0, 800.0, 150.0, 50.0]
 
@@ -106,3 +106,4 @@ def test_class_averaged_dice_loss():
     perfect = F.one_hot(label.clamp(max=4), 5).movedim(-1, 1) * 50.0
     assert build(dict(type='ClassAveragedDiceLoss'))(
         perfect.double(), label) < 1e-6
+
