@@ -12,8 +12,7 @@ import pytest
 
 from mmseg_arb.results.runs import SUMMARY_KEYS
 from projects.loss_study.loss_study.report import (analyse, choose, interval,
-                                                   render, run_key,
-                                                   t_quantile, verdict)
+                                                   render, run_key, verdict)
 
 PROJECT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 STUDY = osp.join(PROJECT, 'tools', 'loss_study.py')
@@ -21,10 +20,14 @@ FIXTURE = osp.join(PROJECT, 'tests', 'fixtures')
 PUBLISHED = osp.join(PROJECT, 'results', 'generated')
 
 
-def test_t_quantiles_match_the_tables():
+def test_t_intervals_match_the_tables():
+    """95 % intervals of n values use the tabulated t(0.975, n - 1)."""
     for df, q in ((1, 12.7062), (2, 4.3027), (4, 2.7764), (9, 2.2622),
                   (30, 2.0423)):
-        assert t_quantile(0.975, df) == pytest.approx(q, abs=1e-3)
+        values = [0.0] * df + [df + 1.0]  # mean 1, std sqrt((df + 1) / df)
+        stat = interval(values)
+        half = q * stat['std'] / (df + 1)**0.5
+        assert stat['high'] - stat['mean'] == pytest.approx(half, abs=1e-3)
 
 
 def test_interval_and_verdicts():
