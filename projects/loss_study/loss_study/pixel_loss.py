@@ -1,13 +1,16 @@
 """What the study's pixel losses share with mmseg's ``CrossEntropyLoss``:
-the reduction (mean over all pixels of the batch, ignored pixels
-contributing 0, ``avg_non_ignore`` to average over the labelled ones
-only), the per-pixel ``weight`` of a sampler, ``avg_factor`` and
+the labelled-pixel mask (``mmseg_arb``'s :func:`label_masks`, bad labels
+refused), and the reduction (mean over all pixels of the batch, ignored
+pixels contributing 0, ``avg_non_ignore`` to average over the labelled
+ones only) with the per-pixel ``weight`` of a sampler, ``avg_factor`` and
 ``reduction_override``."""
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 import torch
 from mmseg.models.losses.utils import weight_reduce_loss
 from torch import Tensor
+
+from mmseg_arb.ops import label_masks
 
 
 def reduce_pixel_loss(loss: Tensor, label: Tensor, ignore_index: int,
@@ -24,13 +27,21 @@ def reduce_pixel_loss(loss: Tensor, label: Tensor, ignore_index: int,
                               avg_factor=avg_factor)
 
 
-def load_counts(class_counts) -> Tensor:
-    """Per-class pixel counts (a list, or a class-statistics JSON path)."""
-    from mmseg_arb.utils.class_stats import load_class_counts
-    return load_class_counts(class_counts)
+def valid_labels(label: Tensor, num_classes: int,
+                 ignore_index: int) -> Tuple[Tensor, Tensor]:
+    """The labelled-pixel mask and the labels with ignored pixels at 0.
 
-
-def valid_labels(label: Tensor, ignore_index: int):
-    """The labelled-pixel mask and the labels with ignored pixels at 0."""
-    valid = label != ignore_index
+    Raises:
+        ValueError: If a label is neither a class in ``[0, num_classes)``
+            nor ``ignore_index`` (it would index out of range, or be
+            skipped silently).
+    """
+    valid, invalid = label_masks(label, num_classes, ignore_index)
+    if invalid.any():
+        values = torch.unique(label[invalid])[:8].tolist()
+        raise ValueError(
+            f'labels {values} are outside [0, {num_classes}) and are not '
+            f"ignore_index={ignore_index}: check the dataset's label "
+            "mapping (reduce_zero_label), its ignore value and the decode "
+            "head's num_classes")
     return valid, torch.where(valid, label, torch.zeros_like(label))
