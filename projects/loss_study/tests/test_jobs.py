@@ -199,3 +199,35 @@ def _processes_running(script: str):
             found.append(int(pid))
     return found
 
+
+NAPS = 'import time; time.sleep(20)'
+FORK_SIGNALLED = textwrap.dedent('''
+    import os, signal, sys
+    from projects.loss_study.loss_study.jobs import Run, Slot, run_all
+    # SIGTERM while the study starts a run: Python runs the handler inside
+    # an at-fork hook, which swallows what it raises (as logging's does).
+    os.register_at_fork(
+        after_in_parent=lambda: os.kill(os.getpid(), signal.SIGTERM))
+    run = Run('nap/seed0', 'nap', 0, sys.argv[1], ['-c', {naps!r}],
+              iters=1)
+    run_all([run], [Slot({{}}, [sys.executable])], progress=False,
+            poll_seconds=0.05)
+''')
+
+
+def test_a_signal_while_a_run_starts_still_stops_the_study(tmp_path):
+    """A SIGTERM that lands while the study forks a run (a busy machine
+    made it happen) stops the study and its run all the same, instead of
+    being lost in the fork's hooks."""
+    started = time.time()
+    study = subprocess.run(
+        [sys.executable, '-c', FORK_SIGNALLED.format(naps=NAPS),
+         str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+        timeout=120)
+    assert study.returncode == 128 + signal.SIGTERM, study.stderr[-2000:]
+    assert time.time() - started < 15  # not after the run's 20 s
+    assert not (tmp_path / 'result.json').exists()
+    deadline = time.time() + 30
+    while _processes_running(NAPS) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _processes_running(NAPS)
