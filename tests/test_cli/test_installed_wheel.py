@@ -248,3 +248,20 @@ def test_config_class_stats_train_test_summarize_from_the_wheel(
     assert run['settings']['max_iters'] == 2  # the training's, not the test's
     assert run['checkpoint'] == str(work_dir / 'iter_2.pth')
     assert not any(PKG_RESOURCES_WARNING in out for out in outputs)
+
+
+def test_the_wheel_ships_the_product_only(tmp_path):
+    """The wheel holds the package (its configs included) and nothing of
+    the loss study, which lives in projects/ beside it: its losses would
+    otherwise sit in every user's install."""
+    import zipfile
+    source = _source_copy(str(tmp_path / 'source'))
+    _run([sys.executable, '-m', 'pip', 'wheel', '--disable-pip-version-check',
+          '--no-deps', '--no-build-isolation', '-w', tmp_path / 'dist',
+          source], env=dict(_clean_env(), MMSEG_ARB_WITH_CUDA='0'))
+    wheel, = glob.glob(str(tmp_path / 'dist' / 'mmseg_arb-*.whl'))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split('/')[0] for n in names
+            if '.dist-info/' not in n} == {'mmseg_arb'}
+    assert [n for n in names if 'study' in n] == []
+    assert f'mmseg_arb/.mim/configs/deeplabv3plus/{SHIPPED}.py' in names
