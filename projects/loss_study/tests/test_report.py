@@ -138,8 +138,8 @@ def test_report_only_rebuilds_the_published_tables(tmp_path, folder):
 
 def test_both_arb_families_meet_every_other_family_once():
     """The chosen ARB and the chosen ARB + weights are each compared with
-    every other chosen family (issue 20's recommendation rests on the
-    second), and with each other once."""
+    every other chosen family (issue 20 asked for the second), and with
+    each other once."""
     with open(osp.join(FIXTURE, 'loss_study.json')) as f:
         fixture = json.load(f)
     for result in analyse(fixture).values():
