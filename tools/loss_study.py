@@ -392,7 +392,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     from mmseg_arb.study.jobs import Run, read_result, run_all
     from mmseg_arb.study.matrix import study_families
     from mmseg_arb.study.report import choose, run_key
-    from mmseg_arb.utils.class_stats import load_class_counts
+    from mmseg_arb.utils.class_counts import load_class_counts
 
     started, load_before = time.time(), load_average()
     code = code_version()

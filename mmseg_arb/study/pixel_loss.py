@@ -26,7 +26,7 @@ def reduce_pixel_loss(loss: Tensor, label: Tensor, ignore_index: int,
 
 def load_counts(class_counts) -> Tensor:
     """Per-class pixel counts (a list, or a class-statistics JSON path)."""
-    from ..utils.class_stats import load_class_counts
+    from ..utils.class_counts import load_class_counts
     return load_class_counts(class_counts)
 
 

@@ -137,7 +137,7 @@ def test_a_missing_class_counts_file_names_the_key_and_the_path(
     assert 'class_counts' in message and 'val_evaluator' in message
     assert repr(str(tmp_path / 'data' / 'ade' / 'class_stats_train.json')) \
         in message
-    assert 'mmseg-arb class-stats CONFIG' in message
+    assert 'mmseg-arb class-counts CONFIG' in message
 
 
 @pytest.mark.parametrize('console_table', [True, False])

@@ -285,7 +285,7 @@ class RecordLosses(Hook):
 
 def test_prior_config_fine_tunes_from_a_batch_mode_checkpoint(
         datasets, tmp_path, monkeypatch):
-    """class_stats.py writes the prior next to the data; the arb-prior
+    """class_counts.py writes the prior next to the data; the arb-prior
     config finds it there from any working directory, and a load_from of a
     batch-mode checkpoint (whose last-batch counts miss classes) neither
     replaces it nor makes the loss infinite."""
@@ -299,7 +299,7 @@ def test_prior_config_fine_tunes_from_a_batch_mode_checkpoint(
         CONFIGS, 'deeplabv3plus',
         'deeplabv3plus_r50-d8_arb-prior_4xb4-80k_ade20k-512x512.py')
     stats = subprocess.run(
-        [sys.executable, osp.join(ROOT, 'tools', 'class_stats.py'),
+        [sys.executable, osp.join(ROOT, 'tools', 'class_counts.py'),
          prior_config, '--workers', '1', '--no-progress', '--cfg-options',
          f'train_dataloader.dataset.data_root={data_root}'],
         capture_output=True, text=True, timeout=600, cwd=ROOT)
