@@ -92,8 +92,8 @@ def test_arguments_that_do_not_go_together(argv, message, capsys,
         torchrun.torchrun_command(command, argv, gpus, {})  # its checks
         raise AssertionError('relaunched under torchrun')
 
-    # Both commands launch through train's launch().
-    monkeypatch.setattr('mmseg_arb.cli.train.relaunch_with_torchrun',
+    # Both commands launch through cli/launch.py's launch().
+    monkeypatch.setattr('mmseg_arb.cli.launch.relaunch_with_torchrun',
                         relaunch)
     with pytest.raises(SystemExit) as exit_:
         main(argv)
