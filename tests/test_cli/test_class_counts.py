@@ -19,6 +19,7 @@ from mmseg_arb.utils.class_counts import class_counts_file, load_class_counts
 SHIPPED = 'deeplabv3plus_r50-d8_arb-prior_4xb4-80k_ade20k-512x512'
 
 
+@pytest.mark.slow
 def test_class_counts_by_shipped_name_names_classes_without_pixels(
         tmp_path):
     spec = SyntheticSpec(layout='ade20k', num_classes=10, num_train=3,
@@ -44,6 +45,7 @@ def test_class_counts_by_shipped_name_names_classes_without_pixels(
     assert 'model.decode_head.loss_decode.smoothing=1.0' in result.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('tool', ['class_counts.py', 'class_stats.py'])
 def test_the_tools_are_the_command(tool):
     help_text = subprocess.run(

@@ -122,6 +122,7 @@ def test_gpus_relaunches_the_same_command_under_torchrun(monkeypatch):
     assert 'PYTHONPATH' not in env
 
 
+@pytest.mark.slow
 def test_the_cli_prints_no_pkg_resources_deprecation(tmp_path):
     """mmengine imports pkg_resources when it resolves ``mmseg::`` bases;
     with setuptools < 81 that printed four deprecation warnings first."""

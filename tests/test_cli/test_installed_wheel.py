@@ -30,6 +30,8 @@ from mmengine.config import Config
 
 from mmseg_arb.datasets.synthetic import SyntheticSpec, generate_dataset
 
+pytestmark = pytest.mark.slow  # see tests/conftest.py
+
 SHIPPED = 'deeplabv3plus_r50-d8_arb_4xb4-80k_ade20k-512x512'
 MMCV_VERSION = '2.1.0'
 PKG_RESOURCES_WARNING = 'pkg_resources is deprecated'

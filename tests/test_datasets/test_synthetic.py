@@ -96,6 +96,7 @@ def test_bad_spec_is_an_error(kwargs, match):
         SyntheticSpec(**kwargs)
 
 
+@pytest.mark.slow
 def test_class_counts_tool_counts_the_generated_dataset(tmp_path):
     spec = SyntheticSpec(layout='ade20k', num_classes=10, num_train=5,
                          num_val=1, height=40, width=40, seed=5)

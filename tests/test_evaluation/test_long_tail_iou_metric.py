@@ -117,6 +117,7 @@ def _merge_worker(rank, port, out):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_process_merge_equals_single_process(tmp_path):
     mp.spawn(_merge_worker, args=(free_port(), str(tmp_path)), nprocs=2)
     merged = [torch.load(tmp_path / f'{r}.pt') for r in range(2)]

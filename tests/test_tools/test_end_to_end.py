@@ -20,6 +20,8 @@ import mmseg_arb  # noqa: F401
 from mmseg_arb.cli.launch import build_runner
 from mmseg_arb.datasets.synthetic import SyntheticSpec, generate_dataset
 
+pytestmark = pytest.mark.slow  # see tests/conftest.py
+
 FAMILIES = {
     'ade20k-deeplabv3plus':
     'deeplabv3plus/deeplabv3plus_r50-d8_arb_4xb4-80k_ade20k-512x512.py',

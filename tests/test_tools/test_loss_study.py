@@ -7,7 +7,10 @@ import os
 import subprocess
 import sys
 
+import pytest
 from helpers import ROOT
+
+pytestmark = pytest.mark.slow  # see tests/conftest.py
 
 STUDY = os.path.join(ROOT, 'tools', 'loss_study.py')
 TINY = ['--families', 'ce', 'arb', '--tune-seeds', '1', '--final-seeds', '1',
