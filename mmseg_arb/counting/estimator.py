@@ -29,7 +29,7 @@ from torch import Tensor
 
 from ..ops.count_state import (COUNT_MODES, MAX_WEIGHT_RATIO,
                                WEIGHT_RATIO_LIMIT, prepare_counts)
-from ..utils.class_stats import CountsSource, load_class_counts
+from ..utils.class_counts import CountsSource, load_class_counts
 from ..utils.fixed_dtype import FixedDtypeBuffers
 from .label_guard import LabelRangeGuard
 from .step_histogram import step_histogram

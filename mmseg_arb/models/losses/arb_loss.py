@@ -32,7 +32,7 @@ from ...ops.count_state import (MAX_WEIGHT_RATIO, count_class_weight,
                                 log_count_shift)
 from ...ops.fused_arb_loss import FUSED_DTYPES, fused_arb_loss
 from ...ops.shifted_cross_entropy import shifted_cross_entropy
-from ...utils.class_stats import CountsSource, load_class_weight
+from ...utils.class_counts import CountsSource, load_class_weight
 from ...utils.fixed_dtype import FixedDtypeBuffers
 
 if importlib.util.find_spec('mmseg') is not None:
