@@ -13,7 +13,7 @@ from mmengine.logging import print_log
 
 from ..config.shipped import resolve_config
 from .command import Command, UsageError
-from .launch import build_runner, load_config
+from .launch import build_runner, load_config, process_group_ended
 from .torchrun import add_gpus_argument, relaunch_with_torchrun
 
 
@@ -104,7 +104,8 @@ def run(args: argparse.Namespace, argv: List[str]) -> None:
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
     cfg.resume = args.resume
-    build_runner(cfg).train()
+    with process_group_ended():
+        build_runner(cfg).train()
 
 
 COMMAND = Command('train', 'train a segmentor (mmseg\'s tools/train.py)',
