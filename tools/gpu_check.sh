@@ -67,7 +67,10 @@ if [ -z "${CUDA_HOME:-}" ]; then
   done
 fi
 
-echo "== budget: setup $BUDGET_SETUP s, build $BUDGET_BUILD s, GPU tests $BUDGET_TESTS s, 4 benchmarks $BUDGET_BENCH s each, memcheck $BUDGET_MEMCHECK s, racecheck $BUDGET_RACECHECK s, synccheck $BUDGET_SYNCCHECK s: $BUDGET_TOTAL s in all"
+echo "== budget: setup $BUDGET_SETUP s, build $BUDGET_BUILD s," \
+  "GPU tests $BUDGET_TESTS s, 4 benchmarks $BUDGET_BENCH s each," \
+  "memcheck $BUDGET_MEMCHECK s, racecheck $BUDGET_RACECHECK s," \
+  "synccheck $BUDGET_SYNCCHECK s: $BUDGET_TOTAL s in all"
 echo "== machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
 "$PY" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name())'
@@ -181,7 +184,8 @@ if [ -n "$sanitizer" ]; then
     record "compute-sanitizer $tool$reason ($(( $(date +%s) - step_start )) s)" "$result"
   done
 else
-  record "compute-sanitizer not found (on PATH or in CUDA_HOME/bin): memcheck, racecheck and synccheck did not run" FAIL
+  record "compute-sanitizer not found (on PATH or in CUDA_HOME/bin): \
+memcheck, racecheck and synccheck did not run" FAIL
 fi
 echo "== done ($(( $(date +%s) - start )) s)"
 finish
