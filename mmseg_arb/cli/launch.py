@@ -57,8 +57,9 @@ def import_registered_modules(scope: str) -> None:
 
 @contextlib.contextmanager
 def process_group_ended() -> Iterator[None]:
-    """Run the body, then end the process group a distributed run started
-    in it (mmengine starts it and leaves it open), once the runner is gone.
+    """Run the body; when it succeeds, end the process group a distributed
+    run started in it (mmengine starts it and leaves it open), once the
+    runner is gone.
 
     A gloo group left open until the interpreter exits keeps its worker
     threads; one that frees its last finished work while Python finalizes
@@ -73,12 +74,12 @@ def process_group_ended() -> Iterator[None]:
     (:func:`import_registered_modules`).
     """
     import torch.distributed as dist
-    try:
-        yield
-    finally:
-        if dist.is_available() and dist.is_initialized():
-            gc.collect()
-            dist.destroy_process_group()
+    yield
+    # Not after a failure: the run has failed anyway, and the other ranks
+    # may still be in a collective with this one.
+    if dist.is_available() and dist.is_initialized():
+        gc.collect()
+        dist.destroy_process_group()
 
 
 def prepare_cpu_distributed(cfg: Config) -> None:
