@@ -10,10 +10,10 @@
 //                  reader in warp 0 before the other warps' writes, or the
 //                  other warps' next writes before warp 0's reads);
 //   a warp's lanes run at once and meet at each warp intrinsic, as the
-//                  converged lanes of a real warp do: a meeting waits for
-//                  every lane of the warp that has neither left (exited,
-//                  or waiting at __syncthreads) nor arrived, then each lane
-//                  gets its answer from the lanes there:
+//                  converged lanes of a real warp do: a meeting is held
+//                  once every lane of the warp has arrived or left (exited,
+//                  or waiting at __syncthreads), and each lane gets its
+//                  answer from the lanes there:
 //   __shfl_down_sync  the value of lane + delta (its own past lane 31),
 //   __match_any_sync  the lanes there that passed the same value,
 //   __activemask      the lanes of the warp that have not left;
@@ -21,16 +21,16 @@
 //   atomics        host atomics,
 // and every launch is recorded (kernel, grid, threads, shared memory) for
 // the tests to check the launch plans. What the hardware leaves undefined
-// is a launch error (cudaGetLastError answers cudaErrorLaunchFailure, and
-// stderr says why), never a value: a lane that calls a *_sync intrinsic
-// outside its mask, a shuffle whose mask names a lane that is not there,
-// lanes of a warp in different intrinsics at once, and a __syncthreads that
-// some threads of the block never reach. The occupancy API answers
-// `emu::blocks_per_sm`, the current device is `emu::device` (the kernels
-// keep one answer per device). What this cannot show is what only a GPU
-// has: the intrinsics' own rounding, the hardware's own (unordered)
-// scheduling, for which compute-sanitizer's racecheck and synccheck in
-// tools/gpu_check.sh look, and the CUDA runtime.
+// fails the launch (cudaGetLastError answers cudaErrorLaunchFailure, and
+// stderr says why) rather than give some value: a lane that calls a *_sync
+// intrinsic outside its mask, a shuffle whose mask names a lane that is not
+// there, lanes of a warp in different intrinsics at once, and a
+// __syncthreads that some threads of the block never reach. The occupancy
+// API answers `emu::blocks_per_sm`, the current device is `emu::device`
+// (the kernels keep one answer per device). What this cannot show is what
+// only a GPU has: the intrinsics' own rounding, the hardware's own
+// (unordered) scheduling, for which compute-sanitizer's racecheck and
+// synccheck in tools/gpu_check.sh look, and the CUDA runtime.
 #pragma once
 
 #include <cuda_bf16.h>
