@@ -191,7 +191,8 @@ def check_dest(dest: str, source: str, scale: float, force: bool) -> bool:
     Raises:
         CamVidSourceError: If ``dest`` holds files that preparing would
             replace and ``force`` is not given: another preparation (other
-            source or scale), one changed since, or files not ours.
+            source or scale), one whose files were added or removed since,
+            or files not ours.
     """
     if osp.exists(dest) and not osp.isdir(dest):
         raise CamVidSourceError(f'{dest} is a file, not a folder')
@@ -207,8 +208,8 @@ def check_dest(dest: str, source: str, scale: float, force: bool) -> bool:
                 osp.exists(osp.join(dest, STATS_FILE)):
             return not force
         problem = (f'{dest} holds CamVid prepared from {source} at scale '
-                   f'{scale}, but its files changed since (images and '
-                   f'labels per split: {_written_files(dest)}, expected '
+                   f'{scale}, but files were added or removed since (images '
+                   f'and labels per split: {_written_files(dest)}, written: '
                    f'{expected})')
     elif meta:
         problem = (f'{dest} holds CamVid prepared from {meta.get("source")} '

@@ -302,7 +302,7 @@ def results_markdown(runs: List[Dict], version: Dict) -> str:
             lines.append(f'| {c} | ' + ' | '.join(
                 _cell(r['per_class_iou'].get(c)) for r in runs) + ' |')
     provenance = ['run', 'config', 'checkpoint'] + \
-        (['mmseg baseline'] if with_baselines else [])
+        (['CE baseline'] if with_baselines else [])
     lines += ['', '| ' + ' | '.join(provenance) + ' |',
               '|' + '---|' * len(provenance)]
     for r in runs:
