@@ -1,10 +1,10 @@
 # CamVid on a CPU: a small DeepLabV3+ (ResNet-18 at half width, no pretrained
 # weights) on the half-size images (180x240, `mmseg-arb prepare camvid SRC
 # data/camvid_half --scale 0.5`), AdamW, 1000 iterations of 8 crops of
-# 128x128, with cross-entropy. A setting to compare losses in on a laptop (on
-# 2 cores it trains in minutes, see docs/datasets.md), not a CamVid result:
-# far from converged, and nowhere near a pretrained 360x480 model. The ARB
-# config beside it changes only the losses.
+# 128x128, with cross-entropy. A setting to compare losses in on a laptop
+# (606 s of CPU time, docs/datasets.md), not a result to set beside
+# published CamVid ones: a short schedule from scratch on half-size images.
+# The ARB config beside it changes only the losses.
 _base_ = [
     'mmseg::_base_/models/deeplabv3plus_r50-d8.py',
     '../_base_/datasets/camvid.py', 'mmseg::_base_/default_runtime.py'
