@@ -11,7 +11,7 @@ and the result, under ``DEST``, what ``CamVidDataset`` reads::
 
     img_dir/{train,val,test}/NAME.png
     ann_dir/{train,val,test}/NAME.png           labels 0..10, 255 = void
-    class_stats_train.json                      (mmseg-arb class-stats'
+    class_stats_train.json                      (mmseg-arb class-counts'
                                                 format: a prior's counts)
     camvid_prepared.json                        what was prepared, from what
 
@@ -31,13 +31,14 @@ from typing import Dict, List, Tuple
 import cv2
 import numpy as np
 
+from ..utils.class_counts import class_counts_file, save_class_counts
 from .camvid import CLASSES
 
 SPLITS = ('train', 'val', 'test')
 SOURCE_FOLDERS = tuple(f for s in SPLITS for f in (s, s + 'annot'))
 VOID = 11  # the SegNet release's label for unlabelled pixels
 IGNORE_INDEX = 255
-STATS_FILE = 'class_stats_train.json'
+STATS_FILE = class_counts_file('train')
 MARKER = 'camvid_prepared.json'
 STAGING = '.camvid_partial'
 OUTPUTS = ('img_dir', 'ann_dir', STATS_FILE, MARKER, STAGING)
@@ -256,8 +257,6 @@ def prepare_camvid(src: str, dest: str, scale: float = 1.0,
     """
     from tqdm import tqdm
 
-    from ..utils.class_stats import save_class_stats
-
     if not 0 < scale <= 1:
         raise CamVidSourceError(f'scale must be in (0, 1], got {scale}')
     source = osp.abspath(find_source(src))
@@ -306,7 +305,7 @@ def prepare_camvid(src: str, dest: str, scale: float = 1.0,
     os.rmdir(staging)
 
     stats_path = osp.join(dest, STATS_FILE)
-    save_class_stats(
+    save_class_counts(
         dict(counts=counts['train'][:VOID].tolist(), class_names=list(CLASSES),
              dataset='CamVidDataset', data_root=dest, split='train',
              num_images=len(pairs['train'])), stats_path)

@@ -17,8 +17,8 @@ from mmengine.registry import init_default_scope
 import mmseg_arb  # noqa: F401
 from mmseg_arb.cli import main
 from mmseg_arb.datasets.camvid import CLASSES, PALETTE
-from mmseg_arb.datasets.class_statistics import dataset_class_stats
-from mmseg_arb.utils.class_stats import load_class_counts
+from mmseg_arb.datasets.class_counts import dataset_class_counts
+from mmseg_arb.utils.class_counts import load_class_counts
 
 CPU_CONFIG = osp.join(
     CONFIGS, 'deeplabv3plus',
@@ -76,7 +76,7 @@ def test_prepare_writes_mmsegs_layout_with_void_255(tmp_path, capsys):
     # them (what `mmseg-arb class-stats` would count), void left out.
     with open(dest / 'class_stats_train.json') as f:
         stats = json.load(f)
-    counted = dataset_class_stats(build_dataset(dest), workers=1,
+    counted = dataset_class_counts(build_dataset(dest), workers=1,
                                   progress=False)
     assert stats['counts'] == counted['counts']
     assert stats['counts'] == np.bincount(
