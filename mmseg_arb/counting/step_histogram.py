@@ -25,7 +25,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from ..ops.class_count import SUMMED_EXTRA, class_histogram
+from ..ops.class_count import class_histogram
+from ..ops.histogram_layout import summed_entries
 
 
 class _Step:
@@ -58,11 +59,12 @@ def all_reduce_sum_(tensor: Tensor) -> Tensor:
 
 def count_labels(label: Tensor, num_classes: int, ignore_index: int,
                  dist_sync: bool) -> Tensor:
-    """:func:`class_histogram` of ``label`` with its class counts and bad
-    pixels summed over ranks when ``dist_sync``: one collective."""
+    """:func:`class_histogram` of ``label`` with its totals (class counts
+    and bad pixels) summed over ranks when ``dist_sync``: one
+    collective."""
     hist = class_histogram(label, num_classes, ignore_index)
     if dist_sync:
-        all_reduce_sum_(hist[:num_classes + SUMMED_EXTRA])
+        all_reduce_sum_(summed_entries(hist))
     return hist
 
 

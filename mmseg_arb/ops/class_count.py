@@ -3,17 +3,8 @@
 ``class_histogram`` runs the CUDA kernel (``csrc/arb_kernels.cu``) for CUDA
 tensors when it can be loaded (see :mod:`mmseg_arb.ops.cuda_ext`) and the
 pure-PyTorch implementation otherwise. Both return the same histogram in one
-device tensor, without synchronising the host:
-
-* ``[0, C)``: the pixels of each class (``ignore_index`` not counted);
-* ``C``: the *bad* pixels, whose label is neither a class nor
-  ``ignore_index``;
-* ``C + 1``: the largest bad label above the range (0 if none);
-* ``C + 2``: minus the smallest bad label below zero (0 if none; at most
-  ``INT64_MAX``, so a label of ``INT64_MIN`` reads as ``-INT64_MAX``).
-
-The first ``C + 1`` entries are what ranks sum (:data:`SUMMED`); the last
-two let an error name the offending values without reading the labels.
+device tensor, without synchronising the host, laid out as
+:mod:`~mmseg_arb.ops.histogram_layout` defines.
 """
 from typing import Tuple
 
@@ -21,10 +12,8 @@ import torch
 from torch import Tensor
 
 from . import cuda_ext
-from .library import EXTRA_ENTRIES
+from .histogram_layout import histogram_size
 
-# Entries after the C class counts that ranks sum (the bad-pixel total).
-SUMMED_EXTRA = 1
 KERNEL_LABEL_DTYPES = (torch.int64, torch.int32, torch.uint8)
 
 
@@ -79,7 +68,7 @@ def class_histogram_pytorch(label: Tensor, num_classes: int,
     wide = flat.long()
     # Bad pixels count in bin C, ignored ones in a spare bin after the two
     # extremes, dropped: no boolean indexing (a host sync on GPU).
-    spare = num_classes + EXTRA_ENTRIES
+    spare = histogram_size(num_classes)
     bins = torch.where(valid, wide,
                        torch.where(invalid, num_classes, spare))
     if flat.device.type == 'cpu':
@@ -112,9 +101,9 @@ def class_histogram(label: Tensor, num_classes: int,
         ignore_index (int): Label value that is not counted. Default: 255.
 
     Returns:
-        Tensor: int64 ``(C + 3,)`` on the label's device, laid out as the
-        module docstring says. Not read back to the host here; the caller
-        decides when.
+        Tensor: int64 ``(C + 3,)`` on the label's device, laid out as
+        :mod:`~mmseg_arb.ops.histogram_layout` says. Not read back to the
+        host here; the caller decides when.
 
     Raises:
         TypeError: If ``label`` is not an integer tensor.

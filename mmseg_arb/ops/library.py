@@ -13,18 +13,17 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from .histogram_layout import histogram_size
+
 NAMESPACE = 'mmseg_arb'
-# class_histogram's entries after the C class counts: the bad pixels, the
-# largest bad label above the range, minus the smallest one below zero.
-EXTRA_ENTRIES = 3
 SCHEMAS = {
     'class_histogram':
     'class_histogram(Tensor label, int num_classes, int ignore_index) '
     '-> Tensor',
     'prepare_counts':
-    'prepare_counts(Tensor hist, Tensor(a!) counts, Tensor(b!) bad_labels, '
-    'str count_mode, float momentum, float smoothing, float tau, '
-    'float weight_power, float max_weight_ratio, bool update) -> Tensor',
+    'prepare_counts(Tensor hist, Tensor(a!) counts, str count_mode, '
+    'float momentum, float smoothing, float tau, float weight_power, '
+    'float max_weight_ratio, bool update) -> Tensor',
     'arb_loss_forward':
     'arb_loss_forward(Tensor logits, Tensor label, Tensor shift, '
     'Tensor? class_weight, Tensor? weight, int ignore_index, '
@@ -68,17 +67,15 @@ def has_cuda_kernels() -> bool:
 @_register_fake('class_histogram')
 def _class_histogram(label: Tensor, num_classes: int,
                      ignore_index: int) -> Tensor:
-    # Counts of classes 0..C-1, then the bad pixels and their extremes.
-    return label.new_empty(num_classes + EXTRA_ENTRIES, dtype=torch.int64)
+    return label.new_empty(histogram_size(num_classes), dtype=torch.int64)
 
 
 @_register_fake('prepare_counts')
-def _prepare_counts(hist: Tensor, counts: Tensor, bad_labels: Tensor,
-                    count_mode: str, momentum: float, smoothing: float,
-                    tau: float, weight_power: float, max_weight_ratio: float,
+def _prepare_counts(hist: Tensor, counts: Tensor, count_mode: str,
+                    momentum: float, smoothing: float, tau: float,
+                    weight_power: float, max_weight_ratio: float,
                     update: bool) -> Tensor:
-    # float32 (2, C): the shift, then the class weights; counts and
-    # bad_labels in place.
+    # float32 (2, C): the shift, then the class weights; counts in place.
     return counts.new_empty((2, ) + tuple(counts.shape), dtype=torch.float32)
 
 

@@ -21,9 +21,9 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from ..config.switch import switch_to_arb, with_class_count_hook
+from ..counting import COUNT_MODES
 
 LossCfg = Union[Dict, List[Dict]]
-COUNT_MODES = ('batch', 'cumulative', 'ema', 'prior')
 BUDGET = 4  # configurations per tuned family
 STUDY_IMPORTS = ('mmseg_arb.study.losses', )
 

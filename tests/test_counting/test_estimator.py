@@ -7,10 +7,10 @@ import torch.multiprocessing as mp
 from helpers import free_port
 from reference import naive_arb_family_loss, naive_counts
 
-from mmseg_arb.counting import ClassCountEstimator, LabelRangeError
-from mmseg_arb.counting import label_guard
+from mmseg_arb.counting import (ClassCountEstimator, LabelRangeError,
+                                label_guard, log_count_shift)
 from mmseg_arb.models.losses import ARBLoss
-from mmseg_arb.ops import class_histogram, log_count_shift
+from mmseg_arb.ops import class_histogram
 
 C = 6
 
@@ -46,13 +46,13 @@ def test_histogram_ignore_index_inside_range_masks_that_class():
 
 @pytest.mark.parametrize('mode', ['cumulative', 'ema', 'batch'])
 def test_state_dict_round_trip_restores_counts_and_continues(mode):
-    a = ClassCountEstimator(mode=mode, momentum=0.2)
+    a = ClassCountEstimator(count_mode=mode, momentum=0.2)
     for seed in range(3):
         a(labels(seed), C)
     state = a.state_dict()
     assert set(state) == {'counts'}
     # A fresh, lazily sized estimator (as at resume, before any batch).
-    b = ClassCountEstimator(mode=mode, momentum=0.2)
+    b = ClassCountEstimator(count_mode=mode, momentum=0.2)
     assert b.num_classes is None
     b.load_state_dict(state)
     assert b.num_classes == C
@@ -71,7 +71,7 @@ def test_checkpoint_of_the_loss_carries_the_estimator(tmp_path):
 
 
 def test_eval_mode_does_not_update_running_state():
-    est = ClassCountEstimator(mode='cumulative')
+    est = ClassCountEstimator(count_mode='cumulative')
     est.eval()
     # Nothing accumulated yet: the batch is the estimate.
     out = est(labels(2), C)[0]
@@ -170,7 +170,7 @@ def test_old_checkpoints_load_strictly():
     # mmseg-arb before 0.2 also saved a step counter nothing read.
     state = {'counts': torch.arange(C, dtype=torch.float64),
              'num_updates': torch.tensor(5)}
-    est = ClassCountEstimator(mode='cumulative')
+    est = ClassCountEstimator(count_mode='cumulative')
     est.load_state_dict(state)  # strict: no unexpected key
     assert est.counts.tolist() == list(range(C))
 
@@ -180,7 +180,7 @@ def test_fine_tune_into_a_head_with_other_classes_counts_afresh():
     # the mismatched classifier re-initialised, and the lazily sized counts
     # must not keep the checkpoint's 150 classes either.
     state = {'counts': torch.ones(150, dtype=torch.float64)}
-    est = ClassCountEstimator(mode='cumulative')
+    est = ClassCountEstimator(count_mode='cumulative')
     est.load_state_dict(state)
     est(labels(0), C)
     assert est.counts.tolist() == naive_counts(labels(0), C).tolist()

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 import mmseg_arb.ops
 from mmseg_arb.models.losses.arb_loss import _shifted_loss
 from mmseg_arb.ops.class_count import class_histogram_pytorch
-from mmseg_arb.ops.count_state import COUNT_MODES, prepare_counts
+from mmseg_arb.counting.prepare import COUNT_MODES, prepare_counts
 
 CSRC = osp.join(osp.dirname(mmseg_arb.ops.__file__), 'csrc')
 TEST_CSRC = osp.join(osp.dirname(__file__), 'csrc')
@@ -125,18 +125,17 @@ def test_prepare_kernel(emu, mode, update, state, tau, smoothing, power,
     if state == 'running' or mode == 'prior':
         counts = torch.rand(C, generator=gen, dtype=torch.float64) * 1e4
         counts[3] = 0
-    bad = torch.tensor([1, 500, 2])
-    kernel_counts, kernel_bad = counts.clone(), bad.clone()
+    kernel_counts = counts.clone()
     out = torch.empty(2, C, dtype=torch.float32)
     before = emu.emu_launch_count()
     assert emu.emu_prepare_counts(
-        ptr(hist), ptr(kernel_counts), ptr(kernel_bad), C,
+        ptr(hist), ptr(kernel_counts), C,
         COUNT_MODES.index(mode), ctypes.c_double(0.1),
         ctypes.c_double(smoothing), ctypes.c_double(tau),
         ctypes.c_double(power), ctypes.c_double(ratio), int(update),
         ptr(out)) == 0
-    want = prepare_counts(hist, counts, bad, mode, 0.1, smoothing, tau,
-                          power, ratio, update)
+    want = prepare_counts(hist, counts, mode, 0.1, smoothing, tau, power,
+                          ratio, update)
     if mode == 'ema' and update:  # (1 - m) n + m b: fused or not, 1 ulp
         torch.testing.assert_close(kernel_counts, counts, rtol=1e-15, atol=0)
     else:
@@ -150,7 +149,6 @@ def test_prepare_kernel(emu, mode, update, state, tau, smoothing, power,
         labelled = hist[:C].double()
         assert weight.max() / weight.min() <= ratio * (1 + 1e-6)
         assert abs((weight * labelled).sum() / labelled.sum() - 1) < 1e-6
-    assert torch.equal(kernel_bad, bad)
     assert launches(emu, before) == [(1, THREADS, 0)]
 
 

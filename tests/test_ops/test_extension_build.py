@@ -29,9 +29,8 @@ OPS = {
     'int ignore_index) -> Tensor',
     'prepare_counts':
     'mmseg_arb::prepare_counts(Tensor hist, Tensor(a!) counts, '
-    'Tensor(b!) bad_labels, str count_mode, float momentum, '
-    'float smoothing, float tau, float weight_power, '
-    'float max_weight_ratio, bool update) -> Tensor',
+    'str count_mode, float momentum, float smoothing, float tau, '
+    'float weight_power, float max_weight_ratio, bool update) -> Tensor',
     'arb_loss_forward':
     'mmseg_arb::arb_loss_forward(Tensor logits, Tensor label, Tensor shift, '
     'Tensor? class_weight, Tensor? weight, int ignore_index, '

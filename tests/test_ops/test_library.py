@@ -79,8 +79,7 @@ def test_fake_prepare_counts_returns_the_shift_and_weights():
     counts = torch.empty(19, dtype=torch.float64, device=META)
     prepared = ops.prepare_counts(
         torch.empty(22, dtype=torch.int64, device=META), counts,
-        torch.empty(3, dtype=torch.int64, device=META), 'cumulative', 0.0,
-        0.0, 1.0, 0.5, 1000.0, True)
+        'cumulative', 0.0, 0.0, 1.0, 0.5, 1000.0, True)
     assert prepared.shape == (2, 19) and prepared.dtype == torch.float32
 
 

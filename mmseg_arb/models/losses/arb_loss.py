@@ -25,11 +25,11 @@ from torch import Tensor
 
 from ...counting.estimator import ClassCountEstimator
 from ...counting.label_guard import check_labels_now
+from ...counting.prepare import (MAX_WEIGHT_RATIO, combine_class_weight,
+                                 log_count_shift, prepare_counts)
 from ...ops import cuda_ext
 from ...ops.class_count import (KERNEL_LABEL_DTYPES, check_label_dtype,
                                 class_histogram, label_masks)
-from ...ops.count_state import (MAX_WEIGHT_RATIO, count_class_weight,
-                                log_count_shift)
 from ...ops.fused_arb_loss import FUSED_DTYPES, fused_arb_loss
 from ...ops.shifted_cross_entropy import shifted_cross_entropy
 from ...utils.class_stats import CountsSource, load_class_weight
@@ -45,15 +45,32 @@ else:  # the math and the kernels also serve without MMSegmentation
 REDUCTIONS = ('none', 'mean', 'sum')
 
 
+def check_reduction(reduction: str,
+                    avg_factor: Optional[Union[float, Tensor]]) -> None:
+    """Raise a clear error unless ``reduction`` (and ``avg_factor`` with
+    it) is one mmseg's losses take."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f'reduction must be one of {REDUCTIONS}, '
+                         f'got {reduction!r}')
+    if avg_factor is not None and reduction == 'sum':
+        raise ValueError('avg_factor can not be used with reduction="sum"')
+
+
 def check_logits_and_label(logits: Tensor, label: Tensor) -> None:
     """Raise a clear error unless ``logits`` (N, C, ...) and ``label``
     (N, ...) fit together."""
+    check_logits_fit_label(logits, label)
+    check_label_dtype(label)
+
+
+def check_logits_fit_label(logits: Tensor, label: Tensor) -> None:
+    """:func:`check_logits_and_label` but the labels' dtype, which
+    ``ARBLoss``'s counting checks before it reads them."""
     if not isinstance(logits, Tensor) or not isinstance(label, Tensor):
         raise TypeError('logits and labels must be tensors, got '
                         f'{type(logits).__name__} and {type(label).__name__}')
     if not logits.dtype.is_floating_point:
         raise TypeError(f'logits must be floating point, got {logits.dtype}')
-    check_label_dtype(label)
     if logits.dim() < 2:
         raise ValueError('logits must have shape (N, C) or (N, C, d1, ...), '
                          f'got {tuple(logits.shape)}')
@@ -128,7 +145,7 @@ def arb_loss(logits: Tensor,
         weight_power (float): Pixels of class ``y`` weigh ``n_y^-p``,
             normalised to a mean of 1 over this call's labelled pixels and
             bounded by ``max_weight_ratio`` (see
-            :func:`~mmseg_arb.ops.count_class_weight`); they multiply
+            :func:`~mmseg_arb.counting.count_class_weight`); they multiply
             ``class_weight``. Default: 0 (no weights).
         max_weight_ratio (float): Bound of ``w_max / w_min``.
             Default: 1000.
@@ -145,6 +162,7 @@ def arb_loss(logits: Tensor,
     callers of this function on GPU check their labels themselves (e.g.
     with :func:`~mmseg_arb.counting.label_guard.check_labels_now`).
     """
+    check_reduction(reduction, avg_factor)
     check_logits_and_label(logits, label)
     if label.device.type == 'cpu':  # free to check here: no device to stall
         check_labels_now(label, logits.shape[1], ignore_index)
@@ -152,17 +170,21 @@ def arb_loss(logits: Tensor,
     if class_counts.shape != (num_classes, ):
         raise ValueError(f'class_counts has shape {tuple(class_counts.shape)}'
                          f' but the logits have {num_classes} classes')
-    if weight_power:
-        batch = class_histogram(label, num_classes, ignore_index)
-        counted = count_class_weight(class_counts.to(batch.device),
-                                     batch[:num_classes], 0.0, weight_power,
-                                     max_weight_ratio).to(logits.device)
-        class_weight = counted if class_weight is None else \
-            counted * class_weight.to(counted)
-    return _shifted_loss(logits, label,
-                         log_count_shift(class_counts, tau=tau).to(
-                             logits.device), weight, class_weight, reduction,
-                         avg_factor, ignore_index, avg_non_ignore)
+    if not weight_power:
+        shift = log_count_shift(class_counts, tau=tau).to(logits.device)
+        return _shifted_loss(logits, label, shift, weight, class_weight,
+                             reduction, avg_factor, ignore_index,
+                             avg_non_ignore)
+    # The counts as a prior, the class weights normalised over this call's
+    # labels: ARBLoss's prepare step, without state.
+    shift, counted = prepare_counts(
+        class_histogram(label, num_classes, ignore_index),
+        class_counts.to(label.device, torch.float64), 'prior', tau=tau,
+        weight_power=weight_power, max_weight_ratio=max_weight_ratio,
+        update=False)
+    return _shifted_loss(logits, label, shift, weight,
+                         combine_class_weight(counted, class_weight),
+                         reduction, avg_factor, ignore_index, avg_non_ignore)
 
 
 def _shifted_loss(logits: Tensor,
@@ -179,12 +201,8 @@ def _shifted_loss(logits: Tensor,
     once logits and labels are known to fit and the label range is checked
     (by ``arb_loss``, or by ARBLoss's estimator in the same pass as the
     counting): the fused CUDA kernels when they apply, else PyTorch. Both
-    give bad labels loss 0 (see :func:`arb_loss`)."""
-    if reduction not in REDUCTIONS:
-        raise ValueError(f'reduction must be one of {REDUCTIONS}, '
-                         f'got {reduction!r}')
-    if avg_factor is not None and reduction == 'sum':
-        raise ValueError('avg_factor can not be used with reduction="sum"')
+    give bad labels loss 0 (see :func:`arb_loss`). ``reduction`` and
+    ``avg_factor`` are checked by the callers (:func:`check_reduction`)."""
     num_classes = logits.shape[1]
     if class_weight is not None and class_weight.shape != (num_classes, ):
         raise ValueError(f'class_weight has {class_weight.numel()} entries '
@@ -340,10 +358,10 @@ class ARBLoss(FixedDtypeBuffers):
             raise ValueError(f"loss_name must start with 'loss_' or mmseg "
                              f'will not back-propagate it, got {loss_name!r}')
         self.estimator = ClassCountEstimator(
-            mode=count_mode,
+            count_mode=count_mode,
             num_classes=num_classes,
             momentum=momentum,
-            prior=class_counts,
+            class_counts=class_counts,
             smoothing=smoothing,
             tau=tau,
             weight_power=weight_power,
@@ -397,16 +415,14 @@ class ARBLoss(FixedDtypeBuffers):
         Returns:
             Tensor: The loss multiplied by ``loss_weight``.
         """
-        check_logits_and_label(cls_score, label)
         reduction = reduction_override or self.reduction
+        check_reduction(reduction, avg_factor)
+        # The labels' dtype and range are checked by the estimator, before
+        # it counts them.
+        check_logits_fit_label(cls_score, label)
         num_classes = cls_score.shape[1]
-        # The estimator checks the label range while counting.
-        shift, counted_weight = self.estimator(label, num_classes,
-                                               ignore_index)
-        class_weight = self.class_weight
-        if self.estimator.weight_power:
-            class_weight = counted_weight if class_weight is None else \
-                counted_weight * class_weight
+        shift, class_weight = self.estimator(label, num_classes,
+                                             ignore_index, self.class_weight)
         return _shifted_loss(cls_score, label, shift, weight, class_weight,
                              reduction, avg_factor, ignore_index,
                              self.avg_non_ignore, self.loss_weight)

@@ -143,7 +143,6 @@ __device__ T block_max(T value, T* scratch) {
 // One block: see launch_prepare_counts. out = [shift (C) | weight (C)].
 __global__ void prepare_counts_kernel(const long long* __restrict__ hist,
                                       double* __restrict__ counts,
-                                      long long* __restrict__ bad_labels,
                                       int num_classes, CountMode mode,
                                       double momentum, double smoothing,
                                       double tau, double weight_power,
@@ -177,11 +176,6 @@ __global__ void prepare_counts_kernel(const long long* __restrict__ hist,
     }
     out[c] = logic::log_count_shift(n, smoothing, tau);
     largest = fmax(largest, n + smoothing);
-  }
-  if (update && threadIdx.x == 0) {
-    bad_labels[0] += hist[num_classes];
-    bad_labels[1] = max(bad_labels[1], hist[num_classes + 1]);
-    bad_labels[2] = max(bad_labels[2], hist[num_classes + 2]);
   }
   if (weight_power == 0.0) {
     for (int c = threadIdx.x; c < num_classes; c += blockDim.x) {
@@ -451,14 +445,14 @@ cudaError_t launch_count_classes(const void* labels, LabelType type,
 }
 
 cudaError_t launch_prepare_counts(const long long* hist, double* counts,
-                                  long long* bad_labels, int num_classes,
+                                  int num_classes,
                                   CountMode mode, double momentum,
                                   double smoothing, double tau,
                                   double weight_power,
                                   double max_weight_ratio, bool update,
                                   float* out, cudaStream_t stream) {
   ARB_LAUNCH(1, kThreads, 0, stream, prepare_counts_kernel)(
-      hist, counts, bad_labels, num_classes, mode, momentum, smoothing, tau,
+      hist, counts, num_classes, mode, momentum, smoothing, tau,
       weight_power, max_weight_ratio, update, out);
   return cudaGetLastError();
 }

@@ -36,7 +36,7 @@ cudaError_t launch_count_classes(const void* labels, LabelType type,
                                  cudaStream_t stream);
 
 // The step's "prepare", one block: from the histogram `hist` (C + 3
-// entries, as above), fold the class counts into the running `counts` if
+// entries, as above; only the class counts are read), fold the class counts into the running `counts` if
 // `update` (per `mode`; a prior stays), pick the counts n the loss uses
 // (outside an update: the batch for kBatch, the state for kPrior, the state
 // or, while it is all zero, the batch for the running modes), write
@@ -44,10 +44,9 @@ cudaError_t launch_count_classes(const void* labels, LabelType type,
 // tau = 0) and the class weight out[C + c] = (n_c + smoothing)^-p, counts
 // raised to at least max_n / max_weight_ratio^(1/p), normalised to a mean
 // of 1 over the batch's labelled pixels (1 everywhere at p = 0, or where
-// every count is 0), and, if `update`, fold the bad-label entries into
-// bad_labels[0..2] (sum, max, max).
+// every count is 0). (The bad-label entries are the label guard's.)
 cudaError_t launch_prepare_counts(const long long* hist, double* counts,
-                                  long long* bad_labels, int num_classes,
+                                  int num_classes,
                                   CountMode mode, double momentum,
                                   double smoothing, double tau,
                                   double weight_power,

@@ -131,13 +131,12 @@ mmseg_arb::Reduction reduction_of(c10::string_view name) {
 }
 
 at::Tensor prepare_counts(const at::Tensor& hist, at::Tensor counts,
-                          at::Tensor bad_labels, c10::string_view count_mode,
+                          c10::string_view count_mode,
                           double momentum, double smoothing, double tau,
                           double weight_power, double max_weight_ratio,
                           bool update) {
   check_cuda(hist, "hist");
   check_cuda(counts, "counts");
-  check_cuda(bad_labels, "bad_labels");
   const int64_t C = counts.numel();
   TORCH_CHECK(counts.scalar_type() == at::kDouble && counts.is_contiguous(),
               "mmseg_arb: counts must be a contiguous float64 tensor");
@@ -145,9 +144,6 @@ at::Tensor prepare_counts(const at::Tensor& hist, at::Tensor counts,
   TORCH_CHECK(hist.scalar_type() == at::kLong && hist.numel() == C + 3 &&
                   hist.is_contiguous(),
               "mmseg_arb: hist must be a contiguous int64 class_histogram");
-  TORCH_CHECK(bad_labels.scalar_type() == at::kLong &&
-                  bad_labels.numel() == 3 && bad_labels.is_contiguous(),
-              "mmseg_arb: bad_labels must be a contiguous int64 (3,)");
   const mmseg_arb::CountMode mode = count_mode_of(count_mode);
   const c10::cuda::CUDAGuard guard(counts.device());
   // The shift, then the class weights.
@@ -155,9 +151,7 @@ at::Tensor prepare_counts(const at::Tensor& hist, at::Tensor counts,
   launch_checked("prepare_counts", [&] {
     return mmseg_arb::launch_prepare_counts(
         reinterpret_cast<const long long*>(hist.data_ptr<int64_t>()),
-        counts.data_ptr<double>(),
-        reinterpret_cast<long long*>(bad_labels.data_ptr<int64_t>()),
-        static_cast<int>(C), mode, momentum, smoothing, tau, weight_power,
+        counts.data_ptr<double>(), static_cast<int>(C), mode, momentum, smoothing, tau, weight_power,
         max_weight_ratio, update, out.data_ptr<float>(), current_stream());
   });
   return out;

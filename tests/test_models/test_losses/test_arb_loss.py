@@ -332,7 +332,7 @@ def test_registry_build_through_custom_imports():
     loss_fn = MODELS.build(cfg.loss)
     assert isinstance(loss_fn, ARBLoss)
     assert loss_fn.loss_name == 'loss_arb'
-    assert loss_fn.estimator.mode == 'ema'
+    assert loss_fn.estimator.count_mode == 'ema'
 
 
 def test_inside_an_mmseg_decode_head():

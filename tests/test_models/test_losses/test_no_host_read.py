@@ -24,7 +24,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from mmseg_arb.models.losses import ARBLoss, arb_loss
-from mmseg_arb.ops import class_histogram, cuda_ext, prepare_counts
+from mmseg_arb.counting import prepare_counts
+from mmseg_arb.ops import class_histogram, cuda_ext
 
 META = torch.device('meta')
 COUNT_OPS = {'mmseg_arb::class_histogram', 'mmseg_arb::prepare_counts'}
@@ -64,13 +65,12 @@ def test_the_meta_device_catches_host_reads():
 def test_counting_and_prepare(dtype, mode, update, uses_ops):
     label = torch.empty(2, 17, 23, dtype=dtype, device=META)
     counts = torch.zeros(19, dtype=torch.float64, device=META)
-    bad_labels = torch.zeros(3, dtype=torch.int64, device=META)
 
     def step():
         hist = class_histogram(label, 19, 255)
         assert hist.shape == (22, ) and hist.dtype == torch.int64
         assert hist.device == META
-        prepared = prepare_counts(hist, counts, bad_labels, mode,
+        prepared = prepare_counts(hist, counts, mode,
                                   momentum=0.1, smoothing=0.5, tau=0.7,
                                   weight_power=0.5, update=update)
         assert prepared.shape == (2, 19)
@@ -178,8 +178,9 @@ def test_a_training_call_is_four_ops_of_ours(mode, weight_power,
     # kernels' path, guarded here where it is decided: in the Python that
     # dispatches. Each op below is one launch but the histogram (a zero
     # fill, then the kernel) and the reduced forward (the kernel, then its
-    # one-block reduction): 6 launches of ours, plus autograd's seed of the
-    # backward (ones_like), which cross-entropy pays too.
+    # one-block reduction): 6 launches of ours, plus the label guard's two
+    # element-wise updates of its totals (a training step's) and autograd's
+    # seed of the backward (ones_like), which cross-entropy pays too.
     monkeypatch.setattr(cuda_ext, 'cuda_ops_apply', lambda t: True)
     # Count-driven class weights come from the same prepare op: no launch
     # more.
@@ -193,6 +194,7 @@ def test_a_training_call_is_four_ops_of_ours(mode, weight_power,
              'aten.unbind'}
     assert [op for op in dispatched.ops if op not in views] == [
         'mmseg_arb.class_histogram', 'mmseg_arb.prepare_counts',
-        'mmseg_arb.arb_loss_forward', 'aten.ones_like',
+        'aten.add_', 'aten.clamp_', 'mmseg_arb.arb_loss_forward',
+        'aten.ones_like',
         'mmseg_arb.arb_loss_backward'
     ]

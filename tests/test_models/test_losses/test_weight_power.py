@@ -9,7 +9,7 @@ from mmseg.models.losses import CrossEntropyLoss
 from reference import naive_arb_family_loss, naive_counts
 
 from mmseg_arb.models.losses import ARBLoss, arb_loss
-from mmseg_arb.ops import count_class_weight
+from mmseg_arb.counting import count_class_weight
 
 C = 7
 

@@ -41,12 +41,12 @@ int emu_count_classes(const void* labels, int type, int64_t n,
 }
 
 int emu_prepare_counts(const long long* hist, double* counts,
-                       long long* bad_labels, int num_classes, int mode,
+                       int num_classes, int mode,
                        double momentum, double smoothing, double tau,
                        double weight_power, double max_weight_ratio,
                        int update, float* out) {
   return mmseg_arb::launch_prepare_counts(
-      hist, counts, bad_labels, num_classes, static_cast<CountMode>(mode),
+      hist, counts, num_classes, static_cast<CountMode>(mode),
       momentum, smoothing, tau, weight_power, max_weight_ratio, update != 0,
       out, nullptr);
 }

@@ -1,18 +1,23 @@
 """From a step's label histogram to the loss's shift and class weights:
-the "prepare" step.
+the "prepare" step, and the rules of the count modes.
 
-:func:`prepare_counts` is everything between counting and the loss, in one
-CUDA launch where the kernels are loaded: fold the step's class counts into
-the running state (per ``count_mode``), choose the counts ``n`` the loss
-uses, turn them into the shift ``tau * log n`` and the class weights
-``n^-p`` (:func:`count_class_weight`), and fold the bad-label entries into
-the label guard's totals. The PyTorch implementation below is the
-reference and the path of CPUs.
+:func:`prepare_counts` is everything between counting and the loss: fold
+the step's class counts into the running state (per ``count_mode``),
+choose the counts ``n`` the loss uses, and turn them into the shift
+``tau * log n`` and the class weights ``n^-p``
+(:func:`count_class_weight`). The PyTorch implementation below is the
+reference and the path of CPUs; where the CUDA kernels are loaded the same
+step is one launch of ``torch.ops.mmseg_arb.prepare_counts``, whose kernel
+(``prepare_counts_kernel`` in ``ops/csrc/arb_kernels.cu``) follows these
+rules and is tested against this code.
 """
+from typing import Optional
+
 import torch
 from torch import Tensor
 
-from . import cuda_ext
+from ..ops import cuda_ext
+from ..ops.histogram_layout import class_counts
 
 COUNT_MODES = ('batch', 'cumulative', 'ema', 'prior')
 # The default bound on w_max / w_min of count-driven class weights, and the
@@ -100,9 +105,17 @@ def count_class_weight(class_counts: Tensor, batch: Tensor,
     return weight.to(torch.float32)
 
 
+def combine_class_weight(counted: Tensor,
+                         class_weight: Optional[Tensor]) -> Tensor:
+    """The loss's class weights: the count-driven ones (from
+    :func:`count_class_weight`) times a static ``class_weight``, if any."""
+    if class_weight is None:
+        return counted
+    return counted * class_weight.to(counted)
+
+
 def prepare_counts(hist: Tensor,
                    counts: Tensor,
-                   bad_labels: Tensor,
                    count_mode: str,
                    momentum: float = 0.0,
                    smoothing: float = 0.0,
@@ -114,16 +127,13 @@ def prepare_counts(hist: Tensor,
     updates the state in place.
 
     Args:
-        hist (Tensor): int64 ``(C + 3,)`` from ``class_histogram``: class
-            counts, bad pixels, their extremes (summed across ranks or not).
+        hist (Tensor): int64 histogram from ``class_histogram`` (summed
+            across ranks or not), see
+            :mod:`~mmseg_arb.ops.histogram_layout`.
         counts (Tensor): float64 ``(C,)`` running state, updated in place
             when ``update``: ``'batch'``: the step's counts;
             ``'cumulative'``: plus them; ``'ema'``: ``(1 - momentum) *
             counts + momentum * batch``; ``'prior'``: unchanged.
-        bad_labels (Tensor): int64 ``(3,)`` totals of the label guard, for
-            training steps: the bad pixels are added, the two extremes kept
-            as maxima (a sampler's call in the same step sees the same
-            labels and adds nothing).
         count_mode (str): ``'batch'``, ``'cumulative'``, ``'ema'`` or
             ``'prior'``.
         momentum (float): Weight of the step in ``'ema'``.
@@ -133,7 +143,7 @@ def prepare_counts(hist: Tensor,
         max_weight_ratio (float): Their bound (see
             :func:`count_class_weight`).
         update (bool): Whether this is a training step. Otherwise the
-            state and the bad-label totals are left alone and the loss
+            state is left alone and the loss
             uses the step's counts (``'batch'``), the prior, or the running
             counts (the step's while they are all zero).
 
@@ -147,14 +157,9 @@ def prepare_counts(hist: Tensor,
                          f'got {count_mode!r}')
     if cuda_ext.cuda_ops_apply(hist):
         return torch.ops.mmseg_arb.prepare_counts(
-            hist, counts, bad_labels, count_mode, momentum, smoothing, tau,
-            weight_power, max_weight_ratio, update)
-    num_classes = counts.numel()
-    batch = hist[:num_classes]
-    if update:
-        bad_labels[0].add_(hist[num_classes])
-        bad_labels[1:].copy_(
-            torch.maximum(bad_labels[1:], hist[num_classes + 1:]))
+            hist, counts, count_mode, momentum, smoothing, tau, weight_power,
+            max_weight_ratio, update)
+    batch = class_counts(hist)
     if count_mode == 'prior':
         n = counts
     elif update:
