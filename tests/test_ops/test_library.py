@@ -63,9 +63,14 @@ def test_fake_loss_forward_and_backward(dtype, reduction):
 def test_fakes_are_meta_kernels_where_torch_lacks_register_fake():
     # torch < 2.2 has neither register_fake nor impl_abstract.
     code = textwrap.dedent('''
-        import runpy, torch
+        import importlib, sys, types, torch
         del torch.library.register_fake, torch.library.impl_abstract
-        runpy.run_path('mmseg_arb/ops/library.py')  # alone: no mmengine
+        # The module and what it imports alone: no package __init__, no
+        # mmengine.
+        for name in ('mmseg_arb', 'mmseg_arb.ops'):
+            sys.modules[name] = types.ModuleType(name)
+            sys.modules[name].__path__ = [name.replace('.', '/')]
+        importlib.import_module('mmseg_arb.ops.library')
         label = torch.empty(3, 5, dtype=torch.uint8, device='meta')
         print(tuple(torch.ops.mmseg_arb.class_histogram(label, 19, 255).shape))
     ''')
