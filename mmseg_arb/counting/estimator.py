@@ -8,7 +8,8 @@ the user (``count_mode``); everything else is the same for every mode:
 * the step's labels are counted on their device, once per step however
   many losses and samplers ask (:func:`step_histogram`), and the counts of
   all ranks are summed with one ``all_reduce``, so every rank applies the
-  same weights;
+  same weights and, with count-driven weights, divides by its share of the
+  mean's denominator over the pixels of all ranks;
 * only a training step (module in train mode, gradients enabled) changes
   the state, exactly once; any other call (a sampler ranking pixels under
   ``no_grad``, evaluation) reads it and leaves it alone;
@@ -31,8 +32,8 @@ from ..utils.class_stats import CountsSource, load_class_counts
 from ..utils.fixed_dtype import FixedDtypeBuffers
 from .label_guard import LabelRangeGuard
 from .prepare import (COUNT_MODES, MAX_WEIGHT_RATIO, WEIGHT_RATIO_LIMIT,
-                      combine_class_weight, prepare_counts)
-from .step_histogram import step_histogram
+                      prepare_counts, unpack_prepared)
+from .step_histogram import step_histogram, summed_ranks
 
 
 def _log(message: str, level: int = logging.WARNING) -> None:
@@ -193,25 +194,35 @@ class ClassCountEstimator(FixedDtypeBuffers):
         label: Tensor,
         num_classes: int,
         ignore_index: int = 255,
-        class_weight: Optional[Tensor] = None
-    ) -> Tuple[Tensor, Optional[Tensor]]:
+        class_weight: Optional[Tensor] = None,
+        avg_non_ignore: bool = False
+    ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
         """Count ``label``, update the state in a training step, and return
-        the shift and the class weights of the loss.
+        the shift, the class weights and the mean denominator of the loss.
 
         Args:
             label (Tensor): Integer labels of any shape.
             num_classes (int): ``C``, the number of logits channels.
             ignore_index (int): Label value that is not counted.
-            class_weight (Tensor, optional): The loss's static ``(C,)``
-                class weights, which the count-driven ones multiply.
+            class_weight (Tensor, optional): The loss's static float32
+                ``(C,)`` class weights, which the count-driven ones
+                multiply.
+            avg_non_ignore (bool): The loss's option of that name (for the
+                denominator).
 
         Returns:
-            tuple[Tensor, Tensor | None]: On the label's device, the
-            float32 ``(C,)`` shift ``tau * log(n + smoothing)`` (a large
-            negative number where that count is 0; 0 everywhere at
-            ``tau = 0``), and the loss's class weights: with
-            ``weight_power > 0`` the count-driven ones times
-            ``class_weight``, else ``class_weight`` itself.
+            tuple[Tensor, Tensor | None, Tensor | None]: On the label's
+            device, the float32 ``(C,)`` shift ``tau * log(n +
+            smoothing)`` (a large negative number where that count is 0; 0
+            everywhere at ``tau = 0``), and the loss's class weights and
+            mean denominator. With ``weight_power > 0``: the count-driven
+            weights times ``class_weight``, and this rank's share of
+            mmseg's mean denominator over the pixels of all ranks (see
+            :func:`~mmseg_arb.counting.prepare_counts`), so that the
+            gradients DDP averages are those of one process on every
+            rank's batch. Otherwise ``class_weight`` itself and None: the
+            loss divides by this rank's own denominator, as mmseg's
+            ``CrossEntropyLoss`` does.
         """
         if self.prior_file is not None:
             raise FileNotFoundError(self._missing_prior(None))
@@ -220,19 +231,21 @@ class ClassCountEstimator(FixedDtypeBuffers):
         step = self.training and torch.is_grad_enabled()
         hist = step_histogram(label, num_classes, ignore_index,
                               self.dist_sync, self.share_step_counts)
-        prepared = prepare_counts(hist, self.counts, self.count_mode,
-                                  self.momentum, self.smoothing, self.tau,
-                                  self.weight_power, self.max_weight_ratio,
-                                  update=step)
+        prepared = prepare_counts(
+            hist, self.counts, self.count_mode, self.momentum,
+            self.smoothing, self.tau, self.weight_power,
+            self.max_weight_ratio, update=step, class_weight=class_weight,
+            avg_non_ignore=avg_non_ignore,
+            ranks=summed_ranks(self.dist_sync))
         # A training step is checked by the guard (at once, or deferred);
         # an evaluation call at once; a sampler's ranking call (train mode,
         # no grad) not at all: the step's own call checks the same labels.
         self.label_guard.observe(hist, num_classes, ignore_index, label,
                                  step, at_once=not self.training)
-        shift, counted = prepared
+        shift, weight, denominator = unpack_prepared(prepared)
         if not self.weight_power:
-            return shift, class_weight
-        return shift, combine_class_weight(counted, class_weight)
+            return shift, class_weight, None
+        return shift, weight, denominator
 
     def _check_device(self, device: torch.device) -> None:
         if self.counts.device == device:

@@ -11,13 +11,13 @@ step is one launch of ``torch.ops.mmseg_arb.prepare_counts``, whose kernel
 (``prepare_counts_kernel`` in ``ops/csrc/arb_kernels.cu``) follows these
 rules and is tested against this code.
 """
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from ..ops import cuda_ext
-from ..ops.histogram_layout import class_counts
+from ..ops.histogram_layout import class_counts, pixel_total
 
 COUNT_MODES = ('batch', 'cumulative', 'ema', 'prior')
 # The default bound on w_max / w_min of count-driven class weights, and the
@@ -122,9 +122,12 @@ def prepare_counts(hist: Tensor,
                    tau: float = 1.0,
                    weight_power: float = 0.0,
                    max_weight_ratio: float = MAX_WEIGHT_RATIO,
-                   update: bool = True) -> Tensor:
-    """The shift and class weights of the loss from a step's histogram;
-    updates the state in place.
+                   update: bool = True,
+                   class_weight: Optional[Tensor] = None,
+                   avg_non_ignore: bool = False,
+                   ranks: int = 1) -> Tensor:
+    """The shift, class weights and mean denominator of the loss from a
+    step's histogram; updates the state in place.
 
     Args:
         hist (Tensor): int64 histogram from ``class_histogram`` (summed
@@ -143,22 +146,33 @@ def prepare_counts(hist: Tensor,
         max_weight_ratio (float): Their bound (see
             :func:`count_class_weight`).
         update (bool): Whether this is a training step. Otherwise the
-            state is left alone and the loss
-            uses the step's counts (``'batch'``), the prior, or the running
-            counts (the step's while they are all zero).
+            state is left alone and the loss uses the step's counts
+            (``'batch'``), the prior, or the running counts (the step's
+            while they are all zero).
+        class_weight (Tensor, optional): float32 ``(C,)`` static class
+            weights, which the count-driven ones multiply.
+        avg_non_ignore (bool): Whether the denominator leaves out the
+            unlabelled pixels (as mmseg's option of that name).
+        ranks (int): The ranks whose labels ``hist`` sums.
 
     Returns:
-        Tensor: float32 ``(2, C)``: the shift (:func:`log_count_shift`),
-        then the class weights (:func:`count_class_weight`), both from the
-        same counts.
+        Tensor: float32 ``(2C + 1,)`` (see :func:`unpack_prepared`): the
+        shift (:func:`log_count_shift`), the class weights
+        (:func:`count_class_weight`, from the same counts, times
+        ``class_weight``), and mmseg's mean denominator of the pixels in
+        ``hist`` for those weights (the weights of the labelled pixels,
+        plus 1 per unlabelled pixel unless ``avg_non_ignore``) divided by
+        ``ranks``: each rank's share of the denominator of all ranks, so
+        that ranks that divide their loss by it and average their
+        gradients get the gradients of one process on all their pixels.
     """
     if count_mode not in COUNT_MODES:
         raise ValueError(f'count_mode must be one of {COUNT_MODES}, '
                          f'got {count_mode!r}')
     if cuda_ext.cuda_ops_apply(hist):
         return torch.ops.mmseg_arb.prepare_counts(
-            hist, counts, count_mode, momentum, smoothing, tau, weight_power,
-            max_weight_ratio, update)
+            hist, counts, class_weight, count_mode, momentum, smoothing, tau,
+            weight_power, max_weight_ratio, update, avg_non_ignore, ranks)
     batch = class_counts(hist)
     if count_mode == 'prior':
         n = counts
@@ -176,8 +190,22 @@ def prepare_counts(hist: Tensor,
         # Nothing accumulated yet (e.g. evaluating an untrained model): the
         # batch is the only estimate. Decided on device, without a sync.
         n = torch.where(counts.sum() > 0, counts, batch.to(torch.float64))
-    return torch.stack([
-        log_count_shift(n, smoothing, tau),
+    weight = combine_class_weight(
         count_class_weight(n, batch, smoothing, weight_power,
-                           max_weight_ratio)
+                           max_weight_ratio), class_weight)
+    b = batch.to(torch.float64)
+    denominator = (b * weight.to(torch.float64)).sum()
+    if not avg_non_ignore:
+        denominator = denominator + (pixel_total(hist) - b.sum())
+    return torch.cat([
+        log_count_shift(n, smoothing, tau), weight,
+        (denominator / ranks).to(torch.float32)[None]
     ])
+
+
+def unpack_prepared(prepared: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """``(shift, class_weight, denominator)``: views of what
+    :func:`prepare_counts` returns, ``(C,)``, ``(C,)`` and 0-d."""
+    num_classes = prepared.shape[0] // 2
+    return (prepared[:num_classes], prepared[num_classes:2 * num_classes],
+            prepared[2 * num_classes])

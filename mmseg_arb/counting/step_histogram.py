@@ -49,18 +49,25 @@ def end_step() -> None:
     _STEP.histograms.clear()
 
 
+def summed_ranks(dist_sync: bool = True) -> int:
+    """The ranks whose labels :func:`count_labels` sums: all of them when
+    ``dist_sync`` and running distributed, else 1."""
+    if dist_sync and dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
 def all_reduce_sum_(tensor: Tensor) -> Tensor:
     """Sum ``tensor`` over all ranks in place when running distributed."""
-    if dist.is_available() and dist.is_initialized() and \
-            dist.get_world_size() > 1:
+    if summed_ranks() > 1:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
 
 
 def count_labels(label: Tensor, num_classes: int, ignore_index: int,
                  dist_sync: bool) -> Tensor:
-    """:func:`class_histogram` of ``label`` with its totals (class counts
-    and bad pixels) summed over ranks when ``dist_sync``: one
+    """:func:`class_histogram` of ``label`` with its totals (pixels, class
+    counts and bad pixels) summed over :func:`summed_ranks` ranks: one
     collective."""
     hist = class_histogram(label, num_classes, ignore_index)
     if dist_sync:

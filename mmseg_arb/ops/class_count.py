@@ -12,7 +12,8 @@ import torch
 from torch import Tensor
 
 from . import cuda_ext
-from .histogram_layout import histogram_size
+from .histogram_layout import (CLASSES_FROM, bad_label_entries,
+                               histogram_size, pixel_total)
 
 KERNEL_LABEL_DTYPES = (torch.int64, torch.int32, torch.uint8)
 
@@ -66,20 +67,24 @@ def class_histogram_pytorch(label: Tensor, num_classes: int,
     flat = label.reshape(-1)
     valid, invalid = label_masks(flat, num_classes, ignore_index)
     wide = flat.long()
-    # Bad pixels count in bin C, ignored ones in a spare bin after the two
-    # extremes, dropped: no boolean indexing (a host sync on GPU).
-    spare = histogram_size(num_classes)
-    bins = torch.where(valid, wide,
-                       torch.where(invalid, num_classes, spare))
+    size = histogram_size(num_classes)
+    # Class c counts in bin CLASSES_FROM + c, bad pixels in the bin after
+    # the classes, ignored ones in a spare bin after the extremes, dropped:
+    # no boolean indexing (a host sync on GPU).
+    bins = torch.where(
+        valid, wide + CLASSES_FROM,
+        torch.where(invalid, num_classes + CLASSES_FROM, size))
     if flat.device.type == 'cpu':
-        hist = torch.bincount(bins, minlength=spare + 1)[:spare]
-        # Reading a CPU value stalls nothing: find the extremes only when
-        # there are bad labels (two more passes over the labels otherwise).
-        if not hist[num_classes]:
-            return hist
+        hist = torch.bincount(bins, minlength=size + 1)[:size]
     else:
-        hist = torch.zeros(spare + 1, dtype=torch.int64, device=flat.device)
-        hist.scatter_add_(0, bins, torch.ones_like(bins))
+        hist = torch.zeros(size + 1, dtype=torch.int64, device=flat.device)
+        hist = hist.scatter_add_(0, bins, torch.ones_like(bins))[:size]
+    pixel_total(hist).fill_(flat.numel())
+    bad = bad_label_entries(hist)
+    # Reading a CPU value stalls nothing: find the extremes only when there
+    # are bad labels (two more passes over the labels otherwise).
+    if flat.device.type == 'cpu' and not bad[0]:
+        return hist
     # amax of an empty tensor is an error: a zero in front keeps it defined
     # and is the "none" value of both extremes.
     zero = wide.new_zeros(1)
@@ -87,7 +92,8 @@ def class_histogram_pytorch(label: Tensor, num_classes: int,
     # -INT64_MIN does not exist: that label reads as -INT64_MAX.
     negated = -wide.clamp_min(-torch.iinfo(torch.int64).max)
     below = torch.cat([zero, torch.where(invalid, negated, 0)]).amax()
-    return torch.cat([hist[:num_classes + 1], above[None], below[None]])
+    bad[1:].copy_(torch.stack([above, below]))
+    return hist
 
 
 def class_histogram(label: Tensor, num_classes: int,
@@ -101,7 +107,7 @@ def class_histogram(label: Tensor, num_classes: int,
         ignore_index (int): Label value that is not counted. Default: 255.
 
     Returns:
-        Tensor: int64 ``(C + 3,)`` on the label's device, laid out as
+        Tensor: int64 ``(C + 4,)`` on the label's device, laid out as
         :mod:`~mmseg_arb.ops.histogram_layout` says. Not read back to the
         host here; the caller decides when.
 

@@ -5,7 +5,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from helpers import free_port
-from reference import naive_arb_family_loss, naive_counts
+from reference import (naive_arb_family_loss, naive_class_weights,
+                       naive_counts)
 
 from mmseg_arb.counting import (ClassCountEstimator, LabelRangeError,
                                 label_guard, log_count_shift)
@@ -31,17 +32,19 @@ def test_histogram_matches_naive_and_reports_bad_labels():
     label[0, 0, :3] = torch.tensor([C, 17, -4])
     hist = class_histogram(label, C, 255)
     assert hist.dtype == torch.int64
-    assert hist[:C].tolist() == naive_counts(label, C).tolist()
+    # The pixels, labelled or not, then those of each class.
+    assert hist[0] == label.numel()
+    assert hist[1:C + 1].tolist() == naive_counts(label, C).tolist()
     # How many bad labels, the largest above the range, minus the smallest.
-    assert hist[C:].tolist() == [3, 17, 4]
-    assert class_histogram(label[1:], C, 255)[C:].tolist() == [0, 0, 0]
-    assert class_histogram(label[:0], C, 255).tolist() == [0] * (C + 3)
+    assert hist[C + 1:].tolist() == [3, 17, 4]
+    assert class_histogram(label[1:], C, 255)[C + 1:].tolist() == [0, 0, 0]
+    assert class_histogram(label[:0], C, 255).tolist() == [0] * (C + 4)
 
 
 def test_histogram_ignore_index_inside_range_masks_that_class():
     label = torch.tensor([0, 1, 1, 2, 2, 2])
     hist = class_histogram(label, 3, ignore_index=2)
-    assert hist.tolist() == [1, 2, 0, 0, 0, 0]
+    assert hist.tolist() == [6, 1, 2, 0, 0, 0, 0]
 
 
 @pytest.mark.parametrize('mode', ['cumulative', 'ema', 'batch'])
@@ -86,9 +89,16 @@ def test_eval_mode_does_not_update_running_state():
 
 def test_no_python_loop_over_classes_scales_to_many_classes():
     label = torch.randint(1024, (4, 64, 64))
-    counts = class_histogram(label, 1024, 255)[:1024]
+    counts = class_histogram(label, 1024, 255)[1:1025]
     assert int(counts.sum()) == label.numel() - int((label == 255).sum())
 
+
+def weighted_pixels(label, weights):
+    """mmseg's mean denominator of ``label``: its labelled pixels' class
+    weights plus its ignored pixels."""
+    y = label.reshape(-1)
+    keep = y != 255
+    return weights[y[keep]].sum() + (~keep).sum()
 
 
 def _dist_worker(rank, world_size, port, mode, weight_power, out_dir):
@@ -124,7 +134,10 @@ def _dist_worker(rank, world_size, port, mode, weight_power, out_dir):
                                                ('cumulative', 0.5)])
 def test_two_ranks_use_the_summed_counts(tmp_path, mode, weight_power):
     # Shift and class weights alike come from the counts of all ranks, and
-    # the weights' mean is taken over every rank's labelled pixels.
+    # the weights' mean is taken over every rank's labelled pixels; with
+    # count weights, each rank's mean divides by its share of the
+    # denominator of all ranks (tests/test_models/test_losses/test_ranks.py
+    # checks the gradients this gives against one process).
     world_size = 2
     mp.spawn(_dist_worker, args=(world_size, free_port(), mode,
                                  weight_power, str(tmp_path)),
@@ -136,6 +149,11 @@ def test_two_ranks_use_the_summed_counts(tmp_path, mode, weight_power):
             torch.as_tensor(naive_counts(out[r][0][step][1], C))
             for r in range(world_size))
         total = batch if mode == 'batch' else total + batch
+        weights = naive_class_weights(total, batch, weight_power, 1000.0)
+        share = None  # without count weights: each rank's own
+        if weight_power:
+            share = sum(weighted_pixels(out[r][0][step][1], weights)
+                        for r in range(world_size)) / world_size
         for r in range(world_size):
             logits, label, loss, counts = out[r][0][step]
             torch.testing.assert_close(counts, total)
@@ -144,7 +162,8 @@ def test_two_ranks_use_the_summed_counts(tmp_path, mode, weight_power):
                 naive_arb_family_loss(logits, label, total,
                                       weight_power=weight_power,
                                       max_weight_ratio=1000.0,
-                                      batch_counts=batch))
+                                      batch_counts=batch,
+                                      denominator=share))
     # A bad label on one rank stops every rank (no rank left hanging).
     assert out[0][1] and out[1][1]
 

@@ -62,12 +62,14 @@ def test_prepare_kernel_matches_pytorch(mode, update, fresh):
     if fresh:  # nothing accumulated yet: outside a step, use the batch
         counts.zero_()
     want_counts = counts.cpu()
+    weight = torch.rand(150, device='cuda') + 0.5
     for smoothing, tau, power in ((0.0, 1.0, 0.0), (0.5, 0.7, 0.5),
                                   (0.0, 0.0, 1.0)):
         want = prepare_counts(hist.cpu(), want_counts, mode, 0.1, smoothing,
-                              tau, power, 50.0, update)
+                              tau, power, 50.0, update, weight.cpu(),
+                              fresh, 4)
         got = prepare_counts(hist, counts, mode, 0.1, smoothing, tau, power,
-                             50.0, update)
+                             50.0, update, weight, fresh, 4)
         torch.testing.assert_close(got.cpu(), want, rtol=1e-6, atol=0)
         torch.testing.assert_close(counts.cpu(), want_counts)
 
@@ -357,14 +359,17 @@ def test_ops_agree_with_their_fake_implementations():
         'class_histogram': [(label, 19, 255), (label.to(torch.uint8), 7, 3)],
         'prepare_counts': [
             (class_histogram(label, 19, 255),
-             torch.rand(19, dtype=torch.float64, device='cuda'), mode, 0.1,
-             0.5, 0.7, power, 100.0, update)
+             torch.rand(19, dtype=torch.float64, device='cuda'),
+             weight if update else None, mode, 0.1, 0.5, 0.7, power, 100.0,
+             update, not update, 2)
             for mode in ('batch', 'cumulative', 'ema', 'prior')
             for update in (True, False) for power in (0.0, 0.5)],
         'arb_loss_forward': [
             (logits, label, shift, None, None, 255, 'mean', 1.0, False),
             (logits.half(), label.int(), shift, weight, pixel_weight, 255,
-             'none', 0.4, True)],
+             'none', 0.4, True),
+            (logits, label, shift, weight, None, 255, 'mean', 0.4, False,
+             torch.rand((), device='cuda') + 100)],
         'arb_loss_backward': [
             (torch.rand((), device='cuda'), logits, label, shift, weight,
              None, softmax_stats, scale, 255),

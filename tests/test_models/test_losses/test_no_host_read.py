@@ -68,12 +68,14 @@ def test_counting_and_prepare(dtype, mode, update, uses_ops):
 
     def step():
         hist = class_histogram(label, 19, 255)
-        assert hist.shape == (22, ) and hist.dtype == torch.int64
+        assert hist.shape == (23, ) and hist.dtype == torch.int64
         assert hist.device == META
         prepared = prepare_counts(hist, counts, mode,
                                   momentum=0.1, smoothing=0.5, tau=0.7,
-                                  weight_power=0.5, update=update)
-        assert prepared.shape == (2, 19)
+                                  weight_power=0.5, update=update,
+                                  class_weight=torch.empty(19, device=META),
+                                  ranks=2)
+        assert prepared.shape == (39, )
         assert prepared.dtype == torch.float32
 
     assert called_ops(step) == (COUNT_OPS if uses_ops else set())
@@ -177,12 +179,14 @@ def test_a_training_call_is_four_ops_of_ours(mode, weight_power,
     # The launch budget of a call (count, prepare, loss, backward) on the
     # kernels' path, guarded here where it is decided: in the Python that
     # dispatches. Each op below is one launch but the histogram (a zero
-    # fill, then the kernel) and the reduced forward (the kernel, then its
-    # one-block reduction): 6 launches of ours, plus the label guard's two
+    # fill, the pixel total, then the kernel) and the reduced forward (the
+    # kernel, then its one-block reduction): 7 launches of ours, plus the
+    # label guard's two
     # element-wise updates of its totals (a training step's) and autograd's
     # seed of the backward (ones_like), which cross-entropy pays too.
     monkeypatch.setattr(cuda_ext, 'cuda_ops_apply', lambda t: True)
-    # Count-driven class weights come from the same prepare op: no launch
+    # Count-driven class weights, and the mean's denominator over all
+    # ranks that goes with them, come from the same prepare op: no launch
     # more.
     loss_fn = make_loss(mode, weight_power=weight_power)
     loss_fn.estimator.label_guard.read_by_hook = True
