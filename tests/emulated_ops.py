@@ -49,7 +49,9 @@ def _i64(value):
 
 def use_emulated_kernels(library: str) -> torch.library.Library:
     """Register the emulated kernels as the ops' CPU kernels and make every
-    CPU tensor take the kernels' path; keep the result alive."""
+    CPU tensor take the kernels' path, for the rest of the process (meant
+    for a process of its own, e.g. a spawned rank); keep the result
+    alive."""
     lib = ctypes.CDLL(library)
     lib.emu_configure(3, 0)
 
