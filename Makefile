@@ -13,7 +13,7 @@ demo: setup
 
 test:
 	@bash tools/setup_env.sh --tests
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests projects/loss_study/tests
 
 bench: setup
 	$(PY) tools/benchmark.py

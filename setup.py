@@ -17,9 +17,9 @@ saying so; they use the PyTorch path. Use
 Without a build the kernels are JIT-compiled on first GPU use (see
 ``mmseg_arb/ops/cuda_ext.py``).
 """
+import importlib.util
 import os
 import os.path as osp
-import re
 import shutil
 import subprocess
 
@@ -34,90 +34,22 @@ def read_version() -> str:
     return scope['__version__']
 
 
-def _arch_version(arch: str) -> str:
-    """'sm_86' or 'compute_90a' -> '8.6' or '9.0a'."""
-    digits, suffix = re.fullmatch(r'[a-z]+_(\d+)([a-z]?)', arch).groups()
-    return f'{digits[:-1]}.{digits[-1]}{suffix}'
+def _load_cuda_arch():
+    """``mmseg_arb/ops/cuda_arch.py``, loaded by its path: the package
+    cannot be imported before it is installed, and the JIT build shares
+    these rules."""
+    path = osp.join(osp.dirname(osp.abspath(__file__)), 'mmseg_arb', 'ops',
+                    'cuda_arch.py')
+    spec = importlib.util.spec_from_file_location('_mmseg_arb_cuda_arch',
+                                                  path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-# __match_any_sync and independent thread scheduling: Volta and newer. Older
-# GPUs use the PyTorch path (mmseg_arb/ops/cuda_ext.py says so at run time).
-MIN_ARCH = (7, 0)
-
-
-def _arch_tuple(version: str) -> tuple:
-    major, minor = re.match(r'(\d+)\.(\d+)', version).groups()
-    return int(major), int(minor)
-
-
-def supported_archs(arch_list: str) -> tuple:
-    """Split a ``TORCH_CUDA_ARCH_LIST`` ('6.1;7.0;8.6+PTX', or with spaces)
-    into the entries the kernels support (compute capability >= 7.0), as
-    one string, and the list of those they do not (torch's names
-    included: 'Pascal' goes, 'Ampere' stays)."""
-    kept, dropped = [], []
-    for entry in re.split(r'[;\s]+', arch_list.strip()):
-        if not entry:
-            continue
-        if re.match(r'\d+\.\d+', entry):
-            old = _arch_tuple(entry) < MIN_ARCH
-        else:  # torch's names: Kepler, Maxwell and Pascal are all < 7.0
-            old = entry.split('+')[0] in ('Kepler', 'Maxwell', 'Pascal')
-        (dropped if old else kept).append(entry)
-    return ';'.join(kept), dropped
-
-
-def default_cuda_arch_list(torch_archs: str, nvcc_archs: str) -> str:
-    """``TORCH_CUDA_ARCH_LIST`` for a build that sees no GPU (torch's own
-    choice then fails): the architectures the installed torch was built for
-    (``torch._C._cuda_getArchFlags()``, e.g. 'sm_75 sm_80 sm_90') that nvcc
-    can compile (``nvcc --list-gpu-arch``) and the kernels support (compute
-    capability 7.0 and newer), with PTX of the newest for later GPUs."""
-    compilable = {_arch_version(a) for a in nvcc_archs.split()}
-    wanted = [
-        _arch_version(a) for a in torch_archs.split() if a.startswith('sm_')
-    ]
-    arches = [
-        a for a in wanted if a in compilable and _arch_tuple(a) >= MIN_ARCH
-    ]
-    if not arches:
-        raise RuntimeError(
-            f'no CUDA architecture of compute capability 7.0 or newer that '
-            f'both torch ({torch_archs!r}) and nvcc ({nvcc_archs!r}) '
-            f'support: set TORCH_CUDA_ARCH_LIST, e.g. "8.0;9.0"')
-    return ';'.join(arches) + '+PTX'
-
-
-def cuda_arch_list(requested, visible, torch_archs, nvcc_archs):
-    """The ``TORCH_CUDA_ARCH_LIST`` of the build and the line that says why,
-    or ``(None, line)`` if no architecture is left to build for.
-
-    Args:
-        requested: The user's ``TORCH_CUDA_ARCH_LIST``, or None.
-        visible: Compute capabilities of the visible GPUs ('8.6').
-        torch_archs, nvcc_archs: What torch was built for and what nvcc
-            compiles; used when neither of the above says anything.
-    """
-    old = ('(they need 7.0, Volta, or newer); ARB-Loss uses its PyTorch '
-           'path on such GPUs')
-    if requested is None and not visible:
-        arch_list = default_cuda_arch_list(torch_archs, nvcc_archs)
-        line = (f'mmseg-arb: no GPU visible, building the CUDA kernels for '
-                f'TORCH_CUDA_ARCH_LIST={arch_list} (set it to build for '
-                f'fewer)')
-        _, dropped = supported_archs(' '.join(
-            _arch_version(a) for a in torch_archs.split()
-            if a.startswith('sm_')))
-        if dropped:
-            line += f'; not for {", ".join(dropped)} {old}'
-        return arch_list, line
-    arch_list, dropped = supported_archs(
-        requested if requested is not None else ';'.join(sorted(visible)))
-    line = None
-    if dropped:
-        line = (f'mmseg-arb: not building the CUDA kernels for compute '
-                f'capability {", ".join(dropped)} {old}')
-    return arch_list or None, line
+_cuda_arch = _load_cuda_arch()
+default_cuda_arch_list = _cuda_arch.default_cuda_arch_list
+cuda_arch_list = _cuda_arch.cuda_arch_list
 
 
 def _set_arch_list(torch, cuda_home: str) -> bool:

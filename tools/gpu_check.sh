@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# One-call GPU check: build the CUDA extension, run the GPU tests, run the
-# benchmarks, then the kernels under compute-sanitizer; everything goes to
-# $OUT (default ./gpu_check_out): log.txt, pytest.txt, bench_fp32.json,
-# bench_bf16.json, bench_small.json, bench_odd.json, sanitizer.txt. It ends
+# One-call GPU check: build the CUDA extension, run `mmseg-arb check` (what
+# a user runs), the GPU tests and the benchmarks, then the kernels under
+# compute-sanitizer; everything goes to $OUT (default ./gpu_check_out):
+# log.txt, check.txt, pytest.txt, bench_fp32.json, bench_bf16.json,
+# bench_small.json, bench_odd.json, sanitizer.txt. It ends
 # with one line per check (PASS / FAIL / SKIP) and exits non-zero if any
 # check failed.
 #
@@ -86,6 +87,11 @@ for name in SCHEMAS:
 assert has_cuda_kernels(), "the build registered no CUDA kernels"' \
   && record "build of the extension ($(( $(date +%s) - start )) s)" PASS \
   || { record "build of the extension: no CUDA kernels registered" FAIL; finish; }
+
+echo "== mmseg-arb check, a user's check of the machine ($(( $(date +%s) - start )) s since the build started)"
+"$PY" -m mmseg_arb.cli check 2>&1 | tee "$OUT/check.txt"
+check_rc=${PIPESTATUS[0]}
+record "mmseg-arb check: $(tail -n 1 "$OUT/check.txt")" "$([ "$check_rc" = 0 ] && echo PASS || echo FAIL)"
 
 echo "== GPU tests ($(( $(date +%s) - start )) s since the build started)"
 # Only the tests that need the GPU: the compile, host-logic and build tests

@@ -18,8 +18,9 @@ runner_type = 'ARBRunner'
 # 'batch': counts of the current batch, summed over GPUs, logits shifted by
 # tau * log n with tau = 1 and no class weights (weight_power = 0): the
 # paper's loss, the default, to reproduce the paper. weight_power = p weights
-# each pixel of class y by n_y^-p from the same counts. On long-tailed data
-# docs/loss_study.md recommends class weights n^-0.5 from the running counts
-# and no shift (README: "Which loss should I use?"):
-#     arb = dict(count_mode='cumulative', tau=0, weight_power=0.5)
+# each pixel of class y by n_y^-p from the same counts. Which setting to use
+# on long-tailed data is not settled: a study on generated data
+# (docs/loss_study.md) tried cumulative counts, tau = 0, weight_power = 0.5
+# after its test results were seen; it is no recommendation until the
+# pre-registered study on real images (CamVid, issue 29) reports.
 arb = dict(count_mode='batch')

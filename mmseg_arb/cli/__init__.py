@@ -7,6 +7,8 @@
     mmseg-arb summarize WORK_DIR... [--out P]  runs against mmseg's
                                              baselines
     mmseg-arb class-stats CONFIG             pixels per class (priors)
+    mmseg-arb check                          this machine's kernels against
+                                             float64 (PASS / FAIL lines)
 
 ``train`` and ``test`` take mmseg's arguments, run with ``mmseg_arb``
 registered, and launch ``--gpus N`` processes with torchrun.
@@ -21,12 +23,12 @@ import sys
 from typing import Optional, Sequence
 
 from ..config.shipped import ConfigNotFoundError
-from . import class_stats, configs, summarize, test, train
+from . import check, class_stats, configs, summarize, test, train
 from .command import UsageError
 from .quiet_warnings import ignore_pkg_resources_deprecation
 
 COMMANDS = (configs.LIST, configs.CONFIG, train.COMMAND, test.COMMAND,
-            summarize.COMMAND, class_stats.COMMAND)
+            summarize.COMMAND, class_stats.COMMAND, check.COMMAND)
 
 
 def build_parser() -> argparse.ArgumentParser:

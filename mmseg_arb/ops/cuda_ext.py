@@ -9,7 +9,10 @@ tensor reaches an op:
    build, ``=0`` skips it).
 2. A JIT build with ``torch.utils.cpp_extension.load``, cached by torch in
    ``$TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``), so
-   only the first run on a machine pays the compile (about a minute).
+   only the first run on a machine pays the compile (about a minute). As
+   at install (:mod:`~mmseg_arb.ops.cuda_arch`), it targets the visible
+   GPUs or ``TORCH_CUDA_ARCH_LIST`` without the architectures older than
+   7.0, and one line names those it leaves out.
 3. Neither possible (no toolkit, a compile error, ``MMSEG_ARB_CUDA=0``):
    the PyTorch implementations are used and one line says so.
 """
@@ -22,6 +25,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from .cuda_arch import MIN_ARCH, cuda_arch_list
 from .library import has_cuda_kernels
 
 CSRC = osp.join(osp.dirname(__file__), 'csrc')
@@ -43,15 +47,22 @@ def _jit_build() -> None:
     if CUDA_HOME is None:
         raise RuntimeError('no CUDA toolkit found (set CUDA_HOME)')
     requested = os.environ.get('TORCH_CUDA_ARCH_LIST')
-    supported = sorted({
+    # As setup.py: the visible GPUs, or the user's list, without the
+    # architectures whose #error would fail the build for all of them.
+    arch_list, line = cuda_arch_list(requested, {
         '{}.{}'.format(*torch.cuda.get_device_capability(i))
         for i in range(torch.cuda.device_count())
-        if torch.cuda.get_device_capability(i) >= MIN_CAPABILITY
     })
-    if requested is None and supported:
-        # torch would build for every visible GPU, an old one included,
-        # which would fail the build for all of them.
-        os.environ['TORCH_CUDA_ARCH_LIST'] = ';'.join(supported)
+    if line:
+        _log(line)
+    if arch_list is None:
+        raise RuntimeError(
+            'no visible GPU has compute capability 7.0 or newer'
+            if requested is None else
+            f'TORCH_CUDA_ARCH_LIST={requested!r} names no architecture of '
+            f'compute capability 7.0 or newer: add one (e.g. "8.0") or '
+            f'unset it')
+    os.environ['TORCH_CUDA_ARCH_LIST'] = arch_list
     try:
         load(
             name='mmseg_arb_cuda',
@@ -60,9 +71,11 @@ def _jit_build() -> None:
             extra_cuda_cflags=['-O3', '-std=c++17'],
             is_python_module=False,
             verbose=os.environ.get('MMSEG_ARB_VERBOSE_BUILD') == '1')
-    finally:
+    finally:  # the user's variable is theirs
         if requested is None:
             os.environ.pop('TORCH_CUDA_ARCH_LIST', None)
+        else:
+            os.environ['TORCH_CUDA_ARCH_LIST'] = requested
 
 
 def load_cuda_ops() -> bool:
@@ -103,33 +116,45 @@ def load_cuda_ops() -> bool:
     return True
 
 
-# Compute capability the kernels need (__match_any_sync, independent
-# thread scheduling); setup.py builds for no older GPU.
-MIN_CAPABILITY = (7, 0)
-_old_devices: dict = {}
+# Whether each CUDA device (by index) is new enough for the kernels.
+_device_is_supported: dict = {}
 
 
 def _device_supported(index: int) -> bool:
     """Whether CUDA device ``index`` is new enough; an older one is said
     once and served by the PyTorch path."""
-    if index not in _old_devices:
+    if index not in _device_is_supported:
         capability = torch.cuda.get_device_capability(index)
-        _old_devices[index] = capability < MIN_CAPABILITY
-        if _old_devices[index]:
+        _device_is_supported[index] = capability >= MIN_ARCH
+        if not _device_is_supported[index]:
             _log(f'mmseg_arb: {torch.cuda.get_device_name(index)} (cuda:'
                  f'{index}) has compute capability {capability[0]}.'
                  f'{capability[1]}; the CUDA kernels need 7.0 (Volta) or '
                  f'newer, so ARB-Loss uses the PyTorch path on it.')
-    return not _old_devices[index]
+    return _device_is_supported[index]
+
+
+def _kernels_serve(tensor: Tensor) -> bool:
+    """Whether ``tensor`` is a CUDA tensor on a GPU the kernels support,
+    and the kernels are loaded."""
+    return tensor.is_cuda and _device_supported(tensor.device.index or 0) \
+        and load_cuda_ops()
 
 
 def cuda_ops_apply(tensor: Tensor) -> bool:
-    """Whether ops on ``tensor`` run on the CUDA kernels: it is a CUDA
-    tensor on a GPU they support and the kernels are loaded. (The one
-    switch between the kernels and the PyTorch path; the tests turn it on
-    for ``meta`` tensors.)"""
-    return tensor.is_cuda and _device_supported(tensor.device.index or 0) \
-        and load_cuda_ops()
+    """Whether ops on ``tensor`` run on the CUDA kernels: the kernels serve
+    its device and, for logits (floating point), the fused loss passed its
+    first-use check on that device and dtype
+    (:mod:`~mmseg_arb.ops.first_use`). (The one switch between the kernels
+    and the PyTorch path; the tests turn it on for ``meta`` tensors.)"""
+    if not _kernels_serve(tensor):
+        return False
+    if tensor.dtype.is_floating_point:
+        # Here, not at the top: the guard checks through the ops' modules,
+        # which import this one.
+        from .first_use import fused_loss_verified
+        return fused_loss_verified(tensor.device, tensor.dtype)
+    return True
 
 
 def cuda_ops_status() -> str:

@@ -3,8 +3,9 @@ installed without ``-e`` and *with its declared dependencies* into a fresh
 virtual environment where torch (the CPU build, from a local file) came
 first and pulled the newest setuptools, as a user's ``pip install torch``
 does; mmcv is the wheel tools/setup_env.sh built once. Then, from a folder
-outside the repository: a shipped config written with ``mmseg-arb config``,
-class statistics with ``mmseg-arb class-stats``, a user config inheriting
+outside the repository: ``mmseg-arb check``, a shipped config written
+with ``mmseg-arb config``, class statistics with ``mmseg-arb
+class-stats``, a user config inheriting
 the shipped one trained with ``mmseg-arb train`` (a few iterations on
 generated data, set through ``--cfg-options``), its checkpoint tested into
 the same work dir with ``mmseg-arb test``, and ``mmseg-arb summarize``.
@@ -201,6 +202,10 @@ def test_config_class_stats_train_test_summarize_from_the_wheel(
                   'import mmseg_arb; print(mmseg_arb.__file__)'], cwd=user)
     assert where.stdout.strip().startswith(str(bin_dir.parent)), where.stdout
     assert f'deeplabv3plus/{SHIPPED}' in mmseg_arb('list').splitlines()
+    # The command a user runs once on a new machine; here, without a GPU.
+    out = mmseg_arb('check')
+    assert out.splitlines()[-1] == 'all checks passed'
+    assert torch.cuda.is_available() or 'no GPU found' in out
 
     mmseg_arb('config', SHIPPED, '--dest', '.')
     text = (user / f'{SHIPPED}.py').read_text()
@@ -243,3 +248,20 @@ def test_config_class_stats_train_test_summarize_from_the_wheel(
     assert run['settings']['max_iters'] == 2  # the training's, not the test's
     assert run['checkpoint'] == str(work_dir / 'iter_2.pth')
     assert not any(PKG_RESOURCES_WARNING in out for out in outputs)
+
+
+def test_the_wheel_ships_the_product_only(tmp_path):
+    """The wheel holds the package (its configs included) and nothing of
+    the loss study, which lives in projects/ beside it: its losses would
+    otherwise sit in every user's install."""
+    import zipfile
+    source = _source_copy(str(tmp_path / 'source'))
+    _run([sys.executable, '-m', 'pip', 'wheel', '--disable-pip-version-check',
+          '--no-deps', '--no-build-isolation', '-w', tmp_path / 'dist',
+          source], env=dict(_clean_env(), MMSEG_ARB_WITH_CUDA='0'))
+    wheel, = glob.glob(str(tmp_path / 'dist' / 'mmseg_arb-*.whl'))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split('/')[0] for n in names
+            if '.dist-info/' not in n} == {'mmseg_arb'}
+    assert [n for n in names if 'study' in n] == []
+    assert f'mmseg_arb/.mim/configs/deeplabv3plus/{SHIPPED}.py' in names

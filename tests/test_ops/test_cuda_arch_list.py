@@ -77,3 +77,54 @@ def test_forced_build_with_a_cpu_torch_says_so():
                             cwd=ROOT, timeout=300)
     assert result.returncode != 0
     assert f'torch {torch.__version__} is a CPU build' in result.stderr
+
+
+@pytest.fixture
+def jit_load(monkeypatch):
+    """cuda_ext's JIT build on a machine with an sm_80 GPU and a toolkit:
+    records the TORCH_CUDA_ARCH_LIST torch's ``load`` would compile for,
+    and the log lines."""
+    import torch.utils.cpp_extension as cpp_extension
+
+    from mmseg_arb.ops import cuda_ext
+    seen, lines = [], []
+    monkeypatch.setattr(cpp_extension, 'CUDA_HOME', '/usr/local/cuda')
+    monkeypatch.setattr(
+        cpp_extension, 'load',
+        lambda **kwargs: seen.append(os.environ.get('TORCH_CUDA_ARCH_LIST')))
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
+    monkeypatch.setattr(torch.cuda, 'get_device_capability',
+                        lambda index=None: (8, 0))
+    monkeypatch.setattr(cuda_ext, '_log', lines.append)
+    return cuda_ext._jit_build, seen, lines
+
+
+def test_the_jit_build_drops_pre_volta_entries_of_a_requested_list(
+        jit_load, monkeypatch):
+    # Docker images export lists like this; the kernels' #error for sm_60
+    # would fail the whole JIT build.
+    build, seen, lines = jit_load
+    monkeypatch.setenv('TORCH_CUDA_ARCH_LIST', '6.0 6.1 7.0 8.0')
+    build()
+    assert seen == ['7.0;8.0']
+    assert len(lines) == 1 and 'compute capability 6.0, 6.1' in lines[0]
+    # The user's variable is theirs: left as it was.
+    assert os.environ['TORCH_CUDA_ARCH_LIST'] == '6.0 6.1 7.0 8.0'
+
+
+def test_the_jit_build_with_no_supported_entry_says_why(jit_load,
+                                                        monkeypatch):
+    build, seen, lines = jit_load
+    monkeypatch.setenv('TORCH_CUDA_ARCH_LIST', 'Pascal;6.1')
+    with pytest.raises(RuntimeError, match='TORCH_CUDA_ARCH_LIST'):
+        build()
+    assert seen == []
+
+
+def test_the_jit_build_without_a_list_targets_the_visible_gpu(
+        jit_load, monkeypatch):
+    build, seen, lines = jit_load
+    monkeypatch.delenv('TORCH_CUDA_ARCH_LIST', raising=False)
+    build()
+    assert seen == ['8.0'] and lines == []
+    assert 'TORCH_CUDA_ARCH_LIST' not in os.environ

@@ -77,7 +77,7 @@ def test_unusable_build_falls_back_to_jit_then_pytorch(build, logged,
 def test_a_gpu_older_than_volta_takes_the_pytorch_path(logged, monkeypatch):
     # The kernels use __match_any_sync (7.0+); setup.py builds for no older
     # GPU, so such a device must never reach them.
-    monkeypatch.setattr(cuda_ext, '_old_devices', {})
+    monkeypatch.setattr(cuda_ext, '_device_is_supported', {})
     monkeypatch.setattr(torch.cuda, 'get_device_capability',
                         lambda index=None: (6, 1))
     monkeypatch.setattr(torch.cuda, 'get_device_name',

@@ -8,6 +8,7 @@ from mmseg_arb.models.losses import ARBLoss, arb_loss
 from mmseg_arb.models.losses.arb_loss import _shifted_loss
 from mmseg_arb.ops import (class_histogram, class_histogram_pytorch,
                            cuda_ext, cuda_ops_status, load_cuda_ops)
+from mmseg_arb.ops import first_use
 from mmseg_arb.ops.library import SCHEMAS
 
 pytestmark = pytest.mark.skipif(
@@ -211,7 +212,10 @@ def test_no_host_sync_in_count_loss_and_backward(mode, dtype, backend,
     label = long_tailed_labels((2, 128, 128), 150)
     logits = torch.randn(2, 150, 128, 128, device='cuda', dtype=dtype,
                          requires_grad=True)
-    loss_fn(logits, label).backward()  # warm-up: allocations, first launch
+    # Warm-up: allocations, first launch, and the fused loss's first-use
+    # check (ops/first_use.py), its one host read, on the first call of a
+    # device and dtype only.
+    loss_fn(logits, label).backward()
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode('error')
     try:
@@ -380,3 +384,22 @@ def test_ops_agree_with_their_fake_implementations():
     for name, calls in cases.items():
         for args in calls:
             torch.library.opcheck(getattr(torch.ops.mmseg_arb, name), args)
+
+
+def test_the_first_use_check_passes_on_this_gpu(monkeypatch):
+    # Each dtype's first fused call on the GPU is checked once against
+    # float64; right kernels keep serving.
+    monkeypatch.setattr(first_use, '_verdicts', {})
+    warnings = []
+    monkeypatch.setattr(cuda_ext, '_log', warnings.append)
+    label = long_tailed_labels((2, 33, 17), 19)
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        logits = torch.randn(2, 19, 33, 17, device='cuda', dtype=dtype)
+        assert cuda_ext.cuda_ops_apply(logits)
+        arb_loss(logits.requires_grad_(), label,
+                 torch.ones(19, dtype=torch.float64)).backward()
+    device = torch.device('cuda', torch.cuda.current_device())
+    assert first_use._verdicts == {(device, dtype): True for dtype in (
+        torch.float32, torch.float16, torch.bfloat16)}
+    assert warnings == []
+

@@ -54,27 +54,32 @@ def dry_run(tmp_path, fail_on='no step fails'):
 def test_every_check_runs_and_ends_with_a_line_each(tmp_path):
     result, summary, calls = dry_run(tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert [line.split()[0] for line in summary] == ['PASS'] * 9
+    assert [line.split()[0] for line in summary] == ['PASS'] * 10
     names = ' | '.join(summary)
-    for check in ('build of the extension', 'GPU tests: 42 passed',
+    for check in ('build of the extension', 'mmseg-arb check',
+                  'GPU tests: 42 passed',
                   'benchmark fp32', 'benchmark bf16', 'benchmark small',
                   'benchmark odd (--sections loss --shape 8 19 769 769',
                   'compute-sanitizer memcheck', 'compute-sanitizer racecheck',
                   'compute-sanitizer synccheck'):
         assert check in names
     assert calls[1].startswith('setup.py -q build_ext --inplace')
+    # A user's check right after the build, before the GPU tests.
+    check = calls.index('-m mmseg_arb.cli check')
+    assert check < min(i for i, c in enumerate(calls) if 'pytest' in c)
     assert any('tests/test_ops/test_cuda_ops.py' in c for c in calls)
 
 
 @pytest.mark.parametrize('step,line', [
     ('--shape 8 19 769 769', 'FAIL  benchmark odd'),
+    ('mmseg_arb.cli check', 'FAIL  mmseg-arb check'),
     ('--tool racecheck', 'FAIL  compute-sanitizer racecheck'),
 ])
 def test_a_failed_check_is_named_and_fails_the_run(tmp_path, step, line):
     result, summary, _ = dry_run(tmp_path, fail_on=step)
     assert result.returncode == 1
     assert any(s.startswith(line) for s in summary), summary
-    assert sum(s.startswith('PASS') for s in summary) == 8
+    assert sum(s.startswith('PASS') for s in summary) == 9
 
 
 def test_a_failed_build_stops_there(tmp_path):

@@ -13,7 +13,9 @@ CUDA-op path runs here too: switched on for ``meta`` tensors, it calls
 data, so the Python around the kernels is held to the same rule.
 
 The label guard's deferred path runs here too (it only accumulates on the
-device); its reads happen at logging steps, outside the step.
+device); its reads happen at logging steps, outside the step. The one
+exception is explicit: the fused loss's first-use check reads its verdict
+once per device and dtype of a process, at the first fused call.
 
 The CUDA-op path also compiles here: ``torch.compile`` traces the whole
 ARBLoss call through the ops' fake implementations, forward and backward,
@@ -23,9 +25,9 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from mmseg_arb.models.losses import ARBLoss, arb_loss
 from mmseg_arb.counting import prepare_counts
-from mmseg_arb.ops import class_histogram, cuda_ext
+from mmseg_arb.models.losses import ARBLoss, arb_loss
+from mmseg_arb.ops import class_histogram, cuda_ext, first_use
 
 META = torch.device('meta')
 COUNT_OPS = {'mmseg_arb::class_histogram', 'mmseg_arb::prepare_counts'}
@@ -202,3 +204,52 @@ def test_a_training_call_is_four_ops_of_ours(mode, weight_power,
         'aten.ones_like',
         'mmseg_arb.arb_loss_backward'
     ]
+
+
+def test_the_first_use_check_is_the_one_host_read_once_per_dtype(
+        monkeypatch):
+    # The fused loss's first-use check (ops/first_use.py) reads its
+    # verdict back to the host: at the first fused call of each device and
+    # dtype of a process, then never. Its probe cannot run on meta and is
+    # replaced here; the steps around it read nothing.
+    monkeypatch.setattr(cuda_ext, '_kernels_serve', lambda t: True)
+    monkeypatch.setattr(first_use, '_verdicts', {})
+    probed = []
+    monkeypatch.setattr(first_use, '_probe', lambda device, dtype: probed.
+                        append((device, dtype)) or '')
+    loss_fn = make_loss('cumulative')
+    label = torch.empty(2, 8, 8, dtype=torch.int64, device=META)
+
+    def steps():
+        for dtype in (torch.float32, torch.float32, torch.bfloat16,
+                      torch.float32):
+            logits = torch.empty(2, 19, 8, 8, dtype=dtype, device=META,
+                                 requires_grad=True)
+            loss_fn(logits, label).backward()
+
+    assert called_ops(steps) == COUNT_OPS | LOSS_OPS
+    assert probed == [(META, torch.float32), (META, torch.bfloat16)]
+
+
+def test_the_guarded_switch_compiles_as_one_graph(monkeypatch):
+    # Under torch.compile no probe can run: a verdict holds, an unverified
+    # pair waits for an eager call, and neither breaks the graph.
+    monkeypatch.setattr(cuda_ext, '_kernels_serve', lambda t: True)
+    monkeypatch.setattr(first_use, '_verdicts',
+                        {(META, torch.float32): True})
+
+    def no_probe(device, dtype):
+        raise AssertionError('probed while tracing')
+
+    monkeypatch.setattr(first_use, '_probe', no_probe)
+    torch._dynamo.reset()
+    loss_fn = make_loss('batch')
+    loss_fn.estimator.label_guard.read_by_hook = True
+    compiled = torch.compile(loss_fn, fullgraph=True, backend='aot_eager')
+    label = torch.empty(2, 8, 8, dtype=torch.int64, device=META)
+    for dtype in (torch.float32, torch.bfloat16):
+        logits = torch.empty(2, 19, 8, 8, dtype=dtype, device=META,
+                             requires_grad=True)
+        assert called_ops(lambda: compiled(logits, label).backward()) == \
+            COUNT_OPS | LOSS_OPS
+    torch._dynamo.reset()

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS
 
-import mmseg_arb.study.losses  # noqa: F401
-from mmseg_arb.study.blv_loss import blv_scale
+import projects.loss_study.loss_study.losses  # noqa: F401
+from projects.loss_study.loss_study.blv_loss import blv_scale
 
 COUNTS = [6000.0, 3000.0, 800.0, 150.0, 50.0]
 
@@ -106,3 +106,22 @@ def test_class_averaged_dice_loss():
     perfect = F.one_hot(label.clamp(max=4), 5).movedim(-1, 1) * 50.0
     assert build(dict(type='ClassAveragedDiceLoss'))(
         perfect.double(), label) < 1e-6
+
+
+@pytest.mark.parametrize('cfg', [
+    dict(type='BLVLoss', class_counts=COUNTS),
+    dict(type='SoftmaxFocalLoss', alpha=[1.0] * 5),
+    dict(type='ClassAveragedDiceLoss')
+], ids=['blv', 'focal', 'dice'])
+def test_labels_outside_the_classes_are_refused(cfg):
+    """A label that is neither a class nor ignore_index (a wrong
+    reduce_zero_label, a head with too few classes) is named with the fix,
+    not indexed out of range or left out of the loss."""
+    logits, label = batch()
+    label[1, 0, 0] = 5  # five classes: 0 to 4
+    label[1, 0, 1] = -1
+    with pytest.raises(ValueError, match=r'labels \[-1, 5\] are outside '
+                       r'\[0, 5\) and are not ignore_index=255'):
+        build(cfg)(logits, label, ignore_index=255)
+    label[1, 0, :2] = 255  # ignored, as before
+    assert torch.isfinite(build(cfg)(logits, label, ignore_index=255))

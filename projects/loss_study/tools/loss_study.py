@@ -6,9 +6,9 @@ validation, reported on a held-out test split.
    test; by default the ``hard`` mode: classes vary within themselves and
    some tail classes are twins of frequent ones) and its class statistics;
 2. **tuning stage**: trains every configuration of every family
-   (``mmseg_arb.study.matrix``: the same number per family) on data seed
-   0 with the tuning seeds, validation only, and picks each family's
-   configuration by the rule of ``mmseg_arb.study.report`` (highest mean
+   (``loss_study.matrix``: the same number per family) on data seed 0 with
+   the tuning seeds, validation only, and picks each family's
+   configuration by the rule of ``loss_study.report`` (highest mean
    validation mIoU), per optimiser;
 3. **final stage**: trains each family's chosen configuration and
    cross-entropy with every final seed on every data seed, evaluated on
@@ -20,17 +20,21 @@ validation, reported on a held-out test split.
    95 % t intervals, verdicts by the interval rule).
 
 Each run is ``tools/train.py CONFIG`` in its own folder, as many at once
-as there are slots (CPU cores, or one job per GPU); a second call trains
+as there are slots (CPU cores, or one job per GPU), with the repository
+root on its ``PYTHONPATH`` (its config imports the study's losses and hook
+from ``projects.loss_study.loss_study``); a second call trains
 only what has no ``result.json`` yet, so a long study resumes across
 calls. ``loss_study.json`` is rewritten after every run (and copied to
 ``--export``), so what finished outlives an interrupted call, and
 ``--resume-from`` takes it back on a fresh machine. ``--report-only
 WORK_DIR`` rebuilds the report from the JSON.
 
-    python tools/loss_study.py                      # the short default
-    python tools/loss_study.py --report-only work_dirs/loss_study
-    python tools/loss_study.py --tune-seeds 2 --final-seeds 5 \\
-        --data-seeds 2 --optimizers adamw sgd --iters 1000  # published
+    python projects/loss_study/tools/loss_study.py   # the short default
+    python projects/loss_study/tools/loss_study.py \\
+        --report-only work_dirs/loss_study
+    python projects/loss_study/tools/loss_study.py --tune-seeds 2 \\
+        --final-seeds 5 --data-seeds 2 --optimizers adamw sgd \\
+        --iters 1000                                  # the published one
 """
 import argparse
 import copy
@@ -42,13 +46,20 @@ import shlex
 import shutil
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Tuple
 
-from mmseg_arb.config.short_run import set_iterations, use_dataset
-from mmseg_arb.study.jobs import Slot, write_atomic
+PROJECT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(PROJECT))  # the repository
+if ROOT not in sys.path:  # this checkout's mmseg_arb and projects
+    sys.path.insert(0, ROOT)
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from mmseg_arb.config.short_run import (set_iterations,  # noqa: E402
+                                        use_dataset)
+from projects.loss_study.loss_study.jobs import (Run, Slot,  # noqa: E402
+                                                 read_result, write_atomic,
+                                                 write_result)
+
 TRAIN = osp.join(ROOT, 'tools', 'train.py')
 DEFAULT_CONFIG = osp.join(
     ROOT, 'configs', 'demo',
@@ -167,6 +178,15 @@ def cpu_cores() -> int:
         os, 'sched_getaffinity') else (os.cpu_count() or 1)
 
 
+def python_path() -> str:
+    """The runs' ``PYTHONPATH``: the repository root first (their configs
+    import ``projects.loss_study.loss_study``, and this checkout's
+    ``mmseg_arb``), then the caller's."""
+    return os.pathsep.join([ROOT] + [
+        p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p
+    ])
+
+
 def make_slots(args: argparse.Namespace) -> List[Slot]:
     """One slot per run that may execute at once: CPU threads, or a group of
     GPUs (torchrun for more than one)."""
@@ -175,7 +195,7 @@ def make_slots(args: argparse.Namespace) -> List[Slot]:
         jobs = args.jobs or cpu_cores()
         threads = str(args.threads_per_job or max(1, cpu_cores() // jobs))
         env = dict(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads,
-                   CUDA_VISIBLE_DEVICES='')
+                   CUDA_VISIBLE_DEVICES='', PYTHONPATH=python_path())
         return [Slot(env, [sys.executable]) for _ in range(jobs)]
     import torch
     # Indices as this process sees them, mapped back through its own
@@ -191,7 +211,8 @@ def make_slots(args: argparse.Namespace) -> List[Slot]:
     slots = []
     for i in range(min(args.jobs or groups, groups)):
         ids = gpus[i * per_job:(i + 1) * per_job]
-        env = dict(CUDA_VISIBLE_DEVICES=','.join(ids))
+        env = dict(CUDA_VISIBLE_DEVICES=','.join(ids),
+                   PYTHONPATH=python_path())
         if len(ids) == 1:
             slots.append(Slot(env, [sys.executable]))
         else:
@@ -358,20 +379,246 @@ def planned_runs(args: argparse.Namespace, families: List) -> Dict[str, int]:
 def write_run(base, loss, run_dir: str, seed: int, test: bool,
               val_interval: Optional[int]) -> str:
     """Write the config of one run into its folder and return its path."""
-    from mmseg_arb.study.matrix import add_imports, apply_loss
+    from projects.loss_study.loss_study.matrix import add_imports, apply_loss
     cfg = apply_loss(base, loss)
     cfg.randomness = dict(seed=seed)
     cfg.work_dir = run_dir
     if test:
         cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
             dict(type='TestAfterTrainHook')]
-        add_imports(cfg, ['mmseg_arb.study.test_hook'])
+        add_imports(cfg, ['projects.loss_study.loss_study.hooks'])
     if val_interval:
         cfg.train_cfg.val_interval = val_interval
     os.makedirs(run_dir, exist_ok=True)
     config = osp.join(run_dir, 'config.py')
     cfg.dump(config)
     return config
+
+
+def prepare_work_dir(args: argparse.Namespace, work_dir: str,
+                     settings: Dict) -> None:
+    """Refuse a ``--resume-from`` JSON or a work dir made with other
+    settings (the JSON before the work dir is touched), take back the
+    JSON's finished runs, and forget failed runs under
+    ``--retry-failed``."""
+    earlier = read_earlier(args.resume_from, settings) \
+        if args.resume_from else None
+    check_settings(work_dir, settings)
+    if earlier is not None:
+        restored = restore_runs(earlier, work_dir)
+        print(f'{restored} finished runs taken from {args.resume_from}')
+    if args.retry_failed:
+        for path in _failed_results(work_dir):
+            os.remove(path)
+
+
+@dataclass
+class DataSeed:
+    """What the runs of one data seed start from.
+
+    Args:
+        root: Its dataset.
+        families: The study's families, class weights from its own
+            training counts.
+        bases: The cross-entropy config of each optimiser.
+    """
+    root: str
+    families: List
+    bases: Dict
+
+
+def prepare_data(args: argparse.Namespace,
+                 work_dir: str) -> Dict[int, DataSeed]:
+    """Generate the dataset of every data seed (kept if there already) and
+    its class statistics; their families and base configs."""
+    from mmseg_arb.cli.launch import load_config
+    from mmseg_arb.datasets import prepare_synthetic
+    from mmseg_arb.utils import load_class_counts
+    from projects.loss_study.loss_study.matrix import study_families
+    data_base = osp.abspath(args.data_root or osp.join(work_dir, 'data'))
+    plan = {}
+    for d in range(args.data_seeds):
+        root = osp.join(data_base, f'seed{d}')
+        cfg = load_config(args.config)
+        set_num_classes(cfg, args.num_classes)
+        stats = prepare_synthetic(root, dataset_spec(args, d),
+                                  cfg.train_dataloader.dataset,
+                                  workers=cpu_cores(),
+                                  progress=not args.no_progress)
+        counts = load_class_counts(stats).tolist()
+        families = [f for f in study_families(counts, stats)
+                    if f.key in args.families]
+        bases = {o: base_config(args, copy.deepcopy(cfg), root, stats, o)
+                 for o in args.optimizers}
+        plan[d] = DataSeed(root, families, bases)
+    return plan
+
+
+def new_study(args: argparse.Namespace, settings: Dict,
+              plan: Dict[int, DataSeed], code: Dict) -> Dict:
+    """The study JSON before its runs: protocol, settings, machine, code,
+    planned sizes, the data of data seed 0 and the families."""
+    first = plan[0]
+    with open(osp.join(first.root, 'synthetic_meta.json')) as f:
+        meta = json.load(f)
+    with open(osp.join(first.root, 'class_stats_train.json')) as f:
+        class_names = json.load(f)['class_names']
+    return dict(
+        protocol=protocol(args), settings=settings, machine=machine(),
+        code=code, planned=planned_runs(args, first.families),
+        data=dict(class_names=class_names,
+                  train_counts=meta['pixel_counts']['train'],
+                  instance_counts=meta['instance_counts'],
+                  twins=meta['twins']),
+        families=[dict(key=f.key, name=f.name, grid=f.grid,
+                       losses=[dict(key=l.key, name=l.name, shown=l.shown,
+                                    note=l.note) for l in f.losses])
+                  for f in first.families], runs={})
+
+
+class StudyCall:
+    """One call of the study: its runs (each run's config written into its
+    folder when planned), the final runs of each family as soon as its
+    tuning is complete, and the JSON and report saved after every run.
+
+    Args:
+        args: The command line.
+        work_dir: The runs' folders, the JSON and the report.
+        study: The study JSON (:func:`new_study`); its runs are filled in
+            as they finish.
+        plan: Per data seed, what its runs start from.
+        started: When the call started (``time.time()``).
+        load_before: The machine's load average then.
+    """
+
+    def __init__(self, args: argparse.Namespace, work_dir: str, study: Dict,
+                 plan: Dict[int, DataSeed], started: float,
+                 load_before: List[float]) -> None:
+        self.args, self.work_dir, self.study = args, work_dir, study
+        self.plan, self.started = plan, started
+        self.losses = {d: {l.key: l for f in p.families for l in f.losses}
+                       for d, p in plan.items()}
+        self.family_of = {l.key: f.key for f in plan[0].families
+                          for l in f.losses}
+        self.known: Dict[str, str] = {}  # run key to folder, planned runs
+        self.scheduled = set()  # (optimiser, family) with final runs
+        self.done_before = set(_finished_keys(work_dir))
+        self.call = dict(command=command_line(),
+                         started=time.strftime('%Y-%m-%d %H:%M:%S'),
+                         machine=machine_line(study['machine']),
+                         load_before=load_before,
+                         code=study['code'].get('git_commit'))
+
+    def run(self, stage: str, opt: str, key: str, data_seed: int,
+            seed: int) -> Run:
+        """One run; its config is written unless it has finished."""
+        from projects.loss_study.loss_study.report import run_key
+        rkey = run_key(stage, opt, key, data_seed, seed)
+        run_dir = self.known[rkey] = osp.join(self.work_dir, 'runs', rkey)
+        config = osp.join(run_dir, 'config.py')
+        if read_result(run_dir) is None:  # finished runs stay as they are
+            curve = stage == 'final' and self.family_of[key] in (
+                'ce', 'arb', 'class-weights')
+            write_run(self.plan[data_seed].bases[opt],
+                      self.losses[data_seed][key], run_dir, seed,
+                      test=stage == 'final',
+                      val_interval=self.args.curve_interval if curve
+                      else None)
+        return Run(rkey, key, seed, run_dir,
+                   [TRAIN, config, '--work-dir', run_dir, '--resume'],
+                   self.args.iters)
+
+    def finals(self, opt: str, key: str) -> List[Run]:
+        """The final-stage runs of one configuration."""
+        proto = self.study['protocol']
+        return [self.run('final', opt, key, d, s) for d in proto['data_seeds']
+                for s in proto['final_seeds']]
+
+    def first_runs(self) -> List[Run]:
+        """The tuning stage, seed-major (an interrupted tuning stage has
+        whole seeds), then cross-entropy's final runs (it is not tuned)."""
+        opts = self.args.optimizers
+        tuning = [self.run('tune', o, l.key, 0, s)
+                  for s in self.study['protocol']['tune_seeds']
+                  for o in opts for f in self.plan[0].families
+                  if len(f.losses) > 1 for l in f.losses]
+        return tuning + [r for o in opts for r in self.finals(o, 'ce')]
+
+    def after_each_run(self, results: Dict[str, Dict]) -> List[Run]:
+        """Saves the study and returns the final runs of every family
+        whose tuning is now complete."""
+        from projects.loss_study.loss_study.report import choose
+        self.study['runs'] = results
+        new = []
+        for opt in self.args.optimizers:
+            for fam in self.study['families']:
+                if (opt, fam['key']) in self.scheduled:
+                    continue
+                key = choose(self.study, opt, fam)
+                if key is None:
+                    continue
+                self.scheduled.add((opt, fam['key']))
+                if key:
+                    new += self.finals(opt, key)
+        self.save()
+        return new
+
+    def finished(self) -> Dict[str, Dict]:
+        """The results of the planned runs, read back from their folders (a
+        run that ended just before an interrupt is in no saved copy yet)."""
+        results = {k: read_result(d) for k, d in self.known.items()}
+        return {k: r for k, r in results.items() if r is not None}
+
+    def save(self, complete: bool = False) -> None:
+        """The study so far, its JSON and report, to the work dir and
+        ``--export``: after every run, so that what finished outlives an
+        interrupted or killed call and a lost work dir (``--resume-from``
+        takes it back), and the published pair always matches."""
+        from projects.loss_study.loss_study.report import render
+        study = self.study
+        self.call.update(
+            wall_seconds=round(time.time() - self.started, 1),
+            runs_trained=len(set(study['runs']) - self.done_before),
+            load_after=load_average(),
+            finished=time.strftime('%Y-%m-%d %H:%M'))
+        study['calls'] = record_call(self.work_dir, self.call)
+        study['complete'] = complete
+        study['runs'] = dict(sorted(study['runs'].items()))
+        files = {STUDY_JSON: json.dumps(study, indent=1),
+                 REPORT: render(study)}
+        export = osp.abspath(self.args.export or self.work_dir)
+        for folder in {self.work_dir, export}:
+            os.makedirs(folder, exist_ok=True)
+            for name, text in files.items():
+                write_atomic(osp.join(folder, name), text)
+
+
+def train(call: StudyCall) -> None:
+    """Train the call's runs, as many at once as there are slots, and write
+    the report; interrupted, save what finished and say how to resume."""
+    from projects.loss_study.loss_study.jobs import run_all
+    args, study = call.args, call.study
+    slots = make_slots(args)
+    sizes = study['planned']
+    print(f"{sizes['tune']} tuning and {sizes['final']} final runs, "
+          f"{len(slots)} at a time "
+          f"({', '.join(sorted({str(s.env) for s in slots}))})")
+    try:
+        results, _ = run_all(call.first_runs(), slots, call.after_each_run,
+                             progress=not args.no_progress)
+    except BaseException as exc:
+        study['runs'] = call.finished()
+        call.save()
+        write_report(study, call.work_dir, args.export)
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise SystemExit(
+                'interrupted: the same command resumes the study; '
+                f'{len(study["runs"])} of {sum(sizes.values())} runs '
+                'finished') from None
+        raise
+    study['runs'] = results
+    call.save(complete=True)
+    write_report(study, call.work_dir, args.export)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -386,168 +633,22 @@ def main(argv: Optional[List[str]] = None) -> None:
         ignore_pkg_resources_deprecation
     ignore_pkg_resources_deprecation()
     import mmseg_arb  # noqa: F401
-    from mmseg_arb.cli.launch import load_config
-    from mmseg_arb.datasets import prepare_synthetic
     from mmseg_arb.results.runs import code_version
-    from mmseg_arb.study.jobs import Run, read_result, run_all
-    from mmseg_arb.study.matrix import study_families
-    from mmseg_arb.study.report import choose, run_key
-    from mmseg_arb.utils.class_stats import load_class_counts
 
     started, load_before = time.time(), load_average()
     code = code_version()
     work_dir = osp.abspath(args.work_dir)
-    data_base = osp.abspath(args.data_root or osp.join(work_dir, 'data'))
     settings = study_settings(args)
-    earlier = read_earlier(args.resume_from, settings) \
-        if args.resume_from else None
-    check_settings(work_dir, settings)
-    if earlier is not None:
-        restored = restore_runs(earlier, work_dir)
-        print(f'{restored} finished runs taken from {args.resume_from}')
-    if args.retry_failed:
-        for path in _failed_results(work_dir):
-            os.remove(path)
-
-    # Per data seed: its dataset, its families (class weights come from its
-    # own training counts) and its base config per optimiser.
-    proto = protocol(args)
-    plan = {}
-    for d in proto['data_seeds']:
-        root = osp.join(data_base, f'seed{d}')
-        cfg = load_config(args.config)
-        set_num_classes(cfg, args.num_classes)
-        stats = prepare_synthetic(root, dataset_spec(args, d),
-                                  cfg.train_dataloader.dataset,
-                                  workers=cpu_cores(),
-                                  progress=not args.no_progress)
-        counts = load_class_counts(stats).tolist()
-        families = [f for f in study_families(counts, stats)
-                    if f.key in args.families]
-        bases = {o: base_config(args, copy.deepcopy(cfg), root, stats, o)
-                 for o in args.optimizers}
-        plan[d] = (families, bases, root)
-    families = plan[0][0]
-    with open(osp.join(plan[0][2], 'synthetic_meta.json')) as f:
-        meta = json.load(f)
-    with open(osp.join(plan[0][2], 'class_stats_train.json')) as f:
-        class_names = json.load(f)['class_names']
-    sizes = planned_runs(args, families)
-    study = dict(
-        protocol=proto, settings=settings, machine=machine(),
-        code=code, planned=sizes,
-        data=dict(class_names=class_names,
-                  train_counts=meta['pixel_counts']['train'],
-                  instance_counts=meta['instance_counts'],
-                  twins=meta['twins']),
-        families=[dict(key=f.key, name=f.name, grid=f.grid,
-                       losses=[dict(key=l.key, name=l.name, shown=l.shown,
-                                    note=l.note) for l in f.losses])
-                  for f in families], runs={})
-    losses = {d: {l.key: l for f in plan[d][0] for l in f.losses}
-              for d in plan}
-    family_of = {l.key: f.key for f in families for l in f.losses}
-
-    known: Dict[str, str] = {}  # run key to folder, of every planned run
-
-    def run(stage: str, opt: str, key: str, d: int, seed: int) -> Run:
-        rkey = run_key(stage, opt, key, d, seed)
-        run_dir = known[rkey] = osp.join(work_dir, 'runs', rkey)
-        config = osp.join(run_dir, 'config.py')
-        if read_result(run_dir) is None:  # finished runs stay as they are
-            curve = stage == 'final' and family_of[key] in (
-                'ce', 'arb', 'class-weights')
-            write_run(plan[d][1][opt], losses[d][key], run_dir, seed,
-                      test=stage == 'final',
-                      val_interval=args.curve_interval if curve else None)
-        return Run(rkey, key, seed, run_dir,
-                   [TRAIN, config, '--work-dir', run_dir, '--resume'],
-                   args.iters)
-
-    def finals(opt: str, key: str) -> List[Run]:
-        return [run('final', opt, key, d, s) for d in proto['data_seeds']
-                for s in proto['final_seeds']]
-
-    # Seed-major, so that an interrupted tuning stage has whole seeds.
-    tuning = [run('tune', o, l.key, 0, s) for s in proto['tune_seeds']
-              for o in args.optimizers for f in families
-              if len(f.losses) > 1 for l in f.losses]
-    baseline = [r for o in args.optimizers for r in finals(o, 'ce')]
-    scheduled = set()
-    done_before = set(_finished_keys(work_dir))
-    this_call = dict(command=command_line(),
-                     started=time.strftime('%Y-%m-%d %H:%M:%S'),
-                     machine=machine_line(study['machine']),
-                     load_before=load_before, code=code.get('git_commit'))
-
-    def save(complete: bool = False) -> None:
-        """The study so far, its JSON and report, to the work dir and
-        ``--export``: after every run, so that what finished outlives an
-        interrupted or killed call and a lost work dir (``--resume-from``
-        takes it back), and the published pair always matches."""
-        from mmseg_arb.study.report import render
-        this_call.update(
-            wall_seconds=round(time.time() - started, 1),
-            runs_trained=len(set(study['runs']) - done_before),
-            load_after=load_average(),
-            finished=time.strftime('%Y-%m-%d %H:%M'))
-        study['calls'] = record_call(work_dir, this_call)
-        study['complete'] = complete
-        study['runs'] = dict(sorted(study['runs'].items()))
-        files = {STUDY_JSON: json.dumps(study, indent=1),
-                 REPORT: render(study)}
-        for folder in {work_dir, osp.abspath(args.export or work_dir)}:
-            os.makedirs(folder, exist_ok=True)
-            for name, text in files.items():
-                write_atomic(osp.join(folder, name), text)
-
-    def after_each_run(results: Dict[str, Dict]) -> List[Run]:
-        """Saves the study and returns the final runs of every family
-        whose tuning is now complete."""
-        study['runs'] = results
-        new = []
-        for opt in args.optimizers:
-            for fam in study['families']:
-                if (opt, fam['key']) in scheduled:
-                    continue
-                key = choose(study, opt, fam)
-                if key is None:
-                    continue
-                scheduled.add((opt, fam['key']))
-                if key:
-                    new += finals(opt, key)
-        save()
-        return new
-
-    slots = make_slots(args)
-    print(f"{sizes['tune']} tuning and {sizes['final']} final runs, "
-          f"{len(slots)} at a time "
-          f"({', '.join(sorted({str(s.env) for s in slots}))})")
-    try:
-        results, _ = run_all(tuning + baseline, slots, after_each_run,
-                             progress=not args.no_progress)
-    except BaseException as exc:
-        # What finished, read back from the run folders: a run that ended
-        # just before the signal is in none of the saved copies yet.
-        finished = {k: read_result(d) for k, d in known.items()}
-        study['runs'] = {k: r for k, r in finished.items() if r is not None}
-        save()
-        write_report(study, work_dir, args.export)
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            raise SystemExit(
-                'interrupted: the same command resumes the study; '
-                f'{len(study["runs"])} of {sum(sizes.values())} runs '
-                'finished') from None
-        raise
-    study['runs'] = results
-    save(complete=True)
-    write_report(study, work_dir, args.export)
+    prepare_work_dir(args, work_dir, settings)
+    plan = prepare_data(args, work_dir)
+    study = new_study(args, settings, plan, code)
+    train(StudyCall(args, work_dir, study, plan, started, load_before))
 
 
 def write_report(study: Dict, folder: str, export: Optional[str]) -> None:
     """``loss_study.md`` and the plots in ``folder`` from ``study`` (the
     JSON) alone; copied with the JSON to ``export`` if given."""
-    from mmseg_arb.study.report import render, write_plots
+    from projects.loss_study.loss_study.report import render, write_plots
     text = render(study)
     with open(osp.join(folder, REPORT), 'w') as f:
         f.write(text)
@@ -564,7 +665,7 @@ def write_report(study: Dict, folder: str, export: Optional[str]) -> None:
 
 
 def command_line() -> str:
-    return 'python tools/loss_study.py ' + ' '.join(
+    return 'python projects/loss_study/tools/loss_study.py ' + ' '.join(
         shlex.quote(a) for a in sys.argv[1:])
 
 
@@ -624,7 +725,6 @@ def restore_runs(earlier: Dict, work_dir: str) -> int:
     published one, say, on a fresh machine) that ``work_dir`` lacks back to
     their folders, and adds its calls, so that this call trains only the
     rest. Returns how many runs it wrote."""
-    from mmseg_arb.study.jobs import read_result, write_result
     written = 0
     for key, result in earlier['runs'].items():
         run_dir = osp.join(work_dir, 'runs', key)
@@ -657,7 +757,6 @@ def _failed_results(work_dir: str) -> List[str]:
             if json.load(f)['status'] != 'ok':
                 failed.append(path)
     return failed
-
 
 
 if __name__ == '__main__':

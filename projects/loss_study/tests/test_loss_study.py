@@ -1,15 +1,14 @@
-"""tools/loss_study.py end to end on a tiny study: the tuning stage, the
-selection, the final stage on validation and test, the report, resume and
---report-only; its slots on CPUs and GPUs."""
+"""projects/loss_study/tools/loss_study.py end to end on a tiny study: the
+tuning stage, the selection, the final stage on validation and test, the
+report, resume and --report-only; its slots on CPUs and GPUs."""
 import importlib.util
 import json
 import os
 import subprocess
 import sys
 
-from helpers import ROOT
-
-STUDY = os.path.join(ROOT, 'tools', 'loss_study.py')
+PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STUDY = os.path.join(PROJECT, 'tools', 'loss_study.py')
 TINY = ['--families', 'ce', 'arb', '--tune-seeds', '1', '--final-seeds', '1',
         '--iters', '4', '--curve-interval', '2', '--num-classes', '12',
         '--num-train', '6', '--num-val', '3', '--num-test', '3',
@@ -140,6 +139,11 @@ def test_slots_for_cpus_and_one_job_per_gpu(monkeypatch):
     assert len(cpu) == 4
     assert {s.env['OMP_NUM_THREADS'] for s in cpu} == {'1'}
     assert cpu[0].env['CUDA_VISIBLE_DEVICES'] == ''
+    # The runs import the study's losses and hook from the repository root.
+    monkeypatch.setenv('PYTHONPATH', '/elsewhere')
+    root = os.path.dirname(os.path.dirname(PROJECT))
+    assert tool.make_slots(tool.parse_args([]))[0].env['PYTHONPATH'] == \
+        os.pathsep.join([root, '/elsewhere'])
     two = tool.make_slots(tool.parse_args(['--jobs', '2']))
     assert [s.env['OMP_NUM_THREADS'] for s in two] == ['2', '2']
 
@@ -225,7 +229,7 @@ def test_an_interrupted_study_keeps_its_runs_and_resumes_elsewhere(tmp_path):
         [len(partial['runs']), 6 - len(partial['runs'])]
     assert '**Partial study**' not in (second / 'loss_study.md').read_text()
     # The published pair matches: the report is the JSON's.
-    from mmseg_arb.study.report import render
+    from projects.loss_study.loss_study.report import render
     assert (docs / 'loss_study.md').read_text() == render(partial)
 
     # The same command again, where the work dir survived: nothing is

@@ -12,8 +12,12 @@ import time
 
 import pytest
 
-from mmseg_arb.study.jobs import (Run, Slot, last_error, read_result,
-                                  run_all, trained_iters)
+from projects.loss_study.loss_study.jobs import (Run, Slot, last_error,
+                                                 read_result, run_all,
+                                                 trained_iters)
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(
+    osp.abspath(__file__)))))
 
 # Writes what a finished mmengine run leaves: a log folder whose
 # vis_data/scalars.json ends with the validation record.
@@ -126,7 +130,7 @@ def test_trained_iters_reads_the_newest_log_folder(tmp_path):
 SLEEPS = 'import time; time.sleep(600)'
 STUDY = textwrap.dedent('''
     import sys
-    from mmseg_arb.study.jobs import Run, Slot, run_all
+    from projects.loss_study.loss_study.jobs import Run, Slot, run_all
     run = Run('long/seed0', 'long', 0, sys.argv[1],
               ['-c', {sleeps!r}], iters=1)
     run_all([run], [Slot({{}}, [sys.executable])], progress=False,
@@ -140,7 +144,8 @@ def test_a_terminated_study_stops_its_runs(tmp_path, signum):
     """However the study ends, its runs end with it: a later call must not
     find a run still training into the folder it would train again."""
     study = subprocess.Popen(
-        [sys.executable, '-c', STUDY.format(sleeps=SLEEPS), str(tmp_path)])
+        [sys.executable, '-c', STUDY.format(sleeps=SLEEPS), str(tmp_path)],
+        cwd=ROOT)
     try:
         # The run is up once it has a log and a process.
         deadline = time.time() + 60
@@ -193,3 +198,36 @@ def _processes_running(script: str):
         if argv[1:3] == ['-c', script]:
             found.append(int(pid))
     return found
+
+
+NAPS = 'import time; time.sleep(20)'
+FORK_SIGNALLED = textwrap.dedent('''
+    import os, signal, sys
+    from projects.loss_study.loss_study.jobs import Run, Slot, run_all
+    # SIGTERM while the study starts a run: Python runs the handler inside
+    # an at-fork hook, which swallows what it raises (as logging's does).
+    os.register_at_fork(
+        after_in_parent=lambda: os.kill(os.getpid(), signal.SIGTERM))
+    run = Run('nap/seed0', 'nap', 0, sys.argv[1], ['-c', {naps!r}],
+              iters=1)
+    run_all([run], [Slot({{}}, [sys.executable])], progress=False,
+            poll_seconds=0.05)
+''')
+
+
+def test_a_signal_while_a_run_starts_still_stops_the_study(tmp_path):
+    """A SIGTERM that lands while the study forks a run (a busy machine
+    made it happen) stops the study and its run all the same, instead of
+    being lost in the fork's hooks."""
+    started = time.time()
+    study = subprocess.run(
+        [sys.executable, '-c', FORK_SIGNALLED.format(naps=NAPS),
+         str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+        timeout=120)
+    assert study.returncode == 128 + signal.SIGTERM, study.stderr[-2000:]
+    assert time.time() - started < 15  # not after the run's 20 s
+    assert not (tmp_path / 'result.json').exists()
+    deadline = time.time() + 30
+    while _processes_running(NAPS) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not _processes_running(NAPS)

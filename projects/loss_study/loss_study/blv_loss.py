@@ -23,7 +23,9 @@ import torch.nn.functional as F
 from mmseg.registry import MODELS
 from torch import Tensor, nn
 
-from .pixel_loss import load_counts, reduce_pixel_loss, valid_labels
+from mmseg_arb.utils import load_class_counts
+
+from .pixel_loss import reduce_pixel_loss, valid_labels
 
 
 def blv_scale(counts: Tensor) -> Tensor:
@@ -73,9 +75,8 @@ class BLVLoss(nn.Module):
         self.avg_non_ignore = avg_non_ignore
         self.loss_weight = loss_weight
         self._loss_name = loss_name
-        self.register_buffer('scale',
-                             blv_scale(load_counts(class_counts)).float(),
-                             persistent=False)
+        scale = blv_scale(load_class_counts(class_counts))
+        self.register_buffer('scale', scale.float(), persistent=False)
 
     def forward(self,
                 pred: Tensor,
@@ -94,7 +95,7 @@ class BLVLoss(nn.Module):
         shape = (1, -1) + (1, ) * (pred.dim() - 2)
         shifted = pred + delta.clamp(-1, 1).abs() * \
             self.scale.to(pred.dtype).view(shape)
-        valid, safe = valid_labels(target, ignore_index)
+        valid, safe = valid_labels(target, pred.shape[1], ignore_index)
         loss = F.cross_entropy(shifted, safe, reduction='none') * valid
         return self.loss_weight * reduce_pixel_loss(
             loss, target, ignore_index, weight, reduction, avg_factor,

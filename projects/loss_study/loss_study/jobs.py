@@ -29,8 +29,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from ..results.runs import SUMMARY_KEYS
-TEST_METRICS = 'test_metrics.json'  # written by study.test_hook
+from mmseg_arb.results.runs import SUMMARY_KEYS
+
+TEST_METRICS = 'test_metrics.json'  # written by hooks.TestAfterTrainHook
 
 RESULT_FILE = 'result.json'
 LOG_FILE = 'train.log'
@@ -265,10 +266,18 @@ def run_all(runs: Sequence[Run],
     # The runs live in sessions of their own: a terminated study must stop
     # them itself, so SIGTERM and SIGHUP unwind through the clean-up below
     # (and a killed study's runs get SIGTERM from the kernel: _start).
+    # Where the handler's exception is swallowed (it ran inside an at-fork
+    # hook while a run was being started), the loop raises it again.
+    signalled: List[int] = []
+
+    def exit_on_signal(signum, frame) -> None:
+        signalled.append(signum)
+        raise SystemExit(128 + signum)
+
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGHUP):
-            previous[signum] = signal.signal(signum, _exit_on_signal)
+            previous[signum] = signal.signal(signum, exit_on_signal)
     try:
         while queue or running:
             for index, slot in enumerate(slots):
@@ -276,6 +285,8 @@ def run_all(runs: Sequence[Run],
                     run = queue.pop(0)
                     running[index] = (run, _start(run, slot))
             time.sleep(poll_seconds)
+            if signalled:
+                raise SystemExit(128 + signalled[0])
             for index, (run, proc) in list(running.items()):
                 if proc.poll() is None:
                     continue
@@ -306,10 +317,6 @@ def run_all(runs: Sequence[Run],
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return results, trained
-
-
-def _exit_on_signal(signum, frame) -> None:
-    raise SystemExit(128 + signum)
 
 
 def _start(run: Run, slot: Slot) -> subprocess.Popen:

@@ -6,18 +6,21 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
-from helpers import CONFIGS
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmseg.registry import MODELS
 
 import mmseg_arb  # noqa: F401
 from mmseg_arb.models.losses import ARBLoss
-from mmseg_arb.study.matrix import (BUDGET, apply_loss, enet_weights,
-                                    power_weights, study_families)
+from projects.loss_study.loss_study.matrix import (BUDGET, STUDY_IMPORTS,
+                                                   apply_loss, enet_weights,
+                                                   power_weights,
+                                                   study_families)
 
-DEMO_CE = osp.join(CONFIGS, 'demo', 'deeplabv3plus_r18-tiny_1xb8-400iter_'
-                   'synthetic-ade20k-128x128.py')
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(
+    osp.abspath(__file__)))))
+DEMO_CE = osp.join(ROOT, 'configs', 'demo', 'deeplabv3plus_r18-tiny_1xb8-'
+                   '400iter_synthetic-ade20k-128x128.py')
 COUNTS = [5000.0, 2000.0, 700.0, 0.0] + [100.0] * 20
 
 
@@ -151,6 +154,7 @@ def test_study_losses_are_imported_by_a_config_without_custom_imports(
     base = Config.fromfile(DEMO_CE)
     base.custom_imports = None
     cfg = apply_loss(base, blv)
-    assert cfg.custom_imports['imports'] == ['mmseg_arb.study.losses']
+    assert cfg.custom_imports['imports'] == [
+        'projects.loss_study.loss_study.losses']
     twice = apply_loss(cfg, blv)
-    assert twice.custom_imports['imports'] == ['mmseg_arb.study.losses']
+    assert twice.custom_imports['imports'] == list(STUDY_IMPORTS)

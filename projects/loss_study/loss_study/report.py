@@ -3,8 +3,8 @@ statistics over paired runs, the tables, the verdict sentences and the
 plots.
 
 Everything here reads the study's ``loss_study.json`` (what
-:func:`render` takes), so ``tools/loss_study.py --report-only WORK_DIR``
-rebuilds the whole report with the code at hand.
+:func:`render` takes), so ``projects/loss_study/tools/loss_study.py
+--report-only WORK_DIR`` rebuilds the whole report with the code at hand.
 
 **Selection rule** (fixed before the runs): per optimiser, each family's
 configuration with the highest mean *validation* mIoU over its tuning runs
@@ -21,15 +21,17 @@ import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from scipy.stats import t as student_t
 
-from ..results.plots import plot_iou_vs_frequency
-from ..results.runs import SUMMARY_KEYS
+from mmseg_arb.results.plots import plot_iou_vs_frequency
+from mmseg_arb.results.runs import SUMMARY_KEYS
 
 SHORT_NAMES = {'mIoU': 'mIoU', 'mIoU_head': 'head', 'mIoU_body': 'body',
                'mIoU_tail': 'tail', 'mAcc': 'mAcc', 'aAcc': 'aAcc'}
 COMPARED = ('mIoU', 'mIoU_head', 'mIoU_body', 'mIoU_tail')
 CURVE_FAMILIES = ('ce', 'arb', 'class-weights')
-# Each compared with every other chosen family (the first with the second once).
+# Each compared with every other chosen family (the first with the second
+# once).
 ARB_FAMILIES = ('arb', 'arb-weights')
 STAGES = ('tune', 'final')
 
@@ -40,65 +42,17 @@ def run_key(stage: str, optimizer: str, loss: str, data_seed: int,
     return f'{stage}/{optimizer}/{loss}/d{data_seed}-s{seed}'
 
 
-# Student t ------------------------------------------------------------------
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz)."""
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 300):
-        m2 = 2 * m
-        for num in (m * (b - m) * x / ((a + m2 - 1) * (a + m2)),
-                    -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1))):
-            d = 1.0 + num * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + num / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1.0) < 1e-15:
-            break
-    return h
-
-
-def _incomplete_beta(a: float, b: float, x: float) -> float:
-    if x <= 0:
-        return 0.0
-    if x >= 1:
-        return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) +
-                     a * math.log(x) + b * math.log(1 - x))
-    if x < (a + 1) / (a + b + 2):
-        return front * _betacf(a, b, x) / a
-    return 1.0 - front * _betacf(b, a, 1 - x) / b
-
-
-def t_cdf(t: float, df: int) -> float:
-    """P(T <= t) for Student's t with ``df`` degrees of freedom."""
-    tail = 0.5 * _incomplete_beta(df / 2, 0.5, df / (df + t * t))
-    return 1 - tail if t > 0 else tail
-
-
-def t_quantile(p: float, df: int) -> float:
-    """The ``p`` quantile of Student's t (bisection on :func:`t_cdf`)."""
-    lo, hi = -1e3, 1e3
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
-    return (lo + hi) / 2
-
-
 def interval(values: Sequence[float], level: float = 0.95) -> Dict:
-    """Mean, sample standard deviation and the ``level`` t interval of the
-    mean (None for fewer than two values)."""
+    """Mean, sample standard deviation and the ``level`` Student-t
+    interval of the mean (None for fewer than two values)."""
     values = [float(v) for v in values]
     n = len(values)
     out = dict(n=n, values=values, mean=float(np.mean(values)) if n else None,
                std=None, low=None, high=None)
     if n > 1:
         std = float(np.std(values, ddof=1))
-        half = t_quantile(0.5 + level / 2, n - 1) * std / math.sqrt(n)
+        quantile = float(student_t.ppf(0.5 + level / 2, n - 1))
+        half = quantile * std / math.sqrt(n)
         out.update(std=std, low=out['mean'] - half, high=out['mean'] + half)
     return out
 
@@ -216,7 +170,8 @@ def analyse(study: Dict) -> Dict:
         for ours in ARB_FAMILIES:
             if ours in test:
                 pairs += [(ours, fam) for fam in test
-                          if fam not in ('ce', ours) and (fam, ours) not in pairs]
+                          if fam not in ('ce', ours)
+                          and (fam, ours) not in pairs]
         for a, b in pairs:
             comparisons.append(dict(
                 first=a, second=b,

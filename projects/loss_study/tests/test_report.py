@@ -3,25 +3,31 @@ tabulated quantiles, verdicts by the interval rule, the rule's choices,
 and the report rebuilt from a published-format JSON with the code at
 hand."""
 import json
+import os.path as osp
 import shutil
 import subprocess
 import sys
 
 import pytest
-from helpers import ROOT
 
 from mmseg_arb.results.runs import SUMMARY_KEYS
-from mmseg_arb.study.report import (analyse, choose, interval, render,
-                                    run_key, t_quantile, verdict)
+from projects.loss_study.loss_study.report import (analyse, choose, interval,
+                                                   render, run_key, verdict)
 
-FIXTURE = ROOT + '/tests/fixtures/loss_study'
-PUBLISHED = ROOT + '/docs/loss_study'
+PROJECT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+STUDY = osp.join(PROJECT, 'tools', 'loss_study.py')
+FIXTURE = osp.join(PROJECT, 'tests', 'fixtures')
+PUBLISHED = osp.join(PROJECT, 'results', 'generated')
 
 
-def test_t_quantiles_match_the_tables():
+def test_t_intervals_match_the_tables():
+    """95 % intervals of n values use the tabulated t(0.975, n - 1)."""
     for df, q in ((1, 12.7062), (2, 4.3027), (4, 2.7764), (9, 2.2622),
                   (30, 2.0423)):
-        assert t_quantile(0.975, df) == pytest.approx(q, abs=1e-3)
+        values = [0.0] * df + [df + 1.0]  # mean 1, std sqrt((df + 1) / df)
+        stat = interval(values)
+        half = q * stat['std'] / (df + 1)**0.5
+        assert stat['high'] - stat['mean'] == pytest.approx(half, abs=1e-3)
 
 
 def test_interval_and_verdicts():
@@ -110,8 +116,8 @@ def test_report_only_rebuilds_the_published_tables(tmp_path, folder):
     expected = (work / 'loss_study.md').read_text()
     (work / 'loss_study.md').unlink()
     result = subprocess.run(
-        [sys.executable, ROOT + '/tools/loss_study.py', '--report-only',
-         str(work)], capture_output=True, text=True, timeout=300)
+        [sys.executable, STUDY, '--report-only', str(work)],
+        capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (work / 'loss_study.md').read_text() == expected
     for opt in ('adamw', 'sgd'):
@@ -132,9 +138,9 @@ def test_report_only_rebuilds_the_published_tables(tmp_path, folder):
 
 def test_both_arb_families_meet_every_other_family_once():
     """The chosen ARB and the chosen ARB + weights are each compared with
-    every other chosen family (issue 20's recommendation rests on the
-    second), and with each other once."""
-    with open(FIXTURE + '/loss_study.json') as f:
+    every other chosen family (issue 20 asked for the second), and with
+    each other once."""
+    with open(osp.join(FIXTURE, 'loss_study.json')) as f:
         fixture = json.load(f)
     for result in analyse(fixture).values():
         pairs = [(c['first'], c['second']) for c in result['comparisons']]

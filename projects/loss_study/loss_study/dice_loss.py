@@ -46,7 +46,7 @@ class ClassAveragedDiceLoss(nn.Module):
                 reduction_override: Optional[str] = None,
                 ignore_index: int = 255,
                 **kwargs) -> Tensor:
-        valid, safe = valid_labels(target, ignore_index)
+        valid, safe = valid_labels(target, pred.shape[1], ignore_index)
         mask = valid.unsqueeze(1).to(pred.dtype)
         if weight is not None:  # a sampler's per-pixel weight
             mask = mask * weight.reshape(valid.shape).unsqueeze(1)

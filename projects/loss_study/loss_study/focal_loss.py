@@ -56,7 +56,7 @@ class SoftmaxFocalLoss(nn.Module):
                 reduction_override=None,
                 ignore_index: int = 255,
                 **kwargs) -> Tensor:
-        valid, safe = valid_labels(target, ignore_index)
+        valid, safe = valid_labels(target, pred.shape[1], ignore_index)
         if pred.dtype not in (torch.float32, torch.float64):
             pred = pred.float()  # half precision: the loss in fp32
         log_p = F.log_softmax(pred, dim=1).gather(

@@ -20,12 +20,12 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from ..config.switch import switch_to_arb, with_class_count_hook
-from ..counting import COUNT_MODES
+from mmseg_arb.config.switch import switch_to_arb, with_class_count_hook
+from mmseg_arb.counting import COUNT_MODES
 
 LossCfg = Union[Dict, List[Dict]]
 BUDGET = 4  # configurations per tuned family
-STUDY_IMPORTS = ('mmseg_arb.study.losses', )
+STUDY_IMPORTS = ('projects.loss_study.loss_study.losses', )
 
 
 @dataclass(frozen=True)
@@ -141,7 +141,7 @@ def study_families(counts: Sequence[float],
         'ce', 'CE', 'ce', _ce(), 'CrossEntropyLoss()',
         note='the baseline, not tuned')], 'baseline')]
 
-    arb = [arb_loss(m, class_stats, tau, family='arb')
+    arb = [arb_study_loss(m, class_stats, tau, family='arb')
            for m in ('batch', 'cumulative') for tau in (0.5, 1.0)]
     families.append(Family('arb', 'ARB-Loss', arb,
                            'count_mode in {batch, cumulative} x tau in '
@@ -170,7 +170,8 @@ def study_families(counts: Sequence[float],
 
     families.append(Family(
         'logit-adjustment', 'Logit adjustment',
-        [arb_loss('prior', class_stats, tau, family='logit-adjustment')
+        [arb_study_loss('prior', class_stats, tau,
+                        family='logit-adjustment')
          for tau in (0.5, 0.75, 1.0, 1.5)],
         'ARB prior (training counts) with tau in {0.5, 0.75, 1, 1.5}; '
         'tau=1 is Balanced Softmax'))
@@ -181,7 +182,7 @@ def study_families(counts: Sequence[float],
                        loss_weight=1.0),
                   f'BLVLoss(sigma={_fmt(s)})', imports=STUDY_IMPORTS,
                   note='training-only logit variation '
-                  '(mmseg_arb/study/blv_loss.py)')
+                  '(loss_study/blv_loss.py)')
         for s in (0.5, 1.0, 2.0, 4.0)], 'sigma in {0.5, 1, 2, 4}'))
 
     focal = []
@@ -194,7 +195,7 @@ def study_families(counts: Sequence[float],
                      alpha=power_weights(counts, p), loss_weight=1.0),
                 f'SoftmaxFocalLoss(gamma={_fmt(gamma)}, '
                 f'alpha=n^-{_fmt(p)})', imports=STUDY_IMPORTS,
-                note='softmax focal loss (mmseg_arb/study/focal_loss.py)'))
+                note='softmax focal loss (loss_study/focal_loss.py)'))
     families.append(Family('focal', 'Focal', focal,
                            'gamma in {1, 2} x alpha n^-p, p in {0.25, 0.5}'))
 
@@ -202,7 +203,7 @@ def study_families(counts: Sequence[float],
                       dict(type='ClassAveragedDiceLoss', loss_weight=1.0),
                       'ClassAveragedDiceLoss()', imports=STUDY_IMPORTS,
                       note='softmax Dice averaged over classes '
-                      '(mmseg_arb/study/dice_loss.py)')]
+                      '(loss_study/dice_loss.py)')]
     for weight in (0.5, 1.0, 3.0):
         dice.append(StudyLoss(
             f'ce+dice-w{_fmt(weight)}', f'CE + Dice x{_fmt(weight)}',
@@ -215,8 +216,8 @@ def study_families(counts: Sequence[float],
 
     families.append(Family(
         'arb-weights', 'ARB + count-driven class weights',
-        [arb_loss('cumulative', class_stats, tau, weight_power=p,
-                  family='arb-weights')
+        [arb_study_loss('cumulative', class_stats, tau, weight_power=p,
+                        family='arb-weights')
          for tau in (0.5, 1.0) for p in (0.25, 0.5)],
         'cumulative counts, tau in {0.5, 1} x weight_power in {0.25, 0.5}'))
     for f in families[1:]:
@@ -229,12 +230,16 @@ def _ratio(weights: Sequence[float]) -> float:
     return max(present) / min(present)
 
 
-def arb_loss(count_mode: str, class_stats: Optional[str] = None,
-             tau: float = 1.0, weight_power: float = 0.0,
-             family: str = 'arb') -> StudyLoss:
-    """ARB-Loss in ``count_mode`` (the prior from ``class_stats``) with
-    exponent ``tau`` and, if not 0, count-driven class weights
-    ``n^-weight_power``, as this project's configs and README write it."""
+def arb_study_loss(count_mode: str,
+                   class_stats: Optional[str] = None,
+                   tau: float = 1.0,
+                   weight_power: float = 0.0,
+                   family: str = 'arb') -> StudyLoss:
+    """The study's configuration of ARB-Loss (a :class:`StudyLoss`, not the
+    loss: that is ``mmseg_arb.models.losses.arb_loss``) in ``count_mode``
+    (the prior from ``class_stats``) with exponent ``tau`` and, if not 0,
+    count-driven class weights ``n^-weight_power``, as the configs and
+    README of ``mmseg_arb`` write it."""
     if count_mode not in COUNT_MODES:
         raise ValueError(f'count_mode must be one of {COUNT_MODES}, '
                          f'got {count_mode!r}')
