@@ -2,8 +2,10 @@
 
 Importing this package registers everything it provides in mmseg's
 registries, so ``custom_imports = dict(imports=['mmseg_arb'])`` is all a
-config needs, and allow-lists mmengine checkpoints for torch >= 2.6's
-``weights_only`` loading so that ``--resume`` works.
+config needs, and registers the data types of mmengine checkpoints with
+torch as safe for its ``weights_only`` loading (torch >= 2.6), so that
+``--resume``, ``load_from`` and ``init_model`` read them; it patches
+nothing (see ``utils/checkpoint.py``).
 
 The loss math, the count estimator and the CUDA ops work without
 MMSegmentation; the registrations need it.

@@ -1,7 +1,7 @@
 """The README's main command: ARB-Loss against cross-entropy, on a CPU.
 
 1. writes the long-tailed dataset in the ADE20K layout (once) and its class
-   statistics (mmseg-arb class-stats' code),
+   counts (mmseg-arb class-counts' code),
 2. trains the demo's small DeepLabV3+ with CE and with ARB-Loss through
    mmengine's Runner, same schedule and seed, with GradientBalanceHook on;
    the console shows a progress bar, mmengine's lines go to each run's log
@@ -35,7 +35,7 @@ from mmseg_arb.datasets import SyntheticSpec, prepare_synthetic
 from mmseg_arb.results.plots import plot_iou_vs_frequency
 from mmseg_arb.results.runs import (SUMMARY_KEYS, code_version, load_run,
                                     results_markdown)
-from mmseg_arb.utils.class_stats import load_class_counts
+from mmseg_arb.utils.class_counts import load_class_counts
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 _MMENGINE_CONSOLE = open(os.devnull, 'w')

@@ -2,14 +2,14 @@
 # pixel counts of the whole ADE20K training set (after reduce_zero_label),
 # measured once by
 #
-#     python tools/class_stats.py \
+#     mmseg-arb class-counts \
 #         configs/deeplabv3plus/deeplabv3plus_r50-d8_arb_4xb4-80k_ade20k-512x512.py
 #
 # which writes the JSON read here. Unlike count_mode='batch', the weights do
 # not vary with the crop: a class keeps its dataset-wide rarity in every step.
 _base_ = './deeplabv3plus_r50-d8_arb_4xb4-80k_ade20k-512x512.py'
 # Relative to the training set's data_root, wherever that is (looked up
-# by ClassCountHook); tools/class_stats.py writes it there.
+# by ClassCountHook); mmseg-arb class-counts writes it there.
 class_counts = 'class_stats_train.json'
 model = dict(
     decode_head=dict(

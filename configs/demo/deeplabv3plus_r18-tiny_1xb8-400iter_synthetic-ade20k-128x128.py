@@ -70,7 +70,7 @@ val_dataloader = dict(
         data_root=data_root, metainfo=metainfo, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 # mIoU plus mIoU of the head / body / tail thirds of the classes by training
-# frequency (class_stats_train.json is written by tools/class_stats.py; the
+# frequency (class_stats_train.json is written by mmseg-arb class-counts; the
 # demo writes it), and per-class IoU for the results table.
 val_evaluator = dict(
     type='LongTailIoUMetric',

@@ -6,29 +6,30 @@
     mmseg-arb test NAME|PATH CKPT [options]  mmseg's tools/test.py
     mmseg-arb summarize WORK_DIR... [--out P]  runs against mmseg's
                                              baselines
-    mmseg-arb class-stats CONFIG             pixels per class (priors)
+    mmseg-arb class-counts CONFIG            pixels per class (priors;
+                                             class-stats, its earlier name)
     mmseg-arb check                          this machine's kernels against
                                              float64 (PASS / FAIL lines)
 
 ``train`` and ``test`` take mmseg's arguments, run with ``mmseg_arb``
 registered, and launch ``--gpus N`` processes with torchrun.
 ``tools/train.py``, ``tools/test.py``, ``tools/summarize_results.py`` and
-``tools/class_stats.py`` are this command under other names. What the
-commands share with the demo and the loss study (loading a config, building
-its runner, the one warning hidden) is in ``launch`` and
-``quiet_warnings``.
+``tools/class_counts.py`` (or ``tools/class_stats.py``, its earlier name)
+are this command under other names. What the commands share with the demo
+and the loss study (loading a config, building its runner, the one warning
+hidden) is in ``launch`` and ``quiet_warnings``.
 """
 import argparse
 import sys
 from typing import Optional, Sequence
 
 from ..config.shipped import ConfigNotFoundError
-from . import check, class_stats, configs, summarize, test, train
+from . import check, class_counts, configs, summarize, test, train
 from .command import UsageError
 from .quiet_warnings import ignore_pkg_resources_deprecation
 
 COMMANDS = (configs.LIST, configs.CONFIG, train.COMMAND, test.COMMAND,
-            summarize.COMMAND, class_stats.COMMAND, check.COMMAND)
+            summarize.COMMAND, class_counts.COMMAND, check.COMMAND)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      required=True)
     for command in COMMANDS:
         sub = commands.add_parser(command.name, help=command.help,
-                                  description=command.help)
+                                  description=command.help,
+                                  aliases=command.aliases)
         command.add_arguments(sub)
         sub.set_defaults(run=command.run, parser=sub)
     return parser

@@ -1,13 +1,49 @@
-"""What ``mmseg-arb train``, ``test`` and ``class-stats`` share with the
-demo and the loss study: loading a config with the command-line overrides,
-and building the runner it asks for."""
+"""What ``mmseg-arb train``, ``test`` and ``class-counts`` share with the
+demo and the loss study: how ``train`` and ``test`` launch their processes,
+loading a config with the command-line overrides, and building the runner
+it asks for."""
+import argparse
+import os
 import os.path as osp
-from typing import Optional
+from typing import List, Optional
 
 from mmengine.config import Config
 from mmengine.runner import Runner
 
+from ..config.shipped import resolve_config
 from ..config.switch import with_class_count_hook
+from .command import UsageError
+from .torchrun import add_gpus_argument, relaunch_with_torchrun
+
+
+def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
+    """What ``train`` and ``test`` share: how processes are launched."""
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    add_gpus_argument(parser)
+    # torchrun passes --local-rank (older launchers --local_rank).
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def launch(command: str, args: argparse.Namespace, argv: List[str]) -> str:
+    """Relaunch under torchrun if ``--gpus`` asks for it (this process is
+    then replaced); otherwise set ``LOCAL_RANK`` as mmseg's tools do.
+
+    Returns:
+        str: The path of ``args.config``, resolved before any relaunch so
+        that a wrong name fails once, not in every process torchrun starts.
+    """
+    config = resolve_config(args.config)
+    if args.gpus is not None:
+        if args.launcher != 'none':
+            raise UsageError('--gpus launches with torchrun (--launcher '
+                             'pytorch): give --gpus or --launcher, not both')
+        relaunch_with_torchrun(command, argv, args.gpus)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return config
 
 
 def load_config(path: str, cfg_options: Optional[dict] = None,

@@ -9,8 +9,7 @@ from typing import List
 from mmengine.config import Config, DictAction
 
 from .command import Command, UsageError
-from .launch import build_runner, load_config
-from .train import add_launch_arguments, launch
+from .launch import add_launch_arguments, build_runner, launch, load_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

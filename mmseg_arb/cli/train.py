@@ -5,46 +5,13 @@ with or without ``custom_imports``; a shipped config may be given by name.
 """
 import argparse
 import logging
-import os
 from typing import List
 
 from mmengine.config import DictAction
 from mmengine.logging import print_log
 
-from ..config.shipped import resolve_config
 from .command import Command, UsageError
-from .launch import build_runner, load_config
-from .torchrun import add_gpus_argument, relaunch_with_torchrun
-
-
-def add_launch_arguments(parser: argparse.ArgumentParser) -> None:
-    """What ``train`` and ``test`` share: how processes are launched."""
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    add_gpus_argument(parser)
-    # torchrun passes --local-rank (older launchers --local_rank).
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-
-
-def launch(command: str, args: argparse.Namespace, argv: List[str]) -> str:
-    """Relaunch under torchrun if ``--gpus`` asks for it (this process is
-    then replaced); otherwise set ``LOCAL_RANK`` as mmseg's tools do.
-
-    Returns:
-        str: The path of ``args.config``, resolved before any relaunch so
-        that a wrong name fails once, not in every process torchrun starts.
-    """
-    config = resolve_config(args.config)
-    if args.gpus is not None:
-        if args.launcher != 'none':
-            raise UsageError('--gpus launches with torchrun (--launcher '
-                             'pytorch): give --gpus or --launcher, not both')
-        relaunch_with_torchrun(command, argv, args.gpus)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return config
+from .launch import add_launch_arguments, build_runner, launch, load_config
 
 
 def check_amp_device() -> None:

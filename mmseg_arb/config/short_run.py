@@ -2,9 +2,9 @@
 demo and the loss study make to the configs they train."""
 
 
-def use_dataset(cfg, data_root: str, class_stats: str) -> None:
+def use_dataset(cfg, data_root: str, class_counts: str) -> None:
     """Point the train / val / test datasets of ``cfg`` at ``data_root``
-    and the evaluators at its training class statistics (for
+    and the evaluators at its training class counts (for
     ``LongTailIoUMetric``'s head / body / tail groups).
 
     A plain mmseg config's ``IoUMetric`` becomes ``LongTailIoUMetric``
@@ -15,7 +15,7 @@ def use_dataset(cfg, data_root: str, class_stats: str) -> None:
     if cfg.val_evaluator.get('type', '').split('.')[-1] != \
             'LongTailIoUMetric':
         cfg.val_evaluator = dict(type='LongTailIoUMetric', per_class=True)
-    cfg.val_evaluator.class_counts = class_stats
+    cfg.val_evaluator.class_counts = class_counts
     cfg.test_evaluator = cfg.val_evaluator
 
 

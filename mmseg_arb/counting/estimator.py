@@ -28,7 +28,7 @@ from typing import Any, Optional, Tuple
 import torch
 from torch import Tensor
 
-from ..utils.class_stats import CountsSource, load_class_counts
+from ..utils.class_counts import CountsSource, load_class_counts
 from ..utils.fixed_dtype import FixedDtypeBuffers
 from .label_guard import LabelRangeGuard
 from .prepare import (COUNT_MODES, MAX_WEIGHT_RATIO, WEIGHT_RATIO_LIMIT,

@@ -1,9 +1,9 @@
 """A generated dataset ready to train on: its images and labels, and the
-class statistics of its training split beside them.
+class counts of its training split beside them.
 
-What the demo and the loss study need before their first run. The
-statistics (``<data_root>/class_stats_train.json``, the format of
-``tools/class_stats.py``, counted by the same code with mmseg's own
+What the demo and the loss study need before their first run. The class
+counts (``<data_root>/class_stats_train.json``, the file of
+``mmseg-arb class-counts``, counted by the same code with mmseg's own
 annotation loading) give ARB-Loss's prior, the metric's head / body / tail
 groups and inverse-frequency class weights. Both are reused while the spec
 is unchanged.
@@ -14,10 +14,10 @@ import os.path as osp
 import shutil
 from dataclasses import asdict
 
-from .class_statistics import dataset_class_stats
+from ..utils.class_counts import class_counts_file, save_class_counts
+from .class_counts import dataset_class_counts
 from .synthetic import SyntheticSpec, generate_dataset
 
-STATS_FILE = 'class_stats_train.json'
 # The top folders generate_dataset writes, per layout.
 GENERATED_FOLDERS = {
     'ade20k': ('images', 'annotations'),
@@ -45,15 +45,13 @@ def prepare_synthetic(data_root: str, spec: SyntheticSpec, dataset_cfg,
         progress (bool): Show progress bars.
 
     Returns:
-        str: Path of the class-statistics JSON.
+        str: Path of the class-counts JSON.
     """
     from mmengine.registry import init_default_scope
     from mmseg.registry import DATASETS
 
-    from ..utils.class_stats import save_class_stats
-
     meta = osp.join(data_root, 'synthetic_meta.json')
-    stats_path = osp.join(data_root, STATS_FILE)
+    stats_path = osp.join(data_root, class_counts_file('train'))
     if osp.exists(meta):
         with open(meta) as f:
             old_spec = json.load(f)['spec']
@@ -67,9 +65,9 @@ def prepare_synthetic(data_root: str, spec: SyntheticSpec, dataset_cfg,
     init_default_scope('mmseg')
     dataset_cfg = copy.deepcopy(dataset_cfg)
     dataset_cfg['data_root'] = data_root
-    stats = dataset_class_stats(DATASETS.build(dataset_cfg), workers=workers,
-                                progress=progress)
+    stats = dataset_class_counts(DATASETS.build(dataset_cfg),
+                                 workers=workers, progress=progress)
     stats.update(dataset=f"{dataset_cfg['type']} (generated)",
                  data_root=data_root, split='train')
-    save_class_stats(stats, stats_path)
+    save_class_counts(stats, stats_path)
     return stats_path

@@ -92,8 +92,8 @@ def test_arguments_that_do_not_go_together(argv, message, capsys,
         torchrun.torchrun_command(command, argv, gpus, {})  # its checks
         raise AssertionError('relaunched under torchrun')
 
-    # Both commands launch through train's launch().
-    monkeypatch.setattr('mmseg_arb.cli.train.relaunch_with_torchrun',
+    # Both commands launch through cli/launch.py's launch().
+    monkeypatch.setattr('mmseg_arb.cli.launch.relaunch_with_torchrun',
                         relaunch)
     with pytest.raises(SystemExit) as exit_:
         main(argv)
@@ -122,6 +122,7 @@ def test_gpus_relaunches_the_same_command_under_torchrun(monkeypatch):
     assert 'PYTHONPATH' not in env
 
 
+@pytest.mark.slow
 def test_the_cli_prints_no_pkg_resources_deprecation(tmp_path):
     """mmengine imports pkg_resources when it resolves ``mmseg::`` bases;
     with setuptools < 81 that printed four deprecation warnings first."""

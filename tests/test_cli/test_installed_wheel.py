@@ -4,8 +4,8 @@ virtual environment where torch (the CPU build, from a local file) came
 first and pulled the newest setuptools, as a user's ``pip install torch``
 does; mmcv is the wheel tools/setup_env.sh built once. Then, from a folder
 outside the repository: ``mmseg-arb check``, a shipped config written
-with ``mmseg-arb config``, class statistics with ``mmseg-arb
-class-stats``, a user config inheriting
+with ``mmseg-arb config``, class counts with ``mmseg-arb
+class-counts``, a user config inheriting
 the shipped one trained with ``mmseg-arb train`` (a few iterations on
 generated data, set through ``--cfg-options``), its checkpoint tested into
 the same work dir with ``mmseg-arb test``, and ``mmseg-arb summarize``.
@@ -30,6 +30,8 @@ from helpers import ROOT
 from mmengine.config import Config
 
 from mmseg_arb.datasets.synthetic import SyntheticSpec, generate_dataset
+
+pytestmark = pytest.mark.slow  # see tests/conftest.py
 
 SHIPPED = 'deeplabv3plus_r50-d8_arb_4xb4-80k_ade20k-512x512'
 MMCV_VERSION = '2.1.0'
@@ -181,7 +183,7 @@ def test_the_wheel_declares_what_it_needs(installed):
     assert _version(bin_dir / 'python', 'torch') == torch.__version__
 
 
-def test_config_class_stats_train_test_summarize_from_the_wheel(
+def test_config_class_counts_train_test_summarize_from_the_wheel(
         installed, tmp_path):
     bin_dir, _ = installed
     cli = bin_dir / 'mmseg-arb'
@@ -218,7 +220,7 @@ def test_config_class_stats_train_test_summarize_from_the_wheel(
     roots = [f'{loader}.dataset.data_root={data_root}'
              for loader in ('train_dataloader', 'val_dataloader',
                             'test_dataloader')]
-    out = mmseg_arb('class-stats', 'my_deeplab.py', '--workers', '1',
+    out = mmseg_arb('class-counts', 'my_deeplab.py', '--workers', '1',
                     '--no-progress', '--cfg-options', roots[0])
     assert 'classes have no pixel in this split' in out  # 4 small images
     with open(osp.join(data_root, 'class_stats_train.json')) as f:

@@ -26,12 +26,14 @@ def _stderr(*python_options):
     return result.stderr
 
 
+@pytest.mark.slow
 def test_hides_only_the_pkg_resources_deprecation():
     err = _stderr()
     assert 'pkg_resources' not in err
     assert 'reduce_zero_label will be deprecated' in err
 
 
+@pytest.mark.slow
 def test_user_warning_filters_win():
     err = _stderr('-W', 'default')
     assert 'pkg_resources is deprecated' in err

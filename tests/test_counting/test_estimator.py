@@ -129,6 +129,7 @@ def _dist_worker(rank, world_size, port, mode, weight_power, out_dir):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('mode,weight_power', [('batch', 0.0),
                                                ('cumulative', 0.0),
                                                ('cumulative', 0.5)])
@@ -245,6 +246,7 @@ def _deferred_worker(rank, world_size, port, out_dir):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_deferred_bad_labels_raise_on_every_rank_at_the_same_iteration(
         tmp_path):
     mp.spawn(_deferred_worker, args=(2, free_port(), str(tmp_path)),

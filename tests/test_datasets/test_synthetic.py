@@ -96,14 +96,15 @@ def test_bad_spec_is_an_error(kwargs, match):
         SyntheticSpec(**kwargs)
 
 
-def test_class_stats_tool_counts_the_generated_dataset(tmp_path):
+@pytest.mark.slow
+def test_class_counts_tool_counts_the_generated_dataset(tmp_path):
     spec = SyntheticSpec(layout='ade20k', num_classes=10, num_train=5,
                          num_val=1, height=40, width=40, seed=5)
     summary = generate_dataset(str(tmp_path / 'ade'), spec, progress=False)
     config = osp.join(CONFIGS, 'deeplabv3plus',
                       'deeplabv3plus_r50-d8_arb_4xb4-80k_ade20k-512x512.py')
     result = subprocess.run(
-        [sys.executable, osp.join(ROOT, 'tools', 'class_stats.py'), config,
+        [sys.executable, osp.join(ROOT, 'tools', 'class_counts.py'), config,
          '--workers', '2', '--cfg-options',
          f'train_dataloader.dataset.data_root={tmp_path / "ade"}'],
         capture_output=True, text=True, timeout=600)

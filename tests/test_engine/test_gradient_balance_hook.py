@@ -130,3 +130,21 @@ def test_measuring_takes_one_logits_sized_buffer():
     with _LargeOutputs(grad.numel()) as large:
         attraction_repulsion_norms(grad, label, features, False)
     assert len(large.storages - {grad.untyped_storage().data_ptr()}) == 1
+
+
+def test_labels_of_any_integer_dtype_give_the_same_norms():
+    """The valid pixels are the loss's (``label_masks``): with uint8 labels
+    and more classes than 255 every label is a class, and an ignore index
+    uint8 cannot hold ignores nothing, not 255."""
+    g = torch.Generator().manual_seed(2)
+    num_classes = 300
+    label = torch.randint(256, (2, 6, 8), generator=g)
+    grad = torch.randn(2, num_classes, 6, 8, generator=g)
+    features = torch.randn(2, 3, 3, 4, generator=g)
+    for ignore_index in (255, -1):
+        expected = attraction_repulsion_norms(grad, label, features, False,
+                                              ignore_index)
+        narrow = attraction_repulsion_norms(grad, label.to(torch.uint8),
+                                            features, False, ignore_index)
+        for wide, small in zip(expected, narrow):
+            torch.testing.assert_close(small, wide)

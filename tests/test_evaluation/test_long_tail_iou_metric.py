@@ -117,6 +117,7 @@ def _merge_worker(rank, port, out):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_process_merge_equals_single_process(tmp_path):
     mp.spawn(_merge_worker, args=(free_port(), str(tmp_path)), nprocs=2)
     merged = [torch.load(tmp_path / f'{r}.pt') for r in range(2)]
@@ -137,7 +138,7 @@ def test_a_missing_class_counts_file_names_the_key_and_the_path(
     assert 'class_counts' in message and 'val_evaluator' in message
     assert repr(str(tmp_path / 'data' / 'ade' / 'class_stats_train.json')) \
         in message
-    assert 'mmseg-arb class-stats CONFIG' in message
+    assert 'mmseg-arb class-counts CONFIG' in message
 
 
 @pytest.mark.parametrize('console_table', [True, False])

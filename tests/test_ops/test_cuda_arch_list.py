@@ -68,6 +68,7 @@ def test_nothing_in_common_names_the_fix():
         default_cuda_arch_list('sm_60 sm_61', 'compute_75 compute_80')
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.version.cuda is not None,
                     reason='needs a CPU build of torch')
 def test_forced_build_with_a_cpu_torch_says_so():

@@ -33,8 +33,10 @@ LABEL_TYPES = {torch.int64: 0, torch.int32: 1, torch.uint8: 2}
 FLOAT_TYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 REDUCTIONS = {'none': 0, 'sum': 1, 'mean': 2}
 
-pytestmark = pytest.mark.skipif(
-    shutil.which('nvcc') is None, reason='nvcc not on PATH')
+pytestmark = [
+    pytest.mark.slow,  # see tests/conftest.py
+    pytest.mark.skipif(shutil.which('nvcc') is None, reason='nvcc not on PATH')
+]
 
 
 @pytest.fixture(scope='module')

@@ -86,6 +86,7 @@ def cuda_home() -> Optional[str]:
 PYTHON = cuda_torch_python()
 CUDA_HOME = cuda_home()
 pytestmark = [
+    pytest.mark.slow,  # see tests/conftest.py
     pytest.mark.skipif(CUDA_HOME is None,
                        reason='no CUDA toolkit with headers (set CUDA_HOME)'),
     pytest.mark.skipif(

@@ -10,6 +10,8 @@ import pytest
 
 import mmseg_arb.ops
 
+pytestmark = pytest.mark.slow  # see tests/conftest.py
+
 CSRC = osp.join(osp.dirname(mmseg_arb.ops.__file__), 'csrc')
 
 

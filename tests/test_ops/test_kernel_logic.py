@@ -24,8 +24,10 @@ import mmseg_arb.ops
 CSRC = osp.join(osp.dirname(mmseg_arb.ops.__file__), 'csrc')
 TEST_CSRC = osp.join(osp.dirname(__file__), 'csrc')
 
-pytestmark = pytest.mark.skipif(
-    shutil.which('nvcc') is None, reason='nvcc not on PATH')
+pytestmark = [
+    pytest.mark.slow,  # see tests/conftest.py
+    pytest.mark.skipif(shutil.which('nvcc') is None, reason='nvcc not on PATH')
+]
 
 
 def build(tmp_path, source, *flags):

@@ -60,6 +60,7 @@ def test_fake_loss_forward_and_backward(dtype, reduction):
     assert grad.is_contiguous()
 
 
+@pytest.mark.slow
 def test_fakes_are_meta_kernels_where_torch_lacks_register_fake():
     # torch < 2.2 has neither register_fake nor impl_abstract.
     code = textwrap.dedent('''
@@ -89,6 +90,7 @@ def test_fake_prepare_counts_returns_the_shift_weights_and_denominator():
     assert prepared.shape == (39, ) and prepared.dtype == torch.float32
 
 
+@pytest.mark.slow
 def test_fused_loss_compiles_without_graph_breaks():
     # fullgraph=True fails on any graph break; aot_eager also traces the
     # backward through AOTAutograd with the fake implementations.

@@ -5,7 +5,10 @@ import os.path as osp
 import subprocess
 import sys
 
+import pytest
 from helpers import ROOT
+
+pytestmark = pytest.mark.slow  # see tests/conftest.py
 
 BENCHMARK = osp.join(ROOT, 'tools', 'benchmark.py')
 

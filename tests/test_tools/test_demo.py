@@ -4,7 +4,10 @@ import os.path as osp
 import subprocess
 import sys
 
+import pytest
 from helpers import ROOT
+
+pytestmark = pytest.mark.slow  # see tests/conftest.py
 
 
 def test_short_demo_prints_the_table_and_saves_the_plots(tmp_path):

@@ -20,6 +20,8 @@ import mmseg_arb  # noqa: F401
 from mmseg_arb.cli.launch import build_runner
 from mmseg_arb.datasets.synthetic import SyntheticSpec, generate_dataset
 
+pytestmark = pytest.mark.slow  # see tests/conftest.py
+
 FAMILIES = {
     'ade20k-deeplabv3plus':
     'deeplabv3plus/deeplabv3plus_r50-d8_arb_4xb4-80k_ade20k-512x512.py',
@@ -285,7 +287,7 @@ class RecordLosses(Hook):
 
 def test_prior_config_fine_tunes_from_a_batch_mode_checkpoint(
         datasets, tmp_path, monkeypatch):
-    """class_stats.py writes the prior next to the data; the arb-prior
+    """class_counts.py writes the prior next to the data; the arb-prior
     config finds it there from any working directory, and a load_from of a
     batch-mode checkpoint (whose last-batch counts miss classes) neither
     replaces it nor makes the loss infinite."""
@@ -299,7 +301,7 @@ def test_prior_config_fine_tunes_from_a_batch_mode_checkpoint(
         CONFIGS, 'deeplabv3plus',
         'deeplabv3plus_r50-d8_arb-prior_4xb4-80k_ade20k-512x512.py')
     stats = subprocess.run(
-        [sys.executable, osp.join(ROOT, 'tools', 'class_stats.py'),
+        [sys.executable, osp.join(ROOT, 'tools', 'class_counts.py'),
          prior_config, '--workers', '1', '--no-progress', '--cfg-options',
          f'train_dataloader.dataset.data_root={data_root}'],
         capture_output=True, text=True, timeout=600, cwd=ROOT)

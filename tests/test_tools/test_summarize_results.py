@@ -9,6 +9,7 @@ import os.path as osp
 import subprocess
 import sys
 
+import pytest
 import yaml
 from helpers import CONFIGS, ROOT, shrink_for_cpu
 from mmengine.config import Config
@@ -17,6 +18,8 @@ import mmseg_arb  # noqa: F401
 from mmseg_arb.cli.launch import build_runner
 from mmseg_arb.datasets.synthetic import SyntheticSpec, generate_dataset
 from mmseg_arb.results.baselines import mmseg_model_index
+
+pytestmark = pytest.mark.slow  # see tests/conftest.py
 
 SHIPPED = {
     'deeplabv3plus/deeplabv3plus_r50-d8_arb_4xb4-80k_ade20k-512x512':

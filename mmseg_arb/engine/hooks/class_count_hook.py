@@ -5,6 +5,7 @@ from mmengine.hooks import Hook, LoggerHook
 from mmseg.registry import HOOKS
 
 from ...counting import ClassCountEstimator, begin_step, end_step
+from ...utils.checkpoint import without_statistics_functions
 
 
 def estimators(model) -> Iterator[Tuple[str, ClassCountEstimator]]:
@@ -59,6 +60,9 @@ class ClassCountHook(Hook):
     * A ``'prior'`` whose ``class_counts`` is a relative path that does not
       exist from the working directory is read from under the training
       set's ``data_root``, wherever that is.
+    * The checkpoints saved, which hold the running counts, are written so
+      that ``--resume`` reads them back under torch >= 2.6's
+      ``weights_only`` loading (see ``mmseg_arb/utils/checkpoint.py``).
 
     :class:`~mmseg_arb.engine.ARBRunner` and the shipped configs add it; in
     a config of one's own::
@@ -101,6 +105,9 @@ class ClassCountHook(Hook):
         end_step()
         if self.every_n_train_iters(runner, self.interval):
             self._check(runner, runner.iter + 1)
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        without_statistics_functions(checkpoint)
 
     def after_train(self, runner) -> None:
         end_step()

@@ -10,7 +10,7 @@ from mmengine.hooks import Hook
 from mmseg.registry import HOOKS
 from torch import Tensor
 
-from ...ops.class_count import class_histogram
+from ...ops.class_count import class_histogram, label_masks
 from ...ops.histogram_layout import class_counts
 
 
@@ -42,9 +42,8 @@ def attraction_repulsion_norms(grad_logits: Tensor, label: Tensor,
         tuple[Tensor, Tensor]: float64 (C,) norms of the attraction and of
         the repulsion gradient of each class's weight vector.
     """
-    num_classes = grad_logits.shape[1]
-    valid = ((label != ignore_index) & (label >= 0) &
-             (label < num_classes))[:, None]
+    valid, _ = label_masks(label, grad_logits.shape[1], ignore_index)
+    valid = valid[:, None]
     target = torch.where(valid, label[:, None], 0).long()
     part = torch.empty_like(grad_logits, dtype=torch.float32)
     torch.mul(grad_logits.detach(), valid, out=part)

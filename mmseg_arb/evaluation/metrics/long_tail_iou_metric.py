@@ -11,7 +11,7 @@ from mmseg.evaluation.metrics import IoUMetric
 from mmseg.registry import METRICS
 from prettytable import PrettyTable
 
-from ...utils.class_stats import CountsSource, load_class_counts
+from ...utils.class_counts import CountsSource, load_class_counts
 
 GROUP_NAMES = ('head', 'body', 'tail')
 
@@ -68,7 +68,7 @@ class LongTailIoUMetric(IoUMetric):
 
     Args:
         class_counts (list | str, optional): Training pixel counts per
-            class, or a class-statistics JSON (``mmseg-arb class-stats``).
+            class, or a class-counts JSON (``mmseg-arb class-counts``).
             Without it the groups come from the evaluated labels' own
             frequencies (logged as such).
         group_boundaries (tuple[float, float], optional): Pixel shares
@@ -188,8 +188,9 @@ def _read_class_counts(source: CountsSource) -> np.ndarray:
             f'LongTailIoUMetric: the class_counts file {path!r} of the '
             f'evaluator (val_evaluator / test_evaluator class_counts) was not '
             f'found: tried {osp.abspath(path)!r} (from the working directory '
-            f'{os.getcwd()!r}). Write it with "mmseg-arb class-stats CONFIG", '
-            f'which puts it at <data_root>/class_stats_train.json, and give '
+            f'{os.getcwd()!r}). Write it with '
+            f'"mmseg-arb class-counts CONFIG", which puts it at '
+            f'<data_root>/class_stats_train.json, and give '
             f'that path (absolute, or from the working directory), or leave '
             f'class_counts out to group classes by the evaluated labels.')
     return load_class_counts(source).numpy()

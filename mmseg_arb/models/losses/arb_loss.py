@@ -33,7 +33,7 @@ from ...ops.class_count import (KERNEL_LABEL_DTYPES, check_label_dtype,
 from ...ops.fused_arb_loss import FUSED_DTYPES, fused_arb_loss
 from ...ops.shifted_cross_entropy import (CLASS_WEIGHT_GRAD, asks_for_grad,
                                           shifted_cross_entropy)
-from ...utils.class_stats import CountsSource, load_class_weight
+from ...utils.class_counts import CountsSource, load_class_weight
 from ...utils.fixed_dtype import FixedDtypeBuffers
 
 if importlib.util.find_spec('mmseg') is not None:

@@ -138,6 +138,7 @@ STUDY = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGHUP,
                                     signal.SIGKILL])
 def test_a_terminated_study_stops_its_runs(tmp_path, signum):

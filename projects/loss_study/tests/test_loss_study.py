@@ -7,6 +7,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # see tests/conftest.py
+
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STUDY = os.path.join(PROJECT, 'tools', 'loss_study.py')
 TINY = ['--families', 'ce', 'arb', '--tune-seeds', '1', '--final-seeds', '1',

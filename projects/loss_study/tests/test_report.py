@@ -104,6 +104,7 @@ def test_paired_differences_are_over_common_pairs():
     assert result['rows']['test']['arb']['failed'][0]['pair'] == [1, 101]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('folder', [FIXTURE, PUBLISHED],
                          ids=['fixture', 'published'])
 def test_report_only_rebuilds_the_published_tables(tmp_path, folder):

@@ -191,6 +191,7 @@ def assert_same_call(eager, compiled, eager_call, compiled_call):
                                eager.estimator.counts)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('mode', ['batch', 'ema'])
 def test_torch_compile_gives_the_eager_loss_gradients_and_counts(mode):
     # mmengine's runner can wrap the model in torch.compile (compile=True);
@@ -465,6 +466,7 @@ def test_a_loss_not_moved_to_the_labels_device():
         prior(logits, label)
 
 
+@pytest.mark.slow
 def test_compiled_loss_inside_counting_steps_matches_eager():
     # With ClassCountHook the step's shared histogram is a graph break;
     # the compiled call must still give the eager loss, gradient, counts.

@@ -25,6 +25,8 @@ from torch.nn.parallel import DistributedDataParallel
 from mmseg_arb.models.losses import ARBLoss
 from mmseg_arb.ops import cuda_ext
 
+pytestmark = pytest.mark.slow  # spawned ranks, compiles: tests/conftest.py
+
 C = 5
 WORLD = 2
 PRIOR = [4000.0, 900.0, 150.0, 30.0, 1.0]

@@ -261,6 +261,7 @@ def heads_tau(model):
             for head in (model.decode_head, model.auxiliary_head)]
 
 
+@pytest.mark.slow
 def test_tau_round_trips_through_a_config_file_and_its_dump(tmp_path):
     user = tmp_path / 'arb_tau.py'
     user.write_text(
@@ -283,6 +284,7 @@ def test_tau_round_trips_through_a_config_file_and_its_dump(tmp_path):
         rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_tau_through_the_base_switch_and_the_config_it_dumps(tmp_path):
     """``arb = dict(tau=...)`` under the one-line ``_base_`` switch reaches
     every head, and the config the runner dumps keeps it."""

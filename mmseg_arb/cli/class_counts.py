@@ -1,13 +1,14 @@
-"""``mmseg-arb class-stats``: pixels per class over a config's dataset.
+"""``mmseg-arb class-counts``: the pixels of each class over a config's
+dataset (``class-stats``, its earlier name, still works).
 
-Writes a JSON usable as ``class_counts`` by the ``prior`` configs and by
-``LongTailIoUMetric`` (``counts``, ``class_names``, ``dataset``,
-``data_root``, ``split``, ``num_images``) and a log-scale bar chart of the
-distribution. By default both go next to the data:
+Writes a class-counts JSON usable as ``class_counts`` by the ``prior``
+configs and by ``LongTailIoUMetric`` (``counts``, ``class_names``,
+``dataset``, ``data_root``, ``split``, ``num_images``) and a log-scale bar
+chart of the counts. By default both go next to the data:
 ``<data_root>/class_stats_<split>.json`` and ``.png``, where a prior's
 relative ``class_counts`` is looked up.
 
-    mmseg-arb class-stats CONFIG [--split train] [--workers 8]
+    mmseg-arb class-counts CONFIG [--split train] [--workers 8]
 """
 import argparse
 import os
@@ -18,9 +19,8 @@ from mmengine.config import DictAction
 from mmengine.registry import init_default_scope
 
 from ..config.shipped import resolve_config
-from ..datasets.class_statistics import (dataset_class_stats,
-                                         plot_class_distribution)
-from ..utils.class_stats import save_class_stats
+from ..datasets.class_counts import dataset_class_counts, plot_class_counts
+from ..utils.class_counts import class_counts_file, save_class_counts
 from .command import Command
 from .launch import load_config
 
@@ -31,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         'name of a shipped config)')
     parser.add_argument('--split', default='train',
                         choices=['train', 'val', 'test'])
-    parser.add_argument('--out', help='JSON path (default: '
-                        '<data_root>/class_stats_<split>.json)')
+    parser.add_argument('--out', help='JSON path (default: <data_root>/'
+                        f"{class_counts_file('<split>')})")
     parser.add_argument('--workers', type=int,
                         default=min(8, os.cpu_count() or 1))
     parser.add_argument('--no-progress', action='store_true')
@@ -68,16 +68,16 @@ def run(args: argparse.Namespace, argv: List[str]) -> None:
     from mmseg.registry import DATASETS
     dataset_cfg = cfg[f'{args.split}_dataloader'].dataset
     dataset = DATASETS.build(dataset_cfg)
-    stats = dataset_class_stats(dataset, args.workers,
-                                progress=not args.no_progress)
+    stats = dataset_class_counts(dataset, args.workers,
+                                 progress=not args.no_progress)
     stats['dataset'] = dataset_cfg.get('type', type(dataset).__name__)
     stats['data_root'] = dataset_cfg.get('data_root', '')
     stats['split'] = args.split
     out = args.out or osp.join(stats['data_root'],
-                               f'class_stats_{args.split}.json')
-    save_class_stats(stats, out)
+                               class_counts_file(args.split))
+    save_class_counts(stats, out)
     png = osp.splitext(out)[0] + '.png'
-    plot_class_distribution(stats, png)
+    plot_class_counts(stats, png)
     total = sum(stats['counts'])
     counted = [i for i, n in enumerate(stats['counts']) if n > 0] or [0]
     rarest = min(counted, key=stats['counts'].__getitem__)
@@ -89,6 +89,6 @@ def run(args: argparse.Namespace, argv: List[str]) -> None:
     print(f'wrote {out} and {png}')
 
 
-COMMAND = Command('class-stats', 'count the pixels of every class over a '
+COMMAND = Command('class-counts', 'count the pixels of every class over a '
                   "config's dataset (class_counts of 'prior' configs)",
-                  add_arguments, run)
+                  add_arguments, run, aliases=('class-stats', ))

@@ -1,8 +1,12 @@
-"""Reading and checking per-class pixel counts (priors and class statistics).
+"""Class counts (the pixels of each class) and their files: reading,
+checking and writing.
 
-A class-statistics file is JSON: either a plain list of counts, or an object
-whose ``"counts"`` entry is that list (the format ``mmseg-arb class-stats``
+A class-counts file is JSON: either a plain list of counts, or an object
+whose ``"counts"`` entry is that list (the format ``mmseg-arb class-counts``
 writes, with ``class_names``, ``dataset`` and ``num_images`` beside it).
+Its default name, :func:`class_counts_file`, is ``class_stats_<split>.json``,
+as earlier versions wrote it: the files users have and the ``arb-prior``
+configs (``class_counts='class_stats_train.json'``) keep working.
 """
 import json
 import os
@@ -20,7 +24,7 @@ def load_class_counts(source: CountsSource) -> Tensor:
 
     Args:
         source: A sequence of numbers, an array or tensor, or the path of a
-            class-statistics JSON file.
+            class-counts JSON file.
 
     Returns:
         Tensor: float64 counts of shape ``(C,)``.
@@ -37,7 +41,7 @@ def load_class_counts(source: CountsSource) -> Tensor:
             data = json.load(f)
         if isinstance(data, dict):
             if 'counts' not in data:
-                raise ValueError(f'{origin}: a class-statistics JSON object '
+                raise ValueError(f'{origin}: a class-counts JSON object '
                                  f'needs a "counts" list')
             data = data['counts']
         source = data
@@ -46,16 +50,23 @@ def load_class_counts(source: CountsSource) -> Tensor:
     return counts
 
 
-def save_class_stats(stats: Dict, path: str) -> None:
-    """Write class statistics (with at least ``counts``) as JSON, creating
-    the folder; the file loads back with :func:`load_class_counts`."""
-    check_class_counts(torch.as_tensor(stats['counts'], dtype=torch.float64),
-                       'stats')
+def class_counts_file(split: str = 'train') -> str:
+    """Default name of the class-counts file of a dataset split, written
+    in its ``data_root``: ``class_stats_<split>.json``."""
+    return f'class_stats_{split}.json'
+
+
+def save_class_counts(counts: Dict, path: str) -> None:
+    """Write a class-counts object (with at least ``counts``) as JSON,
+    creating the folder; the file loads back with
+    :func:`load_class_counts`."""
+    check_class_counts(
+        torch.as_tensor(counts['counts'], dtype=torch.float64), path)
     folder = os.path.dirname(path)
     if folder:
         os.makedirs(folder, exist_ok=True)
     with open(path, 'w') as f:
-        json.dump(stats, f, indent=1)
+        json.dump(counts, f, indent=1)
 
 
 def load_class_weight(source: Optional[CountsSource]) -> Optional[List[float]]:

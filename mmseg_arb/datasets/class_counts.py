@@ -1,4 +1,5 @@
-"""Per-class pixel counts of a segmentation dataset's annotations.
+"""Class counts of a segmentation dataset: the pixels of each class over its
+annotations, and their chart.
 
 Annotations are read with mmseg's own ``LoadAnnotations``, so the counts see
 exactly the labels training sees (``reduce_zero_label``, ``label_map``).
@@ -19,8 +20,8 @@ def _count_one(args) -> np.ndarray:
     return np.bincount(gt.ravel(), minlength=num_classes)
 
 
-def dataset_class_stats(dataset, workers: int = 4,
-                        progress: bool = True) -> Dict:
+def dataset_class_counts(dataset, workers: int = 4,
+                         progress: bool = True) -> Dict:
     """Count the pixels of every class over all annotations of ``dataset``.
 
     Args:
@@ -58,10 +59,11 @@ def dataset_class_stats(dataset, workers: int = 4,
     }
 
 
-def plot_class_distribution(stats: Dict, path: str,
-                            title: Optional[str] = None) -> None:
+def plot_class_counts(stats: Dict, path: str,
+                      title: Optional[str] = None) -> None:
     """Log-scale bar chart of the pixel share of each class, most frequent
-    first, saved as a PNG."""
+    first, saved as a PNG; ``stats`` is a class-counts object as
+    :func:`dataset_class_counts` returns it."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
