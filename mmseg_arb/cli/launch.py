@@ -1,13 +1,17 @@
 """What ``mmseg-arb train``, ``test`` and ``class-counts`` share with the
 demo and the loss study: how ``train`` and ``test`` launch their processes,
-loading a config with the command-line overrides, and building the runner
-it asks for."""
+loading a config with the command-line overrides, building the runner it
+asks for, and ending the process group of a distributed run."""
 import argparse
+import contextlib
+import gc
+import importlib
 import os
 import os.path as osp
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 from mmengine.config import Config
+from mmengine.registry import Registry
 from mmengine.runner import Runner
 
 from ..config.shipped import resolve_config
@@ -64,6 +68,55 @@ def load_config(path: str, cfg_options: Optional[dict] = None,
     return cfg
 
 
+def import_registered_modules(scope: str) -> None:
+    """Import now what building a runner of ``scope`` (a config's
+    ``default_scope``: ``mmseg``) would import later: the modules its
+    registries name as their locations.
+
+    A distributed run calls this before its process group starts. A module
+    imported after that may bind the live group for good (torch 2.13's
+    ``torch.distributed.nn.functional``, which ``mmengine.runner`` imports,
+    has ``group=group.WORLD`` as default arguments), so that
+    ``destroy_process_group()`` no longer ends it: see
+    :func:`process_group_ended`. A scope without a registry module is left
+    to the runner, which reports it.
+    """
+    try:
+        registries = importlib.import_module(f'{scope}.registry')
+    except ImportError:
+        return
+    for registry in vars(registries).values():
+        if isinstance(registry, Registry):
+            registry.import_from_location()
+
+
+@contextlib.contextmanager
+def process_group_ended() -> Iterator[None]:
+    """Run the body; when it succeeds, end the process group a distributed
+    run started in it (mmengine starts it and leaves it open), once the
+    runner is gone.
+
+    A gloo group left open until the interpreter exits keeps its worker
+    threads; one that frees its last finished work while Python finalizes
+    needs the GIL for the work's tensors, is ended by CPython with
+    ``pthread_exit``, and that unwinds through a ``noexcept`` destructor:
+    ``std::terminate`` ("terminate called without an active exception"),
+    SIGABRT, a failed run after it succeeded (docs/upstream/
+    gloo_abort_at_exit.md). ``destroy_process_group()`` joins those threads
+    while the interpreter still runs, provided nothing else holds the group:
+    the runner's cycles (its DDP wrapper holds the group) are collected
+    first, and modules that could bind it were imported before it started
+    (:func:`import_registered_modules`).
+    """
+    import torch.distributed as dist
+    yield
+    # Not after a failure: the run has failed anyway, and the other ranks
+    # may still be in a collective with this one.
+    if dist.is_available() and dist.is_initialized():
+        gc.collect()
+        dist.destroy_process_group()
+
+
 def prepare_cpu_distributed(cfg: Config) -> None:
     """Make ``--launcher pytorch`` work without GPUs (e.g. tests, CI).
 
@@ -110,9 +163,14 @@ def build_runner(cfg: Config) -> Runner:
     """``Runner.from_cfg``, or the registered runner ``cfg.runner_type``,
     with ``ClassCountHook`` among the hooks, per-class tables kept off the
     console (:func:`quiet_per_class_tables`) and CPU-only distributed runs
-    given their gloo group first."""
+    given their gloo group first. In a distributed run the registries'
+    modules are imported before any process group starts
+    (:func:`import_registered_modules`); run the runner inside
+    :func:`process_group_ended`."""
     cfg.custom_hooks = with_class_count_hook(cfg.get('custom_hooks'))
     quiet_per_class_tables(cfg)
+    if cfg.get('launcher', 'none') != 'none':
+        import_registered_modules(cfg.get('default_scope', 'mmseg'))
     prepare_cpu_distributed(cfg)
     if 'runner_type' not in cfg:
         return Runner.from_cfg(cfg)

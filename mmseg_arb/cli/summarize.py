@@ -13,6 +13,12 @@ its name says is flagged), the difference, head
 / body / tail mIoU, per-class IoU, config, checkpoint and code version; and,
 for runs of shipped configs, ``results/metafile.yaml`` in OpenMMLab's
 model-index format.
+
+Where mmseg publishes nothing for the model (CamVid: mmseg has no CamVid
+model), the baseline is a run of the cross-entropy config of the same name
+given in the same call (``deeplabv3plus_r50-d8_4xb4-40k_camvid-360x480``
+for ``deeplabv3plus_r50-d8_arb_4xb4-40k_camvid-360x480``); without one the
+output says there is none, and which run would give it.
 """
 import argparse
 import json
@@ -23,7 +29,8 @@ from typing import Dict, List, Optional
 import yaml
 
 from ..config.shipped import shipped_configs
-from ..results.baselines import find_baseline, schedule_differences
+from ..results.baselines import (find_baseline, mmseg_name,
+                                 schedule_differences)
 from ..results.model_index import COLLECTION, metafile, model_entry
 from ..results.runs import code_version, load_run, results_markdown
 from .command import Command, UsageError
@@ -114,6 +121,69 @@ def unchecked_settings(run: Dict) -> List[str]:
     return []
 
 
+def cross_entropy_run(run: Dict, runs: List[Dict]) -> Optional[Dict]:
+    """The run among ``runs`` of the cross-entropy config that ``run``'s
+    config changes the loss of (its name without ``_arb``), if one was
+    given and evaluated."""
+    name = _config_name(run)
+    ce = mmseg_name(name) if name else None
+    if ce is None or ce == name:
+        return None
+    return next((other for other in runs if other is not run
+                 and _config_name(other) == ce
+                 and other['summary'].get('mIoU') is not None), None)
+
+
+def run_differences(run: Dict, other: Dict) -> List[str]:
+    """How ``run`` trained or was tested unlike ``other``: total batch,
+    iterations, test-time augmentation (what is not known is not
+    compared)."""
+    def batch(r):
+        processes = r['training'].get('processes')
+        size = r['settings'].get('batch_size')
+        return (processes, size) if processes and size else None
+
+    differences = []
+    if batch(run) and batch(other) and \
+            batch(run)[0] * batch(run)[1] != batch(other)[0] * batch(other)[1]:
+        differences.append(
+            'trained with a total batch of {}x{}, '.format(*batch(run)) +
+            '{} with {}x{}'.format(other['name'], *batch(other)))
+    iters = run['settings'].get('max_iters')
+    other_iters = other['settings'].get('max_iters')
+    if iters and other_iters and iters != other_iters:
+        differences.append(f"trained {iters} iterations, {other['name']} "
+                           f'{other_iters}')
+    if run['tta'] != other['tta']:
+        tested = ('with', 'without') if run['tta'] else ('without', 'with')
+        differences.append(f'tested {tested[0]} --tta, {other["name"]} '
+                           f'{tested[1]}')
+    return differences
+
+
+def run_baseline(run: Dict, other: Dict) -> Dict:
+    """``other``'s mIoU as the baseline of ``run``
+    (:func:`cross_entropy_run`), in ``find_baseline``'s form, with
+    ``run`` and ``work_dir`` saying where it comes from."""
+    return dict(model=_config_name(other), metric='mIoU',
+                mIoU=other['summary']['mIoU'], run=other['name'],
+                work_dir=other['work_dir'],
+                differences=run_differences(run, other), unchecked=[])
+
+
+def no_baseline_note(run: Dict, note: str) -> str:
+    """Why ``run`` has no baseline, and which run would give one when its
+    cross-entropy config is shipped."""
+    ce = mmseg_name(_config_name(run))
+    if run['settings'].get('dataset_type') == 'CamVidDataset':
+        note = 'mmseg publishes no CamVid model, so no published baseline'
+    shipped = {key.split('/')[-1] for key in shipped_configs()}
+    if ce != _config_name(run) and ce in shipped:
+        note += (f'; give the work dir of a run of {ce} (shipped) too to '
+                 'compare with it')
+    return note
+
+
 def run(args: argparse.Namespace, argv: List[str]) -> None:
     if args.names and len(args.names) != len(args.work_dirs):
         raise UsageError('--names needs one name per work dir')
@@ -123,7 +193,18 @@ def run(args: argparse.Namespace, argv: List[str]) -> None:
     for r in runs:
         name = _config_name(r)
         r['baseline'] = find_baseline(name, tta=r['tta']) if name else None
-        if r['baseline'] is not None and r['baseline']['mIoU'] is not None:
+        if r['baseline'] is not None and r['baseline']['mIoU'] is None:
+            ce_run = cross_entropy_run(r, runs)
+            if ce_run is not None:
+                r['baseline'] = run_baseline(r, ce_run)
+                for difference in r['baseline']['differences']:
+                    print(f"{r['name']}: {difference}: its difference to "
+                          f"{ce_run['name']} is not the loss's alone")
+            else:
+                r['baseline']['note'] = no_baseline_note(
+                    r, r['baseline']['note'])
+                print(f"{r['name']}: {r['baseline']['note']}")
+        elif r['baseline'] is not None:
             settings = r['settings']
             r['baseline']['differences'] = schedule_differences(
                 name, r['training'].get('processes'),

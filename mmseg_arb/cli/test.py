@@ -9,7 +9,8 @@ from typing import List
 from mmengine.config import Config, DictAction
 
 from .command import Command, UsageError
-from .launch import add_launch_arguments, build_runner, launch, load_config
+from .launch import (add_launch_arguments, build_runner, launch, load_config,
+                     process_group_ended)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,7 +64,8 @@ def run(args: argparse.Namespace, argv: List[str]) -> None:
     if args.out is not None:
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
-    build_runner(cfg).test()
+    with process_group_ended():
+        build_runner(cfg).test()
 
 
 COMMAND = Command('test', 'test (evaluate) a segmentor (mmseg\'s '

@@ -11,7 +11,8 @@ from mmengine.config import DictAction
 from mmengine.logging import print_log
 
 from .command import Command, UsageError
-from .launch import add_launch_arguments, build_runner, launch, load_config
+from .launch import (add_launch_arguments, build_runner, launch, load_config,
+                     process_group_ended)
 
 
 def check_amp_device() -> None:
@@ -71,7 +72,8 @@ def run(args: argparse.Namespace, argv: List[str]) -> None:
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
     cfg.resume = args.resume
-    build_runner(cfg).train()
+    with process_group_ended():
+        build_runner(cfg).train()
 
 
 COMMAND = Command('train', 'train a segmentor (mmseg\'s tools/train.py)',

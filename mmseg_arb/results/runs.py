@@ -255,6 +255,8 @@ def _baseline_source(run: Dict) -> str:
     if baseline.get('mIoU') is None:
         return baseline.get('note', 'no config in the work dir')
     source = baseline['model']
+    if baseline.get('run'):
+        source = f"run {baseline['run']} of {source} ({baseline['work_dir']})"
     if baseline.get('metric', 'mIoU') != 'mIoU':
         source += f" ({baseline['metric']}, as this run was tested)"
     if baseline.get('differences'):
@@ -272,8 +274,9 @@ def results_markdown(runs: List[Dict], version: Dict) -> str:
     The summary always has the head / body / tail mIoU columns (``-`` for a
     run evaluated without ``LongTailIoUMetric``). Runs that carry a
     ``baseline`` (:func:`mmseg_arb.results.baselines.find_baseline`) also get
-    the mIoU mmseg publishes for the same model trained with cross-entropy,
-    and the difference; ``-`` where mmseg publishes none.
+    the mIoU mmseg publishes for the same model trained with cross-entropy
+    (or a given run's, when the baseline names its ``run``), and the
+    difference; ``-`` where there is none.
     """
     keys = [k for k in SUMMARY_KEYS if k == 'mIoU' or k in GROUP_KEYS
             or any(k in r['summary'] for r in runs)]
@@ -282,7 +285,7 @@ def results_markdown(runs: List[Dict], version: Dict) -> str:
     for key in keys:
         columns.append((key, lambda r, key=key: r['summary'].get(key)))
         if key == 'mIoU' and with_baselines:
-            columns += [('mmseg CE mIoU', _baseline_miou),
+            columns += [('CE mIoU', _baseline_miou),
                         ('mIoU - CE', _miou_minus_baseline)]
     lines = ['| run | ' + ' | '.join(c[0] for c in columns) + ' |',
              '|---|' + '---:|' * len(columns)]
@@ -299,7 +302,7 @@ def results_markdown(runs: List[Dict], version: Dict) -> str:
             lines.append(f'| {c} | ' + ' | '.join(
                 _cell(r['per_class_iou'].get(c)) for r in runs) + ' |')
     provenance = ['run', 'config', 'checkpoint'] + \
-        (['mmseg baseline'] if with_baselines else [])
+        (['CE baseline'] if with_baselines else [])
     lines += ['', '| ' + ' | '.join(provenance) + ' |',
               '|' + '---|' * len(provenance)]
     for r in runs:
@@ -308,12 +311,15 @@ def results_markdown(runs: List[Dict], version: Dict) -> str:
             cells.append(_baseline_source(r))
         lines.append('| ' + ' | '.join(cells) + ' |')
     if with_baselines:
-        lines += ['', "mmseg CE mIoU: the mIoU that mmsegmentation's "
+        lines += ['', "CE mIoU: the mIoU that mmsegmentation's "
                   'metafiles publish for the model of the same name '
                   'without `_arb` / `_arb-prior` (cross-entropy; '
                   'single-scale, or ms+flip for a run tested with `--tta`); '
-                  'the last column says where a run trained with another '
-                  'batch or schedule than the name says.']
+                  'where mmseg publishes none (CamVid), that of the run of '
+                  'the cross-entropy config of that name summarized with '
+                  'it, if any. The last column says which, and where a run '
+                  'trained with another batch or schedule than the name '
+                  'says or than that run.']
     if any(k not in r['summary'] for r in runs for k in GROUP_KEYS):
         lines += ['', 'mIoU_head / body / tail: `-` for a run evaluated '
                   'without LongTailIoUMetric.']

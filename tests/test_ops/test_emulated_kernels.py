@@ -2,21 +2,28 @@
 launch wrappers the extension calls, against the PyTorch path.
 
 ``csrc/emulated_kernels.cpp`` compiles the unchanged kernel file on the host
-with ``csrc/cuda_emulator.h`` (one host thread per CUDA thread, barriers,
-warp shuffles, shared memory, atomics), so each kernel runs at its real
-launch geometry: the grids the wrappers choose, 256 threads, the shared
-memory of the count plan, vector and scalar paths. What is left for a GPU
-are the intrinsics' own rounding, real warp convergence and the runtime.
+with ``csrc/cuda_emulator.h`` (one host thread per CUDA thread; between two
+barriers the warps of a block take turns in an order that turns a missing
+``__syncthreads`` into a wrong result; the lanes of a warp run together and
+meet at each shuffle and match, as converged lanes do; shared memory,
+atomics; an undefined use of a warp intrinsic fails the launch), so each
+kernel runs at its real launch geometry: the grids the wrappers choose, 256
+threads, the shared memory of the count plan, vector and scalar paths.
+What is left for a GPU are the intrinsics' own rounding, the hardware's
+own scheduling and the runtime. ``test_emulator_mutations.py`` shows that
+these tests catch a missing barrier, a half-warp reduction and a missing
+warp-aggregation leader.
 """
 import ctypes
 import math
+import os
 import os.path as osp
 import shutil
-import subprocess
 
 import pytest
 import torch
 import torch.nn.functional as F
+from emulator_build import build_emulator
 
 import mmseg_arb.ops
 from mmseg_arb.models.losses.arb_loss import _shifted_loss
@@ -24,7 +31,6 @@ from mmseg_arb.ops.class_count import class_histogram_pytorch
 from mmseg_arb.counting.prepare import COUNT_MODES, prepare_counts
 
 CSRC = osp.join(osp.dirname(mmseg_arb.ops.__file__), 'csrc')
-TEST_CSRC = osp.join(osp.dirname(__file__), 'csrc')
 SMS = 2             # a small device: grids stay small, loops stride
 BLOCKS_PER_SM = 3   # what the emulated occupancy API answers
 THREADS = 256
@@ -40,15 +46,11 @@ pytestmark = [
 
 
 @pytest.fixture(scope='module')
-def emu(tmp_path_factory):
-    library = str(tmp_path_factory.mktemp('emulator') / 'libemulated.so')
-    build = subprocess.run(
-        ['nvcc', '-std=c++17', '-O1', '-cudart', 'none', '-Xcompiler',
-         '-fPIC', '-shared', f'-I{CSRC}',
-         osp.join(TEST_CSRC, 'emulated_kernels.cpp'), '-o', library],
-        capture_output=True, text=True, timeout=900)
-    assert build.returncode == 0, build.stderr[-4000:]
-    lib = ctypes.CDLL(library)
+def emu():
+    # EMULATED_KERNELS_CSRC: another copy of the kernel sources, such as
+    # the mutants of test_emulator_mutations.py.
+    lib = ctypes.CDLL(build_emulator(
+        os.environ.get('EMULATED_KERNELS_CSRC', CSRC)))
     lib.emu_configure(BLOCKS_PER_SM, 0)
     return lib
 

@@ -4,7 +4,10 @@ against exact references, so it is tested wherever nvcc exists, GPU or not:
 * ``csrc/test_kernel_logic.cu``: which labels a thread counts, and the
   fused loss of a thread's pixels, forward and backward, against float64
   and against fp32 cross-entropy computed the PyTorch way in the same run
-  (errors at most 3x PyTorch's, never a loss below zero);
+  (errors at most 3x PyTorch's, never a loss below zero); and the same
+  functions at indices past 2^31 (class rows 2^31 + 16 elements apart,
+  labels past 2^31) in reserved address space that faults wherever it is
+  not used, so an index that wraps at 32 bits crashes the binary;
 * ``csrc/test_count_block.cu``: the count kernel's launch plan and whole
   grid, one host thread per CUDA thread, with warp aggregation both
   converged and diverged; once more under ThreadSanitizer, which reports

@@ -1,5 +1,6 @@
-"""Every shipped config loads and builds its model; each differs from
-mmseg's config of its name only in the losses."""
+"""Every shipped config loads and builds its model; each ``_arb`` one
+differs from its cross-entropy namesake (mmseg's config of its name without
+``_arb``, or ours beside it where mmseg has none) only in the losses."""
 import glob
 import os.path as osp
 
@@ -35,7 +36,7 @@ def test_config_builds_model(path, tmp_path, monkeypatch):
     cfg = Config.fromfile(path)
     init_default_scope('mmseg')
     model = MODELS.build(cfg.model)
-    if '_arb' not in osp.basename(path):  # the demo's CE baseline
+    if '_arb' not in osp.basename(path):  # a cross-entropy baseline
         return
     assert cfg.custom_hooks == [dict(type='ClassCountHook')]
     heads = arb_heads(model)
@@ -50,13 +51,16 @@ def test_config_builds_model(path, tmp_path, monkeypatch):
         assert len(heads) == 2  # auxiliary head trained with ARB too
 
 
-def _mmseg_config(path: str) -> str:
-    """mmseg's config of the name of ``path`` without ``_arb``, whatever
-    ``path`` inherits (the R-101 configs inherit ours of R-50)."""
+def _twin_config(path: str) -> str:
+    """The cross-entropy config of the name of ``path`` without ``_arb``:
+    mmseg's, whatever ``path`` inherits (the R-101 configs inherit ours of
+    R-50), or ours beside it where mmseg has none (CamVid, the demo)."""
     import mmseg
     folder, name = path.split(osp.sep)[-2:]
-    return osp.join(osp.dirname(mmseg.__file__), '.mim', 'configs', folder,
-                    name.replace('_arb', ''))
+    twin = name.replace('_arb', '')
+    theirs = osp.join(osp.dirname(mmseg.__file__), '.mim', 'configs', folder,
+                      twin)
+    return theirs if osp.exists(theirs) else osp.join(osp.dirname(path), twin)
 
 
 def _drop_scope(node):
@@ -77,17 +81,18 @@ def _pop_losses(node, found):
     return found
 
 
-MMSEG_TWINS = [p for p in MODEL_CONFIGS if 'demo' not in p
+ARB_CONFIGS = [p for p in MODEL_CONFIGS if '_arb' in osp.basename(p)
                and 'prior' not in p]
 
 
-@pytest.mark.parametrize('path', MMSEG_TWINS,
-                         ids=[osp.basename(p) for p in MMSEG_TWINS])
-def test_config_differs_from_mmseg_only_in_losses(path):
+@pytest.mark.parametrize('path', ARB_CONFIGS,
+                         ids=[osp.basename(p) for p in ARB_CONFIGS])
+def test_config_differs_from_its_cross_entropy_twin_only_in_losses(path):
     ours = _drop_scope(Config.fromfile(path).to_dict())
-    theirs = _drop_scope(Config.fromfile(_mmseg_config(path)).to_dict())
-    assert ours.pop('custom_imports') == dict(
-        imports=['mmseg_arb'], allow_failed_imports=False)
+    theirs = _drop_scope(Config.fromfile(_twin_config(path)).to_dict())
+    imports = dict(imports=['mmseg_arb'], allow_failed_imports=False)
+    assert ours.pop('custom_imports') == imports
+    assert theirs.pop('custom_imports', imports) == imports  # mmseg's: none
     assert ours.pop('custom_hooks') == [dict(type='ClassCountHook')]
     our_losses = _pop_losses(ours, [])
     their_losses = _pop_losses(theirs, [])

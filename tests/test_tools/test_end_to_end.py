@@ -3,6 +3,7 @@ configs (shrunk only where CPU forces it) train on generated data in the
 real layouts, validate, checkpoint, resume, test; dist_train.sh runs 2
 processes. Slow-ish (about a minute each); they run in CI all the same."""
 import glob
+import json
 import os
 import os.path as osp
 import re
@@ -154,6 +155,70 @@ def test_dist_train_two_processes_on_cpu(datasets, tmp_path):
     runtime = log[log.index('Runtime environment:'):
                   log.index('Distributed launcher')]
     assert "dist_cfg: {'backend': 'gloo'}" in runtime, runtime
+
+
+# Runs `mmseg-arb train` as one rank of a gloo group and reports whether
+# the threads that starting the group made outlive the command.
+GROUP_THREADS = r"""
+import json, os, sys, weakref
+import torch.distributed as dist
+
+start_group, seen = dist.init_process_group, {}
+
+
+def tasks():
+    return set(os.listdir('/proc/self/task'))
+
+
+def init_process_group(*args, **kwargs):
+    from mmseg import registry
+    from mmengine.registry import Registry
+    seen['late'] = sorted({
+        m for r in vars(registry).values() if isinstance(r, Registry)
+        for m in r._locations if m not in sys.modules})
+    before = tasks()
+    start_group(*args, **kwargs)
+    seen['threads'] = tasks() - before
+    seen['group'] = weakref.ref(dist.group.WORLD)
+
+
+dist.init_process_group = init_process_group
+from mmseg_arb.cli import main
+main(sys.argv[1:])
+print(json.dumps(dict(late=seen['late'], started=len(seen['threads']),
+                      alive=len(seen['threads'] & tasks()),
+                      group_alive=seen['group']() is not None,
+                      initialized=dist.is_initialized())))
+"""
+
+
+@pytest.mark.skipif(not osp.isdir('/proc/self/task'),
+                    reason='threads are listed from /proc')
+def test_a_distributed_run_ends_its_process_group(datasets, tmp_path):
+    """Once `mmseg-arb train --launcher pytorch` returns, the gloo group it
+    started is gone, threads and all: a group left to the interpreter's
+    exit lets a gloo worker thread free its last work while Python
+    finalizes, and that thread aborts the process (SIGABRT, "terminate
+    called without an active exception"; docs/upstream/
+    gloo_abort_at_exit.md). And the modules mmseg's registries import were
+    imported before the group started (one imported later may keep the
+    group alive)."""
+    cfg = _runner_cfg('ade20k-deeplabv3plus', datasets, tmp_path)
+    cfg.train_cfg.max_iters = cfg.train_cfg.val_interval = 2
+    cfg_path = tmp_path / 'cfg.py'
+    cfg.dump(str(cfg_path))
+    env = dict(os.environ, MASTER_ADDR='127.0.0.1',
+               MASTER_PORT=str(free_port()), RANK='0', LOCAL_RANK='0',
+               WORLD_SIZE='1', OMP_NUM_THREADS='1')
+    result = subprocess.run(
+        [sys.executable, '-c', GROUP_THREADS, 'train', str(cfg_path),
+         '--work-dir', str(tmp_path / 'dist'), '--launcher', 'pytorch'],
+        capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report['started'] > 0  # what the check below looks for
+    assert report == dict(late=[], started=report['started'], alive=0,
+                          group_alive=False, initialized=False), report
 
 
 def _trained(family, datasets, work_dir):

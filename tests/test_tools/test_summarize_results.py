@@ -93,7 +93,7 @@ def test_runs_against_mmseg_baselines_and_their_metafile(tmp_path):
     for name, run, (key, model) in zip(('deeplab', 'segformer'), runs,
                                        SHIPPED.items()):
         published = published_miou(key.split('/')[0], model)
-        assert rows[name]['mmseg CE mIoU'] == f'{published:.2f}'
+        assert rows[name]['CE mIoU'] == f'{published:.2f}'
         assert rows[name]['mIoU - CE'] == \
             f"{run['summary']['mIoU'] - published:.2f}"
         assert run['baseline']['model'] == model
@@ -102,7 +102,7 @@ def test_runs_against_mmseg_baselines_and_their_metafile(tmp_path):
         f"{runs[0]['summary']['mIoU_tail']:.2f}"
     assert rows['segformer']['mIoU_tail'] == '-'  # evaluated by IoUMetric
     assert rows['mine']['mIoU'] == '12.50'
-    assert rows['mine']['mmseg CE mIoU'] == '-'
+    assert rows['mine']['CE mIoU'] == '-'
     assert rows['mine']['mIoU - CE'] == '-'
     assert runs[2]['baseline']['mIoU'] is None
 
@@ -225,3 +225,59 @@ def test_a_batch_that_cannot_be_checked_is_said(tmp_path):
         'folder holds no dumped config' in result.stdout
     assert 'batch and iterations not checked' in \
         (tmp_path / 'r.md').read_text()
+
+
+CAMVID = 'deeplabv3plus_r18-cpu{}_1xb8-1000iter_camvid-half-128x128'
+
+
+def camvid_run(root, name: str, config: str, miou: float,
+               max_iters: int = 1000) -> str:
+    """A finished CamVid run as a training leaves it: the config dumped to
+    the work dir and to its log folder, the log, the validation's mIoU."""
+    work_dir = root / name
+    folder = work_dir / '20261206_010000'
+    os.makedirs(folder / 'vis_data')
+    settings = (f"train_dataloader = dict(batch_size=8, dataset=dict("
+                f"type='CamVidDataset'))\n"
+                f"train_cfg = dict(max_iters={max_iters})\n")
+    (work_dir / f'{config}.py').write_text(settings)
+    (folder / 'vis_data' / 'config.py').write_text(settings)
+    (folder / '20261206_010000.log').write_text(
+        '    GPU number: 1\n'
+        'mmengine - INFO - Checkpoints will be saved to /somewhere.\n')
+    (folder / 'vis_data' / 'scalars.json').write_text(
+        json.dumps({'mIoU': miou, 'IoU.Bicyclist': 1.5}) + '\n')
+    return str(work_dir)
+
+
+def test_a_camvid_run_is_compared_with_its_cross_entropy_run(tmp_path,
+                                                              capsys):
+    """mmseg publishes no CamVid model: the output says so, names the
+    shipped config whose run would be the baseline, and takes that run's
+    mIoU when it is given (flagging a schedule that differs)."""
+    from mmseg_arb.cli import main
+    arb = camvid_run(tmp_path, 'arb', CAMVID.format('_arb'), 30.0)
+    main(['summarize', arb, '--out', str(tmp_path / 'alone')])
+    out = capsys.readouterr().out
+    note = ('mmseg publishes no CamVid model, so no published baseline; '
+            f"give the work dir of a run of {CAMVID.format('')} (shipped) "
+            'too to compare with it')
+    assert f'arb: {note}' in out
+    assert table(out)['arb']['CE mIoU'] == '-'
+
+    ce = camvid_run(tmp_path, 'ce', CAMVID.format(''), 27.5, max_iters=500)
+    main(['summarize', arb, ce, '--out', str(tmp_path / 'both')])
+    out = capsys.readouterr().out
+    rows = table(out)
+    assert rows['arb']['CE mIoU'] == '27.50'
+    assert rows['arb']['mIoU - CE'] == '2.50'
+    assert rows['ce']['CE mIoU'] == '-'
+    assert 'ce: mmseg publishes no CamVid model, so no published baseline' \
+        in out
+    assert "arb: trained 1000 iterations, ce 500: its difference to ce is " \
+        "not the loss's alone" in out
+    with open(tmp_path / 'both.json') as f:
+        baseline = json.load(f)['runs'][0]['baseline']
+    assert baseline['run'] == 'ce' and baseline['work_dir'] == ce
+    assert f"run ce of {CAMVID.format('')} ({ce}); not comparable as is: " \
+        'trained 1000 iterations, ce 500' in out

@@ -2,6 +2,9 @@
 // kernels, run on the CPU against exact references. Built and run by
 // tests/test_ops/test_kernel_logic.py wherever nvcc exists (no GPU needed).
 // Prints one line per failure and exits non-zero if any.
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdint>
 #include <memory>
@@ -313,6 +316,124 @@ void test_counts() {
          "tau", log_count_shift(8.0, 0.0, 0.5), 0.5 * std::log(8.0));
 }
 
+// Address space for an array of more than 2^31 elements without its
+// memory: pages become usable (and take memory) only where `at` opens
+// them, so a test pays for the few pages it reads and writes. Every other
+// page faults, so an index that wraps at 32 bits crashes the test or reads
+// another value.
+class Sparse {
+ public:
+  explicit Sparse(size_t bytes) : bytes_(bytes) {
+    void* base = mmap(nullptr, bytes, PROT_NONE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base == MAP_FAILED) {
+      std::printf("FAIL no %zu bytes of address space for the 64-bit index "
+                  "tests\n", bytes);
+      std::exit(1);
+    }
+    base_ = static_cast<char*>(base);
+  }
+  ~Sparse() { munmap(base_, bytes_); }
+  // `count` Ts from byte `offset` on, readable and writable.
+  template <typename T>
+  T* at(size_t offset, size_t count) {
+    const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    const size_t start = offset / page * page;
+    const size_t end = (offset + count * sizeof(T) + page - 1) / page * page;
+    mprotect(base_ + start, end - start, PROT_READ | PROT_WRITE);
+    return reinterpret_cast<T*>(base_ + offset);
+  }
+  template <typename T>
+  T* base() const { return reinterpret_cast<T*>(base_); }
+
+ private:
+  char* base_;
+  size_t bytes_;
+};
+
+constexpr int64_t k2To31 = int64_t(1) << 31;
+
+// The loss of V pixels whose class rows lie 2^31 + 16 elements apart (the
+// spatial size of a 2^31-pixel image) equals that of the same logits
+// packed, forward and backward, exactly.
+template <typename F, int V>
+void test_strides_past_2_31(const char* type) {
+  const int C = 3;
+  const int64_t stride = k2To31 + 16;
+  const size_t bytes = C * stride * sizeof(F);
+  Sparse logits(bytes), grads(bytes);
+  Rows<F> packed(C, V, V), packed_grad(C, V, V);
+  const float shift[C] = {0.5f, -1.f, 2.f};
+  int target[V];
+  float g[V];
+  for (int c = 0; c < C; ++c) {
+    F* row = logits.at<F>(c * stride * sizeof(F), V);
+    grads.at<F>(c * stride * sizeof(F), V);
+    for (int v = 0; v < V; ++v) {
+      row[v] = packed.z[c * V + v] = from_float<F>(0.25f * (c + 1) * (v - 2));
+    }
+  }
+  for (int v = 0; v < V; ++v) {
+    target[v] = v % C;
+    g[v] = 0.5f + v;
+  }
+  SoftmaxStats stats[V], want_stats[V];
+  float shifted[V], want_shifted[V];
+  forward_pixels<V>(logits.base<F>(), stride, C, shift, target, stats,
+                    shifted);
+  forward_pixels<V>(packed.z, V, C, shift, target, want_stats, want_shifted);
+  backward_pixels<V>(logits.base<F>(), stride, C, shift, target, stats, g,
+                     grads.base<F>());
+  backward_pixels<V>(packed.z, V, C, shift, target, want_stats, g,
+                     packed_grad.z);
+  for (int v = 0; v < V; ++v) {
+    expect(stats[v].max == want_stats[v].max &&
+               stats[v].log_sum == want_stats[v].log_sum &&
+               shifted[v] == want_shifted[v],
+           type, pixel_loss(stats[v], shifted[v]),
+           pixel_loss(want_stats[v], want_shifted[v]), V, v);
+    for (int c = 0; c < C; ++c) {
+      const double got = to_float(grads.base<F>()[c * stride + v]);
+      const double want = to_float(packed_grad.z[c * V + v]);
+      expect(got == want, type, got, want, V, v, c);
+    }
+  }
+}
+
+// The labels a thread reads and checks past index 2^31: the vector loads,
+// the scalar tail and a pixel's target.
+template <typename T>
+void test_labels_past_2_31(const char* type) {
+  constexpr int kVec = 16 / sizeof(T);
+  const int64_t n = k2To31 + kVec + 1;  // one label in the scalar tail
+  const int64_t num_vec = n / kVec;
+  Sparse memory(n * sizeof(T));
+  T* first = memory.at<T>(0, kVec);
+  T* last = memory.at<T>((n - 1 - kVec) * sizeof(T), kVec + 1);
+  for (int k = 0; k < kVec; ++k) first[k] = static_cast<T>(k);
+  for (int k = 0; k <= kVec; ++k) last[k] = static_cast<T>(k % 100 + 1);
+  const T* labels = memory.base<T>();
+  // With num_vec threads: thread 0 reads the first vector and the tail
+  // label, thread num_vec - 1 the last vector, past 2^31.
+  std::vector<long long> seen;
+  auto collect = [&](T v) { seen.push_back(static_cast<long long>(v)); };
+  for_each_owned_label(labels, n, num_vec - 1, num_vec, collect);
+  std::vector<long long> want;
+  for (int k = 0; k < kVec; ++k) want.push_back(k % 100 + 1);
+  expect(seen == want, type, seen.empty() ? -1 : seen[0], want[0],
+         static_cast<int>(seen.size()), kVec);
+  seen.clear();
+  for_each_owned_label(labels, n, 0, num_vec, collect);
+  want.clear();
+  for (int k = 0; k < kVec; ++k) want.push_back(k);
+  want.push_back(kVec % 100 + 1);
+  expect(seen == want, type, seen.empty() ? -1 : seen.back(), want.back(),
+         static_cast<int>(seen.size()), kVec + 1);
+  int target = -1;
+  const bool valid = valid_target(labels, n - 1, 19, 255, &target);
+  expect(valid && target == kVec % 100 + 1, type, target, kVec % 100 + 1);
+}
+
 }  // namespace
 
 int main() {
@@ -329,5 +450,10 @@ int main() {
   test_extremes();
   test_terms();
   test_counts();
+  test_strides_past_2_31<float, 4>("fp32 rows 2^31 apart");
+  test_strides_past_2_31<float, 1>("fp32 rows 2^31 apart, scalar");
+  test_strides_past_2_31<__nv_bfloat16, 8>("bf16 rows 2^31 apart");
+  test_labels_past_2_31<uint8_t>("uint8 labels past 2^31");
+  test_labels_past_2_31<int64_t>("int64 labels past 2^31");
   return host_check::finish("kernel logic");
 }
