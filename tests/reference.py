@@ -47,17 +47,32 @@ def naive_arb_loss(logits, label, counts, ignore_index=255,
     return losses.sum() / weights.sum()
 
 
+def naive_class_weights(counts, batch_counts, weight_power=0.0,
+                        max_weight_ratio=float('inf')):
+    """``w_c = max(n_c, n_max / R^(1/p))^-p / mean`` in float64, the mean
+    taken over the labelled pixels of ``batch_counts``."""
+    n = torch.as_tensor(counts, dtype=torch.float64)
+    w_class = torch.ones(len(n), dtype=torch.float64)
+    if weight_power:
+        b = torch.as_tensor(np.asarray(batch_counts), dtype=torch.float64)
+        floor = n.max() / max_weight_ratio**(1.0 / weight_power)
+        w_class = torch.maximum(n, floor)**(-weight_power)
+        w_class = w_class / ((b * w_class).sum() / b.sum())
+    return w_class
+
+
 def naive_arb_family_loss(logits, label, counts, tau=1.0, weight_power=0.0,
                           max_weight_ratio=float('inf'), batch_counts=None,
-                          ignore_index=255, avg_non_ignore=False):
+                          ignore_index=255, avg_non_ignore=False,
+                          denominator=None):
     """Mean of the whole family in float64, differentiable in ``logits``:
 
         l_i = -log( e^{z_y} / sum_j (n_j / n_y)^tau e^{z_j} ) * w_y
 
-    with ``w_y = max(n_y, n_max / R^(1/p))^-p / mean``, the mean taken over
-    the labelled pixels of ``batch_counts`` (default: those of ``label``),
-    reduced as mmseg's class-weighted mean (sum of w l over the sum of w,
-    ignored pixels counting 1 unless ``avg_non_ignore``).
+    with ``w_y`` of :func:`naive_class_weights` (the mean over
+    ``batch_counts``, default: those of ``label``), reduced as mmseg's
+    class-weighted mean (sum of w l over the sum of w, ignored pixels
+    counting 1 unless ``avg_non_ignore``), or over ``denominator`` if given.
     """
     num_classes = logits.shape[1]
     z = logits.double().movedim(1, -1).reshape(-1, num_classes)
@@ -67,16 +82,13 @@ def naive_arb_family_loss(logits, label, counts, tau=1.0, weight_power=0.0,
     zk, yk = z[keep], y[keep]
     if batch_counts is None:
         batch_counts = np.bincount(yk.numpy(), minlength=num_classes)
-    b = torch.as_tensor(np.asarray(batch_counts), dtype=torch.float64)
-    w_class = torch.ones(num_classes, dtype=torch.float64)
-    if weight_power:
-        floor = n.max() / max_weight_ratio**(1.0 / weight_power)
-        w_class = torch.maximum(n, floor)**(-weight_power)
-        w_class = w_class / ((b * w_class).sum() / b.sum())
+    w_class = naive_class_weights(n, batch_counts, weight_power,
+                                  max_weight_ratio)
     ratio = (n[None, :] / n[yk][:, None])**tau  # (pixels, C)
     zk = zk - zk.max(1, keepdim=True).values.detach()
     denom = (ratio * zk.exp()).sum(1)
     w = w_class[yk]
     pixel_loss = (-zk.gather(1, yk[:, None])[:, 0] + denom.log()) * w
-    denominator = w.sum() + (0 if avg_non_ignore else (~keep).sum())
+    if denominator is None:
+        denominator = w.sum() + (0 if avg_non_ignore else (~keep).sum())
     return pixel_loss.sum() / denominator

@@ -3,12 +3,13 @@
 ARB-Loss needs a count ``n_j`` per class: its logits are shifted by
 ``tau * log n`` and, with ``weight_power = p > 0``, its pixels weighted by
 ``n^-p``, both from the same counts. How they are estimated is a choice of
-the user (``mode``); everything else is the same for every mode:
+the user (``count_mode``); everything else is the same for every mode:
 
 * the step's labels are counted on their device, once per step however
   many losses and samplers ask (:func:`step_histogram`), and the counts of
   all ranks are summed with one ``all_reduce``, so every rank applies the
-  same weights;
+  same weights and, with count-driven weights, divides by its share of the
+  mean's denominator over the pixels of all ranks;
 * only a training step (module in train mode, gradients enabled) changes
   the state, exactly once; any other call (a sampler ranking pixels under
   ``no_grad``, evaluation) reads it and leaves it alone;
@@ -22,17 +23,17 @@ the user (``mode``); everything else is the same for every mode:
 import logging
 import os
 import os.path as osp
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from ..ops.count_state import (COUNT_MODES, MAX_WEIGHT_RATIO,
-                               WEIGHT_RATIO_LIMIT, prepare_counts)
 from ..utils.class_counts import CountsSource, load_class_counts
 from ..utils.fixed_dtype import FixedDtypeBuffers
 from .label_guard import LabelRangeGuard
-from .step_histogram import step_histogram
+from .prepare import (COUNT_MODES, MAX_WEIGHT_RATIO, WEIGHT_RATIO_LIMIT,
+                      prepare_counts, unpack_prepared)
+from .step_histogram import step_histogram, summed_ranks
 
 
 def _log(message: str, level: int = logging.WARNING) -> None:
@@ -44,7 +45,7 @@ class ClassCountEstimator(FixedDtypeBuffers):
     """Estimates per-class pixel counts ``n`` and gives ARB-Loss its shift
     and class weights.
 
-    Modes:
+    Count modes:
 
     * ``'batch'``: the counts of the current batch (of all ranks together
       when distributed). The paper's plain ARB-Loss.
@@ -70,17 +71,17 @@ class ClassCountEstimator(FixedDtypeBuffers):
     the same pass as the classes and reported by :class:`LabelRangeGuard`.
 
     Args:
-        mode (str): One of ``'batch'``, ``'cumulative'``, ``'ema'``,
+        count_mode (str): One of ``'batch'``, ``'cumulative'``, ``'ema'``,
             ``'prior'``. Default: ``'batch'``.
         num_classes (int, optional): Number of classes. Sizes the buffers at
             construction; otherwise the first batch (or a loaded checkpoint)
             sizes them. Default: None.
         momentum (float): Weight of the new batch in ``'ema'`` mode, in
             ``(0, 1]`` (the convention of ``nn.BatchNorm``). Default: 0.01.
-        prior (list | str, optional): Counts for ``'prior'`` mode, or the
-            path of a class-statistics JSON file. A relative path that does
-            not exist from the working directory is looked up under the
-            training set's ``data_root`` by ``ClassCountHook``.
+        class_counts (list | str, optional): Counts for ``'prior'`` mode,
+            or the path of a class-statistics JSON file. A relative path
+            that does not exist from the working directory is looked up
+            under the training set's ``data_root`` by ``ClassCountHook``.
             Default: None.
         smoothing (float): Pseudo-count added to every class before use.
             Default: 0.
@@ -88,7 +89,8 @@ class ClassCountEstimator(FixedDtypeBuffers):
             ``0`` is cross-entropy, ``1`` the paper. Default: 1.
         weight_power (float): Exponent ``p`` of the class weights
             ``n^-p``, normalised to a mean of 1 over the step's labelled
-            pixels (see :func:`~mmseg_arb.ops.count_class_weight`). ``0``:
+            pixels (see :func:`~mmseg_arb.counting.count_class_weight`).
+            ``0``:
             no weights. Default: 0.
         max_weight_ratio (float): Bound of ``w_max / w_min``, in ``[1,
             1e30]``: ``(n / n_max)^-p`` is capped at it. Default: 1000.
@@ -108,10 +110,10 @@ class ClassCountEstimator(FixedDtypeBuffers):
     fixed_dtypes = {'counts': torch.float64}
 
     def __init__(self,
-                 mode: str = 'batch',
+                 count_mode: str = 'batch',
                  num_classes: Optional[int] = None,
                  momentum: float = 0.01,
-                 prior: Optional[CountsSource] = None,
+                 class_counts: Optional[CountsSource] = None,
                  smoothing: float = 0.0,
                  tau: float = 1.0,
                  weight_power: float = 0.0,
@@ -120,9 +122,9 @@ class ClassCountEstimator(FixedDtypeBuffers):
                  share_step_counts: bool = True,
                  label_check: str = 'deferred') -> None:
         super().__init__()
-        if mode not in COUNT_MODES:
+        if count_mode not in COUNT_MODES:
             raise ValueError(f'count_mode must be one of {COUNT_MODES}, '
-                             f'got {mode!r}')
+                             f'got {count_mode!r}')
         if not 0.0 < momentum <= 1.0:
             raise ValueError(f'momentum must be in (0, 1], got {momentum}')
         if not smoothing >= 0.0:
@@ -136,10 +138,11 @@ class ClassCountEstimator(FixedDtypeBuffers):
             raise ValueError(f'max_weight_ratio must be in [1, '
                              f'{WEIGHT_RATIO_LIMIT:g}] (weights stay finite '
                              f'in float32), got {max_weight_ratio}')
-        if (prior is None) != (mode != 'prior'):
-            raise ValueError("class_counts must be given exactly when "
-                             f"count_mode='prior' (count_mode={mode!r})")
-        self.mode = mode
+        if (class_counts is None) != (count_mode != 'prior'):
+            raise ValueError(
+                "class_counts must be given exactly when count_mode='prior' "
+                f'(count_mode={count_mode!r})')
+        self.count_mode = count_mode
         self.momentum = momentum
         self.smoothing = smoothing
         self.tau = tau
@@ -155,12 +158,13 @@ class ClassCountEstimator(FixedDtypeBuffers):
         self._declared_classes = num_classes
         self.register_buffer(
             'counts', torch.zeros(num_classes or 0, dtype=torch.float64))
-        if prior is not None:
-            if isinstance(prior, (str, os.PathLike)) and \
-                    not osp.isabs(prior) and not osp.exists(prior):
-                self.prior_file = os.fspath(prior)
+        if class_counts is not None:
+            if isinstance(class_counts, (str, os.PathLike)) and \
+                    not osp.isabs(class_counts) and \
+                    not osp.exists(class_counts):
+                self.prior_file = os.fspath(class_counts)
             else:
-                self._set_prior(load_class_counts(prior), prior)
+                self._set_prior(load_class_counts(class_counts), class_counts)
 
     @property
     def num_classes(self) -> Optional[int]:
@@ -168,8 +172,9 @@ class ClassCountEstimator(FixedDtypeBuffers):
         return self.counts.numel() or None
 
     def extra_repr(self) -> str:
-        return (f'mode={self.mode!r}, num_classes={self.num_classes}, '
-                f'momentum={self.momentum}, smoothing={self.smoothing}, '
+        return (f'count_mode={self.count_mode!r}, '
+                f'num_classes={self.num_classes}, momentum={self.momentum}, '
+                f'smoothing={self.smoothing}, '
                 f'tau={self.tau}, weight_power={self.weight_power}, '
                 f'max_weight_ratio={self.max_weight_ratio}')
 
@@ -184,21 +189,40 @@ class ClassCountEstimator(FixedDtypeBuffers):
         self._set_prior(load_class_counts(path), path)
         self.prior_file = None
 
-    def forward(self, label: Tensor, num_classes: int,
-                ignore_index: int = 255) -> Tensor:
+    def forward(
+        self,
+        label: Tensor,
+        num_classes: int,
+        ignore_index: int = 255,
+        class_weight: Optional[Tensor] = None,
+        avg_non_ignore: bool = False
+    ) -> Tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
         """Count ``label``, update the state in a training step, and return
-        the shift and the class weights of the loss, stacked.
+        the shift, the class weights and the mean denominator of the loss.
 
         Args:
             label (Tensor): Integer labels of any shape.
             num_classes (int): ``C``, the number of logits channels.
             ignore_index (int): Label value that is not counted.
+            class_weight (Tensor, optional): The loss's static float32
+                ``(C,)`` class weights, which the count-driven ones
+                multiply.
+            avg_non_ignore (bool): The loss's option of that name (for the
+                denominator).
 
         Returns:
-            Tensor: float32 ``(2, C)`` on the label's device: the shift
-            ``tau * log(n + smoothing)`` (a large negative number where
-            that count is 0; 0 everywhere at ``tau = 0``), then the class
-            weights (all 1 at ``weight_power = 0``).
+            tuple[Tensor, Tensor | None, Tensor | None]: On the label's
+            device, the float32 ``(C,)`` shift ``tau * log(n +
+            smoothing)`` (a large negative number where that count is 0; 0
+            everywhere at ``tau = 0``), and the loss's class weights and
+            mean denominator. With ``weight_power > 0``: the count-driven
+            weights times ``class_weight``, and this rank's share of
+            mmseg's mean denominator over the pixels of all ranks (see
+            :func:`~mmseg_arb.counting.prepare_counts`), so that the
+            gradients DDP averages are those of one process on every
+            rank's batch. Otherwise ``class_weight`` itself and None: the
+            loss divides by this rank's own denominator, as mmseg's
+            ``CrossEntropyLoss`` does.
         """
         if self.prior_file is not None:
             raise FileNotFoundError(self._missing_prior(None))
@@ -207,18 +231,21 @@ class ClassCountEstimator(FixedDtypeBuffers):
         step = self.training and torch.is_grad_enabled()
         hist = step_histogram(label, num_classes, ignore_index,
                               self.dist_sync, self.share_step_counts)
-        prepared = prepare_counts(hist, self.counts,
-                                  self.label_guard.bad_labels, self.mode,
-                                  self.momentum, self.smoothing, self.tau,
-                                  self.weight_power, self.max_weight_ratio,
-                                  update=step)
+        prepared = prepare_counts(
+            hist, self.counts, self.count_mode, self.momentum,
+            self.smoothing, self.tau, self.weight_power,
+            self.max_weight_ratio, update=step, class_weight=class_weight,
+            avg_non_ignore=avg_non_ignore,
+            ranks=summed_ranks(self.dist_sync))
         # A training step is checked by the guard (at once, or deferred);
         # an evaluation call at once; a sampler's ranking call (train mode,
         # no grad) not at all: the step's own call checks the same labels.
-        self.label_guard.observe(hist[num_classes:], num_classes,
-                                 ignore_index, label, step,
-                                 at_once=not self.training)
-        return prepared
+        self.label_guard.observe(hist, num_classes, ignore_index, label,
+                                 step, at_once=not self.training)
+        shift, weight, denominator = unpack_prepared(prepared)
+        if not self.weight_power:
+            return shift, class_weight, None
+        return shift, weight, denominator
 
     def _check_device(self, device: torch.device) -> None:
         if self.counts.device == device:
@@ -263,7 +290,7 @@ class ClassCountEstimator(FixedDtypeBuffers):
 
     def _check_size(self, num_classes: int, device: torch.device) -> None:
         size = self.counts.numel()
-        if size == num_classes or (size == 0 and self.mode != 'prior'):
+        if size == num_classes or (size == 0 and self.count_mode != 'prior'):
             if size == 0:
                 self.counts = torch.zeros(
                     num_classes, dtype=torch.float64, device=device)
@@ -275,15 +302,15 @@ class ClassCountEstimator(FixedDtypeBuffers):
             # mmengine re-initialises that classifier too.
             _log(f'mmseg_arb: the class counts loaded from the checkpoint '
                  f'have {size} classes but the logits have {num_classes}; '
-                 f'counting starts afresh (count_mode={self.mode!r}).')
+                 f'counting starts afresh (count_mode={self.count_mode!r}).')
             self.counts = torch.zeros(
                 num_classes, dtype=torch.float64, device=device)
             self._sized_by_checkpoint = False
             return
         raise ValueError(
             f'the logits have {num_classes} classes but the class counts '
-            f'have {size} (count_mode={self.mode!r}); check class_counts / '
-            f'num_classes against the decode head')
+            f'have {size} (count_mode={self.count_mode!r}); check '
+            f'class_counts / num_classes against the decode head')
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str,
                               *args: Any, **kwargs: Any) -> None:
@@ -291,7 +318,7 @@ class ClassCountEstimator(FixedDtypeBuffers):
         # Written by mmseg-arb 0.1 and read by nothing: dropped.
         state_dict.pop(prefix + 'num_updates', None)
         saved = state_dict.get(key)
-        if saved is not None and self.mode == 'prior':
+        if saved is not None and self.count_mode == 'prior':
             # The prior is configuration: the config's wins over whatever
             # the checkpoint carries (e.g. a batch-mode run's last batch).
             # (Still empty if its file is resolved later, by the hook.)

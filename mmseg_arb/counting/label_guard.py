@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ..ops.class_count import label_masks
+from ..ops.histogram_layout import bad_label_entries
 
 LABEL_CHECK_POLICIES = ('deferred', 'sync')
 # Training steps between the guard's own reads when no hook reads it
@@ -115,32 +116,35 @@ class LabelRangeGuard(nn.Module):
                 text += f', in {", ".join(names)}{more}'
         return text
 
-    def observe(self, hist_tail: Tensor, num_classes: int,
-                ignore_index: int, label: Tensor, step: bool,
-                at_once: bool = False) -> None:
-        """Check a call's bad labels at once where that is free or asked
-        for; otherwise leave a training step's to the deferred reads.
-
-        The bad-label totals themselves are accumulated, for training
-        steps, by :func:`~mmseg_arb.ops.count_state.prepare_counts`, in the
-        same launch as the count state.
+    def observe(self, hist: Tensor, num_classes: int, ignore_index: int,
+                label: Tensor, step: bool, at_once: bool = False) -> None:
+        """Take a call's bad labels from its histogram: add a training
+        step's to the totals, and check them at once where that is free or
+        asked for; otherwise leave them to the deferred reads.
 
         Args:
-            hist_tail (Tensor): The last three entries of the histogram
-                (bad pixels, largest above the range, minus smallest below).
+            hist (Tensor): The call's histogram (summed across ranks or
+                not), see :mod:`~mmseg_arb.ops.histogram_layout`.
             num_classes (int): ``C`` of the valid range, for the message.
             ignore_index (int): The ignored label, for the message.
             label (Tensor): The labels, to name offending values when the
                 check is immediate.
-            step (bool): Whether this call is a training step (the interval
-                of the guard's own reads counts those).
+            step (bool): Whether this call is a training step: only those
+                add to the totals (a sampler's call in the same step sees
+                the same labels and adds nothing), and the interval of the
+                guard's own reads counts them.
             at_once (bool): Check now whatever the device (an evaluation
                 call, outside the training loop's hot path).
         """
         self._context = (num_classes, ignore_index)
-        if at_once or self.policy == 'sync' or \
-                reads_are_free(hist_tail.device):
-            num_bad = int(hist_tail[0])
+        entries = bad_label_entries(hist)
+        if step:
+            # On the device: the bad pixels add up, the extremes are
+            # maxima.
+            self.bad_labels[:1].add_(entries[:1])
+            self.bad_labels[1:].clamp_(min=entries[1:])
+        if at_once or self.policy == 'sync' or reads_are_free(hist.device):
+            num_bad = int(entries[0])
             if num_bad:
                 where = self._where_in_step(label) if step else ''
                 _raise(_message(

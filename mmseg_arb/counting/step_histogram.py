@@ -25,7 +25,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from ..ops.class_count import SUMMED_EXTRA, class_histogram
+from ..ops.class_count import class_histogram
+from ..ops.histogram_layout import summed_entries
 
 
 class _Step:
@@ -48,21 +49,29 @@ def end_step() -> None:
     _STEP.histograms.clear()
 
 
+def summed_ranks(dist_sync: bool = True) -> int:
+    """The ranks whose labels :func:`count_labels` sums: all of them when
+    ``dist_sync`` and running distributed, else 1."""
+    if dist_sync and dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
 def all_reduce_sum_(tensor: Tensor) -> Tensor:
     """Sum ``tensor`` over all ranks in place when running distributed."""
-    if dist.is_available() and dist.is_initialized() and \
-            dist.get_world_size() > 1:
+    if summed_ranks() > 1:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
 
 
 def count_labels(label: Tensor, num_classes: int, ignore_index: int,
                  dist_sync: bool) -> Tensor:
-    """:func:`class_histogram` of ``label`` with its class counts and bad
-    pixels summed over ranks when ``dist_sync``: one collective."""
+    """:func:`class_histogram` of ``label`` with its totals (pixels, class
+    counts and bad pixels) summed over :func:`summed_ranks` ranks: one
+    collective."""
     hist = class_histogram(label, num_classes, ignore_index)
     if dist_sync:
-        all_reduce_sum_(hist[:num_classes + SUMMED_EXTRA])
+        all_reduce_sum_(summed_entries(hist))
     return hist
 
 

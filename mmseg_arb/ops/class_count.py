@@ -3,17 +3,8 @@
 ``class_histogram`` runs the CUDA kernel (``csrc/arb_kernels.cu``) for CUDA
 tensors when it can be loaded (see :mod:`mmseg_arb.ops.cuda_ext`) and the
 pure-PyTorch implementation otherwise. Both return the same histogram in one
-device tensor, without synchronising the host:
-
-* ``[0, C)``: the pixels of each class (``ignore_index`` not counted);
-* ``C``: the *bad* pixels, whose label is neither a class nor
-  ``ignore_index``;
-* ``C + 1``: the largest bad label above the range (0 if none);
-* ``C + 2``: minus the smallest bad label below zero (0 if none; at most
-  ``INT64_MAX``, so a label of ``INT64_MIN`` reads as ``-INT64_MAX``).
-
-The first ``C + 1`` entries are what ranks sum (:data:`SUMMED`); the last
-two let an error name the offending values without reading the labels.
+device tensor, without synchronising the host, laid out as
+:mod:`~mmseg_arb.ops.histogram_layout` defines.
 """
 from typing import Tuple
 
@@ -21,10 +12,9 @@ import torch
 from torch import Tensor
 
 from . import cuda_ext
-from .library import EXTRA_ENTRIES
+from .histogram_layout import (CLASSES_FROM, bad_label_entries,
+                               histogram_size, pixel_total)
 
-# Entries after the C class counts that ranks sum (the bad-pixel total).
-SUMMED_EXTRA = 1
 KERNEL_LABEL_DTYPES = (torch.int64, torch.int32, torch.uint8)
 
 
@@ -77,20 +67,24 @@ def class_histogram_pytorch(label: Tensor, num_classes: int,
     flat = label.reshape(-1)
     valid, invalid = label_masks(flat, num_classes, ignore_index)
     wide = flat.long()
-    # Bad pixels count in bin C, ignored ones in a spare bin after the two
-    # extremes, dropped: no boolean indexing (a host sync on GPU).
-    spare = num_classes + EXTRA_ENTRIES
-    bins = torch.where(valid, wide,
-                       torch.where(invalid, num_classes, spare))
+    size = histogram_size(num_classes)
+    # Class c counts in bin CLASSES_FROM + c, bad pixels in the bin after
+    # the classes, ignored ones in a spare bin after the extremes, dropped:
+    # no boolean indexing (a host sync on GPU).
+    bins = torch.where(
+        valid, wide + CLASSES_FROM,
+        torch.where(invalid, num_classes + CLASSES_FROM, size))
     if flat.device.type == 'cpu':
-        hist = torch.bincount(bins, minlength=spare + 1)[:spare]
-        # Reading a CPU value stalls nothing: find the extremes only when
-        # there are bad labels (two more passes over the labels otherwise).
-        if not hist[num_classes]:
-            return hist
+        hist = torch.bincount(bins, minlength=size + 1)[:size]
     else:
-        hist = torch.zeros(spare + 1, dtype=torch.int64, device=flat.device)
-        hist.scatter_add_(0, bins, torch.ones_like(bins))
+        hist = torch.zeros(size + 1, dtype=torch.int64, device=flat.device)
+        hist = hist.scatter_add_(0, bins, torch.ones_like(bins))[:size]
+    pixel_total(hist).fill_(flat.numel())
+    bad = bad_label_entries(hist)
+    # Reading a CPU value stalls nothing: find the extremes only when there
+    # are bad labels (two more passes over the labels otherwise).
+    if flat.device.type == 'cpu' and not bad[0]:
+        return hist
     # amax of an empty tensor is an error: a zero in front keeps it defined
     # and is the "none" value of both extremes.
     zero = wide.new_zeros(1)
@@ -98,7 +92,8 @@ def class_histogram_pytorch(label: Tensor, num_classes: int,
     # -INT64_MIN does not exist: that label reads as -INT64_MAX.
     negated = -wide.clamp_min(-torch.iinfo(torch.int64).max)
     below = torch.cat([zero, torch.where(invalid, negated, 0)]).amax()
-    return torch.cat([hist[:num_classes + 1], above[None], below[None]])
+    bad[1:].copy_(torch.stack([above, below]))
+    return hist
 
 
 def class_histogram(label: Tensor, num_classes: int,
@@ -112,9 +107,9 @@ def class_histogram(label: Tensor, num_classes: int,
         ignore_index (int): Label value that is not counted. Default: 255.
 
     Returns:
-        Tensor: int64 ``(C + 3,)`` on the label's device, laid out as the
-        module docstring says. Not read back to the host here; the caller
-        decides when.
+        Tensor: int64 ``(C + 4,)`` on the label's device, laid out as
+        :mod:`~mmseg_arb.ops.histogram_layout` says. Not read back to the
+        host here; the caller decides when.
 
     Raises:
         TypeError: If ``label`` is not an integer tensor.

@@ -13,23 +13,23 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from .histogram_layout import histogram_size
+
 NAMESPACE = 'mmseg_arb'
-# class_histogram's entries after the C class counts: the bad pixels, the
-# largest bad label above the range, minus the smallest one below zero.
-EXTRA_ENTRIES = 3
 SCHEMAS = {
     'class_histogram':
     'class_histogram(Tensor label, int num_classes, int ignore_index) '
     '-> Tensor',
     'prepare_counts':
-    'prepare_counts(Tensor hist, Tensor(a!) counts, Tensor(b!) bad_labels, '
+    'prepare_counts(Tensor hist, Tensor(a!) counts, Tensor? class_weight, '
     'str count_mode, float momentum, float smoothing, float tau, '
-    'float weight_power, float max_weight_ratio, bool update) -> Tensor',
+    'float weight_power, float max_weight_ratio, bool update, '
+    'bool avg_non_ignore, int ranks) -> Tensor',
     'arb_loss_forward':
     'arb_loss_forward(Tensor logits, Tensor label, Tensor shift, '
     'Tensor? class_weight, Tensor? weight, int ignore_index, '
-    'str reduction, float loss_weight, bool avg_non_ignore) '
-    '-> (Tensor, Tensor, Tensor)',
+    'str reduction, float loss_weight, bool avg_non_ignore, '
+    'Tensor? denominator=None) -> (Tensor, Tensor, Tensor)',
     'arb_loss_backward':
     'arb_loss_backward(Tensor grad_loss, Tensor logits, Tensor label, '
     'Tensor shift, Tensor? class_weight, Tensor? weight, '
@@ -68,25 +68,27 @@ def has_cuda_kernels() -> bool:
 @_register_fake('class_histogram')
 def _class_histogram(label: Tensor, num_classes: int,
                      ignore_index: int) -> Tensor:
-    # Counts of classes 0..C-1, then the bad pixels and their extremes.
-    return label.new_empty(num_classes + EXTRA_ENTRIES, dtype=torch.int64)
+    return label.new_empty(histogram_size(num_classes), dtype=torch.int64)
 
 
 @_register_fake('prepare_counts')
-def _prepare_counts(hist: Tensor, counts: Tensor, bad_labels: Tensor,
-                    count_mode: str, momentum: float, smoothing: float,
-                    tau: float, weight_power: float, max_weight_ratio: float,
-                    update: bool) -> Tensor:
-    # float32 (2, C): the shift, then the class weights; counts and
-    # bad_labels in place.
-    return counts.new_empty((2, ) + tuple(counts.shape), dtype=torch.float32)
+def _prepare_counts(hist: Tensor, counts: Tensor,
+                    class_weight: Optional[Tensor], count_mode: str,
+                    momentum: float, smoothing: float, tau: float,
+                    weight_power: float, max_weight_ratio: float,
+                    update: bool, avg_non_ignore: bool, ranks: int) -> Tensor:
+    # float32 (2C + 1,): the shift, the class weights, the mean's
+    # denominator; counts in place.
+    return counts.new_empty(2 * counts.numel() + 1, dtype=torch.float32)
 
 
 @_register_fake('arb_loss_forward')
 def _arb_loss_forward(logits: Tensor, label: Tensor, shift: Tensor,
                       class_weight: Optional[Tensor], weight: Optional[Tensor],
                       ignore_index: int, reduction: str, loss_weight: float,
-                      avg_non_ignore: bool) -> Tuple[Tensor, Tensor, Tensor]:
+                      avg_non_ignore: bool,
+                      denominator: Optional[Tensor] = None
+                      ) -> Tuple[Tensor, Tensor, Tensor]:
     # The loss (per pixel for 'none', else a scalar), each pixel's softmax
     # statistics (its largest shifted logit, then the log of its softmax
     # sum) and the backward's scale, float32 whatever the logits.

@@ -15,6 +15,18 @@ from torch.autograd.function import once_differentiable
 
 from .class_count import label_masks
 
+CLASS_WEIGHT_GRAD = (
+    'class_weight requires grad, but ARB-Loss gives class weights no '
+    'gradient (they are configuration, or come from the class counts): '
+    'pass class_weight.detach(); to learn weights per class, multiply the '
+    "per-pixel loss of reduction='none' by them yourself")
+
+
+def asks_for_grad(tensor: Optional[Tensor]) -> bool:
+    """Whether ``tensor`` would get a gradient from what is computed now."""
+    return tensor is not None and tensor.requires_grad and \
+        torch.is_grad_enabled()
+
 
 class _ShiftedCrossEntropy(torch.autograd.Function):
 
@@ -60,12 +72,15 @@ def shifted_cross_entropy(logits: Tensor, label: Tensor, shift: Tensor,
             ``ignore_index`` or outside ``[0, C)`` get loss and gradient 0
             (callers check the range; :class:`ARBLoss` does).
         shift (Tensor): (C,) log-counts.
-        class_weight (Tensor, optional): (C,) per-class weight.
+        class_weight (Tensor, optional): (C,) per-class weight. It gets no
+            gradient: one that requires grad is an error.
         ignore_index (int): Ignored label.
 
     Returns:
         Tensor: Per-pixel loss of the label's shape, in the promoted dtype
         of logits and shift (at least fp32).
     """
+    if asks_for_grad(class_weight):
+        raise ValueError(CLASS_WEIGHT_GRAD)
     return _ShiftedCrossEntropy.apply(logits, label, shift, class_weight,
                                       ignore_index)

@@ -85,7 +85,8 @@ def test_files_written_by_earlier_versions_load(tmp_path):
 def test_missing_prior_points_to_the_installed_command(tmp_path,
                                                        monkeypatch):
     monkeypatch.chdir(tmp_path)
-    estimator = ClassCountEstimator('prior', prior='class_stats_train.json')
+    estimator = ClassCountEstimator('prior',
+                                    class_counts='class_stats_train.json')
     with pytest.raises(FileNotFoundError) as error:
         estimator.resolve_prior(str(tmp_path / 'data'))
     assert 'mmseg-arb class-stats CONFIG' in str(error.value)

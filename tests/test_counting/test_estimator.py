@@ -5,12 +5,13 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from helpers import free_port
-from reference import naive_arb_family_loss, naive_counts
+from reference import (naive_arb_family_loss, naive_class_weights,
+                       naive_counts)
 
-from mmseg_arb.counting import ClassCountEstimator, LabelRangeError
-from mmseg_arb.counting import label_guard
+from mmseg_arb.counting import (ClassCountEstimator, LabelRangeError,
+                                label_guard, log_count_shift)
 from mmseg_arb.models.losses import ARBLoss
-from mmseg_arb.ops import class_histogram, log_count_shift
+from mmseg_arb.ops import class_histogram
 
 C = 6
 
@@ -31,28 +32,30 @@ def test_histogram_matches_naive_and_reports_bad_labels():
     label[0, 0, :3] = torch.tensor([C, 17, -4])
     hist = class_histogram(label, C, 255)
     assert hist.dtype == torch.int64
-    assert hist[:C].tolist() == naive_counts(label, C).tolist()
+    # The pixels, labelled or not, then those of each class.
+    assert hist[0] == label.numel()
+    assert hist[1:C + 1].tolist() == naive_counts(label, C).tolist()
     # How many bad labels, the largest above the range, minus the smallest.
-    assert hist[C:].tolist() == [3, 17, 4]
-    assert class_histogram(label[1:], C, 255)[C:].tolist() == [0, 0, 0]
-    assert class_histogram(label[:0], C, 255).tolist() == [0] * (C + 3)
+    assert hist[C + 1:].tolist() == [3, 17, 4]
+    assert class_histogram(label[1:], C, 255)[C + 1:].tolist() == [0, 0, 0]
+    assert class_histogram(label[:0], C, 255).tolist() == [0] * (C + 4)
 
 
 def test_histogram_ignore_index_inside_range_masks_that_class():
     label = torch.tensor([0, 1, 1, 2, 2, 2])
     hist = class_histogram(label, 3, ignore_index=2)
-    assert hist.tolist() == [1, 2, 0, 0, 0, 0]
+    assert hist.tolist() == [6, 1, 2, 0, 0, 0, 0]
 
 
 @pytest.mark.parametrize('mode', ['cumulative', 'ema', 'batch'])
 def test_state_dict_round_trip_restores_counts_and_continues(mode):
-    a = ClassCountEstimator(mode=mode, momentum=0.2)
+    a = ClassCountEstimator(count_mode=mode, momentum=0.2)
     for seed in range(3):
         a(labels(seed), C)
     state = a.state_dict()
     assert set(state) == {'counts'}
     # A fresh, lazily sized estimator (as at resume, before any batch).
-    b = ClassCountEstimator(mode=mode, momentum=0.2)
+    b = ClassCountEstimator(count_mode=mode, momentum=0.2)
     assert b.num_classes is None
     b.load_state_dict(state)
     assert b.num_classes == C
@@ -71,7 +74,7 @@ def test_checkpoint_of_the_loss_carries_the_estimator(tmp_path):
 
 
 def test_eval_mode_does_not_update_running_state():
-    est = ClassCountEstimator(mode='cumulative')
+    est = ClassCountEstimator(count_mode='cumulative')
     est.eval()
     # Nothing accumulated yet: the batch is the estimate.
     out = est(labels(2), C)[0]
@@ -86,9 +89,16 @@ def test_eval_mode_does_not_update_running_state():
 
 def test_no_python_loop_over_classes_scales_to_many_classes():
     label = torch.randint(1024, (4, 64, 64))
-    counts = class_histogram(label, 1024, 255)[:1024]
+    counts = class_histogram(label, 1024, 255)[1:1025]
     assert int(counts.sum()) == label.numel() - int((label == 255).sum())
 
+
+def weighted_pixels(label, weights):
+    """mmseg's mean denominator of ``label``: its labelled pixels' class
+    weights plus its ignored pixels."""
+    y = label.reshape(-1)
+    keep = y != 255
+    return weights[y[keep]].sum() + (~keep).sum()
 
 
 def _dist_worker(rank, world_size, port, mode, weight_power, out_dir):
@@ -125,7 +135,10 @@ def _dist_worker(rank, world_size, port, mode, weight_power, out_dir):
                                                ('cumulative', 0.5)])
 def test_two_ranks_use_the_summed_counts(tmp_path, mode, weight_power):
     # Shift and class weights alike come from the counts of all ranks, and
-    # the weights' mean is taken over every rank's labelled pixels.
+    # the weights' mean is taken over every rank's labelled pixels; with
+    # count weights, each rank's mean divides by its share of the
+    # denominator of all ranks (tests/test_models/test_losses/test_ranks.py
+    # checks the gradients this gives against one process).
     world_size = 2
     mp.spawn(_dist_worker, args=(world_size, free_port(), mode,
                                  weight_power, str(tmp_path)),
@@ -137,6 +150,11 @@ def test_two_ranks_use_the_summed_counts(tmp_path, mode, weight_power):
             torch.as_tensor(naive_counts(out[r][0][step][1], C))
             for r in range(world_size))
         total = batch if mode == 'batch' else total + batch
+        weights = naive_class_weights(total, batch, weight_power, 1000.0)
+        share = None  # without count weights: each rank's own
+        if weight_power:
+            share = sum(weighted_pixels(out[r][0][step][1], weights)
+                        for r in range(world_size)) / world_size
         for r in range(world_size):
             logits, label, loss, counts = out[r][0][step]
             torch.testing.assert_close(counts, total)
@@ -145,7 +163,8 @@ def test_two_ranks_use_the_summed_counts(tmp_path, mode, weight_power):
                 naive_arb_family_loss(logits, label, total,
                                       weight_power=weight_power,
                                       max_weight_ratio=1000.0,
-                                      batch_counts=batch))
+                                      batch_counts=batch,
+                                      denominator=share))
     # A bad label on one rank stops every rank (no rank left hanging).
     assert out[0][1] and out[1][1]
 
@@ -171,7 +190,7 @@ def test_old_checkpoints_load_strictly():
     # mmseg-arb before 0.2 also saved a step counter nothing read.
     state = {'counts': torch.arange(C, dtype=torch.float64),
              'num_updates': torch.tensor(5)}
-    est = ClassCountEstimator(mode='cumulative')
+    est = ClassCountEstimator(count_mode='cumulative')
     est.load_state_dict(state)  # strict: no unexpected key
     assert est.counts.tolist() == list(range(C))
 
@@ -181,7 +200,7 @@ def test_fine_tune_into_a_head_with_other_classes_counts_afresh():
     # the mismatched classifier re-initialised, and the lazily sized counts
     # must not keep the checkpoint's 150 classes either.
     state = {'counts': torch.ones(150, dtype=torch.float64)}
-    est = ClassCountEstimator(mode='cumulative')
+    est = ClassCountEstimator(count_mode='cumulative')
     est.load_state_dict(state)
     est(labels(0), C)
     assert est.counts.tolist() == naive_counts(labels(0), C).tolist()

@@ -28,7 +28,7 @@ from emulator_build import build_emulator
 import mmseg_arb.ops
 from mmseg_arb.models.losses.arb_loss import _shifted_loss
 from mmseg_arb.ops.class_count import class_histogram_pytorch
-from mmseg_arb.ops.count_state import COUNT_MODES, prepare_counts
+from mmseg_arb.counting.prepare import COUNT_MODES, prepare_counts
 
 CSRC = osp.join(osp.dirname(mmseg_arb.ops.__file__), 'csrc')
 SMS = 2             # a small device: grids stay small, loops stride
@@ -97,7 +97,7 @@ def test_count_kernel(emu, dtype, num_classes, n, offset):
     assert emu.emu_count_classes(ptr(label), LABEL_TYPES[dtype], i64(n),
                                  num_classes, i64(255), ptr(out), SMS) == 0
     want = class_histogram_pytorch(label, num_classes, 255)
-    assert torch.equal(out, want)
+    assert torch.equal(out, want[1:])  # the kernel's: after the pixel total
     (grid, threads, shared), = launches(emu, before)
     per_block = THREADS * 16 // label.element_size()
     assert grid == min(math.ceil(n / per_block), SMS * 4)
@@ -122,25 +122,30 @@ def test_prepare_kernel(emu, mode, update, state, tau, smoothing, power,
                         ratio):
     C = 300  # more classes than threads: the loops stride
     gen = torch.Generator().manual_seed(C)
-    hist = torch.randint(0, 50, (C + 3, ), generator=gen)
-    hist[::5] = 0
-    hist[C:] = torch.tensor([4, 300, 9])
+    hist = torch.randint(0, 50, (C + 4, ), generator=gen)
+    hist[1::5] = 0
+    hist[C + 1:] = torch.tensor([4, 300, 9])
+    hist[0] = hist[1:C + 2].sum() + 77  # the pixels: 77 of them ignored
+    # Static class weights, avg_non_ignore and ranks summed, varied with
+    # the cases.
+    class_weight = torch.rand(C, generator=gen) + 0.5 if update else None
+    avg_non_ignore = state == 'running'
+    ranks = 3 if mode in ('ema', 'prior') else 1
     counts = torch.zeros(C, dtype=torch.float64)
     if state == 'running' or mode == 'prior':
         counts = torch.rand(C, generator=gen, dtype=torch.float64) * 1e4
         counts[3] = 0
-    bad = torch.tensor([1, 500, 2])
-    kernel_counts, kernel_bad = counts.clone(), bad.clone()
-    out = torch.empty(2, C, dtype=torch.float32)
+    kernel_counts = counts.clone()
+    out = torch.empty(2 * C + 1, dtype=torch.float32)
     before = emu.emu_launch_count()
     assert emu.emu_prepare_counts(
-        ptr(hist), ptr(kernel_counts), ptr(kernel_bad), C,
+        ptr(hist), ptr(kernel_counts), ptr(class_weight), C,
         COUNT_MODES.index(mode), ctypes.c_double(0.1),
         ctypes.c_double(smoothing), ctypes.c_double(tau),
         ctypes.c_double(power), ctypes.c_double(ratio), int(update),
-        ptr(out)) == 0
-    want = prepare_counts(hist, counts, bad, mode, 0.1, smoothing, tau,
-                          power, ratio, update)
+        int(avg_non_ignore), ranks, ptr(out)) == 0
+    want = prepare_counts(hist, counts, mode, 0.1, smoothing, tau, power,
+                          ratio, update, class_weight, avg_non_ignore, ranks)
     if mode == 'ema' and update:  # (1 - m) n + m b: fused or not, 1 ulp
         torch.testing.assert_close(kernel_counts, counts, rtol=1e-15, atol=0)
     else:
@@ -149,12 +154,18 @@ def test_prepare_kernel(emu, mode, update, state, tau, smoothing, power,
     # another order: 1 ulp at most).
     torch.testing.assert_close(out, want, rtol=2.4e-7, atol=0)
     assert torch.isfinite(out).all()
+    weight, labelled = out[C:2 * C].double(), hist[1:C + 1].double()
+    if class_weight is not None:  # the count-driven part
+        weight = weight / class_weight.double()
     if power:
-        weight = out[1].double()
-        labelled = hist[:C].double()
         assert weight.max() / weight.min() <= ratio * (1 + 1e-6)
         assert abs((weight * labelled).sum() / labelled.sum() - 1) < 1e-6
-    assert torch.equal(kernel_bad, bad)
+    # mmseg's denominator of the pixels counted, shared among the ranks.
+    unlabelled = 0 if avg_non_ignore else 77 + 4
+    denominator = ((out[C:2 * C].double() * labelled).sum() + unlabelled) \
+        / ranks
+    torch.testing.assert_close(out[2 * C].double(), denominator, rtol=1e-6,
+                               atol=0)
     assert launches(emu, before) == [(1, THREADS, 0)]
 
 

@@ -29,14 +29,15 @@ OPS = {
     'int ignore_index) -> Tensor',
     'prepare_counts':
     'mmseg_arb::prepare_counts(Tensor hist, Tensor(a!) counts, '
-    'Tensor(b!) bad_labels, str count_mode, float momentum, '
+    'Tensor? class_weight, str count_mode, float momentum, '
     'float smoothing, float tau, float weight_power, '
-    'float max_weight_ratio, bool update) -> Tensor',
+    'float max_weight_ratio, bool update, bool avg_non_ignore, int ranks) '
+    '-> Tensor',
     'arb_loss_forward':
     'mmseg_arb::arb_loss_forward(Tensor logits, Tensor label, Tensor shift, '
     'Tensor? class_weight, Tensor? weight, int ignore_index, '
-    'str reduction, float loss_weight, bool avg_non_ignore) '
-    '-> (Tensor, Tensor, Tensor)',
+    'str reduction, float loss_weight, bool avg_non_ignore, '
+    'Tensor? denominator=None) -> (Tensor, Tensor, Tensor)',
     'arb_loss_backward':
     'mmseg_arb::arb_loss_backward(Tensor grad_loss, Tensor logits, '
     'Tensor label, Tensor shift, Tensor? class_weight, Tensor? weight, '

@@ -34,7 +34,7 @@ def test_fake_class_histogram(dtype):
     hist = ops.class_histogram(torch.empty(3, 5, dtype=dtype, device=META),
                                19, 255)
     # 19 counts, the bad pixels and their two extremes.
-    assert hist.shape == (22, ) and hist.dtype == torch.int64
+    assert hist.shape == (23, ) and hist.dtype == torch.int64
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float16,
@@ -64,25 +64,30 @@ def test_fake_loss_forward_and_backward(dtype, reduction):
 def test_fakes_are_meta_kernels_where_torch_lacks_register_fake():
     # torch < 2.2 has neither register_fake nor impl_abstract.
     code = textwrap.dedent('''
-        import runpy, torch
+        import importlib, sys, types, torch
         del torch.library.register_fake, torch.library.impl_abstract
-        runpy.run_path('mmseg_arb/ops/library.py')  # alone: no mmengine
+        # The module and what it imports alone: no package __init__, no
+        # mmengine.
+        for name in ('mmseg_arb', 'mmseg_arb.ops'):
+            sys.modules[name] = types.ModuleType(name)
+            sys.modules[name].__path__ = [name.replace('.', '/')]
+        importlib.import_module('mmseg_arb.ops.library')
         label = torch.empty(3, 5, dtype=torch.uint8, device='meta')
         print(tuple(torch.ops.mmseg_arb.class_histogram(label, 19, 255).shape))
     ''')
     result = subprocess.run([sys.executable, '-c', code], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.split()[-1] == '(22,)'
+    assert result.stdout.split()[-1] == '(23,)'
 
 
-def test_fake_prepare_counts_returns_the_shift_and_weights():
+def test_fake_prepare_counts_returns_the_shift_weights_and_denominator():
     counts = torch.empty(19, dtype=torch.float64, device=META)
     prepared = ops.prepare_counts(
-        torch.empty(22, dtype=torch.int64, device=META), counts,
-        torch.empty(3, dtype=torch.int64, device=META), 'cumulative', 0.0,
-        0.0, 1.0, 0.5, 1000.0, True)
-    assert prepared.shape == (2, 19) and prepared.dtype == torch.float32
+        torch.empty(23, dtype=torch.int64, device=META), counts,
+        torch.empty(19, device=META), 'cumulative', 0.0, 0.0, 1.0, 0.5,
+        1000.0, True, False, 2)
+    assert prepared.shape == (39, ) and prepared.dtype == torch.float32
 
 
 @pytest.mark.slow

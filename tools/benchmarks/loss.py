@@ -60,6 +60,7 @@ def contenders(args) -> Dict[str, Callable]:
 
     from mmseg_arb.models.losses import ARBLoss
     from mmseg_arb.ops import class_histogram
+    from mmseg_arb.ops.histogram_layout import class_counts
     arb = ARBLoss().to(args.device)
     # With count-driven class weights from the same prepare step.
     weighted = ARBLoss(count_mode='cumulative',
@@ -75,7 +76,7 @@ def contenders(args) -> Dict[str, Callable]:
         return F.cross_entropy(z, y, ignore_index=255)
 
     def naive(z, y):
-        counts = class_histogram(y, num_classes, 255)[:num_classes]
+        counts = class_counts(class_histogram(y, num_classes, 255))
         return naive_arb_loss(z, y, counts, 255)
 
     losses = {BASELINE: mmseg_ce_or_equivalent(), 'ARBLoss': arb,

@@ -11,6 +11,7 @@ from mmseg.registry import HOOKS
 from torch import Tensor
 
 from ...ops.class_count import class_histogram, label_masks
+from ...ops.histogram_layout import class_counts
 
 
 def attraction_repulsion_norms(grad_logits: Tensor, label: Tensor,
@@ -139,8 +140,8 @@ class GradientBalanceHook(Hook):
             if not torch.is_grad_enabled() or 'label' in captured:
                 return
             captured['label'] = label
-            captured['counts'] = class_histogram(
-                label, logits.shape[1], head.ignore_index)[:logits.shape[1]]
+            captured['counts'] = class_counts(class_histogram(
+                label, logits.shape[1], head.ignore_index))
             if logits.requires_grad:
                 logits.register_hook(measure)
 

@@ -25,13 +25,14 @@ from torch import Tensor
 
 from ...counting.estimator import ClassCountEstimator
 from ...counting.label_guard import check_labels_now
+from ...counting.prepare import (MAX_WEIGHT_RATIO, log_count_shift,
+                                 prepare_counts, unpack_prepared)
 from ...ops import cuda_ext
 from ...ops.class_count import (KERNEL_LABEL_DTYPES, check_label_dtype,
                                 class_histogram, label_masks)
-from ...ops.count_state import (MAX_WEIGHT_RATIO, count_class_weight,
-                                log_count_shift)
 from ...ops.fused_arb_loss import FUSED_DTYPES, fused_arb_loss
-from ...ops.shifted_cross_entropy import shifted_cross_entropy
+from ...ops.shifted_cross_entropy import (CLASS_WEIGHT_GRAD, asks_for_grad,
+                                          shifted_cross_entropy)
 from ...utils.class_counts import CountsSource, load_class_weight
 from ...utils.fixed_dtype import FixedDtypeBuffers
 
@@ -45,15 +46,45 @@ else:  # the math and the kernels also serve without MMSegmentation
 REDUCTIONS = ('none', 'mean', 'sum')
 
 
+def check_reduction(reduction: str,
+                    avg_factor: Optional[Union[float, Tensor]]) -> None:
+    """Raise a clear error unless ``reduction`` (and ``avg_factor`` with
+    it) is one mmseg's losses take."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f'reduction must be one of {REDUCTIONS}, '
+                         f'got {reduction!r}')
+    if avg_factor is not None and reduction == 'sum':
+        raise ValueError('avg_factor can not be used with reduction="sum"')
+
+
+def check_class_weight(class_weight: Optional[Tensor],
+                       num_classes: int) -> None:
+    """Raise a clear error unless ``class_weight`` is None or ``(C,)`` and
+    asks for no gradient (the loss gives class weights none)."""
+    if class_weight is None:
+        return
+    if class_weight.shape != (num_classes, ):
+        raise ValueError(f'class_weight has {class_weight.numel()} entries '
+                         f'but the logits have {num_classes} classes')
+    if asks_for_grad(class_weight):
+        raise ValueError(CLASS_WEIGHT_GRAD)
+
+
 def check_logits_and_label(logits: Tensor, label: Tensor) -> None:
     """Raise a clear error unless ``logits`` (N, C, ...) and ``label``
     (N, ...) fit together."""
+    check_logits_fit_label(logits, label)
+    check_label_dtype(label)
+
+
+def check_logits_fit_label(logits: Tensor, label: Tensor) -> None:
+    """:func:`check_logits_and_label` but the labels' dtype, which
+    ``ARBLoss``'s counting checks before it reads them."""
     if not isinstance(logits, Tensor) or not isinstance(label, Tensor):
         raise TypeError('logits and labels must be tensors, got '
                         f'{type(logits).__name__} and {type(label).__name__}')
     if not logits.dtype.is_floating_point:
         raise TypeError(f'logits must be floating point, got {logits.dtype}')
-    check_label_dtype(label)
     if logits.dim() < 2:
         raise ValueError('logits must have shape (N, C) or (N, C, d1, ...), '
                          f'got {tuple(logits.shape)}')
@@ -128,8 +159,9 @@ def arb_loss(logits: Tensor,
         weight_power (float): Pixels of class ``y`` weigh ``n_y^-p``,
             normalised to a mean of 1 over this call's labelled pixels and
             bounded by ``max_weight_ratio`` (see
-            :func:`~mmseg_arb.ops.count_class_weight`); they multiply
-            ``class_weight``. Default: 0 (no weights).
+            :func:`~mmseg_arb.counting.count_class_weight`); they multiply
+            ``class_weight`` (which must not require grad: the loss gives
+            class weights no gradient). Default: 0 (no weights).
         max_weight_ratio (float): Bound of ``w_max / w_min``.
             Default: 1000.
 
@@ -145,24 +177,39 @@ def arb_loss(logits: Tensor,
     callers of this function on GPU check their labels themselves (e.g.
     with :func:`~mmseg_arb.counting.label_guard.check_labels_now`).
     """
+    check_reduction(reduction, avg_factor)
     check_logits_and_label(logits, label)
-    if label.device.type == 'cpu':  # free to check here: no device to stall
-        check_labels_now(label, logits.shape[1], ignore_index)
     num_classes = logits.shape[1]
+    check_class_weight(class_weight, num_classes)
+    if label.device.type == 'cpu':  # free to check here: no device to stall
+        check_labels_now(label, num_classes, ignore_index)
     if class_counts.shape != (num_classes, ):
         raise ValueError(f'class_counts has shape {tuple(class_counts.shape)}'
                          f' but the logits have {num_classes} classes')
-    if weight_power:
-        batch = class_histogram(label, num_classes, ignore_index)
-        counted = count_class_weight(class_counts.to(batch.device),
-                                     batch[:num_classes], 0.0, weight_power,
-                                     max_weight_ratio).to(logits.device)
-        class_weight = counted if class_weight is None else \
-            counted * class_weight.to(counted)
-    return _shifted_loss(logits, label,
-                         log_count_shift(class_counts, tau=tau).to(
-                             logits.device), weight, class_weight, reduction,
-                         avg_factor, ignore_index, avg_non_ignore)
+    if not weight_power:
+        shift = log_count_shift(class_counts, tau=tau).to(logits.device)
+        return _shifted_loss(logits, label, shift, weight, class_weight,
+                             reduction, avg_factor, ignore_index,
+                             avg_non_ignore)
+    # ARBLoss's prepare step without state: the counts as a prior, the
+    # class weights normalised over this call's labels, and the mean's
+    # denominator for them.
+    if class_weight is not None:
+        class_weight = class_weight.to(label.device,
+                                       torch.float32).contiguous()
+    shift, class_weight, denominator = unpack_prepared(
+        prepare_counts(class_histogram(label, num_classes, ignore_index),
+                       class_counts.to(label.device, torch.float64),
+                       'prior',
+                       tau=tau,
+                       weight_power=weight_power,
+                       max_weight_ratio=max_weight_ratio,
+                       update=False,
+                       class_weight=class_weight,
+                       avg_non_ignore=avg_non_ignore))
+    return _shifted_loss(logits, label, shift.to(logits.device), weight,
+                         class_weight, reduction, avg_factor, ignore_index,
+                         avg_non_ignore, denominator=denominator)
 
 
 def _shifted_loss(logits: Tensor,
@@ -174,21 +221,20 @@ def _shifted_loss(logits: Tensor,
                   avg_factor: Optional[Union[float, Tensor]],
                   ignore_index: int,
                   avg_non_ignore: bool,
-                  loss_weight: float = 1.0) -> Tensor:
+                  loss_weight: float = 1.0,
+                  denominator: Optional[Tensor] = None) -> Tensor:
     """Reduced cross-entropy of ``logits + shift`` times ``loss_weight``,
     once logits and labels are known to fit and the label range is checked
     (by ``arb_loss``, or by ARBLoss's estimator in the same pass as the
     counting): the fused CUDA kernels when they apply, else PyTorch. Both
-    give bad labels loss 0 (see :func:`arb_loss`)."""
-    if reduction not in REDUCTIONS:
-        raise ValueError(f'reduction must be one of {REDUCTIONS}, '
-                         f'got {reduction!r}')
-    if avg_factor is not None and reduction == 'sum':
-        raise ValueError('avg_factor can not be used with reduction="sum"')
+    give bad labels loss 0 (see :func:`arb_loss`). ``reduction``,
+    ``avg_factor`` and ``class_weight`` are checked by the callers
+    (:func:`check_reduction`, :func:`check_class_weight`).
+
+    The denominator of ``'mean'``: ``avg_factor`` if given (the caller's),
+    else ``denominator`` if given (the prepare step's, with count-driven
+    weights), else mmseg's over these labels."""
     num_classes = logits.shape[1]
-    if class_weight is not None and class_weight.shape != (num_classes, ):
-        raise ValueError(f'class_weight has {class_weight.numel()} entries '
-                         f'but the logits have {num_classes} classes')
     if weight is not None and \
             torch.broadcast_shapes(weight.shape, label.shape) != label.shape:
         raise ValueError(f'weight of shape {tuple(weight.shape)} does not '
@@ -200,9 +246,7 @@ def _shifted_loss(logits: Tensor,
 
     # The fused backward gives no gradient to a per-pixel weight; one that
     # asks for it (a learned weighting) takes the PyTorch path.
-    weight_needs_grad = weight is not None and weight.requires_grad and \
-        torch.is_grad_enabled()
-    if logits.dtype in FUSED_DTYPES and not weight_needs_grad and \
+    if logits.dtype in FUSED_DTYPES and not asks_for_grad(weight) and \
             cuda_ext.cuda_ops_apply(logits):
         if label.dtype not in KERNEL_LABEL_DTYPES:  # e.g. int16: rare
             label = label.long()
@@ -212,7 +256,7 @@ def _shifted_loss(logits: Tensor,
         if avg_factor is None or reduction == 'none':
             return fused_arb_loss(logits, label, shift, class_weight, weight,
                                   ignore_index, reduction, loss_weight,
-                                  avg_non_ignore)
+                                  avg_non_ignore, denominator)
         # A given avg_factor replaces the mean's denominator (as in mmseg).
         return fused_arb_loss(logits, label, shift, class_weight, weight,
                               ignore_index, 'sum', loss_weight,
@@ -226,8 +270,9 @@ def _shifted_loss(logits: Tensor,
         loss = loss.sum()
     elif reduction == 'mean':
         if avg_factor is None:
-            avg_factor = _mean_denominator(label, num_classes, ignore_index,
-                                           class_weight, avg_non_ignore)
+            avg_factor = denominator if denominator is not None else \
+                _mean_denominator(label, num_classes, ignore_index,
+                                  class_weight, avg_non_ignore)
         loss = loss.sum() / (avg_factor + eps)
     return loss if loss_weight == 1 else loss_weight * loss
 
@@ -289,8 +334,12 @@ class ARBLoss(FixedDtypeBuffers):
             at the end of training (by ``ClassCountHook``; without it, every
             50 training steps); ``'sync'``: at once, one sync per step. CPU
             labels are always checked at once. Default: ``'deferred'``.
-        reduction (str): ``'none'``, ``'mean'`` or ``'sum'``.
-            Default: ``'mean'``.
+        reduction (str): ``'none'``, ``'mean'`` or ``'sum'``. With
+            ``weight_power > 0`` the mean divides by this rank's share of
+            mmseg's denominator over the pixels of all ranks, so that DDP's
+            averaged gradients are one process's on all their images;
+            otherwise by this rank's own, as mmseg's (docs/arb_loss.md,
+            "Many GPUs give the gradients of one"). Default: ``'mean'``.
         class_weight (list[float] | str, optional): Per-class loss weight,
             or a file to read it from (as ``CrossEntropyLoss``).
             Default: None.
@@ -340,10 +389,10 @@ class ARBLoss(FixedDtypeBuffers):
             raise ValueError(f"loss_name must start with 'loss_' or mmseg "
                              f'will not back-propagate it, got {loss_name!r}')
         self.estimator = ClassCountEstimator(
-            mode=count_mode,
+            count_mode=count_mode,
             num_classes=num_classes,
             momentum=momentum,
-            prior=class_counts,
+            class_counts=class_counts,
             smoothing=smoothing,
             tau=tau,
             weight_power=weight_power,
@@ -388,7 +437,8 @@ class ARBLoss(FixedDtypeBuffers):
             cls_score (Tensor): Logits (N, C, H, W) or (N, C).
             label (Tensor): Labels (N, H, W) or (N,), integer.
             weight (Tensor, optional): Per-pixel weight. Default: None.
-            avg_factor (float | Tensor, optional): Mean denominator.
+            avg_factor (float | Tensor, optional): Mean denominator,
+                instead of the loss's own (as given: per rank).
             reduction_override (str, optional): Overrides ``reduction``.
             ignore_index (int): Label value that gets no loss and is not
                 counted. Default: 255.
@@ -397,16 +447,19 @@ class ARBLoss(FixedDtypeBuffers):
         Returns:
             Tensor: The loss multiplied by ``loss_weight``.
         """
-        check_logits_and_label(cls_score, label)
         reduction = reduction_override or self.reduction
+        check_reduction(reduction, avg_factor)
+        # The labels' dtype and range are checked by the estimator, before
+        # it counts them.
+        check_logits_fit_label(cls_score, label)
         num_classes = cls_score.shape[1]
-        # The estimator checks the label range while counting.
-        shift, counted_weight = self.estimator(label, num_classes,
-                                               ignore_index)
-        class_weight = self.class_weight
-        if self.estimator.weight_power:
-            class_weight = counted_weight if class_weight is None else \
-                counted_weight * class_weight
+        check_class_weight(self.class_weight, num_classes)
+        # With count-driven weights the denominator is this rank's share of
+        # that of all ranks; otherwise None: its own, as mmseg's.
+        shift, class_weight, denominator = self.estimator(
+            label, num_classes, ignore_index, self.class_weight,
+            self.avg_non_ignore)
         return _shifted_loss(cls_score, label, shift, weight, class_weight,
                              reduction, avg_factor, ignore_index,
-                             self.avg_non_ignore, self.loss_weight)
+                             self.avg_non_ignore, self.loss_weight,
+                             denominator)

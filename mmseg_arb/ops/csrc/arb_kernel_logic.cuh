@@ -220,7 +220,7 @@ ARB_HD void count_block(const Block& block, const T* labels, int64_t n,
 
 // ---------------------------------------------------------------- counts
 
-// The log-count of an absent class (see ABSENT_CLASS_SHIFT in count_state.py).
+// The log-count of an absent class (ABSENT_CLASS_SHIFT, counting/prepare.py).
 constexpr float kAbsentShift = -1e30f;
 
 // A class's new running count after a training step's count `batch`.
@@ -240,7 +240,7 @@ ARB_HD float log_count_shift(double count, double smoothing, double tau) {
   return n > 0.0 ? static_cast<float>(tau * log(n)) : kAbsentShift;
 }
 
-// Count-driven class weights (count_class_weight in count_state.py): a
+// Count-driven class weights (count_class_weight, counting/prepare.py): a
 // class weighs (n / largest)^-p capped at max_weight_ratio, so that
 // w_max / w_min <= max_weight_ratio for any power and count (0^-p = inf
 // becomes the cap); `largest` is the largest n. The caller normalises.

@@ -140,18 +140,19 @@ __device__ T block_max(T value, T* scratch) {
   return result;
 }
 
-// One block: see launch_prepare_counts. out = [shift (C) | weight (C)].
-__global__ void prepare_counts_kernel(const long long* __restrict__ hist,
-                                      double* __restrict__ counts,
-                                      long long* __restrict__ bad_labels,
-                                      int num_classes, CountMode mode,
-                                      double momentum, double smoothing,
-                                      double tau, double weight_power,
-                                      double max_weight_ratio, bool update,
-                                      float* __restrict__ out) {
+// One block: see launch_prepare_counts. hist = [pixels | C class counts |
+// bad pixels | 2 extremes] (mmseg_arb/ops/histogram_layout.py),
+// out = [shift (C) | class weight (C) | mean denominator].
+__global__ void prepare_counts_kernel(
+    const long long* __restrict__ hist, double* __restrict__ counts,
+    const float* __restrict__ class_weight, int num_classes, CountMode mode,
+    double momentum, double smoothing, double tau, double weight_power,
+    double max_weight_ratio, bool update, bool avg_non_ignore, int ranks,
+    float* __restrict__ out) {
   __shared__ double scratch[kThreads / kWarp];
   __shared__ bool state_is_empty;
   __shared__ double shared_mean;
+  const long long* batch_of = hist + 1;  // the class counts
   const bool running = mode == CountMode::kCumulative ||
                        mode == CountMode::kEma;
   if (!update && running) {  // has anything been accumulated yet?
@@ -167,7 +168,7 @@ __global__ void prepare_counts_kernel(const long long* __restrict__ hist,
                                      (running && state_is_empty));
   double largest = 0.0;  // of n + smoothing, for the weights' bound
   for (int c = threadIdx.x; c < num_classes; c += blockDim.x) {
-    const double batch = static_cast<double>(hist[c]);
+    const double batch = static_cast<double>(batch_of[c]);
     double n = counts[c];
     if (update && mode != CountMode::kPrior) {
       n = logic::updated_count(mode, n, batch, momentum);
@@ -178,45 +179,57 @@ __global__ void prepare_counts_kernel(const long long* __restrict__ hist,
     out[c] = logic::log_count_shift(n, smoothing, tau);
     largest = fmax(largest, n + smoothing);
   }
-  if (update && threadIdx.x == 0) {
-    bad_labels[0] += hist[num_classes];
-    bad_labels[1] = max(bad_labels[1], hist[num_classes + 1]);
-    bad_labels[2] = max(bad_labels[2], hist[num_classes + 2]);
-  }
-  if (weight_power == 0.0) {
-    for (int c = threadIdx.x; c < num_classes; c += blockDim.x) {
-      out[num_classes + c] = 1.f;
-    }
-    return;
-  }
   // The same thread reads back the n it chose above (counts[c] is the
   // updated state): no other thread's write is involved.
   auto n_of = [&](int c) {
-    return (use_batch ? static_cast<double>(hist[c]) : counts[c]) + smoothing;
+    return (use_batch ? static_cast<double>(batch_of[c]) : counts[c]) +
+           smoothing;
   };
-  largest = block_max(largest, scratch);
+  double mean = 1.0;
+  if (weight_power != 0.0) {
+    largest = block_max(largest, scratch);
+    double weighted = 0.0, labelled = 0.0;
+    for (int c = threadIdx.x; c < num_classes; c += blockDim.x) {
+      const double b = static_cast<double>(batch_of[c]);
+      weighted += b * logic::raw_weight(n_of(c), largest, weight_power,
+                                        max_weight_ratio);
+      labelled += b;
+    }
+    weighted = block_sum(weighted, scratch);
+    labelled = block_sum(labelled, scratch);
+    if (threadIdx.x == 0) {
+      shared_mean = labelled > 0.0 ? weighted / labelled : 1.0;
+    }
+    __syncthreads();
+    mean = shared_mean;
+  }
+  // The loss's class weights, counted (all 1 at p = 0) times static, and
+  // their sum over the (summed) labelled pixels for the denominator.
   double weighted = 0.0, labelled = 0.0;
   for (int c = threadIdx.x; c < num_classes; c += blockDim.x) {
-    const double b = static_cast<double>(hist[c]);
-    weighted += b * logic::raw_weight(n_of(c), largest, weight_power,
-                                      max_weight_ratio);
+    float w = 1.f;
+    if (weight_power != 0.0 && largest > 0.0) {
+      w = static_cast<float>(logic::raw_weight(n_of(c), largest,
+                                               weight_power,
+                                               max_weight_ratio) /
+                             mean);
+    }
+    if (class_weight != nullptr) w *= class_weight[c];
+    out[num_classes + c] = w;
+    const double b = static_cast<double>(batch_of[c]);
+    weighted += b * static_cast<double>(w);
     labelled += b;
   }
   weighted = block_sum(weighted, scratch);
   labelled = block_sum(labelled, scratch);
   if (threadIdx.x == 0) {
-    shared_mean = labelled > 0.0 ? weighted / labelled : 1.0;
-  }
-  __syncthreads();
-  const double mean = shared_mean;
-  for (int c = threadIdx.x; c < num_classes; c += blockDim.x) {
-    out[num_classes + c] =
-        largest > 0.0
-            ? static_cast<float>(
-                  logic::raw_weight(n_of(c), largest, weight_power,
-                                    max_weight_ratio) /
-                  mean)
-            : 1.f;
+    // mmseg's mean denominator over the pixels counted (every rank's when
+    // the histogram was summed), per rank: an unlabelled pixel counts 1
+    // unless avg_non_ignore.
+    const double unlabelled =
+        avg_non_ignore ? 0.0 : static_cast<double>(hist[0]) - labelled;
+    out[2 * num_classes] =
+        static_cast<float>((weighted + unlabelled) / ranks);
   }
 }
 
@@ -287,10 +300,13 @@ __global__ void __launch_bounds__(kThreads, kLossBlocksPerSM<V>)
 }
 
 // One block: the block partials of the forward into the scalar loss (and,
-// for kMean, the scale its backward uses), in a fixed order.
+// for kMean, the scale its backward uses), in a fixed order. A given
+// denominator (not null) replaces the partials' for kMean.
 __global__ void reduce_loss_kernel(const float* __restrict__ partials,
                                    int blocks, Reduction reduction,
-                                   float loss_weight, float* __restrict__ out,
+                                   float loss_weight,
+                                   const float* __restrict__ given,
+                                   float* __restrict__ out,
                                    float* __restrict__ scale) {
   __shared__ double scratch[kThreads / kWarp];
   double loss_sum = 0.0, denominator = 0.0;
@@ -301,6 +317,7 @@ __global__ void reduce_loss_kernel(const float* __restrict__ partials,
   loss_sum = block_sum(loss_sum, scratch);
   denominator = block_sum(denominator, scratch);
   if (threadIdx.x != 0) return;
+  if (given != nullptr) denominator = given[0];
   if (reduction == Reduction::kMean) {
     // As mmseg: an all-ignored batch gives 0, not 0 / 0.
     const double per_unit =
@@ -451,15 +468,17 @@ cudaError_t launch_count_classes(const void* labels, LabelType type,
 }
 
 cudaError_t launch_prepare_counts(const long long* hist, double* counts,
-                                  long long* bad_labels, int num_classes,
+                                  const float* class_weight, int num_classes,
                                   CountMode mode, double momentum,
                                   double smoothing, double tau,
                                   double weight_power,
                                   double max_weight_ratio, bool update,
-                                  float* out, cudaStream_t stream) {
+                                  bool avg_non_ignore, int ranks, float* out,
+                                  cudaStream_t stream) {
   ARB_LAUNCH(1, kThreads, 0, stream, prepare_counts_kernel)(
-      hist, counts, bad_labels, num_classes, mode, momentum, smoothing, tau,
-      weight_power, max_weight_ratio, update, out);
+      hist, counts, class_weight, num_classes, mode, momentum, smoothing,
+      tau, weight_power, max_weight_ratio, update, avg_non_ignore, ranks,
+      out);
   return cudaGetLastError();
 }
 
@@ -477,8 +496,9 @@ cudaError_t launch_arb_loss_forward(
     const void* logits, FloatType ftype, const void* labels, LabelType ltype,
     const float* shift, const float* class_weight, const float* weight,
     int64_t N, int C, int64_t S, int64_t ignore_index, Reduction reduction,
-    float loss_weight, bool avg_non_ignore, float* out, float* stats,
-    float* partials, float* scale, int num_sms, cudaStream_t stream) {
+    float loss_weight, bool avg_non_ignore, const float* denominator,
+    float* out, float* stats, float* partials, float* scale, int num_sms,
+    cudaStream_t stream) {
   unsigned int grid = 0;
   const cudaError_t launched =
       dispatch(ftype, ltype, [&](auto f_tag, auto l_tag) {
@@ -510,7 +530,8 @@ cudaError_t launch_arb_loss_forward(
     return launched;
   }
   ARB_LAUNCH(1, kThreads, 0, stream, reduce_loss_kernel)(
-      partials, static_cast<int>(grid), reduction, loss_weight, out, scale);
+      partials, static_cast<int>(grid), reduction, loss_weight, denominator,
+      out, scale);
   return cudaGetLastError();
 }
 

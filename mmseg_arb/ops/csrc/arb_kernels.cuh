@@ -35,24 +35,28 @@ cudaError_t launch_count_classes(const void* labels, LabelType type,
                                  unsigned long long* out, int num_sms,
                                  cudaStream_t stream);
 
-// The step's "prepare", one block: from the histogram `hist` (C + 3
-// entries, as above), fold the class counts into the running `counts` if
-// `update` (per `mode`; a prior stays), pick the counts n the loss uses
-// (outside an update: the batch for kBatch, the state for kPrior, the state
-// or, while it is all zero, the batch for the running modes), write
-// out[c] = tau * log(n_c + smoothing) (-1e30 where that is 0; 0 at
-// tau = 0) and the class weight out[C + c] = (n_c + smoothing)^-p, counts
-// raised to at least max_n / max_weight_ratio^(1/p), normalised to a mean
-// of 1 over the batch's labelled pixels (1 everywhere at p = 0, or where
-// every count is 0), and, if `update`, fold the bad-label entries into
-// bad_labels[0..2] (sum, max, max).
+// The step's "prepare", one block: from the histogram `hist` (the pixel
+// total, then the C + 3 entries above, as mmseg_arb/ops/histogram_layout.py
+// lays them out; the bad-label entries are not read), fold the class
+// counts into the running `counts` if `update` (per `mode`; a prior stays),
+// pick the counts n the loss uses (outside an update: the batch for kBatch,
+// the state for kPrior, the state or, while it is all zero, the batch for
+// the running modes), write out[c] = tau * log(n_c + smoothing) (-1e30
+// where that is 0; 0 at tau = 0), the class weight out[C + c] =
+// (n_c + smoothing)^-p, counts raised to at least
+// max_n / max_weight_ratio^(1/p), normalised to a mean of 1 over the
+// batch's labelled pixels (1 everywhere at p = 0, or where every count is
+// 0), times class_weight[c] if not null, and out[2C] = (sum_c batch_c *
+// out[C + c] + (avg_non_ignore ? 0 : pixels - sum_c batch_c)) / ranks:
+// mmseg's mean denominator over the pixels counted, shared among `ranks`.
 cudaError_t launch_prepare_counts(const long long* hist, double* counts,
-                                  long long* bad_labels, int num_classes,
+                                  const float* class_weight, int num_classes,
                                   CountMode mode, double momentum,
                                   double smoothing, double tau,
                                   double weight_power,
                                   double max_weight_ratio, bool update,
-                                  float* out, cudaStream_t stream);
+                                  bool avg_non_ignore, int ranks, float* out,
+                                  cudaStream_t stream);
 
 // Forward of the fused loss over logits (N, C, S) (S = spatial size, 1 for
 // (N, C) input) and labels (N, S): per pixel p of target t, with the
@@ -64,8 +68,9 @@ cudaError_t launch_prepare_counts(const long long* hist, double* counts,
 // null). kNone writes loss_weight * loss_p to `out` (N * S floats); kSum and
 // kMean write the scalar out[0] = loss_weight * sum_p loss_p, divided for
 // kMean by mmseg's denominator (sum of the class weights of the labelled
-// pixels, plus 1 per ignored pixel unless avg_non_ignore) + FLT_EPSILON,
-// through `partials` (2 * loss_reduce_blocks(N * S, num_sms) floats),
+// pixels, plus 1 per ignored pixel unless avg_non_ignore; or, if not null,
+// denominator[0], read on the device) + FLT_EPSILON, through `partials`
+// (2 * loss_reduce_blocks(N * S, num_sms) floats),
 // deterministically. scale[0] gets what d out / d loss_p is per unit of
 // weight: loss_weight, divided for kMean as the loss. One read of the
 // logits; two launches for kSum and kMean, one for kNone.
@@ -74,8 +79,9 @@ cudaError_t launch_arb_loss_forward(
     const void* logits, FloatType ftype, const void* labels, LabelType ltype,
     const float* shift, const float* class_weight, const float* weight,
     int64_t N, int C, int64_t S, int64_t ignore_index, Reduction reduction,
-    float loss_weight, bool avg_non_ignore, float* out, float* stats,
-    float* partials, float* scale, int num_sms, cudaStream_t stream);
+    float loss_weight, bool avg_non_ignore, const float* denominator,
+    float* out, float* stats, float* partials, float* scale, int num_sms,
+    cudaStream_t stream);
 
 // Backward: grad_z_c = (exp(x_c - stats[p] - stats[N * S + p]) - [c == t])
 // * g_p, the difference taken before the exp's scaling, with

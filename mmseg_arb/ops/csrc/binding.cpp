@@ -91,8 +91,9 @@ void check_cuda(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.is_cuda(), "mmseg_arb: ", name, " must be a CUDA tensor");
 }
 
-// (C + 3,) int64: pixels of each class, then the bad ones and their
-// extremes (see launch_count_classes).
+// (C + 4,) int64, laid out as mmseg_arb/ops/histogram_layout.py says: the
+// pixel total, then what launch_count_classes counts (the pixels of each
+// class, the bad ones and their extremes).
 at::Tensor class_histogram(const at::Tensor& label, int64_t num_classes,
                            int64_t ignore_index) {
   check_cuda(label, "label");
@@ -101,14 +102,15 @@ at::Tensor class_histogram(const at::Tensor& label, int64_t num_classes,
   const c10::cuda::CUDAGuard guard(label.device());
   const at::Tensor flat = label.contiguous();
   at::Tensor out =
-      at::zeros({num_classes + 3}, label.options().dtype(at::kLong));
+      at::zeros({num_classes + 4}, label.options().dtype(at::kLong));
+  out.narrow(0, 0, 1).fill_(flat.numel());
   const int sms = multiprocessor_count(label.get_device());
   launch_checked("class_histogram", [&] {
     return mmseg_arb::launch_count_classes(
         flat.data_ptr(), label_type(flat), flat.numel(),
         static_cast<int>(num_classes), ignore_index,
-        reinterpret_cast<unsigned long long*>(out.data_ptr<int64_t>()), sms,
-        current_stream());
+        reinterpret_cast<unsigned long long*>(out.data_ptr<int64_t>()) + 1,
+        sms, current_stream());
   });
   return out;
 }
@@ -131,34 +133,42 @@ mmseg_arb::Reduction reduction_of(c10::string_view name) {
 }
 
 at::Tensor prepare_counts(const at::Tensor& hist, at::Tensor counts,
-                          at::Tensor bad_labels, c10::string_view count_mode,
-                          double momentum, double smoothing, double tau,
-                          double weight_power, double max_weight_ratio,
-                          bool update) {
+                          const c10::optional<at::Tensor>& class_weight,
+                          c10::string_view count_mode, double momentum,
+                          double smoothing, double tau, double weight_power,
+                          double max_weight_ratio, bool update,
+                          bool avg_non_ignore, int64_t ranks) {
   check_cuda(hist, "hist");
   check_cuda(counts, "counts");
-  check_cuda(bad_labels, "bad_labels");
   const int64_t C = counts.numel();
   TORCH_CHECK(counts.scalar_type() == at::kDouble && counts.is_contiguous(),
               "mmseg_arb: counts must be a contiguous float64 tensor");
   TORCH_CHECK(C > 0 && C < INT_MAX, "mmseg_arb: bad number of classes");
-  TORCH_CHECK(hist.scalar_type() == at::kLong && hist.numel() == C + 3 &&
+  TORCH_CHECK(hist.scalar_type() == at::kLong && hist.numel() == C + 4 &&
                   hist.is_contiguous(),
               "mmseg_arb: hist must be a contiguous int64 class_histogram");
-  TORCH_CHECK(bad_labels.scalar_type() == at::kLong &&
-                  bad_labels.numel() == 3 && bad_labels.is_contiguous(),
-              "mmseg_arb: bad_labels must be a contiguous int64 (3,)");
+  if (class_weight.has_value()) {
+    TORCH_CHECK(class_weight->scalar_type() == at::kFloat &&
+                    class_weight->numel() == C && class_weight->is_cuda() &&
+                    class_weight->is_contiguous(),
+                "mmseg_arb: class_weight must be contiguous float32 CUDA, ",
+                "one per class");
+  }
+  TORCH_CHECK(ranks > 0 && ranks < INT_MAX,
+              "mmseg_arb: bad number of ranks");
   const mmseg_arb::CountMode mode = count_mode_of(count_mode);
   const c10::cuda::CUDAGuard guard(counts.device());
-  // The shift, then the class weights.
-  at::Tensor out = at::empty({2, C}, counts.options().dtype(at::kFloat));
+  // The shift, the class weights, the mean's denominator.
+  at::Tensor out =
+      at::empty({2 * C + 1}, counts.options().dtype(at::kFloat));
   launch_checked("prepare_counts", [&] {
     return mmseg_arb::launch_prepare_counts(
         reinterpret_cast<const long long*>(hist.data_ptr<int64_t>()),
         counts.data_ptr<double>(),
-        reinterpret_cast<long long*>(bad_labels.data_ptr<int64_t>()),
+        class_weight.has_value() ? class_weight->data_ptr<float>() : nullptr,
         static_cast<int>(C), mode, momentum, smoothing, tau, weight_power,
-        max_weight_ratio, update, out.data_ptr<float>(), current_stream());
+        max_weight_ratio, update, avg_non_ignore, static_cast<int>(ranks),
+        out.data_ptr<float>(), current_stream());
   });
   return out;
 }
@@ -210,9 +220,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> arb_loss_forward(
     const at::Tensor& logits, const at::Tensor& label, const at::Tensor& shift,
     const c10::optional<at::Tensor>& class_weight,
     const c10::optional<at::Tensor>& weight, int64_t ignore_index,
-    c10::string_view reduction, double loss_weight, bool avg_non_ignore) {
+    c10::string_view reduction, double loss_weight, bool avg_non_ignore,
+    const c10::optional<at::Tensor>& denominator) {
   const LossShape s =
       check_loss_inputs(logits, label, shift, class_weight, weight);
+  if (denominator.has_value()) {
+    TORCH_CHECK(denominator->scalar_type() == at::kFloat &&
+                    denominator->numel() == 1 && denominator->is_cuda(),
+                "mmseg_arb: denominator must be one float32 CUDA value");
+  }
   const mmseg_arb::Reduction how = reduction_of(reduction);
   const c10::cuda::CUDAGuard guard(logits.device());
   const auto options = logits.options().dtype(at::kFloat);
@@ -242,7 +258,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> arb_loss_forward(
         label_type(label), shift.data_ptr<float>(), optional_ptr(class_weight),
         optional_ptr(weight), s.N, static_cast<int>(s.C), s.S, ignore_index,
         how, static_cast<float>(loss_weight), avg_non_ignore,
-        out.data_ptr<float>(), softmax_stats.data_ptr<float>(),
+        optional_ptr(denominator), out.data_ptr<float>(),
+        softmax_stats.data_ptr<float>(),
         partials.defined() ? partials.data_ptr<float>() : nullptr,
         scale.data_ptr<float>(), sms, current_stream());
   });

@@ -113,7 +113,7 @@ def test_the_weighted_arb_family_builds_arb_with_weight_power(tmp_path):
         for head in (model.decode_head, model.auxiliary_head):
             arb = head.loss_decode
             assert isinstance(arb, ARBLoss), loss.key
-            assert arb.estimator.mode == 'cumulative'
+            assert arb.estimator.count_mode == 'cumulative'
             assert arb.estimator.tau == loss.arb.get('tau', 1.0)
             assert arb.estimator.weight_power == loss.arb['weight_power']
         # The same loss without weight_power gives another value on a

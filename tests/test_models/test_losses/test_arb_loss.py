@@ -333,7 +333,7 @@ def test_registry_build_through_custom_imports():
     loss_fn = MODELS.build(cfg.loss)
     assert isinstance(loss_fn, ARBLoss)
     assert loss_fn.loss_name == 'loss_arb'
-    assert loss_fn.estimator.mode == 'ema'
+    assert loss_fn.estimator.count_mode == 'ema'
 
 
 def test_inside_an_mmseg_decode_head():
@@ -572,3 +572,60 @@ def test_a_pixel_weight_that_requires_grad_gets_its_gradient(monkeypatch):
     torch.testing.assert_close(weight.grad.double(),
                                per_pixel / label.numel(), rtol=1e-5,
                                atol=1e-7)
+
+
+def learned_class_weight():
+    return torch.nn.Parameter(torch.linspace(0.5, 2.0, C))
+
+
+@pytest.mark.parametrize('path', ['pytorch', 'cuda_ops'])
+@pytest.mark.parametrize('caller', ['arb_loss', 'arb_loss p=0.5', 'ARBLoss',
+                                    'ARBLoss p=0.5', 'op'])
+def test_class_weight_that_requires_grad_is_an_error(path, caller,
+                                                     monkeypatch):
+    # The PyTorch path used to give such a weight no gradient (and its
+    # denominator one), silently; the fused path raised, telling the user
+    # to call what they had called. Every path and caller now refuses it
+    # and says what to do. The kernels' path runs on the meta device.
+    from mmseg_arb.ops import cuda_ext, fused_arb_loss
+    from mmseg_arb.ops.shifted_cross_entropy import shifted_cross_entropy
+    device = 'cpu'
+    if path == 'cuda_ops':
+        monkeypatch.setattr(cuda_ext, 'cuda_ops_apply', lambda t: True)
+        device = 'meta'
+    logits, label = make_batch()
+    logits = logits.detach().float().to(device).requires_grad_()
+    label = label.to(device)
+    weight = learned_class_weight()
+    if device == 'meta':
+        weight = torch.nn.Parameter(weight.detach().to(device))
+    counts = torch.arange(1.0, C + 1, device=device)
+    power = 0.5 if 'p=0.5' in caller else 0.0
+    if caller.startswith('arb_loss'):
+
+        def call():
+            return arb_loss(logits, label, counts, class_weight=weight,
+                            weight_power=power)
+    elif caller.startswith('ARBLoss'):
+        loss_fn = ARBLoss(weight_power=power,
+                          class_weight=[1.0] * C).to(device)
+        loss_fn.class_weight = weight
+
+        def call():
+            return loss_fn(logits, label)
+    elif path == 'pytorch':
+
+        def call():
+            return shifted_cross_entropy(logits, label,
+                                         torch.zeros(C), weight, 255)
+    else:
+
+        def call():
+            return fused_arb_loss(logits, label, torch.zeros(C, device=device),
+                                  weight)
+
+    with pytest.raises(ValueError, match=r'class_weight requires grad.*'
+                       r'class_weight\.detach\(\)'):
+        call()
+    with torch.no_grad():  # e.g. evaluation: no gradient asked for
+        call()

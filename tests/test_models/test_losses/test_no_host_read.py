@@ -25,9 +25,9 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from mmseg_arb.counting import prepare_counts
 from mmseg_arb.models.losses import ARBLoss, arb_loss
-from mmseg_arb.ops import (class_histogram, cuda_ext, first_use,
-                           prepare_counts)
+from mmseg_arb.ops import class_histogram, cuda_ext, first_use
 
 META = torch.device('meta')
 COUNT_OPS = {'mmseg_arb::class_histogram', 'mmseg_arb::prepare_counts'}
@@ -67,16 +67,17 @@ def test_the_meta_device_catches_host_reads():
 def test_counting_and_prepare(dtype, mode, update, uses_ops):
     label = torch.empty(2, 17, 23, dtype=dtype, device=META)
     counts = torch.zeros(19, dtype=torch.float64, device=META)
-    bad_labels = torch.zeros(3, dtype=torch.int64, device=META)
 
     def step():
         hist = class_histogram(label, 19, 255)
-        assert hist.shape == (22, ) and hist.dtype == torch.int64
+        assert hist.shape == (23, ) and hist.dtype == torch.int64
         assert hist.device == META
-        prepared = prepare_counts(hist, counts, bad_labels, mode,
+        prepared = prepare_counts(hist, counts, mode,
                                   momentum=0.1, smoothing=0.5, tau=0.7,
-                                  weight_power=0.5, update=update)
-        assert prepared.shape == (2, 19)
+                                  weight_power=0.5, update=update,
+                                  class_weight=torch.empty(19, device=META),
+                                  ranks=2)
+        assert prepared.shape == (39, )
         assert prepared.dtype == torch.float32
 
     assert called_ops(step) == (COUNT_OPS if uses_ops else set())
@@ -180,11 +181,14 @@ def test_a_training_call_is_four_ops_of_ours(mode, weight_power,
     # The launch budget of a call (count, prepare, loss, backward) on the
     # kernels' path, guarded here where it is decided: in the Python that
     # dispatches. Each op below is one launch but the histogram (a zero
-    # fill, then the kernel) and the reduced forward (the kernel, then its
-    # one-block reduction): 6 launches of ours, plus autograd's seed of the
-    # backward (ones_like), which cross-entropy pays too.
+    # fill, the pixel total, then the kernel) and the reduced forward (the
+    # kernel, then its one-block reduction): 7 launches of ours, plus the
+    # label guard's two
+    # element-wise updates of its totals (a training step's) and autograd's
+    # seed of the backward (ones_like), which cross-entropy pays too.
     monkeypatch.setattr(cuda_ext, 'cuda_ops_apply', lambda t: True)
-    # Count-driven class weights come from the same prepare op: no launch
+    # Count-driven class weights, and the mean's denominator over all
+    # ranks that goes with them, come from the same prepare op: no launch
     # more.
     loss_fn = make_loss(mode, weight_power=weight_power)
     loss_fn.estimator.label_guard.read_by_hook = True
@@ -196,7 +200,8 @@ def test_a_training_call_is_four_ops_of_ours(mode, weight_power,
              'aten.unbind'}
     assert [op for op in dispatched.ops if op not in views] == [
         'mmseg_arb.class_histogram', 'mmseg_arb.prepare_counts',
-        'mmseg_arb.arb_loss_forward', 'aten.ones_like',
+        'aten.add_', 'aten.clamp_', 'mmseg_arb.arb_loss_forward',
+        'aten.ones_like',
         'mmseg_arb.arb_loss_backward'
     ]
 

@@ -301,7 +301,7 @@ def test_tau_through_the_base_switch_and_the_config_it_dumps(tmp_path):
     cfg.launcher = 'none'
     runner = build_runner(cfg)
     assert heads_tau(runner.model) == [1.5, 1.5]
-    assert runner.model.decode_head.loss_decode.estimator.mode == 'ema'
+    assert runner.model.decode_head.loss_decode.estimator.count_mode == 'ema'
     dumped = Config.fromfile(str(tmp_path / 'work' / 'my_config.py'))
     assert dumped.model.decode_head.loss_decode.tau == 1.5
     assert heads_tau(build(dumped.model)) == [1.5, 1.5]

@@ -9,7 +9,7 @@ from mmseg.models.losses import CrossEntropyLoss
 from reference import naive_arb_family_loss, naive_counts
 
 from mmseg_arb.models.losses import ARBLoss, arb_loss
-from mmseg_arb.ops import count_class_weight
+from mmseg_arb.counting import count_class_weight
 
 C = 7
 
@@ -196,7 +196,7 @@ def test_half_precision_keeps_the_static_class_weight_float32():
 def test_the_fused_op_refuses_weights_that_require_grad():
     from mmseg_arb.ops import fused_arb_loss
     weight = torch.rand(2, 4, 4, requires_grad=True)
-    with pytest.raises(ValueError, match='no gradient to class_weight or '
+    with pytest.raises(ValueError, match='no gradient to a per-pixel '
                        'weight'):
         fused_arb_loss(torch.randn(2, C, 4, 4), torch.zeros(2, 4, 4).long(),
                        torch.zeros(C), None, weight)

@@ -41,14 +41,15 @@ int emu_count_classes(const void* labels, int type, int64_t n,
 }
 
 int emu_prepare_counts(const long long* hist, double* counts,
-                       long long* bad_labels, int num_classes, int mode,
+                       const float* class_weight, int num_classes, int mode,
                        double momentum, double smoothing, double tau,
                        double weight_power, double max_weight_ratio,
-                       int update, float* out) {
+                       int update, int avg_non_ignore, int ranks,
+                       float* out) {
   return mmseg_arb::launch_prepare_counts(
-      hist, counts, bad_labels, num_classes, static_cast<CountMode>(mode),
+      hist, counts, class_weight, num_classes, static_cast<CountMode>(mode),
       momentum, smoothing, tau, weight_power, max_weight_ratio, update != 0,
-      out, nullptr);
+      avg_non_ignore != 0, ranks, out, nullptr);
 }
 
 int emu_loss_reduce_blocks(int64_t pixels, int num_sms) {
@@ -66,7 +67,23 @@ int emu_arb_loss_forward(const void* logits, int ftype, const void* labels,
       logits, static_cast<FloatType>(ftype), labels,
       static_cast<LabelType>(ltype), shift, class_weight, weight, N, C, S,
       ignore_index, static_cast<Reduction>(reduction), loss_weight,
-      avg_non_ignore != 0, out, stats, partials, scale, num_sms, nullptr);
+      avg_non_ignore != 0, nullptr, out, stats, partials, scale, num_sms,
+      nullptr);
+}
+
+// The same with a given mean denominator (null: the kernels' own).
+int emu_arb_loss_forward_given(
+    const void* logits, int ftype, const void* labels, int ltype,
+    const float* shift, const float* class_weight, const float* weight,
+    int64_t N, int C, int64_t S, int64_t ignore_index, int reduction,
+    float loss_weight, int avg_non_ignore, const float* denominator,
+    float* out, float* stats, float* partials, float* scale, int num_sms) {
+  return mmseg_arb::launch_arb_loss_forward(
+      logits, static_cast<FloatType>(ftype), labels,
+      static_cast<LabelType>(ltype), shift, class_weight, weight, N, C, S,
+      ignore_index, static_cast<Reduction>(reduction), loss_weight,
+      avg_non_ignore != 0, denominator, out, stats, partials, scale, num_sms,
+      nullptr);
 }
 
 int emu_arb_loss_backward(const void* logits, int ftype, const void* labels,

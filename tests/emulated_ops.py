@@ -1,7 +1,8 @@
 """The ``torch.ops.mmseg_arb`` operators on CPU tensors, run by the kernels
-themselves on the host emulator (``csrc/emulated_kernels.cpp``), so that
-code written for the GPU (``mmseg-arb check``'s kernel checks, the
-first-use guard) runs its real path on a machine without one.
+themselves on the host emulator (``test_ops/csrc/emulated_kernels.cpp``),
+so that code written for the GPU (``mmseg-arb check``'s kernel checks, the
+first-use guard, ``ARBLoss`` on gloo ranks) runs its real path on a machine
+without one.
 
 :func:`register` adds CPU kernels for the four operators, behind the same
 schemas as the extension's CUDA ones; ``wrong`` makes one of them return a
@@ -16,10 +17,10 @@ import pytest
 import torch
 
 import mmseg_arb.ops
-from mmseg_arb.ops.count_state import COUNT_MODES
+from mmseg_arb.counting import COUNT_MODES
 
 CSRC = osp.join(osp.dirname(mmseg_arb.ops.__file__), 'csrc')
-TEST_CSRC = osp.join(osp.dirname(__file__), 'csrc')
+TEST_CSRC = osp.join(osp.dirname(__file__), 'test_ops', 'csrc')
 SMS = 2
 LABEL_TYPES = {torch.int64: 0, torch.int32: 1, torch.uint8: 2}
 FLOAT_TYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
@@ -38,13 +39,20 @@ def build(folder) -> ctypes.CDLL:
          osp.join(TEST_CSRC, 'emulated_kernels.cpp'), '-o', library],
         capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
+    return load(library)
+
+
+def load(library: str) -> ctypes.CDLL:
+    """The emulated kernels built by :func:`build` (e.g. in another
+    process) at ``library``."""
     lib = ctypes.CDLL(library)
     lib.emu_configure(3, 0)
     return lib
 
 
-def _ptr(tensor):
-    return ctypes.c_void_p(None if tensor is None else tensor.data_ptr())
+def _ptr(tensor, offset=0):
+    return ctypes.c_void_p(None if tensor is None else tensor.data_ptr() +
+                           offset)
 
 
 def _i64(value):
@@ -59,24 +67,27 @@ def register(emu: ctypes.CDLL, wrong: str = '') -> torch.library.Library:
 
     def class_histogram(label, num_classes, ignore_index):
         label = label.contiguous()
-        out = torch.zeros(num_classes + 3, dtype=torch.int64)
+        # As the binding: the pixel total, then the count kernel's entries.
+        out = torch.zeros(num_classes + 4, dtype=torch.int64)
+        out[0] = label.numel()
         assert emu.emu_count_classes(
             _ptr(label), LABEL_TYPES[label.dtype], _i64(label.numel()),
-            num_classes, _i64(ignore_index), _ptr(out), SMS) == 0
+            num_classes, _i64(ignore_index), _ptr(out, 8), SMS) == 0
         if wrong == 'class_histogram':
-            out[0] += 1
+            out[1] += 1
         return out
 
-    def prepare_counts(hist, counts, bad_labels, count_mode, momentum,
+    def prepare_counts(hist, counts, class_weight, count_mode, momentum,
                        smoothing, tau, weight_power, max_weight_ratio,
-                       update):
-        out = torch.empty(2, counts.numel(), dtype=torch.float32)
+                       update, avg_non_ignore, ranks):
+        out = torch.empty(2 * counts.numel() + 1, dtype=torch.float32)
         assert emu.emu_prepare_counts(
-            _ptr(hist), _ptr(counts), _ptr(bad_labels), counts.numel(),
+            _ptr(hist), _ptr(counts), _ptr(class_weight), counts.numel(),
             COUNT_MODES.index(count_mode), ctypes.c_double(momentum),
             ctypes.c_double(smoothing), ctypes.c_double(tau),
             ctypes.c_double(weight_power),
-            ctypes.c_double(max_weight_ratio), int(update), _ptr(out)) == 0
+            ctypes.c_double(max_weight_ratio), int(update),
+            int(avg_non_ignore), ranks, _ptr(out)) == 0
         return out
 
     def shape(logits, label):
@@ -85,7 +96,7 @@ def register(emu: ctypes.CDLL, wrong: str = '') -> torch.library.Library:
 
     def arb_loss_forward(logits, label, shift, class_weight, weight,
                          ignore_index, reduction, loss_weight,
-                         avg_non_ignore):
+                         avg_non_ignore, denominator=None):
         N, C, S = shape(logits, label)
         out = torch.empty(label.shape if reduction == 'none' else (),
                           dtype=torch.float32)
@@ -93,13 +104,13 @@ def register(emu: ctypes.CDLL, wrong: str = '') -> torch.library.Library:
         partials = torch.empty(
             2 * emu.emu_loss_reduce_blocks(_i64(N * S), SMS))
         scale = torch.empty(1)
-        assert emu.emu_arb_loss_forward(
+        assert emu.emu_arb_loss_forward_given(
             _ptr(logits), FLOAT_TYPES[logits.dtype], _ptr(label),
             LABEL_TYPES[label.dtype], _ptr(shift), _ptr(class_weight),
             _ptr(weight), _i64(N), C, _i64(S), _i64(ignore_index),
             REDUCTIONS[reduction], ctypes.c_float(loss_weight),
-            int(avg_non_ignore), _ptr(out), _ptr(stats), _ptr(partials),
-            _ptr(scale), SMS) == 0
+            int(avg_non_ignore), _ptr(denominator), _ptr(out), _ptr(stats),
+            _ptr(partials), _ptr(scale), SMS) == 0
         if wrong == 'arb_loss_forward':
             out = out * 1.01
         return out, stats, scale

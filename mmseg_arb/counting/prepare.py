@@ -1,18 +1,23 @@
 """From a step's label histogram to the loss's shift and class weights:
-the "prepare" step.
+the "prepare" step, and the rules of the count modes.
 
-:func:`prepare_counts` is everything between counting and the loss, in one
-CUDA launch where the kernels are loaded: fold the step's class counts into
-the running state (per ``count_mode``), choose the counts ``n`` the loss
-uses, turn them into the shift ``tau * log n`` and the class weights
-``n^-p`` (:func:`count_class_weight`), and fold the bad-label entries into
-the label guard's totals. The PyTorch implementation below is the
-reference and the path of CPUs.
+:func:`prepare_counts` is everything between counting and the loss: fold
+the step's class counts into the running state (per ``count_mode``),
+choose the counts ``n`` the loss uses, and turn them into the shift
+``tau * log n`` and the class weights ``n^-p``
+(:func:`count_class_weight`). The PyTorch implementation below is the
+reference and the path of CPUs; where the CUDA kernels are loaded the same
+step is one launch of ``torch.ops.mmseg_arb.prepare_counts``, whose kernel
+(``prepare_counts_kernel`` in ``ops/csrc/arb_kernels.cu``) follows these
+rules and is tested against this code.
 """
+from typing import Optional, Tuple
+
 import torch
 from torch import Tensor
 
-from . import cuda_ext
+from ..ops import cuda_ext
+from ..ops.histogram_layout import class_counts, pixel_total
 
 COUNT_MODES = ('batch', 'cumulative', 'ema', 'prior')
 # The default bound on w_max / w_min of count-driven class weights, and the
@@ -100,30 +105,38 @@ def count_class_weight(class_counts: Tensor, batch: Tensor,
     return weight.to(torch.float32)
 
 
+def combine_class_weight(counted: Tensor,
+                         class_weight: Optional[Tensor]) -> Tensor:
+    """The loss's class weights: the count-driven ones (from
+    :func:`count_class_weight`) times a static ``class_weight``, if any."""
+    if class_weight is None:
+        return counted
+    return counted * class_weight.to(counted)
+
+
 def prepare_counts(hist: Tensor,
                    counts: Tensor,
-                   bad_labels: Tensor,
                    count_mode: str,
                    momentum: float = 0.0,
                    smoothing: float = 0.0,
                    tau: float = 1.0,
                    weight_power: float = 0.0,
                    max_weight_ratio: float = MAX_WEIGHT_RATIO,
-                   update: bool = True) -> Tensor:
-    """The shift and class weights of the loss from a step's histogram;
-    updates the state in place.
+                   update: bool = True,
+                   class_weight: Optional[Tensor] = None,
+                   avg_non_ignore: bool = False,
+                   ranks: int = 1) -> Tensor:
+    """The shift, class weights and mean denominator of the loss from a
+    step's histogram; updates the state in place.
 
     Args:
-        hist (Tensor): int64 ``(C + 3,)`` from ``class_histogram``: class
-            counts, bad pixels, their extremes (summed across ranks or not).
+        hist (Tensor): int64 histogram from ``class_histogram`` (summed
+            across ranks or not), see
+            :mod:`~mmseg_arb.ops.histogram_layout`.
         counts (Tensor): float64 ``(C,)`` running state, updated in place
             when ``update``: ``'batch'``: the step's counts;
             ``'cumulative'``: plus them; ``'ema'``: ``(1 - momentum) *
             counts + momentum * batch``; ``'prior'``: unchanged.
-        bad_labels (Tensor): int64 ``(3,)`` totals of the label guard, for
-            training steps: the bad pixels are added, the two extremes kept
-            as maxima (a sampler's call in the same step sees the same
-            labels and adds nothing).
         count_mode (str): ``'batch'``, ``'cumulative'``, ``'ema'`` or
             ``'prior'``.
         momentum (float): Weight of the step in ``'ema'``.
@@ -133,28 +146,34 @@ def prepare_counts(hist: Tensor,
         max_weight_ratio (float): Their bound (see
             :func:`count_class_weight`).
         update (bool): Whether this is a training step. Otherwise the
-            state and the bad-label totals are left alone and the loss
-            uses the step's counts (``'batch'``), the prior, or the running
-            counts (the step's while they are all zero).
+            state is left alone and the loss uses the step's counts
+            (``'batch'``), the prior, or the running counts (the step's
+            while they are all zero).
+        class_weight (Tensor, optional): float32 ``(C,)`` static class
+            weights, which the count-driven ones multiply.
+        avg_non_ignore (bool): Whether the denominator leaves out the
+            unlabelled pixels (as mmseg's option of that name).
+        ranks (int): The ranks whose labels ``hist`` sums.
 
     Returns:
-        Tensor: float32 ``(2, C)``: the shift (:func:`log_count_shift`),
-        then the class weights (:func:`count_class_weight`), both from the
-        same counts.
+        Tensor: float32 ``(2C + 1,)`` (see :func:`unpack_prepared`): the
+        shift (:func:`log_count_shift`), the class weights
+        (:func:`count_class_weight`, from the same counts, times
+        ``class_weight``), and mmseg's mean denominator of the pixels in
+        ``hist`` for those weights (the weights of the labelled pixels,
+        plus 1 per unlabelled pixel unless ``avg_non_ignore``) divided by
+        ``ranks``: each rank's share of the denominator of all ranks, so
+        that ranks that divide their loss by it and average their
+        gradients get the gradients of one process on all their pixels.
     """
     if count_mode not in COUNT_MODES:
         raise ValueError(f'count_mode must be one of {COUNT_MODES}, '
                          f'got {count_mode!r}')
     if cuda_ext.cuda_ops_apply(hist):
         return torch.ops.mmseg_arb.prepare_counts(
-            hist, counts, bad_labels, count_mode, momentum, smoothing, tau,
-            weight_power, max_weight_ratio, update)
-    num_classes = counts.numel()
-    batch = hist[:num_classes]
-    if update:
-        bad_labels[0].add_(hist[num_classes])
-        bad_labels[1:].copy_(
-            torch.maximum(bad_labels[1:], hist[num_classes + 1:]))
+            hist, counts, class_weight, count_mode, momentum, smoothing, tau,
+            weight_power, max_weight_ratio, update, avg_non_ignore, ranks)
+    batch = class_counts(hist)
     if count_mode == 'prior':
         n = counts
     elif update:
@@ -171,8 +190,22 @@ def prepare_counts(hist: Tensor,
         # Nothing accumulated yet (e.g. evaluating an untrained model): the
         # batch is the only estimate. Decided on device, without a sync.
         n = torch.where(counts.sum() > 0, counts, batch.to(torch.float64))
-    return torch.stack([
-        log_count_shift(n, smoothing, tau),
+    weight = combine_class_weight(
         count_class_weight(n, batch, smoothing, weight_power,
-                           max_weight_ratio)
+                           max_weight_ratio), class_weight)
+    b = batch.to(torch.float64)
+    denominator = (b * weight.to(torch.float64)).sum()
+    if not avg_non_ignore:
+        denominator = denominator + (pixel_total(hist) - b.sum())
+    return torch.cat([
+        log_count_shift(n, smoothing, tau), weight,
+        (denominator / ranks).to(torch.float32)[None]
     ])
+
+
+def unpack_prepared(prepared: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """``(shift, class_weight, denominator)``: views of what
+    :func:`prepare_counts` returns, ``(C,)``, ``(C,)`` and 0-d."""
+    num_classes = prepared.shape[0] // 2
+    return (prepared[:num_classes], prepared[num_classes:2 * num_classes],
+            prepared[2 * num_classes])
