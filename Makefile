@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export VENV
 
-.PHONY: setup demo test test-quick bench
+.PHONY: setup demo lint format test test-quick bench
 
 setup:
 	@bash tools/setup_env.sh
@@ -11,8 +11,21 @@ setup:
 demo: setup
 	$(PY) tools/demo.py
 
-test:
+# OpenMMLab's lint set: flake8's rules (ruff, ruff.toml), isort and yapf
+# (setup.cfg). `make format` applies isort and yapf.
+LINTED := mmseg_arb tools tests configs projects setup.py
+lint:
 	@bash tools/setup_env.sh --tests
+	$(PY) -m ruff check .
+	$(PY) -m isort --check-only --diff $(LINTED)
+	$(PY) -m yapf --diff --recursive $(LINTED)
+
+format:
+	@bash tools/setup_env.sh --tests
+	$(PY) -m isort $(LINTED)
+	$(PY) -m yapf --in-place --recursive $(LINTED)
+
+test: lint
 	$(PY) -m pytest -q tests projects/loss_study/tests
 
 # The development loop: everything but the tests marked slow (trainings,

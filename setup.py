@@ -22,7 +22,6 @@ import os
 import os.path as osp
 import shutil
 import subprocess
-
 from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
@@ -38,10 +37,9 @@ def _load_cuda_arch():
     """``mmseg_arb/ops/cuda_arch.py``, loaded by its path: the package
     cannot be imported before it is installed, and the JIT build shares
     these rules."""
-    path = osp.join(osp.dirname(osp.abspath(__file__)), 'mmseg_arb', 'ops',
-                    'cuda_arch.py')
-    spec = importlib.util.spec_from_file_location('_mmseg_arb_cuda_arch',
-                                                  path)
+    path = osp.join(
+        osp.dirname(osp.abspath(__file__)), 'mmseg_arb', 'ops', 'cuda_arch.py')
+    spec = importlib.util.spec_from_file_location('_mmseg_arb_cuda_arch', path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -65,7 +63,9 @@ def _set_arch_list(torch, cuda_home: str) -> bool:
         torch_archs = torch._C._cuda_getArchFlags()
         nvcc_archs = subprocess.run(
             [osp.join(cuda_home, 'bin', 'nvcc'), '--list-gpu-arch'],
-            capture_output=True, text=True, check=True).stdout
+            capture_output=True,
+            text=True,
+            check=True).stdout
     arch_list, line = cuda_arch_list(requested, visible, torch_archs,
                                      nvcc_archs)
     if line:
@@ -94,8 +94,10 @@ class BuildPyWithConfigs(build_py):
         target = osp.join(self.build_lib, 'mmseg_arb', '.mim', 'configs')
         if osp.isdir(target):
             shutil.rmtree(target)
-        shutil.copytree('configs', target,
-                        ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
+        shutil.copytree(
+            'configs',
+            target,
+            ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
 
 
 def cuda_build_options() -> dict:
@@ -151,8 +153,8 @@ if __name__ == '__main__':  # as pip and setuptools run it; tests import it
         version=read_version(),
         description='ARB-Loss (Attraction-Repulsion-Balanced Loss) for '
         'MMSegmentation',
-        long_description=open('README.md').read() if osp.exists('README.md')
-        else '',
+        long_description=open('README.md').read()
+        if osp.exists('README.md') else '',
         long_description_content_type='text/markdown',
         python_requires='>=3.8',
         packages=find_packages(include=['mmseg_arb', 'mmseg_arb.*']),

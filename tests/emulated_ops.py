@@ -26,18 +26,21 @@ LABEL_TYPES = {torch.int64: 0, torch.int32: 1, torch.uint8: 2}
 FLOAT_TYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 REDUCTIONS = {'none': 0, 'sum': 1, 'mean': 2}
 
-needs_nvcc = pytest.mark.skipif(shutil.which('nvcc') is None,
-                                reason='nvcc not on PATH')
+needs_nvcc = pytest.mark.skipif(
+    shutil.which('nvcc') is None, reason='nvcc not on PATH')
 
 
 def build(folder) -> ctypes.CDLL:
     """The emulated kernels, compiled into ``folder``."""
     library = osp.join(str(folder), 'libemulated.so')
-    result = subprocess.run(
-        ['nvcc', '-std=c++17', '-O1', '-cudart', 'none', '-Xcompiler',
-         '-fPIC', '-shared', f'-I{CSRC}',
-         osp.join(TEST_CSRC, 'emulated_kernels.cpp'), '-o', library],
-        capture_output=True, text=True, timeout=900)
+    result = subprocess.run([
+        'nvcc', '-std=c++17', '-O1', '-cudart', 'none', '-Xcompiler', '-fPIC',
+        '-shared', f'-I{CSRC}',
+        osp.join(TEST_CSRC, 'emulated_kernels.cpp'), '-o', library
+    ],
+                            capture_output=True,
+                            text=True,
+                            timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     return load(library)
 
@@ -78,39 +81,46 @@ def register(emu: ctypes.CDLL, wrong: str = '') -> torch.library.Library:
         return out
 
     def prepare_counts(hist, counts, class_weight, count_mode, momentum,
-                       smoothing, tau, weight_power, max_weight_ratio,
-                       update, avg_non_ignore, ranks):
+                       smoothing, tau, weight_power, max_weight_ratio, update,
+                       avg_non_ignore, ranks):
         out = torch.empty(2 * counts.numel() + 1, dtype=torch.float32)
         assert emu.emu_prepare_counts(
             _ptr(hist), _ptr(counts), _ptr(class_weight), counts.numel(),
             COUNT_MODES.index(count_mode), ctypes.c_double(momentum),
             ctypes.c_double(smoothing), ctypes.c_double(tau),
-            ctypes.c_double(weight_power),
-            ctypes.c_double(max_weight_ratio), int(update),
-            int(avg_non_ignore), ranks, _ptr(out)) == 0
+            ctypes.c_double(weight_power), ctypes.c_double(max_weight_ratio),
+            int(update), int(avg_non_ignore), ranks, _ptr(out)) == 0
         return out
 
     def shape(logits, label):
         N, C = logits.shape[:2]
         return N, C, label.numel() // max(N, 1)
 
-    def arb_loss_forward(logits, label, shift, class_weight, weight,
-                         ignore_index, reduction, loss_weight,
-                         avg_non_ignore, denominator=None):
+    def arb_loss_forward(logits,
+                         label,
+                         shift,
+                         class_weight,
+                         weight,
+                         ignore_index,
+                         reduction,
+                         loss_weight,
+                         avg_non_ignore,
+                         denominator=None):
         N, C, S = shape(logits, label)
-        out = torch.empty(label.shape if reduction == 'none' else (),
-                          dtype=torch.float32)
+        out = torch.empty(
+            label.shape if reduction == 'none' else (), dtype=torch.float32)
         stats = torch.empty((2, ) + tuple(label.shape), dtype=torch.float32)
-        partials = torch.empty(
-            2 * emu.emu_loss_reduce_blocks(_i64(N * S), SMS))
+        partials = torch.empty(2 *
+                               emu.emu_loss_reduce_blocks(_i64(N * S), SMS))
         scale = torch.empty(1)
         assert emu.emu_arb_loss_forward_given(
-            _ptr(logits), FLOAT_TYPES[logits.dtype], _ptr(label),
-            LABEL_TYPES[label.dtype], _ptr(shift), _ptr(class_weight),
-            _ptr(weight), _i64(N), C, _i64(S), _i64(ignore_index),
-            REDUCTIONS[reduction], ctypes.c_float(loss_weight),
-            int(avg_non_ignore), _ptr(denominator), _ptr(out), _ptr(stats),
-            _ptr(partials), _ptr(scale), SMS) == 0
+            _ptr(logits), FLOAT_TYPES[logits.dtype],
+            _ptr(label), LABEL_TYPES[label.dtype], _ptr(shift),
+            _ptr(class_weight), _ptr(weight), _i64(N), C, _i64(S),
+            _i64(ignore_index), REDUCTIONS[reduction],
+            ctypes.c_float(loss_weight), int(avg_non_ignore),
+            _ptr(denominator), _ptr(out), _ptr(stats), _ptr(partials),
+            _ptr(scale), SMS) == 0
         if wrong == 'arb_loss_forward':
             out = out * 1.01
         return out, stats, scale
@@ -122,16 +132,15 @@ def register(emu: ctypes.CDLL, wrong: str = '') -> torch.library.Library:
         scalar = grad_loss.numel() <= 1 or all(
             n <= 1 or stride == 0
             for n, stride in zip(grad_loss.shape, grad_loss.stride()))
-        grad_loss = (grad_loss.reshape(-1)[:1] if scalar else
-                     grad_loss).float().contiguous()
+        grad_loss = (grad_loss.reshape(-1)[:1]
+                     if scalar else grad_loss).float().contiguous()
         grad = torch.empty_like(logits)
         assert emu.emu_arb_loss_backward(
-            _ptr(logits), FLOAT_TYPES[logits.dtype], _ptr(label),
-            LABEL_TYPES[label.dtype], _ptr(shift), _ptr(class_weight),
-            _ptr(weight), _ptr(softmax_stats), _ptr(grad_loss),
-            int(scalar),
-            _ptr(scale), _i64(N), C, _i64(S), _i64(ignore_index),
-            _ptr(grad), SMS) == 0
+            _ptr(logits), FLOAT_TYPES[logits.dtype],
+            _ptr(label), LABEL_TYPES[label.dtype], _ptr(shift),
+            _ptr(class_weight), _ptr(weight), _ptr(softmax_stats),
+            _ptr(grad_loss), int(scalar), _ptr(scale), _i64(N), C, _i64(S),
+            _i64(ignore_index), _ptr(grad), SMS) == 0
         if wrong == 'arb_loss_backward':
             grad = grad * 1.01
         return grad

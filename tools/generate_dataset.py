@@ -17,14 +17,17 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('layout', choices=LAYOUTS)
     parser.add_argument('out', help='dataset root to write')
-    parser.add_argument('--num-classes', type=int,
-                        help='classes that appear (default: all)')
+    parser.add_argument(
+        '--num-classes', type=int, help='classes that appear (default: all)')
     parser.add_argument('--num-train', type=int, default=64)
     parser.add_argument('--num-val', type=int, default=16)
-    parser.add_argument('--size', type=int, nargs=2, default=[128, 128],
-                        metavar=('H', 'W'))
-    parser.add_argument('--rarest-share', type=float, default=1e-3,
-                        help='expected pixel share of the rarest class')
+    parser.add_argument(
+        '--size', type=int, nargs=2, default=[128, 128], metavar=('H', 'W'))
+    parser.add_argument(
+        '--rarest-share',
+        type=float,
+        default=1e-3,
+        help='expected pixel share of the rarest class')
     parser.add_argument('--seed', type=int, default=0)
     return parser.parse_args()
 
@@ -43,12 +46,13 @@ def main() -> None:
     summary = generate_dataset(args.out, spec)
     counts = summary['pixel_counts']['train']
     total = sum(counts)
-    print(json.dumps({
-        'root': args.out,
-        'train_images': spec.num_train,
-        'val_images': spec.num_val,
-        'rarest_train_share': min(counts) / total,
-    }))
+    print(
+        json.dumps({
+            'root': args.out,
+            'train_images': spec.num_train,
+            'val_images': spec.num_val,
+            'rarest_train_share': min(counts) / total,
+        }))
 
 
 if __name__ == '__main__':

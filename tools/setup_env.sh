@@ -28,6 +28,9 @@ CUDA_VENV=${CUDA_VENV:-$ROOT/.venv-cuda}
 CUDA_TORCH_SPEC=${CUDA_TORCH_SPEC:-torch==2.14.1}
 CUDA_BUILD_CHECK=${MMSEG_ARB_CUDA_BUILD_CHECK:-auto}
 [ "${1:-}" = --tests ] || CUDA_BUILD_CHECK=0  # only the tests need it
+# The lint set (make lint, run first by make test): flake8's rules through
+# ruff, isort and yapf, pinned so that a new release cannot fail CI.
+LINT_SPECS=(ruff==0.17.6 isort==9.0.2 yapf==0.43.0)
 
 # pip install into the venv of the python given first, its noise filtered.
 pip_install_with() {
@@ -75,6 +78,17 @@ setup_cuda_build_check() {
   echo "made $CUDA_VENV" > "$decision"
 }
 
+# The lint tools, for the tests only, also into a venv made earlier.
+setup_lint() {
+  [ "${1:-}" = --tests ] || return 0
+  "$PY" - "${LINT_SPECS[@]}" <<'PYEOF' 2>/dev/null && return 0
+import sys
+from importlib.metadata import version
+sys.exit(any(version(n) != v for n, v in (s.split('==') for s in sys.argv[1:])))
+PYEOF
+  pip_install "${LINT_SPECS[@]}"
+}
+
 # Whether pip would take $CUDA_TORCH_SPEC's torch wheel from a local file
 # (asked with --dry-run, which downloads no wheel).
 torch_wheel_is_local() {
@@ -98,6 +112,7 @@ PYEOF
 
 [ -x "$PY" ] || python3 -m venv "$VENV"
 if ready; then
+  setup_lint "${1:-}"
   setup_cuda_build_check
   exit 0
 fi
@@ -139,5 +154,6 @@ pip_install --no-deps 'cityscapesscripts==2.3.0'
 pip_install --no-deps --no-build-isolation -e "$ROOT"
 
 ready || { echo "setup: the environment in $VENV is still incomplete" >&2; exit 1; }
+setup_lint "${1:-}"
 setup_cuda_build_check
 echo "setup: environment ready in $VENV ($(( $(date +%s) - start )) s)"

@@ -8,8 +8,6 @@ custom_hooks = [dict(type='ClassCountHook')]
 # 'batch': counts of the current batch (the paper's ARB-Loss).
 model = dict(
     decode_head=dict(
-        loss_decode=dict(
-            type='ARBLoss', count_mode='batch', loss_weight=1.0)),
+        loss_decode=dict(type='ARBLoss', count_mode='batch', loss_weight=1.0)),
     auxiliary_head=dict(
-        loss_decode=dict(
-            type='ARBLoss', count_mode='batch', loss_weight=0.4)))
+        loss_decode=dict(type='ARBLoss', count_mode='batch', loss_weight=0.4)))

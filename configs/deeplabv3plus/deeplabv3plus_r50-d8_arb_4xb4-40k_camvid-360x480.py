@@ -11,8 +11,6 @@ custom_hooks = [dict(type='ClassCountHook')]
 # ARB too, at mmseg's weight 0.4.
 model = dict(
     decode_head=dict(
-        loss_decode=dict(
-            type='ARBLoss', count_mode='batch', loss_weight=1.0)),
+        loss_decode=dict(type='ARBLoss', count_mode='batch', loss_weight=1.0)),
     auxiliary_head=dict(
-        loss_decode=dict(
-            type='ARBLoss', count_mode='batch', loss_weight=0.4)))
+        loss_decode=dict(type='ARBLoss', count_mode='batch', loss_weight=0.4)))

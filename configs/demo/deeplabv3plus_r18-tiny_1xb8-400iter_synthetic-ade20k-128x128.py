@@ -30,7 +30,9 @@ model = dict(
         num_classes=num_classes,
         norm_cfg=norm_cfg),
     auxiliary_head=dict(
-        in_channels=64, channels=32, num_classes=num_classes,
+        in_channels=64,
+        channels=32,
+        num_classes=num_classes,
         norm_cfg=norm_cfg))
 
 # The generated images are 128x128: resize around that, not 512.
@@ -57,8 +59,8 @@ test_pipeline = [
 metainfo = dict(
     classes=('wall', 'building', 'sky', 'floor', 'tree', 'ceiling', 'road',
              'bed ', 'windowpane', 'grass', 'cabinet', 'sidewalk', 'person',
-             'earth', 'door', 'table', 'mountain', 'plant', 'curtain',
-             'chair', 'car', 'water', 'painting', 'sofa')[:num_classes])
+             'earth', 'door', 'table', 'mountain', 'plant', 'curtain', 'chair',
+             'car', 'water', 'painting', 'sofa')[:num_classes])
 train_dataloader = dict(
     batch_size=8,
     num_workers=2,
@@ -99,8 +101,7 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=20, log_metric_by_epoch=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False,
-                    interval=max_iters),
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))
 env_cfg = dict(dist_cfg=dict(backend='gloo'))

@@ -3,8 +3,8 @@
 # has no CamVid config to compare with. mmseg's SegFormer recipe (AdamW,
 # lr 6e-5, warm-up then poly, ImageNet-pretrained MiT-B0) at CamVid's size.
 _base_ = [
-    'mmseg::_base_/models/segformer_mit-b0.py',
-    '../_base_/datasets/camvid.py', 'mmseg::_base_/default_runtime.py',
+    'mmseg::_base_/models/segformer_mit-b0.py', '../_base_/datasets/camvid.py',
+    'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_40k.py'
 ]
 crop_size = (360, 480)

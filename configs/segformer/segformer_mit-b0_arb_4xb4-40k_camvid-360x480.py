@@ -10,5 +10,4 @@ custom_hooks = [dict(type='ClassCountHook')]
 # over all GPUs (the paper's ARB-Loss). SegFormer has no auxiliary head.
 model = dict(
     decode_head=dict(
-        loss_decode=dict(
-            type='ARBLoss', count_mode='batch', loss_weight=1.0)))
+        loss_decode=dict(type='ARBLoss', count_mode='batch', loss_weight=1.0)))

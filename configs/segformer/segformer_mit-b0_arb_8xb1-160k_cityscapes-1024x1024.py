@@ -4,5 +4,4 @@ custom_imports = dict(imports=['mmseg_arb'], allow_failed_imports=False)
 custom_hooks = [dict(type='ClassCountHook')]
 model = dict(
     decode_head=dict(
-        loss_decode=dict(
-            type='ARBLoss', count_mode='batch', loss_weight=1.0)))
+        loss_decode=dict(type='ARBLoss', count_mode='batch', loss_weight=1.0)))

@@ -40,12 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog='mmseg-arb',
         description='ARB-Loss for MMSegmentation: shipped configs, '
         'training, testing, results against mmseg\'s baselines.')
-    commands = parser.add_subparsers(dest='command', metavar='COMMAND',
-                                     required=True)
+    commands = parser.add_subparsers(
+        dest='command', metavar='COMMAND', required=True)
     for command in COMMANDS:
-        sub = commands.add_parser(command.name, help=command.help,
-                                  description=command.help,
-                                  aliases=command.aliases)
+        sub = commands.add_parser(
+            command.name,
+            help=command.help,
+            description=command.help,
+            aliases=command.aliases)
         command.add_arguments(sub)
         sub.set_defaults(run=command.run, parser=sub)
     return parser

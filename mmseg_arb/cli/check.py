@@ -18,6 +18,7 @@ def run_check(args: argparse.Namespace, argv: List[str]) -> int:
     return 1 if failed else 0
 
 
-COMMAND = Command('check', 'check the CUDA kernels (or, without a GPU, the '
-                  'PyTorch path) of this machine against float64 and fp32 '
-                  'cross-entropy', lambda parser: None, run_check)
+COMMAND = Command(
+    'check', 'check the CUDA kernels (or, without a GPU, the '
+    'PyTorch path) of this machine against float64 and fp32 '
+    'cross-entropy', lambda parser: None, run_check)

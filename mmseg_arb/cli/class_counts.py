@@ -27,18 +27,25 @@ from .launch import load_config
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        'config', help='config whose dataset is counted (a file, or the '
+        'config',
+        help='config whose dataset is counted (a file, or the '
         'name of a shipped config)')
-    parser.add_argument('--split', default='train',
-                        choices=['train', 'val', 'test'])
-    parser.add_argument('--out', help='JSON path (default: <data_root>/'
-                        f"{class_counts_file('<split>')})")
-    parser.add_argument('--workers', type=int,
-                        default=min(8, os.cpu_count() or 1))
+    parser.add_argument(
+        '--split', default='train', choices=['train', 'val', 'test'])
+    parser.add_argument(
+        '--out',
+        help='JSON path (default: <data_root>/'
+        f"{class_counts_file('<split>')})")
+    parser.add_argument(
+        '--workers', type=int, default=min(8,
+                                           os.cpu_count() or 1))
     parser.add_argument('--no-progress', action='store_true')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config entries, e.g. '
-                        'train_dataloader.dataset.data_root=data/my_ade')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config entries, e.g. '
+        'train_dataloader.dataset.data_root=data/my_ade')
 
 
 def zero_pixel_note(stats: Dict) -> List[str]:
@@ -68,13 +75,13 @@ def run(args: argparse.Namespace, argv: List[str]) -> None:
     from mmseg.registry import DATASETS
     dataset_cfg = cfg[f'{args.split}_dataloader'].dataset
     dataset = DATASETS.build(dataset_cfg)
-    stats = dataset_class_counts(dataset, args.workers,
-                                 progress=not args.no_progress)
+    stats = dataset_class_counts(
+        dataset, args.workers, progress=not args.no_progress)
     stats['dataset'] = dataset_cfg.get('type', type(dataset).__name__)
     stats['data_root'] = dataset_cfg.get('data_root', '')
     stats['split'] = args.split
-    out = args.out or osp.join(stats['data_root'],
-                               class_counts_file(args.split))
+    out = args.out or osp.join(stats['data_root'], class_counts_file(
+        args.split))
     save_class_counts(stats, out)
     png = osp.splitext(out)[0] + '.png'
     plot_class_counts(stats, png)
@@ -89,6 +96,9 @@ def run(args: argparse.Namespace, argv: List[str]) -> None:
     print(f'wrote {out} and {png}')
 
 
-COMMAND = Command('class-counts', 'count the pixels of every class over a '
-                  "config's dataset (class_counts of 'prior' configs)",
-                  add_arguments, run, aliases=('class-stats', ))
+COMMAND = Command(
+    'class-counts', 'count the pixels of every class over a '
+    "config's dataset (class_counts of 'prior' configs)",
+    add_arguments,
+    run,
+    aliases=('class-stats', ))

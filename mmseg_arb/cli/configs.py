@@ -23,12 +23,13 @@ def run_list(args: argparse.Namespace, argv: List[str]) -> None:
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        'name', help='a shipped config, e.g. '
+        'name',
+        help='a shipped config, e.g. '
         'deeplabv3plus_r50-d8_arb_4xb4-80k_ade20k-512x512 (see list)')
     parser.add_argument(
         '--dest', default='.', help='folder to write NAME.py in (default: .)')
-    parser.add_argument('--force', action='store_true',
-                        help='replace an existing NAME.py')
+    parser.add_argument(
+        '--force', action='store_true', help='replace an existing NAME.py')
 
 
 def run_config(args: argparse.Namespace, argv: List[str]) -> None:

@@ -50,7 +50,8 @@ def launch(command: str, args: argparse.Namespace, argv: List[str]) -> str:
     return config
 
 
-def load_config(path: str, cfg_options: Optional[dict] = None,
+def load_config(path: str,
+                cfg_options: Optional[dict] = None,
                 work_dir: Optional[str] = None,
                 launcher: str = 'none') -> Config:
     """Config from ``path`` with ``--cfg-options`` merged, the launcher set
@@ -152,8 +153,8 @@ def quiet_per_class_tables(cfg: Config) -> None:
         evaluators = cfg.get(key)
         if evaluators is None:
             continue
-        for evaluator in (evaluators if isinstance(evaluators, list)
-                          else [evaluators]):
+        for evaluator in (evaluators
+                          if isinstance(evaluators, list) else [evaluators]):
             if str(evaluator.get('type', '')).split('.')[-1] == \
                     'LongTailIoUMetric':
                 evaluator.setdefault('console_table', False)

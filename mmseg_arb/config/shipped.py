@@ -67,8 +67,8 @@ def find_config(name: str) -> str:
     by_stem = {k.split('/')[-1]: p for k, p in configs.items()}
     if key in by_stem:
         return by_stem[key]
-    close = difflib.get_close_matches(key.split('/')[-1], list(by_stem), n=5,
-                                      cutoff=0.6)
+    close = difflib.get_close_matches(
+        key.split('/')[-1], list(by_stem), n=5, cutoff=0.6)
     hint = ('; did you mean: ' + ', '.join(close)) if close else ''
     raise ConfigNotFoundError(
         f'no shipped config named {name!r}{hint} (`mmseg-arb list` shows '

@@ -82,7 +82,9 @@ def with_class_count_hook(custom_hooks: Any) -> List:
     """``custom_hooks`` with a ``ClassCountHook`` appended unless it has
     one."""
     hooks = list(custom_hooks or [])
-    if not any(isinstance(h, dict) and h.get('type') in (
-            HOOK_TYPE, f'mmseg.{HOOK_TYPE}') for h in hooks):
+    if not any(
+            isinstance(h, dict) and h.get('type') in (HOOK_TYPE,
+                                                      f'mmseg.{HOOK_TYPE}')
+            for h in hooks):
         hooks.append(dict(type=HOOK_TYPE))
     return hooks

@@ -6,8 +6,8 @@ from .step_histogram import (all_reduce_sum_, begin_step, count_labels,
                              end_step, step_histogram)
 
 __all__ = [
-    'COUNT_MODES', 'ClassCountEstimator', 'LabelRangeError',
-    'LabelRangeGuard', 'MAX_WEIGHT_RATIO', 'all_reduce_sum_', 'begin_step',
-    'count_class_weight', 'count_labels', 'end_step', 'log_count_shift',
-    'prepare_counts', 'step_histogram'
+    'COUNT_MODES', 'ClassCountEstimator', 'LabelRangeError', 'LabelRangeGuard',
+    'MAX_WEIGHT_RATIO', 'all_reduce_sum_', 'begin_step', 'count_class_weight',
+    'count_labels', 'end_step', 'log_count_shift', 'prepare_counts',
+    'step_histogram'
 ]

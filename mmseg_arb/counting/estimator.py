@@ -229,19 +229,31 @@ class ClassCountEstimator(FixedDtypeBuffers):
         self._check_device(label.device)
         self._check_size(num_classes, label.device)
         step = self.training and torch.is_grad_enabled()
-        hist = step_histogram(label, num_classes, ignore_index,
-                              self.dist_sync, self.share_step_counts)
+        hist = step_histogram(label, num_classes, ignore_index, self.dist_sync,
+                              self.share_step_counts)
         prepared = prepare_counts(
-            hist, self.counts, self.count_mode, self.momentum,
-            self.smoothing, self.tau, self.weight_power,
-            self.max_weight_ratio, update=step, class_weight=class_weight,
+            hist,
+            self.counts,
+            self.count_mode,
+            self.momentum,
+            self.smoothing,
+            self.tau,
+            self.weight_power,
+            self.max_weight_ratio,
+            update=step,
+            class_weight=class_weight,
             avg_non_ignore=avg_non_ignore,
             ranks=summed_ranks(self.dist_sync))
         # A training step is checked by the guard (at once, or deferred);
         # an evaluation call at once; a sampler's ranking call (train mode,
         # no grad) not at all: the step's own call checks the same labels.
-        self.label_guard.observe(hist, num_classes, ignore_index, label,
-                                 step, at_once=not self.training)
+        self.label_guard.observe(
+            hist,
+            num_classes,
+            ignore_index,
+            label,
+            step,
+            at_once=not self.training)
         shift, weight, denominator = unpack_prepared(prepared)
         if not self.weight_power:
             return shift, class_weight, None
@@ -263,8 +275,9 @@ class ClassCountEstimator(FixedDtypeBuffers):
     def _set_prior(self, prior: Tensor, source: CountsSource) -> None:
         if isinstance(source, (str, os.PathLike)):
             # Said, since a relative name is looked up in two places.
-            _log(f'mmseg_arb: class_counts read from '
-                 f'{osp.abspath(source)!r}', logging.INFO)
+            _log(
+                f'mmseg_arb: class_counts read from '
+                f'{osp.abspath(source)!r}', logging.INFO)
         declared = self._declared_classes
         if declared is not None and prior.numel() != declared:
             raise ValueError(f'class_counts has {prior.numel()} entries but '
@@ -312,8 +325,8 @@ class ClassCountEstimator(FixedDtypeBuffers):
             f'have {size} (count_mode={self.count_mode!r}); check '
             f'class_counts / num_classes against the decode head')
 
-    def _load_from_state_dict(self, state_dict: dict, prefix: str,
-                              *args: Any, **kwargs: Any) -> None:
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any,
+                              **kwargs: Any) -> None:
         key = prefix + 'counts'
         # Written by mmseg-arb 0.1 and read by nothing: dropped.
         state_dict.pop(prefix + 'num_updates', None)
@@ -324,14 +337,15 @@ class ClassCountEstimator(FixedDtypeBuffers):
             # (Still empty if its file is resolved later, by the hook.)
             if self.counts.numel() and not torch.equal(
                     saved.to(self.counts), self.counts):
-                _log('mmseg_arb: the checkpoint carries other class counts '
-                     f'({key}); the prior from the config is kept.',
-                     logging.INFO)
+                _log(
+                    'mmseg_arb: the checkpoint carries other class counts '
+                    f'({key}); the prior from the config is kept.',
+                    logging.INFO)
             state_dict[key] = self.counts
         elif saved is not None and self.counts.numel() == 0:
             # Buffers sized lazily are still empty when a checkpoint is
             # loaded before the first batch (resume): take its size.
-            self.counts = torch.zeros_like(saved, dtype=torch.float64,
-                                           device=self.counts.device)
+            self.counts = torch.zeros_like(
+                saved, dtype=torch.float64, device=self.counts.device)
             self._sized_by_checkpoint = True
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -41,8 +41,10 @@ def _raise(message: str) -> None:
     run's log file, where a runner made one) and raise it."""
     try:  # the counting also serves without mmengine (torch alone)
         from mmengine.logging import print_log
-        print_log(f'LabelRangeError: {message}', logger='current',
-                  level=logging.ERROR)
+        print_log(
+            f'LabelRangeError: {message}',
+            logger='current',
+            level=logging.ERROR)
     except ImportError:
         logging.getLogger(__name__).error('LabelRangeError: %s', message)
     raise LabelRangeError(message)
@@ -116,8 +118,13 @@ class LabelRangeGuard(nn.Module):
                 text += f', in {", ".join(names)}{more}'
         return text
 
-    def observe(self, hist: Tensor, num_classes: int, ignore_index: int,
-                label: Tensor, step: bool, at_once: bool = False) -> None:
+    def observe(self,
+                hist: Tensor,
+                num_classes: int,
+                ignore_index: int,
+                label: Tensor,
+                step: bool,
+                at_once: bool = False) -> None:
         """Take a call's bad labels from its histogram: add a training
         step's to the totals, and check them at once where that is free or
         asked for; otherwise leave them to the deferred reads.
@@ -147,10 +154,11 @@ class LabelRangeGuard(nn.Module):
             num_bad = int(entries[0])
             if num_bad:
                 where = self._where_in_step(label) if step else ''
-                _raise(_message(
-                    num_bad, num_classes, ignore_index,
-                    _offending_values(label, num_classes, ignore_index) +
-                    where))
+                _raise(
+                    _message(
+                        num_bad, num_classes, ignore_index,
+                        _offending_values(label, num_classes, ignore_index) +
+                        where))
         elif step and not self.read_by_hook:
             self._count_step()
 
@@ -162,8 +170,7 @@ class LabelRangeGuard(nn.Module):
         if self._steps % self.interval == 0:
             self.check()
 
-    def check(self, where: str = '',
-              iteration: Optional[int] = None) -> None:
+    def check(self, where: str = '', iteration: Optional[int] = None) -> None:
         """Read the accumulated bad-label count (one host read) and raise
         :class:`LabelRangeError` if there is any.
 
@@ -200,8 +207,9 @@ def check_labels_now(label: Tensor, num_classes: int,
     _, invalid = label_masks(label, num_classes, ignore_index)
     num_bad = int(invalid.sum())
     if num_bad:
-        _raise(_message(num_bad, num_classes, ignore_index,
-                        _offending_values(label, num_classes, ignore_index)))
+        _raise(
+            _message(num_bad, num_classes, ignore_index,
+                     _offending_values(label, num_classes, ignore_index)))
 
 
 def _offending_values(label: Optional[Tensor], num_classes: int,

@@ -32,7 +32,8 @@ WEIGHT_RATIO_LIMIT = 1e30
 ABSENT_CLASS_SHIFT = -1e30
 
 
-def log_count_shift(class_counts: Tensor, smoothing: float = 0.0,
+def log_count_shift(class_counts: Tensor,
+                    smoothing: float = 0.0,
                     tau: float = 1.0) -> Tensor:
     """``tau * log(n_j + smoothing)`` per class as float32.
 
@@ -62,8 +63,10 @@ def log_count_shift(class_counts: Tensor, smoothing: float = 0.0,
     return shift.to(torch.float32)
 
 
-def count_class_weight(class_counts: Tensor, batch: Tensor,
-                       smoothing: float = 0.0, weight_power: float = 0.0,
+def count_class_weight(class_counts: Tensor,
+                       batch: Tensor,
+                       smoothing: float = 0.0,
+                       weight_power: float = 0.0,
                        max_weight_ratio: float = MAX_WEIGHT_RATIO) -> Tensor:
     """Class weights ``w_c ~ (n_c + smoothing)^-p`` as float32.
 
@@ -170,9 +173,11 @@ def prepare_counts(hist: Tensor,
         raise ValueError(f'count_mode must be one of {COUNT_MODES}, '
                          f'got {count_mode!r}')
     if cuda_ext.cuda_ops_apply(hist):
-        return torch.ops.mmseg_arb.prepare_counts(
-            hist, counts, class_weight, count_mode, momentum, smoothing, tau,
-            weight_power, max_weight_ratio, update, avg_non_ignore, ranks)
+        return torch.ops.mmseg_arb.prepare_counts(hist, counts, class_weight,
+                                                  count_mode, momentum,
+                                                  smoothing, tau, weight_power,
+                                                  max_weight_ratio, update,
+                                                  avg_non_ignore, ranks)
     batch = class_counts(hist)
     if count_mode == 'prior':
         n = counts

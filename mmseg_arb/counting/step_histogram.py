@@ -75,8 +75,11 @@ def count_labels(label: Tensor, num_classes: int, ignore_index: int,
     return hist
 
 
-def step_histogram(label: Tensor, num_classes: int, ignore_index: int,
-                   dist_sync: bool, share: bool = True) -> Tensor:
+def step_histogram(label: Tensor,
+                   num_classes: int,
+                   ignore_index: int,
+                   dist_sync: bool,
+                   share: bool = True) -> Tensor:
     """:func:`count_labels`, shared within a training step (see the module
     docstring) unless ``share`` is off. Callers must not modify the
     result."""

@@ -11,12 +11,14 @@ their training pixel shares are in docs/datasets.md.
 from mmseg.datasets import BaseSegDataset
 from mmseg.registry import DATASETS
 
-CLASSES = ('Sky', 'Building', 'Pole', 'Road', 'Pavement', 'Tree',
-           'SignSymbol', 'Fence', 'Car', 'Pedestrian', 'Bicyclist')
+CLASSES = ('Sky', 'Building', 'Pole', 'Road', 'Pavement', 'Tree', 'SignSymbol',
+           'Fence', 'Car', 'Pedestrian', 'Bicyclist')
 # RGB, as SegNet draws them.
-PALETTE = ([128, 128, 128], [128, 0, 0], [192, 192, 128], [128, 64, 128],
-           [60, 40, 222], [128, 128, 0], [192, 128, 128], [64, 64, 128],
-           [64, 0, 128], [64, 64, 0], [0, 128, 192])
+PALETTE = ([128, 128, 128], [128, 0, 0], [192, 192, 128], [128, 64,
+                                                           128], [60, 40, 222],
+           [128, 128,
+            0], [192, 128,
+                 128], [64, 64, 128], [64, 0, 128], [64, 64, 0], [0, 128, 192])
 
 
 @DATASETS.register_module()
@@ -29,8 +31,13 @@ class CamVidDataset(BaseSegDataset):
     """
     METAINFO = dict(classes=CLASSES, palette=[list(c) for c in PALETTE])
 
-    def __init__(self, img_suffix: str = '.png',
+    def __init__(self,
+                 img_suffix: str = '.png',
                  seg_map_suffix: str = '.png',
-                 reduce_zero_label: bool = False, **kwargs) -> None:
-        super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix,
-                         reduce_zero_label=reduce_zero_label, **kwargs)
+                 reduce_zero_label: bool = False,
+                 **kwargs) -> None:
+        super().__init__(
+            img_suffix=img_suffix,
+            seg_map_suffix=seg_map_suffix,
+            reduce_zero_label=reduce_zero_label,
+            **kwargs)

@@ -14,13 +14,15 @@ import numpy as np
 def _count_one(args) -> np.ndarray:
     info, num_classes = args
     from mmseg.datasets.transforms import LoadAnnotations
+
     # reduce_zero_label and label_map come with the dataset's info.
     gt = LoadAnnotations()(dict(info, seg_fields=[]))['gt_seg_map']
     gt = gt[(gt >= 0) & (gt < num_classes)]
     return np.bincount(gt.ravel(), minlength=num_classes)
 
 
-def dataset_class_counts(dataset, workers: int = 4,
+def dataset_class_counts(dataset,
+                         workers: int = 4,
                          progress: bool = True) -> Dict:
     """Count the pixels of every class over all annotations of ``dataset``.
 
@@ -59,7 +61,8 @@ def dataset_class_counts(dataset, workers: int = 4,
     }
 
 
-def plot_class_counts(stats: Dict, path: str,
+def plot_class_counts(stats: Dict,
+                      path: str,
                       title: Optional[str] = None) -> None:
     """Log-scale bar chart of the pixel share of each class, most frequent
     first, saved as a PNG; ``stats`` is a class-counts object as
@@ -74,12 +77,15 @@ def plot_class_counts(stats: Dict, path: str,
     share = counts[order] / max(counts.sum(), 1.0)
     width = max(6.0, 0.12 * len(counts))
     fig, ax = plt.subplots(figsize=(width, 4.0))
-    ax.bar(np.arange(len(counts)), np.where(share > 0, share, np.nan),
-           color='tab:blue')
+    ax.bar(
+        np.arange(len(counts)),
+        np.where(share > 0, share, np.nan),
+        color='tab:blue')
     ax.set_yscale('log')
     ax.set_ylabel('pixel share')
     ax.set_xticks(np.arange(len(counts)))
-    ax.set_xticklabels([names[i] for i in order], rotation=90,
+    ax.set_xticklabels([names[i] for i in order],
+                       rotation=90,
                        fontsize=6 if len(counts) > 40 else 8)
     ax.set_xlim(-0.5, len(counts) - 0.5)
     ax.set_title(title or f"{stats.get('dataset', '')} "

@@ -25,8 +25,11 @@ GENERATED_FOLDERS = {
 }
 
 
-def prepare_synthetic(data_root: str, spec: SyntheticSpec, dataset_cfg,
-                      workers: int = 2, progress: bool = True) -> str:
+def prepare_synthetic(data_root: str,
+                      spec: SyntheticSpec,
+                      dataset_cfg,
+                      workers: int = 2,
+                      progress: bool = True) -> str:
     """Generate ``spec``'s dataset under ``data_root`` and count the pixels
     of its training split, unless both are there for this very spec.
 
@@ -65,9 +68,11 @@ def prepare_synthetic(data_root: str, spec: SyntheticSpec, dataset_cfg,
     init_default_scope('mmseg')
     dataset_cfg = copy.deepcopy(dataset_cfg)
     dataset_cfg['data_root'] = data_root
-    stats = dataset_class_counts(DATASETS.build(dataset_cfg),
-                                 workers=workers, progress=progress)
-    stats.update(dataset=f"{dataset_cfg['type']} (generated)",
-                 data_root=data_root, split='train')
+    stats = dataset_class_counts(
+        DATASETS.build(dataset_cfg), workers=workers, progress=progress)
+    stats.update(
+        dataset=f"{dataset_cfg['type']} (generated)",
+        data_root=data_root,
+        split='train')
     save_class_counts(stats, stats_path)
     return stats_path

@@ -75,8 +75,9 @@ def find_source(src: str) -> str:
     for folder in (src, osp.join(src, 'CamVid')):
         if not osp.isdir(folder):
             continue
-        missing = [f for f in SOURCE_FOLDERS
-                   if not osp.isdir(osp.join(folder, f))]
+        missing = [
+            f for f in SOURCE_FOLDERS if not osp.isdir(osp.join(folder, f))
+        ]
         if not missing:
             return folder
         if len(missing) < len(SOURCE_FOLDERS):
@@ -108,8 +109,8 @@ def pair_files(source: str) -> Dict[str, List[str]]:
         if not images:
             raise CamVidSourceError(f'{osp.join(source, split)} holds no PNG '
                                     f'image')
-        for have, lack, what in ((images, labels, 'image'),
-                                 (labels, images, 'label')):
+        for have, lack, what in ((images, labels, 'image'), (labels, images,
+                                                             'label')):
             alone = sorted(set(have) - set(lack))
             if alone:
                 other = f'{split}annot' if what == 'image' else split
@@ -154,10 +155,10 @@ def convert_pair(image_path: str, label_path: str,
     label = np.where(label == VOID, IGNORE_INDEX, label).astype(np.uint8)
     if scale != 1:
         height, width = scaled_size(image.shape[:2], scale)
-        image = cv2.resize(image, (width, height),
-                           interpolation=cv2.INTER_AREA)
-        label = cv2.resize(label, (width, height),
-                           interpolation=cv2.INTER_NEAREST)
+        image = cv2.resize(
+            image, (width, height), interpolation=cv2.INTER_AREA)
+        label = cv2.resize(
+            label, (width, height), interpolation=cv2.INTER_NEAREST)
     return image, label
 
 
@@ -181,9 +182,14 @@ def _write_marker(dest: str, meta: Dict) -> None:
 
 def _written_files(dest: str) -> Dict[str, List[int]]:
     """Images and labels per split found under ``dest``."""
-    return {split: [len(_pngs(osp.join(dest, top, split)))
-                    if osp.isdir(osp.join(dest, top, split)) else 0
-                    for top in ('img_dir', 'ann_dir')] for split in SPLITS}
+    return {
+        split: [
+            len(_pngs(osp.join(dest, top, split))) if osp.isdir(
+                osp.join(dest, top, split)) else 0
+            for top in ('img_dir', 'ann_dir')
+        ]
+        for split in SPLITS
+    }
 
 
 def check_dest(dest: str, source: str, scale: float, force: bool) -> bool:
@@ -216,8 +222,7 @@ def check_dest(dest: str, source: str, scale: float, force: bool) -> bool:
         problem = (f'{dest} holds CamVid prepared from {meta.get("source")} '
                    f'at scale {meta.get("scale")}')
     else:
-        ours = [e for e in os.listdir(dest)
-                if e in OUTPUTS and e != STAGING]
+        ours = [e for e in os.listdir(dest) if e in OUTPUTS and e != STAGING]
         if not ours:
             return False  # new files beside the user's: nothing replaced
         problem = (f'{dest} holds {", ".join(sorted(ours))} that '
@@ -229,8 +234,11 @@ def check_dest(dest: str, source: str, scale: float, force: bool) -> bool:
         f'there (nothing else in {dest} is touched), or another DEST')
 
 
-def prepare_camvid(src: str, dest: str, scale: float = 1.0,
-                   force: bool = False, progress: bool = True) -> Dict:
+def prepare_camvid(src: str,
+                   dest: str,
+                   scale: float = 1.0,
+                   force: bool = False,
+                   progress: bool = True) -> Dict:
     """Convert the SegNet release of CamVid at ``src`` into mmseg's layout
     under ``dest`` and count the training split's pixels per class.
 
@@ -271,8 +279,10 @@ def prepare_camvid(src: str, dest: str, scale: float = 1.0,
     shutil.rmtree(staging, ignore_errors=True)  # an interrupted call's
     counts = {s: np.zeros(len(CLASSES) + 1, dtype=np.int64) for s in SPLITS}
     sizes = set()
-    bar = tqdm(total=sum(map(len, pairs.values())), desc='CamVid',
-               disable=None if progress else True)
+    bar = tqdm(
+        total=sum(map(len, pairs.values())),
+        desc='CamVid',
+        disable=None if progress else True)
     try:
         for split, names in pairs.items():
             for top in ('img_dir', 'ann_dir'):
@@ -296,8 +306,14 @@ def prepare_camvid(src: str, dest: str, scale: float = 1.0,
         bar.close()
     # From here on DEST changes; a call interrupted now is redone by the
     # next one, without --force.
-    meta = dict(source=source, scale=scale, complete=False,
-                images={s: len(n) for s, n in pairs.items()})
+    meta = dict(
+        source=source,
+        scale=scale,
+        complete=False,
+        images={
+            s: len(n)
+            for s, n in pairs.items()
+        })
     _write_marker(dest, meta)
     for top in ('img_dir', 'ann_dir'):
         shutil.rmtree(osp.join(dest, top), ignore_errors=True)
@@ -306,15 +322,25 @@ def prepare_camvid(src: str, dest: str, scale: float = 1.0,
 
     stats_path = osp.join(dest, STATS_FILE)
     save_class_counts(
-        dict(counts=counts['train'][:VOID].tolist(), class_names=list(CLASSES),
-             dataset='CamVidDataset', data_root=dest, split='train',
-             num_images=len(pairs['train'])), stats_path)
+        dict(
+            counts=counts['train'][:VOID].tolist(),
+            class_names=list(CLASSES),
+            dataset='CamVidDataset',
+            data_root=dest,
+            split='train',
+            num_images=len(pairs['train'])), stats_path)
     meta.update(
         complete=True,
         size=list(sizes.pop()) if len(sizes) == 1 else sorted(
             list(size) for size in sizes),
-        pixel_counts={s: c[:VOID].tolist() for s, c in counts.items()},
-        void_pixels={s: int(c[VOID]) for s, c in counts.items()},
+        pixel_counts={
+            s: c[:VOID].tolist()
+            for s, c in counts.items()
+        },
+        void_pixels={
+            s: int(c[VOID])
+            for s, c in counts.items()
+        },
         stats=stats_path)
     _write_marker(dest, meta)
     return dict(meta, skipped=False)

@@ -52,10 +52,9 @@ SPLITS = ('train', 'val', 'test')
 
 # Approximate pixel frequencies of the 19 Cityscapes train ids (fine
 # annotations, train split), in train-id order.
-CITYSCAPES_FREQUENCIES = (
-    0.369, 0.061, 0.228, 0.0066, 0.0088, 0.0123, 0.0021, 0.0055, 0.159,
-    0.0116, 0.040, 0.0121, 0.0013, 0.070, 0.0027, 0.0023, 0.0023, 0.0010,
-    0.0041)
+CITYSCAPES_FREQUENCIES = (0.369, 0.061, 0.228, 0.0066, 0.0088, 0.0123, 0.0021,
+                          0.0055, 0.159, 0.0116, 0.040, 0.0121, 0.0013, 0.070,
+                          0.0027, 0.0023, 0.0023, 0.0010, 0.0041)
 # road, sidewalk, building, wall, fence, vegetation, terrain, sky.
 CITYSCAPES_STUFF = (0, 1, 2, 3, 4, 8, 9, 10)
 CITYSCAPES_CITIES = {
@@ -105,9 +104,8 @@ class SyntheticSpec:
             raise ValueError(f'num_classes must be in [2, {full}] for '
                              f'{self.layout}, got {self.num_classes}')
         if not 0 < self.rarest_share < 1.0 / self.num_classes:
-            raise ValueError(
-                f'rarest_share must be in (0, 1/num_classes), '
-                f'got {self.rarest_share}')
+            raise ValueError(f'rarest_share must be in (0, 1/num_classes), '
+                             f'got {self.rarest_share}')
         if self.mode not in MODES:
             raise ValueError(f'mode must be one of {MODES}, '
                              f'got {self.mode!r}')
@@ -163,8 +161,10 @@ class _ClassLook:
 
     def __init__(self, cls: int) -> None:
         rng = np.random.default_rng(10_007 * (cls + 1))
-        self.hsv = ((cls * 0.618034) % 1.0,  # golden-ratio hues spread evenly
-                    0.45 + 0.5 * rng.random(), 0.45 + 0.5 * rng.random())
+        self.hsv = (
+            (cls * 0.618034) % 1.0,  # golden-ratio hues spread evenly
+            0.45 + 0.5 * rng.random(),
+            0.45 + 0.5 * rng.random())
         self.colour = np.array(_hsv_to_rgb(*self.hsv)) * 255.0
         self.texture = cls % 4  # flat, stripes, checks, dots
         self.angle = rng.uniform(0, np.pi)
@@ -207,8 +207,8 @@ class _ClassLook:
         elif self.texture == 2:
             pattern = np.sign(np.sin(u * self.freq) * np.sin(v * self.freq))
         elif self.texture == 3:
-            pattern = (np.sin(u * self.freq) * np.sin(v * self.freq) > 0.6
-                       ) * 2.0 - 1.0
+            pattern = (np.sin(u * self.freq) * np.sin(v * self.freq)
+                       > 0.6) * 2.0 - 1.0
         else:
             pattern = np.zeros_like(u)
         return self.colour[None, None, :] * (
@@ -254,8 +254,8 @@ class SyntheticSegmentationGenerator:
         self.looks = [_ClassLook(c) for c in range(k)]
         self.twins = self._pick_twins() if self.hard else []
         for twin in self.twins:
-            self.looks[twin.cls].twin_of(self.looks[twin.source],
-                                         same_shape=twin.kind == 'context')
+            self.looks[twin.cls].twin_of(
+                self.looks[twin.source], same_shape=twin.kind == 'context')
         h, w = spec.height, spec.width
         self.yy, self.xx = np.mgrid[0:h, 0:w].astype(np.float64)
         area = h * w
@@ -271,12 +271,17 @@ class SyntheticSegmentationGenerator:
             for c in self.things
         }
         for twin in self.twins:
-            self.thing_area[twin.cls] = float(np.sqrt(
-                self.thing_area[twin.cls] * self.thing_area[twin.source]))
-        self.context_of = {t.cls: t.context for t in self.twins
-                           if t.kind == 'context'}
-        self.avoid = {t.source: t.context for t in self.twins
-                      if t.kind == 'context'}
+            self.thing_area[twin.cls] = float(
+                np.sqrt(self.thing_area[twin.cls] *
+                        self.thing_area[twin.source]))
+        self.context_of = {
+            t.cls: t.context
+            for t in self.twins if t.kind == 'context'
+        }
+        self.avoid = {
+            t.source: t.context
+            for t in self.twins if t.kind == 'context'
+        }
         stuff_share = self.shares[self.stuff]
         self.stuff_probs = stuff_share / stuff_share.sum()
 
@@ -299,15 +304,16 @@ class SyntheticSegmentationGenerator:
             twins.append(Twin(cls, sources[i], kind, context))
         return twins
 
-    def sample(self, rng: np.random.Generator
-               ) -> Tuple[np.ndarray, np.ndarray]:
+    def sample(self,
+               rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
         """One (uint8 RGB image (H, W, 3), int label map (H, W)) pair with
         labels in ``[0, num_classes)`` and -1 on region borders."""
         image, label, _ = self.sample_with_instances(rng)
         return image, label
 
-    def sample_with_instances(self, rng: np.random.Generator
-                              ) -> Tuple[np.ndarray, np.ndarray, Dict]:
+    def sample_with_instances(
+            self,
+            rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray, Dict]:
         """:meth:`sample`, and the number of instances of each class still
         visible in the labels (thing instances; a stuff class counts its
         region), as ``{class: count}``."""
@@ -349,8 +355,8 @@ class SyntheticSegmentationGenerator:
             instances[owners[int(i)]] = instances.get(owners[int(i)], 0) + 1
         return np.clip(image, 0, 255).astype(np.uint8), label, instances
 
-    def _stuff_layout(self, rng: np.random.Generator
-                      ) -> Tuple[np.ndarray, np.ndarray]:
+    def _stuff_layout(
+            self, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
         """Stuff class of every pixel, and which region it belongs to."""
         h, w = self.spec.height, self.spec.width
         num_seeds = min(len(self.stuff), int(rng.integers(3, 7)))
@@ -358,8 +364,8 @@ class SyntheticSegmentationGenerator:
         # Distinct stuff classes per image, frequent ones more likely and
         # given larger cells (additively weighted Voronoi), with borders
         # warped by a smooth random field.
-        picked = rng.choice(len(self.stuff), size=num_seeds, replace=False,
-                            p=self.stuff_probs)
+        picked = rng.choice(
+            len(self.stuff), size=num_seeds, replace=False, p=self.stuff_probs)
         classes = np.asarray(self.stuff)[picked]
         reach = 0.5 * (h + w) * np.sqrt(self.stuff_probs[picked])
         warp = rng.normal(0, 1, (num_seeds, 4, 4))
@@ -434,7 +440,8 @@ def _encode_label(spec: SyntheticSpec, label: np.ndarray) -> np.ndarray:
     return np.where(label < 0, 255, label).astype(np.uint8)
 
 
-def generate_dataset(root: str, spec: SyntheticSpec,
+def generate_dataset(root: str,
+                     spec: SyntheticSpec,
                      progress: bool = True) -> Dict:
     """Write ``spec``'s dataset under ``root`` and return its summary.
 
@@ -446,9 +453,12 @@ def generate_dataset(root: str, spec: SyntheticSpec,
     from tqdm import tqdm
 
     generator = SyntheticSegmentationGenerator(spec)
-    summary = {'spec': asdict(spec), 'pixel_counts': {},
-               'instance_counts': {},
-               'twins': [asdict(t) for t in generator.twins]}
+    summary = {
+        'spec': asdict(spec),
+        'pixel_counts': {},
+        'instance_counts': {},
+        'twins': [asdict(t) for t in generator.twins]
+    }
     sizes = dict(train=spec.num_train, val=spec.num_val, test=spec.num_test)
     for offset, split in enumerate(SPLITS):
         if not sizes[split]:
@@ -456,8 +466,11 @@ def generate_dataset(root: str, spec: SyntheticSpec,
         rng = np.random.default_rng([spec.seed, offset])
         counts = np.zeros(spec.num_classes, dtype=np.int64)
         instances = np.zeros(spec.num_classes, dtype=np.int64)
-        for i in tqdm(range(sizes[split]), desc=f'{spec.layout} {split}',
-                      disable=not progress, leave=False):
+        for i in tqdm(
+                range(sizes[split]),
+                desc=f'{spec.layout} {split}',
+                disable=not progress,
+                leave=False):
             image, label, found = generator.sample_with_instances(rng)
             img_rel, ann_rel = _split_files(spec, split, i)
             for rel, array in ((img_rel, image[..., ::-1]),
@@ -466,8 +479,8 @@ def generate_dataset(root: str, spec: SyntheticSpec,
                 os.makedirs(osp.dirname(path), exist_ok=True)
                 if not cv2.imwrite(path, array):
                     raise OSError(f'could not write {path}')
-            counts += np.bincount(label[label >= 0],
-                                  minlength=spec.num_classes)
+            counts += np.bincount(
+                label[label >= 0], minlength=spec.num_classes)
             for c, n in found.items():
                 instances[c] += n
         summary['pixel_counts'][split] = counts.tolist()

@@ -12,8 +12,8 @@ import torch
 from torch import Tensor
 
 from . import cuda_ext
-from .histogram_layout import (CLASSES_FROM, bad_label_entries,
-                               histogram_size, pixel_total)
+from .histogram_layout import (CLASSES_FROM, bad_label_entries, histogram_size,
+                               pixel_total)
 
 KERNEL_LABEL_DTYPES = (torch.int64, torch.int32, torch.uint8)
 
@@ -71,9 +71,8 @@ def class_histogram_pytorch(label: Tensor, num_classes: int,
     # Class c counts in bin CLASSES_FROM + c, bad pixels in the bin after
     # the classes, ignored ones in a spare bin after the extremes, dropped:
     # no boolean indexing (a host sync on GPU).
-    bins = torch.where(
-        valid, wide + CLASSES_FROM,
-        torch.where(invalid, num_classes + CLASSES_FROM, size))
+    bins = torch.where(valid, wide + CLASSES_FROM,
+                       torch.where(invalid, num_classes + CLASSES_FROM, size))
     if flat.device.type == 'cpu':
         hist = torch.bincount(bins, minlength=size + 1)[:size]
     else:
@@ -96,7 +95,8 @@ def class_histogram_pytorch(label: Tensor, num_classes: int,
     return hist
 
 
-def class_histogram(label: Tensor, num_classes: int,
+def class_histogram(label: Tensor,
+                    num_classes: int,
                     ignore_index: int = 255) -> Tensor:
     """Count pixels per class, skipping ``ignore_index``; count bad labels.
 

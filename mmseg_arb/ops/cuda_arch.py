@@ -67,10 +67,11 @@ def default_cuda_arch_list(torch_archs: str, nvcc_archs: str) -> str:
     return ';'.join(arches) + '+PTX'
 
 
-def cuda_arch_list(requested: Optional[str], visible: Iterable[str],
-                   torch_archs: str = '',
-                   nvcc_archs: str = '') -> Tuple[Optional[str],
-                                                  Optional[str]]:
+def cuda_arch_list(
+        requested: Optional[str],
+        visible: Iterable[str],
+        torch_archs: str = '',
+        nvcc_archs: str = '') -> Tuple[Optional[str], Optional[str]]:
     """The ``TORCH_CUDA_ARCH_LIST`` of the build and the line that says why,
     or ``(None, line)`` if no architecture is left to build for.
 

@@ -49,10 +49,11 @@ def _jit_build() -> None:
     requested = os.environ.get('TORCH_CUDA_ARCH_LIST')
     # As setup.py: the visible GPUs, or the user's list, without the
     # architectures whose #error would fail the build for all of them.
-    arch_list, line = cuda_arch_list(requested, {
-        '{}.{}'.format(*torch.cuda.get_device_capability(i))
-        for i in range(torch.cuda.device_count())
-    })
+    arch_list, line = cuda_arch_list(
+        requested, {
+            '{}.{}'.format(*torch.cuda.get_device_capability(i))
+            for i in range(torch.cuda.device_count())
+        })
     if line:
         _log(line)
     if arch_list is None:

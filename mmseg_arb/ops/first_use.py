@@ -4,13 +4,14 @@ The first time logits of a (device, dtype) reach the fused kernels in a
 process, :func:`fused_loss_verified` runs them on a small probe against
 float64 and fp32 cross-entropy, as ``mmseg-arb check`` does
 (:func:`~mmseg_arb.ops.self_check.compare_loss`): eight small fused calls,
-their references and a few host reads, once. Kernels that disagree (a miscompiled build, a driver
-or hardware fault) are not used for that device and dtype: one warning
-names ``mmseg-arb check``, and the loss takes the PyTorch path there for
-the rest of the process. ``MMSEG_ARB_FIRST_USE_CHECK=0`` turns the guard
-off. While ``torch.compile`` traces, a CUDA graph captures or inference
-mode is on, no probe can run: the verdict so far holds, and an unverified
-pair is checked at its next call outside them.
+their references and a few host reads, once. Kernels that disagree (a
+miscompiled build, a driver or hardware fault) are not used for that device
+and dtype: one warning names ``mmseg-arb check``, and the loss takes the
+PyTorch path there for the rest of the process.
+``MMSEG_ARB_FIRST_USE_CHECK=0`` turns the guard off. While
+``torch.compile`` traces, a CUDA graph captures or inference mode is on, no
+probe can run: the verdict so far holds, and an unverified pair is checked
+at its next call outside them.
 """
 import os
 from typing import Dict, Tuple

@@ -41,9 +41,10 @@ class _FusedARBLoss(torch.autograd.Function):
     def backward(ctx, grad_loss: Tensor):
         logits, label, shift, class_weight, weight, softmax_stats, scale = \
             ctx.saved_tensors
-        grad = torch.ops.mmseg_arb.arb_loss_backward(
-            grad_loss, logits, label, shift, class_weight, weight,
-            softmax_stats, scale, ctx.ignore_index)
+        grad = torch.ops.mmseg_arb.arb_loss_backward(grad_loss, logits, label,
+                                                     shift, class_weight,
+                                                     weight, softmax_stats,
+                                                     scale, ctx.ignore_index)
         return grad, None, None, None, None, None, None, None, None, None
 
 

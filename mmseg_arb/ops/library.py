@@ -75,27 +75,32 @@ def _class_histogram(label: Tensor, num_classes: int,
 def _prepare_counts(hist: Tensor, counts: Tensor,
                     class_weight: Optional[Tensor], count_mode: str,
                     momentum: float, smoothing: float, tau: float,
-                    weight_power: float, max_weight_ratio: float,
-                    update: bool, avg_non_ignore: bool, ranks: int) -> Tensor:
+                    weight_power: float, max_weight_ratio: float, update: bool,
+                    avg_non_ignore: bool, ranks: int) -> Tensor:
     # float32 (2C + 1,): the shift, the class weights, the mean's
     # denominator; counts in place.
     return counts.new_empty(2 * counts.numel() + 1, dtype=torch.float32)
 
 
 @_register_fake('arb_loss_forward')
-def _arb_loss_forward(logits: Tensor, label: Tensor, shift: Tensor,
-                      class_weight: Optional[Tensor], weight: Optional[Tensor],
-                      ignore_index: int, reduction: str, loss_weight: float,
-                      avg_non_ignore: bool,
-                      denominator: Optional[Tensor] = None
-                      ) -> Tuple[Tensor, Tensor, Tensor]:
+def _arb_loss_forward(
+        logits: Tensor,
+        label: Tensor,
+        shift: Tensor,
+        class_weight: Optional[Tensor],
+        weight: Optional[Tensor],
+        ignore_index: int,
+        reduction: str,
+        loss_weight: float,
+        avg_non_ignore: bool,
+        denominator: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor]:
     # The loss (per pixel for 'none', else a scalar), each pixel's softmax
     # statistics (its largest shifted logit, then the log of its softmax
     # sum) and the backward's scale, float32 whatever the logits.
     out_shape = label.shape if reduction == 'none' else ()
     loss = logits.new_empty(out_shape, dtype=torch.float32)
-    softmax_stats = logits.new_empty((2, ) + tuple(label.shape),
-                                     dtype=torch.float32)
+    softmax_stats = logits.new_empty(
+        (2, ) + tuple(label.shape), dtype=torch.float32)
     return loss, softmax_stats, logits.new_empty(1, dtype=torch.float32)
 
 
@@ -103,6 +108,5 @@ def _arb_loss_forward(logits: Tensor, label: Tensor, shift: Tensor,
 def _arb_loss_backward(grad_loss: Tensor, logits: Tensor, label: Tensor,
                        shift: Tensor, class_weight: Optional[Tensor],
                        weight: Optional[Tensor], softmax_stats: Tensor,
-                       scale: Tensor,
-                       ignore_index: int) -> Tensor:
+                       scale: Tensor, ignore_index: int) -> Tensor:
     return torch.empty_like(logits, memory_format=torch.contiguous_format)

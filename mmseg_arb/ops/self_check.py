@@ -45,8 +45,11 @@ FLOOR = 1e-6
 LOGIT_SCALES = (1.0, 100.0, 1e4)
 # The probes' shapes: 16-byte vector loads (a multiple of 8 pixels), one
 # pixel a thread (odd), and (N, C) logits.
-PROBE_SHAPES = {'vector': (2, 19, 32, 16), 'odd': (2, 19, 33, 17),
-                '(N, C)': (300, 19)}
+PROBE_SHAPES = {
+    'vector': (2, 19, 32, 16),
+    'odd': (2, 19, 33, 17),
+    '(N, C)': (300, 19)
+}
 LOSS_WEIGHT = 0.7
 
 
@@ -92,8 +95,11 @@ class LossProbe(NamedTuple):
     avg_non_ignore: bool
 
 
-def make_loss_probe(shape: Tuple[int, ...], dtype: torch.dtype, scale: float,
-                    weighted: bool, device: torch.device,
+def make_loss_probe(shape: Tuple[int, ...],
+                    dtype: torch.dtype,
+                    scale: float,
+                    weighted: bool,
+                    device: torch.device,
                     seed: int = 0) -> LossProbe:
     """Logits of ``shape`` and ``dtype`` at ``scale``, long-tailed counts
     with an absent class, ignored and bad labels; int64 labels and
@@ -120,8 +126,9 @@ def make_loss_probe(shape: Tuple[int, ...], dtype: torch.dtype, scale: float,
         class_weight = torch.rand(C, generator=gen) + 0.5
         weight = torch.rand(label.shape, generator=gen)
     to = (lambda t: None if t is None else t.to(device))  # noqa: E731
-    return LossProbe(to(logits), to(label), to(shift), to(class_weight),
-                     to(weight), ignore_index, weighted)
+    return LossProbe(
+        to(logits), to(label), to(shift), to(class_weight), to(weight),
+        ignore_index, weighted)
 
 
 def reference_loss(probe: LossProbe, logits: Tensor, reduction: str,
@@ -137,8 +144,8 @@ def reference_loss(probe: LossProbe, logits: Tensor, reduction: str,
     x = logits.to(dtype) + probe.shift.to(dtype).view(view)
     class_weight = None if probe.class_weight is None else \
         probe.class_weight.to(dtype)
-    loss = F.cross_entropy(x, target, weight=class_weight,
-                           ignore_index=-100, reduction='none')
+    loss = F.cross_entropy(
+        x, target, weight=class_weight, ignore_index=-100, reduction='none')
     if probe.weight is not None:
         loss = loss * probe.weight.to(dtype)
     if reduction == 'sum':
@@ -170,21 +177,26 @@ def pytorch_path_loss(probe: LossProbe, logits: Tensor) -> Tensor:
 
 def fused_loss(probe: LossProbe, logits: Tensor, reduction: str) -> Tensor:
     """The fused kernels' loss of ``probe``."""
-    return fused_arb_loss(logits, probe.label, probe.shift,
-                          class_weight=probe.class_weight,
-                          weight=probe.weight,
-                          ignore_index=probe.ignore_index,
-                          reduction=reduction, loss_weight=LOSS_WEIGHT,
-                          avg_non_ignore=probe.avg_non_ignore)
+    return fused_arb_loss(
+        logits,
+        probe.label,
+        probe.shift,
+        class_weight=probe.class_weight,
+        weight=probe.weight,
+        ignore_index=probe.ignore_index,
+        reduction=reduction,
+        loss_weight=LOSS_WEIGHT,
+        avg_non_ignore=probe.avg_non_ignore)
 
 
 LossFn = Callable[[LossProbe, Tensor, str], Tensor]
 
 
-def loss_and_grad(fn: Callable[[Tensor], Tensor], logits: Tensor,
-                  grad_out: Tensor,
-                  dtype: Optional[torch.dtype] = None) -> Tuple[Tensor,
-                                                                Tensor]:
+def loss_and_grad(
+        fn: Callable[[Tensor], Tensor],
+        logits: Tensor,
+        grad_out: Tensor,
+        dtype: Optional[torch.dtype] = None) -> Tuple[Tensor, Tensor]:
     """``fn(z)`` and ``d(fn(z) * grad_out)/dz`` at ``z = logits``, ``z`` (and
     so the gradient) in ``dtype`` (default: the logits')."""
     z = logits.detach().to(dtype or logits.dtype, copy=True)
@@ -218,24 +230,27 @@ def compare_loss(probe: LossProbe, loss_fn: LossFn,
     # The references start from the same rounded logits: float64 holds
     # every fp32/fp16/bf16 value exactly.
     truth, truth_grad = loss_and_grad(
-        lambda z: reference_loss(probe, z, reduction, torch.float64),
-        logits, grad_out, torch.float64)
+        lambda z: reference_loss(probe, z, reduction, torch.float64), logits,
+        grad_out, torch.float64)
     fp32, fp32_grad = loss_and_grad(
-        lambda z: reference_loss(probe, z, reduction, torch.float32),
-        logits, grad_out, torch.float32)
+        lambda z: reference_loss(probe, z, reduction, torch.float32), logits,
+        grad_out, torch.float32)
     comparisons = []
     for what, a, b, c in (('loss', got, truth, fp32),
                           ('gradient', got_grad, truth_grad,
                            fp32_grad.to(logits.dtype))):
         ok, err, ref = within(a, b, c)
         bound = ERROR_RATIO * ref + FLOOR * b.abs().max().item()
-        comparisons.append(Comparison(f'{reduction} {what}', ok, err, ref,
-                                      bound))
+        comparisons.append(
+            Comparison(f'{reduction} {what}', ok, err, ref, bound))
     return comparisons
 
 
-def check_loss(device: torch.device, dtype: torch.dtype, scale: float,
-               name: str, loss_fn: LossFn,
+def check_loss(device: torch.device,
+               dtype: torch.dtype,
+               scale: float,
+               name: str,
+               loss_fn: LossFn,
                reductions=('none', 'sum', 'mean')) -> Result:
     """``loss_fn`` on every probe shape, weighted and not, at ``dtype`` and
     ``scale``, against float64 and fp32 cross-entropy."""
@@ -247,9 +262,9 @@ def check_loss(device: torch.device, dtype: torch.dtype, scale: float,
             for reduction in reductions:
                 for c in compare_loss(probe, loss_fn, reduction):
                     count += 1
-                    c = c._replace(what=f'{shape_name}, ' + (
-                        'weighted' if weighted else 'unweighted') +
-                        f', {c.what}')
+                    c = c._replace(what=f'{shape_name}, ' +
+                                   ('weighted' if weighted else 'unweighted') +
+                                   f', {c.what}')
                     if not c.passed and failed is None:
                         failed = c
                     if worst is None or c.error * worst.bound > \
@@ -261,8 +276,8 @@ def check_loss(device: torch.device, dtype: torch.dtype, scale: float,
               f'{c.error:.2g}, fp32 CE\'s {c.yardstick:.2g}')
     if failed:
         detail += f' (bound {c.bound:.2g})'
-    return Result(f'{name} {str(dtype)[6:]}, logits x{scale:g}',
-                  failed is None, detail)
+    return Result(f'{name} {str(dtype)[6:]}, logits x{scale:g}', failed
+                  is None, detail)
 
 
 def bincount_histogram(label: Tensor, num_classes: int,
@@ -282,18 +297,20 @@ def bincount_histogram(label: Tensor, num_classes: int,
         above.max().item() if above.numel() else 0,
         -max(below.min().item(), -2**63 + 1) if below.numel() else 0
     ])
-    return torch.cat([
-        torch.tensor([wide.numel()]), counts, bad.sum()[None], extremes])
+    return torch.cat(
+        [torch.tensor([wide.numel()]), counts,
+         bad.sum()[None], extremes])
 
 
-def count_probe_labels(dtype: torch.dtype, num_classes: int,
+def count_probe_labels(dtype: torch.dtype,
+                       num_classes: int,
                        seed: int = 0) -> Tensor:
     """Long-tailed labels with ignored and bad ones (above the range, and
     below zero where the dtype holds it)."""
     gen = torch.Generator().manual_seed(seed)
     probs = 1.0 / torch.arange(1, num_classes + 1, dtype=torch.float64)
-    label = torch.multinomial(probs, 3 * 97 * 131, replacement=True,
-                              generator=gen)
+    label = torch.multinomial(
+        probs, 3 * 97 * 131, replacement=True, generator=gen)
     label[::10] = 255
     label[5::97] = num_classes + 3
     if dtype != torch.uint8:
@@ -321,12 +338,10 @@ def check_histogram(device: torch.device, name: str,
                 # A misaligned view: a scalar head and tail around the
                 # kernel's 16-byte loads.
                 for view_name, view in (('contiguous', label),
-                                        ('misaligned',
-                                         label.view(-1)[3:-5])):
+                                        ('misaligned', label.view(-1)[3:-5])):
                     cases += 1
                     got = histogram(view, num_classes, ignore_index).cpu()
-                    want = bincount_histogram(view, num_classes,
-                                              ignore_index)
+                    want = bincount_histogram(view, num_classes, ignore_index)
                     if not torch.equal(got, want):
                         wrong = (got != want).nonzero()[:, 0].tolist() \
                             if got.shape == want.shape else 'shape'
@@ -364,22 +379,21 @@ def check_prepare(device: torch.device) -> Result:
             for tau, smoothing, power in ((1.0, 0.0, 0.0), (0.5, 2.0, 0.5),
                                           (0.0, 0.0, 1.0)):
                 cases += 1
-                counts = torch.rand(C, generator=gen,
-                                    dtype=torch.float64) * 1e4
+                counts = torch.rand(
+                    C, generator=gen, dtype=torch.float64) * 1e4
                 counts[3] = 0
                 # Static class weights, avg_non_ignore and summed ranks,
                 # varied with the cases.
                 args = (weight if update else None, power == 0.5,
                         1 + cases % 3)
                 want_counts = counts.clone()
-                want = prepare_counts(hist, want_counts, mode, 0.1,
-                                      smoothing, tau, power, 100.0, update,
-                                      *args)
+                want = prepare_counts(hist, want_counts, mode, 0.1, smoothing,
+                                      tau, power, 100.0, update, *args)
                 got_counts = counts.to(device)
                 got = torch.ops.mmseg_arb.prepare_counts(
                     hist.to(device), got_counts,
-                    None if args[0] is None else args[0].to(device), mode,
-                    0.1, smoothing, tau, power, 100.0, update, args[1],
+                    None if args[0] is None else args[0].to(device), mode, 0.1,
+                    smoothing, tau, power, 100.0, update, args[1],
                     args[2]).cpu()
                 ok = torch.allclose(got, want, rtol=1e-6, atol=0) and \
                     torch.allclose(got_counts.cpu(), want_counts,
@@ -393,8 +407,10 @@ def check_prepare(device: torch.device) -> Result:
     return Result('prepare kernel', not problems, detail)
 
 
-def check_past_2_31(device: torch.device, big: int = 2**31 + 2**20 + 3,
-                    C: int = 65536, S: int = 32771) -> Result:
+def check_past_2_31(device: torch.device,
+                    big: int = 2**31 + 2**20 + 3,
+                    C: int = 65536,
+                    S: int = 32771) -> Result:
     """Count and loss kernels on tensors of more than 2^31 elements (64-bit
     indexing), checked where the answer is known: ``big`` labels of known
     counts, and fp16 ``(1, C, S)`` logits (``C * S > 2^31``: the last
@@ -411,7 +427,9 @@ def check_past_2_31(device: torch.device, big: int = 2**31 + 2**20 + 3,
     problems = [] if torch.equal(hist, want) else \
         [f'count of {big} labels: {hist.tolist()} != {want.tolist()}']
     gen = torch.Generator(device=device).manual_seed(0)
-    logits = torch.randn((1, C, S), generator=gen, device=device,
+    logits = torch.randn((1, C, S),
+                         generator=gen,
+                         device=device,
                          dtype=torch.float16)
     label = torch.full((1, S), C - 1, dtype=torch.int64, device=device)
     label[0, :3] = torch.tensor([0, C // 2, 255])
@@ -425,8 +443,9 @@ def check_past_2_31(device: torch.device, big: int = 2**31 + 2**20 + 3,
     target = label[0, pixels]
     valid = target != 255
     onehot = F.one_hot(torch.where(valid, target, 0), C).T.double()
-    truth = torch.where(valid, -logp.gather(0, torch.where(
-        valid, target, 0)[None])[0], 0)
+    truth = torch.where(
+        valid, -logp.gather(0,
+                            torch.where(valid, target, 0)[None])[0], 0)
     truth_grad = (logp.exp() - onehot) * valid
     loss_err = (loss[0, pixels].double() - truth).abs().max().item()
     grad_err = (z.grad[0, :, pixels].double() - truth_grad).abs()
@@ -457,25 +476,24 @@ def _mmseg_cross_entropy() -> Tuple[Callable, str]:
             'F.cross_entropy (mmseg does not import)'
 
 
-def check_speed(device: torch.device,
-                shape=(4, 150, 512, 512)) -> Result:
+def check_speed(device: torch.device, shape=(4, 150, 512, 512)) -> Result:
     """One training call (count, prepare, loss, backward) against mmseg's
     ``CrossEntropyLoss`` at the shape of mmseg's ADE20K configs per GPU
     (4 images, 150 classes, logits resized to 512 x 512): time and peak
     memory, each the best of 5 after a warm-up. Fails only on an error."""
     gen = torch.Generator(device=device).manual_seed(0)
     logits = torch.randn(shape, generator=gen, device=device)
-    label = torch.randint(0, shape[1], (shape[0], ) + shape[2:],
-                          generator=gen, device=device)
+    label = torch.randint(
+        0, shape[1], (shape[0], ) + shape[2:], generator=gen, device=device)
     label[:, ::20] = 255
     counts = torch.zeros(shape[1], dtype=torch.float64, device=device)
     baseline, baseline_name = _mmseg_cross_entropy()
 
     def arb(z: Tensor) -> Tensor:
         hist = torch.ops.mmseg_arb.class_histogram(label, shape[1], 255)
-        shift = torch.ops.mmseg_arb.prepare_counts(
-            hist, counts, None, 'batch', 0.0, 0.0, 1.0, 0.0, 1000.0, True,
-            False, 1)[:shape[1]]
+        shift = torch.ops.mmseg_arb.prepare_counts(hist, counts, None, 'batch',
+                                                   0.0, 0.0, 1.0, 0.0, 1000.0,
+                                                   True, False, 1)[:shape[1]]
         return fused_arb_loss(z, label, shift)
 
     def ce(z: Tensor) -> Tensor:
@@ -508,34 +526,44 @@ def _safely(name: str, check: Callable[[], Result]) -> Result:
     try:
         return check()
     except Exception as e:  # a check that raises has failed
-        return Result(name, False, f'{type(e).__name__}: '
-                      f'{str(e).splitlines()[0] if str(e) else ""}')
+        return Result(
+            name, False, f'{type(e).__name__}: '
+            f'{str(e).splitlines()[0] if str(e) else ""}')
 
 
 def kernel_checks(device: torch.device, name: str) -> Iterator[Result]:
     """The count, prepare and fused-loss kernels on ``device`` (the
     operators' kernels for its type: CUDA, or the host emulator's in the
     tests) against their references."""
-    yield _safely(f'{name} count kernel', lambda: check_histogram(
-        device, f'{name} count kernel', torch.ops.mmseg_arb.class_histogram))
-    yield _safely(f'{name} prepare kernel', lambda: check_prepare(
-        device)._replace(name=f'{name} prepare kernel'))
+    yield _safely(
+        f'{name} count kernel',
+        lambda: check_histogram(device, f'{name} count kernel', torch.ops.
+                                mmseg_arb.class_histogram))
+    yield _safely(
+        f'{name} prepare kernel',
+        lambda: check_prepare(device)._replace(name=f'{name} prepare kernel'))
     for dtype in FUSED_DTYPES:
         for scale in LOGIT_SCALES:
-            yield _safely(f'{name} fused loss', lambda: check_loss(
-                device, dtype, scale, f'{name} fused loss', fused_loss))
+            yield _safely(
+                f'{name} fused loss', lambda: check_loss(
+                    device, dtype, scale, f'{name} fused loss', fused_loss))
 
 
-def pytorch_path_checks(device: torch.device, name: str,
+def pytorch_path_checks(device: torch.device,
+                        name: str,
                         scales=LOGIT_SCALES) -> Iterator[Result]:
     """The PyTorch path on ``device``: the per-pixel loss and gradient of
     every dtype (the reductions around it are plain sums)."""
     for dtype in FUSED_DTYPES:
         for scale in scales:
-            yield _safely(f'{name} PyTorch path', lambda: check_loss(
-                device, dtype, scale, f'{name} PyTorch path',
-                lambda p, z, r: pytorch_path_loss(p, z),
-                reductions=('none', )))
+            yield _safely(
+                f'{name} PyTorch path', lambda: check_loss(
+                    device,
+                    dtype,
+                    scale,
+                    f'{name} PyTorch path',
+                    lambda p, z, r: pytorch_path_loss(p, z),
+                    reductions=('none', )))
 
 
 def gpu_checks(index: int) -> Iterator[Result]:
@@ -556,10 +584,10 @@ def gpu_checks(index: int) -> Iterator[Result]:
     loaded = supported and cuda_ext.load_cuda_ops()
     if supported:
         status = cuda_ext.cuda_ops_status()
-        yield Result(f'{name} extension',
-                     loaded or status.startswith('disabled by'),
-                     status + ('' if loaded else '; ARB-Loss uses the '
-                               'PyTorch path (correct, slower)'))
+        yield Result(
+            f'{name} extension', loaded or status.startswith('disabled by'),
+            status + ('' if loaded else '; ARB-Loss uses the '
+                      'PyTorch path (correct, slower)'))
     if loaded:
         yield from kernel_checks(device, name)
     # The path the loss takes where the kernels do not serve.
@@ -569,14 +597,14 @@ def gpu_checks(index: int) -> Iterator[Result]:
     free, _ = torch.cuda.mem_get_info(index)
     # 2 GiB of labels, then 4 GiB of fp16 logits and 4 of gradient.
     if free > 12 * 2**30:
-        yield _safely(f'{name} tensors past 2^31 elements',
-                      lambda: check_past_2_31(device)._replace(
-                          name=f'{name} tensors past 2^31 elements'))
+        yield _safely(
+            f'{name} tensors past 2^31 elements', lambda: check_past_2_31(
+                device)._replace(name=f'{name} tensors past 2^31 elements'))
     else:
         yield Result(f'{name} tensors past 2^31 elements', True,
                      f'not run: {free / 2**30:.1f} GiB free, 12 needed')
-    yield _safely(f'{name} speed', lambda: check_speed(device)._replace(
-        name=f'{name} speed'))
+    yield _safely(f'{name} speed',
+                  lambda: check_speed(device)._replace(name=f'{name} speed'))
 
 
 def cpu_checks() -> Iterator[Result]:
@@ -584,8 +612,9 @@ def cpu_checks() -> Iterator[Result]:
     its counting against ``torch.bincount``."""
     cpu = torch.device('cpu')
     yield from pytorch_path_checks(cpu, 'cpu')
-    yield _safely('cpu counting', lambda: check_histogram(
-        cpu, 'cpu counting', class_histogram_pytorch))
+    yield _safely(
+        'cpu counting',
+        lambda: check_histogram(cpu, 'cpu counting', class_histogram_pytorch))
 
 
 def machine() -> str:

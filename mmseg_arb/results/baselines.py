@@ -41,8 +41,8 @@ def mmseg_model_index() -> str:
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError('mmsegmentation is not installed: its '
                                   'metafiles hold the baselines')
-    return osp.join(list(spec.submodule_search_locations)[0], '.mim',
-                    'model-index.yml')
+    return osp.join(
+        list(spec.submodule_search_locations)[0], '.mim', 'model-index.yml')
 
 
 def _load_yaml(path: str):
@@ -105,8 +105,10 @@ def _same_schedule(name: str, models: List[Dict]) -> List[Dict]:
     if schedule is None:
         return models
     token = f'_{schedule.group(3)}{schedule.group(4)}_'
-    return [m for m in models
-            if token in osp.basename(str(m.get('Weights') or ''))]
+    return [
+        m for m in models
+        if token in osp.basename(str(m.get('Weights') or ''))
+    ]
 
 
 def find_baseline(config_name: str,
@@ -139,19 +141,28 @@ def find_baseline(config_name: str,
         found = _same_schedule(name, found) or found
     values = sorted({_miou(m, metric) for m in found})
     if not values:
-        return dict(model=name, metric=metric, mIoU=None,
-                    note=f'no model {name} with an {metric} in mmseg\'s '
-                    'metafiles')
+        return dict(
+            model=name,
+            metric=metric,
+            mIoU=None,
+            note=f'no model {name} with an {metric} in mmseg\'s '
+            'metafiles')
     if len(values) > 1:
-        return dict(model=name, metric=metric, mIoU=None,
-                    note=f'mmseg\'s metafiles list {name} {len(found)} times '
-                    f'with different {metric} '
-                    f'({", ".join(map(str, values))})')
+        return dict(
+            model=name,
+            metric=metric,
+            mIoU=None,
+            note=f'mmseg\'s metafiles list {name} {len(found)} times '
+            f'with different {metric} '
+            f'({", ".join(map(str, values))})')
     model = found[0]
-    return dict(model=name, metric=metric, mIoU=values[0],
-                dataset=_dataset(model),
-                architecture=(model.get('Metadata') or {}).get('Architecture'),
-                metafile=model['metafile'])
+    return dict(
+        model=name,
+        metric=metric,
+        mIoU=values[0],
+        dataset=_dataset(model),
+        architecture=(model.get('Metadata') or {}).get('Architecture'),
+        metafile=model['metafile'])
 
 
 def schedule_differences(config_name: str, processes: Optional[int],

@@ -88,7 +88,9 @@ def metafile(models: List[Dict]) -> Dict:
     collection = {
         'Name': COLLECTION,
         'License': 'Apache License 2.0',
-        'Metadata': {'Training Data': datasets},
+        'Metadata': {
+            'Training Data': datasets
+        },
         'Paper': dict(PAPER),
         'README': 'README.md',
         'Frameworks': ['PyTorch'],

@@ -7,7 +7,8 @@ import numpy as np
 IoUSeries = Tuple[str, Sequence[float], Optional[Sequence[float]]]
 
 
-def plot_iou_vs_frequency(series: Sequence[IoUSeries], counts: np.ndarray,
+def plot_iou_vs_frequency(series: Sequence[IoUSeries],
+                          counts: np.ndarray,
                           path: str,
                           title: str = 'per-class IoU against class '
                           'frequency',
@@ -40,23 +41,36 @@ def plot_iou_vs_frequency(series: Sequence[IoUSeries], counts: np.ndarray,
     # Nudge the series apart along x so that their error bars stay visible.
     offsets = np.linspace(-0.04, 0.04, len(series)) if len(series) > 1 \
         else [0.0]
-    for (label, iou, spread), marker, offset in zip(
-            series, ('o', 's', '^', 'D', 'v'), offsets):
+    for (label, iou, spread), marker, offset in zip(series,
+                                                    ('o', 's', '^', 'D', 'v'),
+                                                    offsets):
         x = share * 10**offset
         if spread is None:
             ax.scatter(x, iou, label=label, marker=marker, alpha=0.8)
         else:
-            ax.errorbar(x, iou, yerr=spread, label=label, fmt=marker,
-                        alpha=0.8, capsize=2, markersize=5)
+            ax.errorbar(
+                x,
+                iou,
+                yerr=spread,
+                label=label,
+                fmt=marker,
+                alpha=0.8,
+                capsize=2,
+                markersize=5)
     if class_names is not None:
-        top = np.nanmax(np.array([s[1] for s in series], dtype=float),
-                        axis=0) if series else np.zeros(len(counts))
+        top = np.nanmax(
+            np.array([s[1] for s in series], dtype=float),
+            axis=0) if series else np.zeros(len(counts))
         for x, y, name in zip(share, top, class_names):
             if x > 0:
-                ax.annotate(name.strip(), (x, 0 if np.isnan(y) else y),
-                            textcoords='offset points', xytext=(0, 6),
-                            fontsize=6, rotation=60, ha='left',
-                            color='0.35')
+                ax.annotate(
+                    name.strip(), (x, 0 if np.isnan(y) else y),
+                    textcoords='offset points',
+                    xytext=(0, 6),
+                    fontsize=6,
+                    rotation=60,
+                    ha='left',
+                    color='0.35')
     ax.set_xscale('log')
     note = ' (series shifted by up to ±10 % along x)' \
         if len(series) > 1 else ''

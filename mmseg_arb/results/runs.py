@@ -15,8 +15,7 @@ import re
 import subprocess
 from typing import Dict, List, Optional
 
-SUMMARY_KEYS = ('mIoU', 'mIoU_head', 'mIoU_body', 'mIoU_tail', 'mAcc',
-                'aAcc')
+SUMMARY_KEYS = ('mIoU', 'mIoU_head', 'mIoU_body', 'mIoU_tail', 'mAcc', 'aAcc')
 # Always a column of the tables: '-' marks a run evaluated without
 # LongTailIoUMetric, rather than the column going missing.
 GROUP_KEYS = ('mIoU_head', 'mIoU_body', 'mIoU_tail')
@@ -37,9 +36,11 @@ def _metric_files(work_dir: str) -> List[str]:
     files = []
     for folder in _log_folders(work_dir):
         stamp = osp.basename(folder)
-        files += [p for p in (osp.join(folder, f'{stamp}.json'),
-                              osp.join(folder, 'vis_data', 'scalars.json'))
-                  if osp.exists(p)]
+        files += [
+            p for p in (osp.join(folder, f'{stamp}.json'),
+                        osp.join(folder, 'vis_data', 'scalars.json'))
+            if osp.exists(p)
+        ]
     return files
 
 
@@ -142,8 +143,7 @@ def dumped_settings(config: str) -> Dict:
     }
 
 
-def run_settings(work_dir: str, metrics_file: str,
-                 training: Dict) -> Dict:
+def run_settings(work_dir: str, metrics_file: str, training: Dict) -> Dict:
     """:func:`dumped_settings` of a run, each from the config that decided
     it: ``tta`` and ``load_from`` from the config of the call that wrote
     ``metrics_file``; ``batch_size`` and ``max_iters`` from the training's
@@ -156,9 +156,10 @@ def run_settings(work_dir: str, metrics_file: str,
     settings = dumped_settings(evaluated) if evaluated else {}
     trained_config = training.get('config')
     trained = dumped_settings(trained_config) if trained_config else {}
-    settings.update(batch_size=trained.get('batch_size'),
-                    max_iters=trained.get('max_iters'),
-                    training_config=trained_config)
+    settings.update(
+        batch_size=trained.get('batch_size'),
+        max_iters=trained.get('max_iters'),
+        training_config=trained_config)
     if trained.get('dataset_type'):
         settings['dataset_type'] = trained['dataset_type']
     return settings
@@ -185,8 +186,10 @@ def load_run(work_dir: str, name: Optional[str] = None) -> Dict:
     if metrics is None:
         raise FileNotFoundError(f'{work_dir}: no evaluation with mIoU found '
                                 f'(run mmseg-arb test or validate first)')
-    per_class = {k[len('IoU.'):]: v for k, v in metrics.items()
-                 if k.startswith('IoU.')}
+    per_class = {
+        k[len('IoU.'):]: v
+        for k, v in metrics.items() if k.startswith('IoU.')
+    }
     configs = sorted(glob.glob(osp.join(work_dir, '*.py')))
     training = training_resources(work_dir)
     settings = run_settings(work_dir, source, training)
@@ -202,7 +205,10 @@ def load_run(work_dir: str, name: Optional[str] = None) -> Dict:
         'name': name or osp.basename(osp.normpath(work_dir)),
         'work_dir': work_dir,
         'metrics_file': source,
-        'summary': {k: metrics[k] for k in SUMMARY_KEYS if k in metrics},
+        'summary': {
+            k: metrics[k]
+            for k in SUMMARY_KEYS if k in metrics
+        },
         'per_class_iou': per_class,
         'config': configs[0] if configs else None,
         'checkpoint': checkpoint,
@@ -228,7 +234,9 @@ def code_version() -> Dict:
     if osp.exists(osp.join(root, '.git')):
         try:
             commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'],
-                                    cwd=root, capture_output=True, text=True,
+                                    cwd=root,
+                                    capture_output=True,
+                                    text=True,
                                     timeout=10)
             if commit.returncode == 0:
                 versions['git_commit'] = commit.stdout.strip()
@@ -278,8 +286,11 @@ def results_markdown(runs: List[Dict], version: Dict) -> str:
     (or a given run's, when the baseline names its ``run``), and the
     difference; ``-`` where there is none.
     """
-    keys = [k for k in SUMMARY_KEYS if k == 'mIoU' or k in GROUP_KEYS
-            or any(k in r['summary'] for r in runs)]
+    keys = [
+        k for k in SUMMARY_KEYS
+        if k == 'mIoU' or k in GROUP_KEYS or any(k in r['summary']
+                                                 for r in runs)
+    ]
     with_baselines = any('baseline' in r for r in runs)
     columns = []
     for key in keys:
@@ -287,42 +298,52 @@ def results_markdown(runs: List[Dict], version: Dict) -> str:
         if key == 'mIoU' and with_baselines:
             columns += [('CE mIoU', _baseline_miou),
                         ('mIoU - CE', _miou_minus_baseline)]
-    lines = ['| run | ' + ' | '.join(c[0] for c in columns) + ' |',
-             '|---|' + '---:|' * len(columns)]
+    lines = [
+        '| run | ' + ' | '.join(c[0] for c in columns) + ' |',
+        '|---|' + '---:|' * len(columns)
+    ]
     for r in runs:
-        lines.append(f"| {r['name']} | " + ' | '.join(
-            _cell(value(r)) for _, value in columns) + ' |')
+        lines.append(f"| {r['name']} | " +
+                     ' | '.join(_cell(value(r))
+                                for _, value in columns) + ' |')
     classes: List[str] = []
     for r in runs:
         classes += [c for c in r['per_class_iou'] if c not in classes]
     if classes:
-        lines += ['', '| class | ' + ' | '.join(r['name'] for r in runs) +
-                  ' |', '|---|' + '---:|' * len(runs)]
+        lines += [
+            '', '| class | ' + ' | '.join(r['name'] for r in runs) + ' |',
+            '|---|' + '---:|' * len(runs)
+        ]
         for c in classes:
             lines.append(f'| {c} | ' + ' | '.join(
                 _cell(r['per_class_iou'].get(c)) for r in runs) + ' |')
     provenance = ['run', 'config', 'checkpoint'] + \
         (['CE baseline'] if with_baselines else [])
-    lines += ['', '| ' + ' | '.join(provenance) + ' |',
-              '|' + '---|' * len(provenance)]
+    lines += [
+        '', '| ' + ' | '.join(provenance) + ' |',
+        '|' + '---|' * len(provenance)
+    ]
     for r in runs:
         cells = [r['name'], r['config'] or '-', r['checkpoint'] or '-']
         if with_baselines:
             cells.append(_baseline_source(r))
         lines.append('| ' + ' | '.join(cells) + ' |')
     if with_baselines:
-        lines += ['', "CE mIoU: the mIoU that mmsegmentation's "
-                  'metafiles publish for the model of the same name '
-                  'without `_arb` / `_arb-prior` (cross-entropy; '
-                  'single-scale, or ms+flip for a run tested with `--tta`); '
-                  'where mmseg publishes none (CamVid), that of the run of '
-                  'the cross-entropy config of that name summarized with '
-                  'it, if any. The last column says which, and where a run '
-                  'trained with another batch or schedule than the name '
-                  'says or than that run.']
+        lines += [
+            '', "CE mIoU: the mIoU that mmsegmentation's "
+            'metafiles publish for the model of the same name '
+            'without `_arb` / `_arb-prior` (cross-entropy; '
+            'single-scale, or ms+flip for a run tested with `--tta`); '
+            'where mmseg publishes none (CamVid), that of the run of '
+            'the cross-entropy config of that name summarized with '
+            'it, if any. The last column says which, and where a run '
+            'trained with another batch or schedule than the name '
+            'says or than that run.'
+        ]
     if any(k not in r['summary'] for r in runs for k in GROUP_KEYS):
-        lines += ['', 'mIoU_head / body / tail: `-` for a run evaluated '
-                  'without LongTailIoUMetric.']
-    lines += ['', 'Code: ' + ', '.join(f'{k} {v}'
-                                       for k, v in version.items())]
+        lines += [
+            '', 'mIoU_head / body / tail: `-` for a run evaluated '
+            'without LongTailIoUMetric.'
+        ]
+    lines += ['', 'Code: ' + ', '.join(f'{k} {v}' for k, v in version.items())]
     return '\n'.join(lines) + '\n'

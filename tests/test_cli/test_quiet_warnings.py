@@ -19,9 +19,10 @@ warnings.warn('reduce_zero_label will be deprecated', UserWarning)
 
 
 def _stderr(*python_options):
-    result = subprocess.run(
-        [sys.executable, *python_options, '-c', SNIPPET],
-        capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, *python_options, '-c', SNIPPET],
+                            capture_output=True,
+                            text=True,
+                            timeout=120)
     assert result.returncode == 0, result.stderr
     return result.stderr
 
@@ -47,8 +48,9 @@ def _pkg_resources_warnings(*ignored_messages):
         for message in ignored_messages:
             warnings.filterwarnings('ignore', message=message)
         importlib.reload(pkg_resources)
-    return [str(w.message) for w in caught
-            if 'pkg_resources' in str(w.message)]
+    return [
+        str(w.message) for w in caught if 'pkg_resources' in str(w.message)
+    ]
 
 
 def test_the_filter_matches_the_installed_setuptools_message():

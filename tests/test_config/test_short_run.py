@@ -24,7 +24,8 @@ def test_iterations_stretch_the_decay_and_keep_the_warm_up():
     cfg = get_config(MMSEG_CE)
     cfg.param_scheduler = [
         dict(type='LinearLR', begin=0, end=1500, by_epoch=False),
-        dict(type='PolyLR', begin=1500, end=80000, by_epoch=False)]
+        dict(type='PolyLR', begin=1500, end=80000, by_epoch=False)
+    ]
     long = copy.deepcopy(cfg)
     set_iterations(cfg, 300)
     assert cfg.train_cfg.max_iters == cfg.train_cfg.val_interval == 300

@@ -5,8 +5,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from helpers import free_port
-from reference import (naive_arb_family_loss, naive_class_weights,
-                       naive_counts)
+from reference import naive_arb_family_loss, naive_class_weights, naive_counts
 
 from mmseg_arb.counting import (ClassCountEstimator, LabelRangeError,
                                 label_guard, log_count_shift)
@@ -110,9 +109,13 @@ def _dist_worker(rank, world_size, port, mode, weight_power, out_dir):
         for step in range(2):
             # Each rank sees different labels, rank 1 only some classes.
             label = labels(10 * step + rank, classes=C if rank == 0 else 2)
-            logits = torch.randn(2, C, 8, 8, dtype=torch.float64,
-                                 generator=torch.Generator().manual_seed(
-                                     100 * step + rank))
+            logits = torch.randn(
+                2,
+                C,
+                8,
+                8,
+                dtype=torch.float64,
+                generator=torch.Generator().manual_seed(100 * step + rank))
             loss = loss_fn(logits, label)
             results.append((logits, label, loss.detach(),
                             loss_fn.estimator.counts.clone()))
@@ -140,9 +143,10 @@ def test_two_ranks_use_the_summed_counts(tmp_path, mode, weight_power):
     # denominator of all ranks (tests/test_models/test_losses/test_ranks.py
     # checks the gradients this gives against one process).
     world_size = 2
-    mp.spawn(_dist_worker, args=(world_size, free_port(), mode,
-                                 weight_power, str(tmp_path)),
-             nprocs=world_size)
+    mp.spawn(
+        _dist_worker,
+        args=(world_size, free_port(), mode, weight_power, str(tmp_path)),
+        nprocs=world_size)
     out = [torch.load(tmp_path / f'{r}.pt') for r in range(world_size)]
     total = torch.zeros(C, dtype=torch.float64)
     for step in range(2):
@@ -153,18 +157,22 @@ def test_two_ranks_use_the_summed_counts(tmp_path, mode, weight_power):
         weights = naive_class_weights(total, batch, weight_power, 1000.0)
         share = None  # without count weights: each rank's own
         if weight_power:
-            share = sum(weighted_pixels(out[r][0][step][1], weights)
-                        for r in range(world_size)) / world_size
+            share = sum(
+                weighted_pixels(out[r][0][step][1], weights)
+                for r in range(world_size)) / world_size
         for r in range(world_size):
             logits, label, loss, counts = out[r][0][step]
             torch.testing.assert_close(counts, total)
             torch.testing.assert_close(
                 loss.double(),
-                naive_arb_family_loss(logits, label, total,
-                                      weight_power=weight_power,
-                                      max_weight_ratio=1000.0,
-                                      batch_counts=batch,
-                                      denominator=share))
+                naive_arb_family_loss(
+                    logits,
+                    label,
+                    total,
+                    weight_power=weight_power,
+                    max_weight_ratio=1000.0,
+                    batch_counts=batch,
+                    denominator=share))
     # A bad label on one rank stops every rank (no rank left hanging).
     assert out[0][1] and out[1][1]
 
@@ -188,8 +196,10 @@ def test_a_checkpoint_does_not_replace_the_prior():
 
 def test_old_checkpoints_load_strictly():
     # mmseg-arb before 0.2 also saved a step counter nothing read.
-    state = {'counts': torch.arange(C, dtype=torch.float64),
-             'num_updates': torch.tensor(5)}
+    state = {
+        'counts': torch.arange(C, dtype=torch.float64),
+        'num_updates': torch.tensor(5)
+    }
     est = ClassCountEstimator(count_mode='cumulative')
     est.load_state_dict(state)  # strict: no unexpected key
     assert est.counts.tolist() == list(range(C))
@@ -220,7 +230,9 @@ def _deferred_worker(rank, world_size, port, out_dir):
     try:
         model = torch.nn.ModuleDict(dict(head=ARBLoss()))
         runner = SimpleNamespace(
-            model=model, hooks=[], iter=0,
+            model=model,
+            hooks=[],
+            iter=0,
             train_dataloader=SimpleNamespace(dataset=None))
         hook = ClassCountHook(interval=3)
         hook.before_train(runner)
@@ -249,8 +261,7 @@ def _deferred_worker(rank, world_size, port, out_dir):
 @pytest.mark.slow
 def test_deferred_bad_labels_raise_on_every_rank_at_the_same_iteration(
         tmp_path):
-    mp.spawn(_deferred_worker, args=(2, free_port(), str(tmp_path)),
-             nprocs=2)
+    mp.spawn(_deferred_worker, args=(2, free_port(), str(tmp_path)), nprocs=2)
     events = [torch.load(tmp_path / f'{r}.pt') for r in range(2)]
     for rank, rank_events in enumerate(events):
         assert [when for when, _ in rank_events] == [2, 'end']

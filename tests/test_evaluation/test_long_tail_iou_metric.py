@@ -15,8 +15,12 @@ CLASSES = ('a', 'b', 'c', 'd')
 
 def sample(pred, gt):
     return {
-        'pred_sem_seg': {'data': torch.tensor(pred)[None]},
-        'gt_sem_seg': {'data': torch.tensor(gt)[None]},
+        'pred_sem_seg': {
+            'data': torch.tensor(pred)[None]
+        },
+        'gt_sem_seg': {
+            'data': torch.tensor(gt)[None]
+        },
     }
 
 
@@ -46,15 +50,13 @@ def test_frequency_groups_thirds_and_boundaries():
     thirds = frequency_groups(counts)
     assert thirds == {'head': [1, 4, 3], 'body': [5, 0], 'tail': [2, 6]}
     by_share = frequency_groups(counts, (0.1, 0.01))
-    assert by_share == {'head': [1, 4], 'body': [3, 5],
-                        'tail': [0, 2, 6]}
+    assert by_share == {'head': [1, 4], 'body': [3, 5], 'tail': [0, 2, 6]}
     with pytest.raises(ValueError, match='head_min >= tail_max'):
         frequency_groups(counts, (0.01, 0.1))
 
 
 def test_metric_matches_hand_computation_and_iou_metric():
-    metric = LongTailIoUMetric(class_counts=[1000, 100, 10, 1],
-                               per_class=True)
+    metric = LongTailIoUMetric(class_counts=[1000, 100, 10, 1], per_class=True)
     metric.dataset_meta = dict(classes=CLASSES)
     metric.process({}, SAMPLES)
     out = metric.compute_metrics(metric.results)
@@ -103,7 +105,6 @@ def test_bad_configuration_is_an_error():
         LongTailIoUMetric(iou_metrics=['mDice'])
 
 
-
 def _merge_worker(rank, port, out):
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
     dist.init_process_group('gloo', rank=rank, world_size=2)
@@ -147,8 +148,8 @@ def test_per_class_table_in_the_log_file_and_on_the_console_if_asked(
     from mmengine.logging import MMLogger
     log_file = tmp_path / 'run.log'
     MMLogger.get_instance(f'table_{console_table}', log_file=str(log_file))
-    metric = LongTailIoUMetric(class_counts=[1000, 100, 10, 1],
-                               console_table=console_table)
+    metric = LongTailIoUMetric(
+        class_counts=[1000, 100, 10, 1], console_table=console_table)
     metric.dataset_meta = dict(classes=CLASSES)
     metric.process({}, SAMPLES)
     metric.compute_metrics(metric.results)
@@ -166,10 +167,13 @@ def test_our_runners_keep_the_table_off_the_console_unless_configured():
     from mmengine.config import Config
 
     from mmseg_arb.cli.launch import quiet_per_class_tables
-    cfg = Config(dict(
-        val_evaluator=dict(type='LongTailIoUMetric'),
-        test_evaluator=[dict(type='LongTailIoUMetric', console_table=True),
-                        dict(type='IoUMetric')]))
+    cfg = Config(
+        dict(
+            val_evaluator=dict(type='LongTailIoUMetric'),
+            test_evaluator=[
+                dict(type='LongTailIoUMetric', console_table=True),
+                dict(type='IoUMetric')
+            ]))
     quiet_per_class_tables(cfg)
     assert cfg.val_evaluator.console_table is False
     assert cfg.test_evaluator[0].console_table is True  # the user's say

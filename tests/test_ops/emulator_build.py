@@ -29,10 +29,13 @@ def build_emulator(kernel_csrc: str) -> str:
     if not osp.exists(library):
         os.makedirs(cache, exist_ok=True)
         partial = f'{library}.{os.getpid()}'
-        build = subprocess.run(
-            ['nvcc', *FLAGS, f'-I{kernel_csrc}',
-             osp.join(TEST_CSRC, 'emulated_kernels.cpp'), '-o', partial],
-            capture_output=True, text=True, timeout=900)
+        build = subprocess.run([
+            'nvcc', *FLAGS, f'-I{kernel_csrc}',
+            osp.join(TEST_CSRC, 'emulated_kernels.cpp'), '-o', partial
+        ],
+                               capture_output=True,
+                               text=True,
+                               timeout=900)
         assert build.returncode == 0, build.stderr[-4000:]
         os.replace(partial, library)  # whole, or not there
     return library

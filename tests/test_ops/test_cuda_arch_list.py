@@ -10,7 +10,6 @@ import sys
 
 import pytest
 import torch
-
 from helpers import ROOT
 
 SETUP = runpy.run_path(osp.join(ROOT, 'setup.py'), run_name='setup')
@@ -49,8 +48,7 @@ def test_a_requested_list_loses_its_pre_volta_entries():
     arch_list, line = cuda_arch_list('6.0;6.1 7.0;8.6+PTX', set(), '', '')
     assert arch_list == '7.0;8.6+PTX'
     assert 'compute capability 6.0, 6.1' in line
-    assert cuda_arch_list('Ampere;8.0', set(), '', '') == ('Ampere;8.0',
-                                                         None)
+    assert cuda_arch_list('Ampere;8.0', set(), '', '') == ('Ampere;8.0', None)
     # torch's names of pre-Volta families expand to sm_3x to sm_6x.
     arch_list, line = cuda_arch_list('Pascal;Maxwell+Tegra;Volta', set(), '',
                                      '')
@@ -69,13 +67,16 @@ def test_nothing_in_common_names_the_fix():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(torch.version.cuda is not None,
-                    reason='needs a CPU build of torch')
+@pytest.mark.skipif(
+    torch.version.cuda is not None, reason='needs a CPU build of torch')
 def test_forced_build_with_a_cpu_torch_says_so():
     env = dict(os.environ, MMSEG_ARB_WITH_CUDA='1')
     result = subprocess.run([sys.executable, 'setup.py', '--name'],
-                            capture_output=True, text=True, env=env,
-                            cwd=ROOT, timeout=300)
+                            capture_output=True,
+                            text=True,
+                            env=env,
+                            cwd=ROOT,
+                            timeout=300)
     assert result.returncode != 0
     assert f'torch {torch.__version__} is a CPU build' in result.stderr
 
@@ -94,8 +95,8 @@ def jit_load(monkeypatch):
         cpp_extension, 'load',
         lambda **kwargs: seen.append(os.environ.get('TORCH_CUDA_ARCH_LIST')))
     monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
-    monkeypatch.setattr(torch.cuda, 'get_device_capability',
-                        lambda index=None: (8, 0))
+    monkeypatch.setattr(
+        torch.cuda, 'get_device_capability', lambda index=None: (8, 0))
     monkeypatch.setattr(cuda_ext, '_log', lines.append)
     return cuda_ext._jit_build, seen, lines
 
@@ -113,8 +114,7 @@ def test_the_jit_build_drops_pre_volta_entries_of_a_requested_list(
     assert os.environ['TORCH_CUDA_ARCH_LIST'] == '6.0 6.1 7.0 8.0'
 
 
-def test_the_jit_build_with_no_supported_entry_says_why(jit_load,
-                                                        monkeypatch):
+def test_the_jit_build_with_no_supported_entry_says_why(jit_load, monkeypatch):
     build, seen, lines = jit_load
     monkeypatch.setenv('TORCH_CUDA_ARCH_LIST', 'Pascal;6.1')
     with pytest.raises(RuntimeError, match='TORCH_CUDA_ARCH_LIST'):

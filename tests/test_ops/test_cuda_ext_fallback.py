@@ -13,8 +13,11 @@ from mmseg_arb.ops import class_histogram, cuda_ext
 @pytest.fixture
 def logged(monkeypatch):
     """A fresh loader whose log lines are collected."""
-    monkeypatch.setattr(cuda_ext, '_state',
-                        {'tried': False, 'loaded': False, 'reason': ''})
+    monkeypatch.setattr(cuda_ext, '_state', {
+        'tried': False,
+        'loaded': False,
+        'reason': ''
+    })
     lines = []
     monkeypatch.setattr(cuda_ext, '_log', lines.append)
     return lines
@@ -38,7 +41,6 @@ def test_no_gpu_means_pytorch_path(logged):
     assert len(logged) == 1
     hist = class_histogram(torch.tensor([0, 1, 1, 255, 7]), 3)
     assert hist.tolist() == [5, 1, 2, 0, 1, 7, 0]
-
 
 
 # 'imported': the real extension was imported into this process before
@@ -78,17 +80,17 @@ def test_a_gpu_older_than_volta_takes_the_pytorch_path(logged, monkeypatch):
     # The kernels use __match_any_sync (7.0+); setup.py builds for no older
     # GPU, so such a device must never reach them.
     monkeypatch.setattr(cuda_ext, '_device_is_supported', {})
-    monkeypatch.setattr(torch.cuda, 'get_device_capability',
-                        lambda index=None: (6, 1))
-    monkeypatch.setattr(torch.cuda, 'get_device_name',
-                        lambda index=None: 'Tesla P40')
+    monkeypatch.setattr(
+        torch.cuda, 'get_device_capability', lambda index=None: (6, 1))
+    monkeypatch.setattr(
+        torch.cuda, 'get_device_name', lambda index=None: 'Tesla P40')
 
     def must_not_load():
         raise AssertionError('the kernels were loaded for an sm_61 GPU')
 
     monkeypatch.setattr(cuda_ext, 'load_cuda_ops', must_not_load)
-    on_gpu = types.SimpleNamespace(is_cuda=True,
-                                   device=torch.device('cuda', 1))
+    on_gpu = types.SimpleNamespace(
+        is_cuda=True, device=torch.device('cuda', 1))
     assert cuda_ext.cuda_ops_apply(on_gpu) is False
     assert cuda_ext.cuda_ops_apply(on_gpu) is False
     assert logged == [

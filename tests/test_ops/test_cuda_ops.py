@@ -2,13 +2,11 @@
 import pytest
 import torch
 
-from mmseg_arb.counting import (LabelRangeError, log_count_shift,
-                                prepare_counts)
+from mmseg_arb.counting import LabelRangeError, log_count_shift, prepare_counts
 from mmseg_arb.models.losses import ARBLoss, arb_loss
 from mmseg_arb.models.losses.arb_loss import _shifted_loss
-from mmseg_arb.ops import (class_histogram, class_histogram_pytorch,
-                           cuda_ext, cuda_ops_status, load_cuda_ops)
-from mmseg_arb.ops import first_use
+from mmseg_arb.ops import (class_histogram, class_histogram_pytorch, cuda_ext,
+                           cuda_ops_status, first_use, load_cuda_ops)
 from mmseg_arb.ops.library import SCHEMAS
 
 pytestmark = pytest.mark.skipif(
@@ -32,8 +30,9 @@ def long_tailed_labels(shape, num_classes, dtype=torch.int64, seed=0):
 
 
 # Named ids: tools/gpu_check.sh selects these tests with -k (e.g. 'int64').
-@pytest.mark.parametrize('dtype', [torch.int64, torch.int32, torch.uint8],
-                         ids=['int64', 'int32', 'uint8'])
+@pytest.mark.parametrize(
+    'dtype', [torch.int64, torch.int32, torch.uint8],
+    ids=['int64', 'int32', 'uint8'])
 # 8, 8, 8, 2 and 1 shared histograms per block, then global atomics.
 @pytest.mark.parametrize('num_classes', [19, 150, 1024, 6000, 12287, 20000])
 def test_count_kernel_matches_pytorch(dtype, num_classes):
@@ -48,8 +47,8 @@ def test_count_kernel_matches_pytorch(dtype, num_classes):
     # An unaligned view exercises the scalar head and tail.
     for view in (label, label.view(-1)[3:-5]):
         hist = class_histogram(view, num_classes, ignore)
-        assert torch.equal(
-            hist, class_histogram_pytorch(view, num_classes, ignore))
+        assert torch.equal(hist,
+                           class_histogram_pytorch(view, num_classes, ignore))
 
 
 @pytest.mark.parametrize('mode', ['batch', 'cumulative', 'ema', 'prior'])
@@ -64,11 +63,10 @@ def test_prepare_kernel_matches_pytorch(mode, update, fresh):
         counts.zero_()
     want_counts = counts.cpu()
     weight = torch.rand(150, device='cuda') + 0.5
-    for smoothing, tau, power in ((0.0, 1.0, 0.0), (0.5, 0.7, 0.5),
-                                  (0.0, 0.0, 1.0)):
+    for smoothing, tau, power in ((0.0, 1.0, 0.0), (0.5, 0.7, 0.5), (0.0, 0.0,
+                                                                     1.0)):
         want = prepare_counts(hist.cpu(), want_counts, mode, 0.1, smoothing,
-                              tau, power, 50.0, update, weight.cpu(),
-                              fresh, 4)
+                              tau, power, 50.0, update, weight.cpu(), fresh, 4)
         got = prepare_counts(hist, counts, mode, 0.1, smoothing, tau, power,
                              50.0, update, weight, fresh, 4)
         torch.testing.assert_close(got.cpu(), want, rtol=1e-6, atol=0)
@@ -83,8 +81,7 @@ def test_prepare_kernel_matches_pytorch(mode, update, fresh):
 @pytest.mark.parametrize('spatial', [(32, 16), (33, 17), ()])
 @pytest.mark.parametrize('reduction', ['mean', 'sum', 'none'])
 @pytest.mark.parametrize('weighted', [False, True])
-def test_fused_loss_matches_cpu_path(dtype, tol, spatial, reduction,
-                                     weighted):
+def test_fused_loss_matches_cpu_path(dtype, tol, spatial, reduction, weighted):
     g = torch.Generator().manual_seed(1)
     n = 2 if spatial else 300
     logits = (torch.randn(n, 19, *spatial, generator=g) * 20).to(dtype)
@@ -102,9 +99,16 @@ def test_fused_loss_matches_cpu_path(dtype, tol, spatial, reduction,
 
     def loss_of(z, y, device):
         return _shifted_loss(
-            z, y, shift.to(device), None if pixel_weight is None else
-            pixel_weight.to(device), None if cw is None else cw.to(device),
-            reduction, None, 255, avg_non_ignore=weighted, loss_weight=0.4)
+            z,
+            y,
+            shift.to(device),
+            None if pixel_weight is None else pixel_weight.to(device),
+            None if cw is None else cw.to(device),
+            reduction,
+            None,
+            255,
+            avg_non_ignore=weighted,
+            loss_weight=0.4)
 
     # Leaves of their own: for fp32, logits.float() is logits itself, and a
     # .cuda() copy of a tensor that requires grad would not be a leaf.
@@ -118,13 +122,13 @@ def test_fused_loss_matches_cpu_path(dtype, tol, spatial, reduction,
     out = loss_of(z_gpu, label.cuda(), 'cuda')
     out.backward(grad_out.cuda())
     torch.testing.assert_close(out.cpu(), ref.detach(), rtol=tol, atol=tol)
-    torch.testing.assert_close(z_gpu.grad.float().cpu(), z_cpu.grad,
-                               rtol=tol, atol=tol)
+    torch.testing.assert_close(
+        z_gpu.grad.float().cpu(), z_cpu.grad, rtol=tol, atol=tol)
     assert z_gpu.grad.dtype == dtype
 
 
-@pytest.mark.parametrize('dtype', [torch.float32, torch.float16,
-                                   torch.bfloat16])
+@pytest.mark.parametrize('dtype',
+                         [torch.float32, torch.float16, torch.bfloat16])
 # 769 x 769 (mmseg's Cityscapes crops): no vector path, one pixel a thread.
 @pytest.mark.parametrize('spatial', [(64, 64), (769, 7)])
 def test_fused_loss_is_as_exact_as_float32_cross_entropy(dtype, spatial):
@@ -149,12 +153,14 @@ def test_fused_loss_is_as_exact_as_float32_cross_entropy(dtype, spatial):
     valid = label != 255
     target = torch.where(valid, label, 0)
     truth = -logp.gather(1, target[:, None])[:, 0] * valid
-    truth_grad = (logp.exp() - torch.nn.functional.one_hot(target, 19)
-                  .movedim(-1, 1)) * valid[:, None]
+    truth_grad = (logp.exp() - torch.nn.functional.one_hot(target, 19).movedim(
+        -1, 1)) * valid[:, None]
     z32 = logits.float().cuda().requires_grad_()
     fp32 = torch.nn.functional.cross_entropy(
-        z32 + shift.cuda()[None, :, None, None], label.cuda(),
-        ignore_index=255, reduction='none')
+        z32 + shift.cuda()[None, :, None, None],
+        label.cuda(),
+        ignore_index=255,
+        reduction='none')
     fp32.backward(ones)
     assert (loss >= 0).all()
     loss_err = (loss.double().cpu() - truth).abs().max().item()
@@ -176,8 +182,8 @@ def test_fused_loss_backward_of_an_expanded_gradient():
                               255, False)
     (3.0 * per_pixel.sum()).backward()
     reference = logits.detach().requires_grad_()
-    (3.0 * _shifted_loss(reference, label, shift, None, None, 'sum', None,
-                         255, False)).backward()
+    (3.0 * _shifted_loss(reference, label, shift, None, None, 'sum', None, 255,
+                         False)).backward()
     torch.testing.assert_close(logits.grad, reference.grad)
 
 
@@ -201,17 +207,19 @@ def test_gpu_loss_matches_cpu_loss_module(mode, weight_power):
 @pytest.mark.parametrize('mode', ['batch', 'cumulative', 'ema', 'prior'])
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float16])
 def test_no_host_sync_in_count_loss_and_backward(mode, dtype, backend,
-                                                  monkeypatch):
+                                                 monkeypatch):
     if backend == 'pytorch':
         monkeypatch.setattr(cuda_ext, '_state', {
-            'tried': True, 'loaded': False, 'reason': 'off for this test'})
+            'tried': True,
+            'loaded': False,
+            'reason': 'off for this test'
+        })
     kwargs = dict(class_counts=[float(i + 1) for i in range(150)]) \
         if mode == 'prior' else {}
-    loss_fn = ARBLoss(count_mode=mode, avg_non_ignore=True,
-                      **kwargs).cuda()
+    loss_fn = ARBLoss(count_mode=mode, avg_non_ignore=True, **kwargs).cuda()
     label = long_tailed_labels((2, 128, 128), 150)
-    logits = torch.randn(2, 150, 128, 128, device='cuda', dtype=dtype,
-                         requires_grad=True)
+    logits = torch.randn(
+        2, 150, 128, 128, device='cuda', dtype=dtype, requires_grad=True)
     # Warm-up: allocations, first launch, and the fused loss's first-use
     # check (ops/first_use.py), its one host read, on the first call of a
     # device and dtype only.
@@ -254,14 +262,18 @@ def test_compiled_loss_matches_eager_with_the_cuda_ops(mode, hooked):
             end_step()
         expected.backward()
         torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(z_compiled.grad, z.grad, rtol=1e-5,
-                                   atol=1e-6)
+        torch.testing.assert_close(
+            z_compiled.grad, z.grad, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(compiled.estimator.counts,
                                    eager.estimator.counts)
-        ops = {e.key for e in prof.key_averages()
-               if e.key.startswith('mmseg_arb::')}
-        assert {'mmseg_arb::class_histogram', 'mmseg_arb::arb_loss_forward',
-                'mmseg_arb::arb_loss_backward'} <= ops
+        ops = {
+            e.key
+            for e in prof.key_averages() if e.key.startswith('mmseg_arb::')
+        }
+        assert {
+            'mmseg_arb::class_histogram', 'mmseg_arb::arb_loss_forward',
+            'mmseg_arb::arb_loss_backward'
+        } <= ops
     torch._dynamo.reset()
 
 
@@ -276,8 +288,8 @@ def test_bad_gpu_labels_are_read_at_the_interval_and_named():
     for _ in range(guard.interval - 1):
         loss_fn(logits, label)
     assert int(guard.bad_labels[0]) == 2 * (guard.interval - 1)
-    with pytest.raises(LabelRangeError,
-                       match='as low as -3 and as high as 77'):
+    with pytest.raises(
+            LabelRangeError, match='as low as -3 and as high as 77'):
         loss_fn(logits, label)
     sync = ARBLoss(label_check='sync').cuda()
     with pytest.raises(LabelRangeError, match=r'\[-3, 77\]'):
@@ -342,8 +354,8 @@ def test_a_whole_loss_call_replays_in_a_cuda_graph(mode, weight_power):
         expected = eager(reference, label)
         expected.backward()
         torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(logits.grad, reference.grad, rtol=1e-5,
-                                   atol=1e-7)
+        torch.testing.assert_close(
+            logits.grad, reference.grad, rtol=1e-5, atol=1e-7)
         torch.testing.assert_close(graphed.estimator.counts,
                                    eager.estimator.counts)
 
@@ -361,24 +373,24 @@ def test_ops_agree_with_their_fake_implementations():
         logits, label, shift, weight, None, 255, 'mean', 1.0, False)
     cases = {
         'class_histogram': [(label, 19, 255), (label.to(torch.uint8), 7, 3)],
-        'prepare_counts': [
-            (class_histogram(label, 19, 255),
-             torch.rand(19, dtype=torch.float64, device='cuda'),
-             weight if update else None, mode, 0.1, 0.5, 0.7, power, 100.0,
-             update, not update, 2)
-            for mode in ('batch', 'cumulative', 'ema', 'prior')
-            for update in (True, False) for power in (0.0, 0.5)],
-        'arb_loss_forward': [
-            (logits, label, shift, None, None, 255, 'mean', 1.0, False),
-            (logits.half(), label.int(), shift, weight, pixel_weight, 255,
-             'none', 0.4, True),
-            (logits, label, shift, weight, None, 255, 'mean', 0.4, False,
-             torch.rand((), device='cuda') + 100)],
-        'arb_loss_backward': [
-            (torch.rand((), device='cuda'), logits, label, shift, weight,
-             None, softmax_stats, scale, 255),
-            (torch.rand(label.shape, device='cuda'), logits, label, shift,
-             None, pixel_weight, softmax_stats, scale, 255)],
+        'prepare_counts':
+        [(class_histogram(label, 19, 255),
+          torch.rand(19, dtype=torch.float64,
+                     device='cuda'), weight if update else None, mode, 0.1,
+          0.5, 0.7, power, 100.0, update, not update, 2)
+         for mode in ('batch', 'cumulative', 'ema', 'prior')
+         for update in (True, False) for power in (0.0, 0.5)],
+        'arb_loss_forward':
+        [(logits, label, shift, None, None, 255, 'mean', 1.0, False),
+         (logits.half(), label.int(), shift, weight, pixel_weight, 255, 'none',
+          0.4, True),
+         (logits, label, shift, weight, None, 255, 'mean', 0.4, False,
+          torch.rand((), device='cuda') + 100)],
+        'arb_loss_backward': [(torch.rand((), device='cuda'), logits, label,
+                               shift, weight, None, softmax_stats, scale, 255),
+                              (torch.rand(label.shape,
+                                          device='cuda'), logits, label, shift,
+                               None, pixel_weight, softmax_stats, scale, 255)],
     }
     assert set(cases) == set(SCHEMAS)
     for name, calls in cases.items():
@@ -399,7 +411,8 @@ def test_the_first_use_check_passes_on_this_gpu(monkeypatch):
         arb_loss(logits.requires_grad_(), label,
                  torch.ones(19, dtype=torch.float64)).backward()
     device = torch.device('cuda', torch.cuda.current_device())
-    assert first_use._verdicts == {(device, dtype): True for dtype in (
-        torch.float32, torch.float16, torch.bfloat16)}
+    assert first_use._verdicts == {
+        (device, dtype): True
+        for dtype in (torch.float32, torch.float16, torch.bfloat16)
+    }
     assert warnings == []
-

@@ -26,13 +26,13 @@ import torch.nn.functional as F
 from emulator_build import build_emulator
 
 import mmseg_arb.ops
+from mmseg_arb.counting.prepare import COUNT_MODES, prepare_counts
 from mmseg_arb.models.losses.arb_loss import _shifted_loss
 from mmseg_arb.ops.class_count import class_histogram_pytorch
-from mmseg_arb.counting.prepare import COUNT_MODES, prepare_counts
 
 CSRC = osp.join(osp.dirname(mmseg_arb.ops.__file__), 'csrc')
-SMS = 2             # a small device: grids stay small, loops stride
-BLOCKS_PER_SM = 3   # what the emulated occupancy API answers
+SMS = 2  # a small device: grids stay small, loops stride
+BLOCKS_PER_SM = 3  # what the emulated occupancy API answers
 THREADS = 256
 
 LABEL_TYPES = {torch.int64: 0, torch.int32: 1, torch.uint8: 2}
@@ -41,7 +41,8 @@ REDUCTIONS = {'none': 0, 'sum': 1, 'mean': 2}
 
 pytestmark = [
     pytest.mark.slow,  # see tests/conftest.py
-    pytest.mark.skipif(shutil.which('nvcc') is None, reason='nvcc not on PATH')
+    pytest.mark.skipif(
+        shutil.which('nvcc') is None, reason='nvcc not on PATH')
 ]
 
 
@@ -49,8 +50,8 @@ pytestmark = [
 def emu():
     # EMULATED_KERNELS_CSRC: another copy of the kernel sources, such as
     # the mutants of test_emulator_mutations.py.
-    lib = ctypes.CDLL(build_emulator(
-        os.environ.get('EMULATED_KERNELS_CSRC', CSRC)))
+    lib = ctypes.CDLL(
+        build_emulator(os.environ.get('EMULATED_KERNELS_CSRC', CSRC)))
     lib.emu_configure(BLOCKS_PER_SM, 0)
     return lib
 
@@ -94,8 +95,9 @@ def test_count_kernel(emu, dtype, num_classes, n, offset):
     label = full[offset:]  # misaligned: a scalar head before the vectors
     out = torch.zeros(num_classes + 3, dtype=torch.int64)
     before = emu.emu_launch_count()
-    assert emu.emu_count_classes(ptr(label), LABEL_TYPES[dtype], i64(n),
-                                 num_classes, i64(255), ptr(out), SMS) == 0
+    assert emu.emu_count_classes(
+        ptr(label), LABEL_TYPES[dtype], i64(n), num_classes, i64(255),
+        ptr(out), SMS) == 0
     want = class_histogram_pytorch(label, num_classes, 255)
     assert torch.equal(out, want[1:])  # the kernel's: after the pixel total
     (grid, threads, shared), = launches(emu, before)
@@ -113,11 +115,16 @@ def test_count_kernel(emu, dtype, num_classes, n, offset):
 @pytest.mark.parametrize('mode', COUNT_MODES)
 @pytest.mark.parametrize('update', [True, False])
 @pytest.mark.parametrize('state', ['empty', 'running'])
-@pytest.mark.parametrize('tau,smoothing,power,ratio', [
-    (1.0, 0.0, 0.0, 100.0), (0.5, 2.0, 0.5, 100.0), (0.0, 0.0, 1.0, 100.0),
-    (1.0, 0.0, 2.0, 100.0),
-    # A tiny power with the loosest bound: zero counts reach the cap.
-    (1.0, 0.0, 0.005, 1e30)])
+@pytest.mark.parametrize(
+    'tau,smoothing,power,ratio',
+    [
+        (1.0, 0.0, 0.0, 100.0),
+        (0.5, 2.0, 0.5, 100.0),
+        (0.0, 0.0, 1.0, 100.0),
+        (1.0, 0.0, 2.0, 100.0),
+        # A tiny power with the loosest bound: zero counts reach the cap.
+        (1.0, 0.0, 0.005, 1e30)
+    ])
 def test_prepare_kernel(emu, mode, update, state, tau, smoothing, power,
                         ratio):
     C = 300  # more classes than threads: the loops stride
@@ -164,8 +171,8 @@ def test_prepare_kernel(emu, mode, update, state, tau, smoothing, power,
     unlabelled = 0 if avg_non_ignore else 77 + 4
     denominator = ((out[C:2 * C].double() * labelled).sum() + unlabelled) \
         / ranks
-    torch.testing.assert_close(out[2 * C].double(), denominator, rtol=1e-6,
-                               atol=0)
+    torch.testing.assert_close(
+        out[2 * C].double(), denominator, rtol=1e-6, atol=0)
     assert launches(emu, before) == [(1, THREADS, 0)]
 
 
@@ -191,8 +198,8 @@ def run_forward(lib, logits, label, shift, class_weight, weight, reduction,
                 loss_weight, avg_non_ignore):
     N, C = logits.shape[:2]
     S = label[0].numel()
-    out = torch.empty(label.shape if reduction == 'none' else (),
-                      dtype=torch.float32)
+    out = torch.empty(
+        label.shape if reduction == 'none' else (), dtype=torch.float32)
     stats = torch.empty((2, ) + tuple(label.shape), dtype=torch.float32)
     partials = torch.empty(2 * lib.emu_loss_reduce_blocks(i64(N * S), SMS))
     scale = torch.empty(1)
@@ -200,8 +207,8 @@ def run_forward(lib, logits, label, shift, class_weight, weight, reduction,
         ptr(logits), FLOAT_TYPES[logits.dtype], ptr(label),
         LABEL_TYPES[label.dtype], ptr(shift), ptr(class_weight), ptr(weight),
         i64(N), C, i64(S), i64(255), REDUCTIONS[reduction],
-        ctypes.c_float(loss_weight), int(avg_non_ignore), ptr(out),
-        ptr(stats), ptr(partials), ptr(scale), SMS) == 0
+        ctypes.c_float(loss_weight), int(avg_non_ignore), ptr(out), ptr(stats),
+        ptr(partials), ptr(scale), SMS) == 0
     return out, stats, scale
 
 
@@ -215,8 +222,8 @@ def run_backward(lib, grad_out, logits, label, shift, class_weight, weight,
     assert lib.emu_arb_loss_backward(
         ptr(logits), FLOAT_TYPES[logits.dtype], ptr(label),
         LABEL_TYPES[label.dtype], ptr(shift), ptr(class_weight), ptr(weight),
-        ptr(stats), ptr(grad_out), int(scalar), ptr(scale), i64(N), C,
-        i64(S), i64(255), ptr(grad), SMS) == 0
+        ptr(stats), ptr(grad_out), int(scalar), ptr(scale), i64(N), C, i64(S),
+        i64(255), ptr(grad), SMS) == 0
     return grad
 
 
@@ -236,32 +243,42 @@ def pytorch_path(logits, label, shift, class_weight, weight, reduction,
 def test_loss_kernels(emu, dtype, label_dtype, shape, reduction):
     wide = 16 // torch.tensor([], dtype=dtype).element_size()
     N, C = 2, 7
-    S = {'vector': 40 * wide, 'odd': 40 * wide + 3,
-         'misaligned': 40 * wide}[shape]
-    logits, label, shift = loss_inputs(N, C, S, dtype, label_dtype, 3.0,
-                                       1 if shape == 'misaligned' else 0,
-                                       seed=S + C)
+    S = {
+        'vector': 40 * wide,
+        'odd': 40 * wide + 3,
+        'misaligned': 40 * wide
+    }[shape]
+    logits, label, shift = loss_inputs(
+        N,
+        C,
+        S,
+        dtype,
+        label_dtype,
+        3.0,
+        1 if shape == 'misaligned' else 0,
+        seed=S + C)
     gen = torch.Generator().manual_seed(1)
     class_weight = torch.rand(C, generator=gen) + 0.5
     weight = torch.rand(N, S, generator=gen)
     loss_weight = 0.7
-    for cw, w, non_ignore in [(None, None, False), (class_weight, weight,
-                                                    True),
+    for cw, w, non_ignore in [(None, None, False),
+                              (class_weight, weight, True),
                               (class_weight, None, False)]:
         before = emu.emu_launch_count()
         out, stats, scale = run_forward(emu, logits, label, shift, cw, w,
                                         reduction, loss_weight, non_ignore)
         grad_out = torch.rand(label.shape, generator=gen) \
             if reduction == 'none' else torch.tensor(1.3)
-        grad = run_backward(emu, grad_out, logits, label, shift, cw, w,
-                            stats, scale)
-        want, want_grad = pytorch_path(logits, label, shift, cw, w,
-                                       reduction, loss_weight, non_ignore,
-                                       grad_out)
+        grad = run_backward(emu, grad_out, logits, label, shift, cw, w, stats,
+                            scale)
+        want, want_grad = pytorch_path(logits, label, shift, cw, w, reduction,
+                                       loss_weight, non_ignore, grad_out)
         torch.testing.assert_close(out, want, rtol=2e-5, atol=2e-6)
-        torch.testing.assert_close(grad.float(), want_grad.to(dtype).float(),
-                                   rtol=2e-2 if dtype != torch.float32
-                                   else 2e-5, atol=1e-6)
+        torch.testing.assert_close(
+            grad.float(),
+            want_grad.to(dtype).float(),
+            rtol=2e-2 if dtype != torch.float32 else 2e-5,
+            atol=1e-6)
         V = wide if shape == 'vector' else 1
         grid = loss_grid(N * S // V)
         geometry = [(grid, THREADS, 0)]
@@ -273,32 +290,32 @@ def test_loss_kernels(emu, dtype, label_dtype, shape, reduction):
 
 @pytest.mark.parametrize('dtype', list(FLOAT_TYPES))
 @pytest.mark.parametrize('S', [64 * 64, 64 * 64 + 1])
-def test_grids_stay_within_the_partials_on_a_device_that_holds_more(emu,
-                                                                   dtype, S):
+def test_grids_stay_within_the_partials_on_a_device_that_holds_more(
+        emu, dtype, S):
     # Occupancy is looked up per device: on another device that holds 8
     # blocks per SM the grid grows, and must still fit the partials buffer
     # that loss_reduce_blocks sized (it is filled with NaN around).
     emu.emu_configure(8, 1)
     try:
         N, C = 2, 5
-        logits, label, shift = loss_inputs(N, C, S, dtype, torch.int64, 1.0,
-                                           0, seed=S)
+        logits, label, shift = loss_inputs(
+            N, C, S, dtype, torch.int64, 1.0, 0, seed=S)
         blocks = emu.emu_loss_reduce_blocks(i64(N * S), SMS)
         partials = torch.full((2 * blocks + 64, ), float('nan'))
         out, stats, scale = torch.empty(()), torch.empty(2, N, S), \
             torch.empty(1)
         assert emu.emu_arb_loss_forward(
-            ptr(logits), FLOAT_TYPES[dtype], ptr(label), 0, ptr(shift),
-            None, None, i64(N), C, i64(S), i64(255), REDUCTIONS['mean'],
+            ptr(logits), FLOAT_TYPES[dtype], ptr(label), 0, ptr(shift), None,
+            None, i64(N), C, i64(S), i64(255), REDUCTIONS['mean'],
             ctypes.c_float(1.0), 0, ptr(out), ptr(stats), ptr(partials),
             ptr(scale), SMS) == 0
         (grid, _, _), _ = launches(emu)
         assert grid <= blocks
-        assert grid == loss_grid(N * S // (16 // logits.element_size()
-                                           if S % 8 == 0 else 1), 8)
+        assert grid == loss_grid(
+            N * S // (16 // logits.element_size() if S % 8 == 0 else 1), 8)
         assert torch.isnan(partials[2 * grid:]).all()
-        want, _ = pytorch_path(logits, label, shift, None, None, 'mean',
-                               1.0, False, torch.tensor(1.0))
+        want, _ = pytorch_path(logits, label, shift, None, None, 'mean', 1.0,
+                               False, torch.tensor(1.0))
         torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)
     finally:
         emu.emu_configure(BLOCKS_PER_SM, 0)
@@ -307,8 +324,8 @@ def test_grids_stay_within_the_partials_on_a_device_that_holds_more(emu,
 def test_a_large_grid_strides(emu):
     # More pixel groups than resident threads: each thread loops.
     N, C, S = 3, 5, 4 * 1000
-    logits, label, shift = loss_inputs(N, C, S, torch.float32, torch.int64,
-                                       2.0, 0, seed=5)
+    logits, label, shift = loss_inputs(
+        N, C, S, torch.float32, torch.int64, 2.0, 0, seed=5)
     out, stats, scale = run_forward(emu, logits, label, shift, None, None,
                                     'mean', 1.0, False)
     grad = run_backward(emu, torch.tensor(1.0), logits, label, shift, None,
@@ -336,18 +353,21 @@ def test_loss_is_as_exact_as_float32_cross_entropy(emu, scale, dtype):
     """Against float64: within 3x (+1e-6) of the error of fp32
     cross-entropy computed the PyTorch way, in the same run; never < 0."""
     N, C, S = 2, 19, 4096
-    logits, label, shift = loss_inputs(N, C, S, dtype, torch.int64, scale,
-                                       0, seed=int(scale))
-    out, stats, scale_out = run_forward(emu, logits, label, shift, None,
-                                        None, 'none', 1.0, False)
+    logits, label, shift = loss_inputs(
+        N, C, S, dtype, torch.int64, scale, 0, seed=int(scale))
+    out, stats, scale_out = run_forward(emu, logits, label, shift, None, None,
+                                        'none', 1.0, False)
     ones = torch.ones(label.shape)
     grad = run_backward(emu, ones, logits, label, shift, None, None, stats,
                         scale_out)
     truth, truth_grad = float64_ce(logits, label, shift)
     # fp32 cross-entropy as PyTorch computes it, on the same logits.
     z = logits.float().requires_grad_()
-    fp32 = F.cross_entropy(z + shift[None, :, None], label.long(),
-                           ignore_index=255, reduction='none')
+    fp32 = F.cross_entropy(
+        z + shift[None, :, None],
+        label.long(),
+        ignore_index=255,
+        reduction='none')
     fp32.backward(ones)
     fp32_grad = z.grad.to(dtype).double()
     assert (out >= 0).all()

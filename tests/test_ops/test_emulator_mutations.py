@@ -28,34 +28,33 @@ COUNT = (kernel_tests.test_count_kernel,
 # name: (file, text, its replacement, the test that must fail)
 MUTATIONS = {
     # A warp reduction that stops at 16 lanes.
-    'half-warp sum': (
-        'arb_kernels.cu',
-        '  for (int offset = kWarp / 2; offset > 0; offset /= 2) {\n'
-        '    value += __shfl_down_sync',
-        '  for (int offset = kWarp / 4; offset > 0; offset /= 2) {\n'
-        '    value += __shfl_down_sync', REDUCTION),
+    'half-warp sum':
+    ('arb_kernels.cu',
+     '  for (int offset = kWarp / 2; offset > 0; offset /= 2) {\n'
+     '    value += __shfl_down_sync',
+     '  for (int offset = kWarp / 4; offset > 0; offset /= 2) {\n'
+     '    value += __shfl_down_sync', REDUCTION),
     # The same reduction over a mask of half the warp.
-    'half-warp mask': (
-        'arb_kernels.cu',
-        'value += __shfl_down_sync(0xffffffffu, value, offset);',
-        'value += __shfl_down_sync(0x0000ffffu, value, offset);', REDUCTION),
+    'half-warp mask':
+    ('arb_kernels.cu',
+     'value += __shfl_down_sync(0xffffffffu, value, offset);',
+     'value += __shfl_down_sync(0x0000ffffu, value, offset);', REDUCTION),
     # block_sum without its trailing barrier: the next call's writes race
     # thread 0's reads.
-    'no trailing barrier': (
-        'arb_kernels.cu',
-        '  }\n  __syncthreads();\n  return total;\n',
-        '  }\n  return total;\n', REDUCTION),
+    'no trailing barrier':
+    ('arb_kernels.cu', '  }\n  __syncthreads();\n  return total;\n',
+     '  }\n  return total;\n', REDUCTION),
     # Every lane of a warp's group adds the group's count, not its leader
     # alone.
-    'no aggregation leader': (
-        'arb_kernel_logic.cuh',
-        'if (bin < 0 || block.lane() != first_lane(peers)) return;',
-        'if (bin < 0) return;', COUNT),
+    'no aggregation leader':
+    ('arb_kernel_logic.cuh',
+     'if (bin < 0 || block.lane() != first_lane(peers)) return;',
+     'if (bin < 0) return;', COUNT),
     # The shared histograms summed while other warps still add to them.
-    'no barrier before the replicas are summed': (
-        'arb_kernel_logic.cuh',
-        '  if (kShared) {\n    block.sync();\n    for (int b',
-        '  if (kShared) {\n    for (int b', COUNT),
+    'no barrier before the replicas are summed':
+    ('arb_kernel_logic.cuh',
+     '  if (kShared) {\n    block.sync();\n    for (int b',
+     '  if (kShared) {\n    for (int b', COUNT),
 }
 
 pytestmark = pytest.mark.skipif(

@@ -19,7 +19,6 @@ from typing import Optional
 
 import pytest
 import torch
-
 from helpers import ROOT
 
 # The ops' public contract, pinned.
@@ -51,7 +50,9 @@ def _has_cuda_torch(python: str) -> bool:
     try:
         out = subprocess.run(
             [python, '-c', 'import torch; print(torch.version.cuda)'],
-            capture_output=True, text=True, timeout=300)
+            capture_output=True,
+            text=True,
+            timeout=300)
     except OSError:
         return False
     return out.returncode == 0 and out.stdout.strip() not in ('', 'None')
@@ -87,8 +88,9 @@ PYTHON = cuda_torch_python()
 CUDA_HOME = cuda_home()
 pytestmark = [
     pytest.mark.slow,  # see tests/conftest.py
-    pytest.mark.skipif(CUDA_HOME is None,
-                       reason='no CUDA toolkit with headers (set CUDA_HOME)'),
+    pytest.mark.skipif(
+        CUDA_HOME is None,
+        reason='no CUDA toolkit with headers (set CUDA_HOME)'),
     pytest.mark.skipif(
         PYTHON is None,
         reason='no CUDA build of torch (set MMSEG_ARB_CUDA_TORCH_PYTHON or '
@@ -131,8 +133,12 @@ def build_env(tmp_path) -> dict:
 
 def probe(load: str, env: dict) -> dict:
     code = PROBE.format(load=load, names=sorted(OPS))
-    result = subprocess.run([PYTHON, '-c', code], capture_output=True,
-                            text=True, env=env, timeout=1200, cwd=ROOT)
+    result = subprocess.run([PYTHON, '-c', code],
+                            capture_output=True,
+                            text=True,
+                            env=env,
+                            timeout=1200,
+                            cwd=ROOT)
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -160,8 +166,12 @@ def test_build_without_gpu_gets_an_arch_list_torch_accepts(tmp_path):
         flags = cpp_extension._get_cuda_arch_flags()
         print(os.environ['TORCH_CUDA_ARCH_LIST'], ' '.join(flags))
     ''')
-    result = subprocess.run([PYTHON, '-c', code], capture_output=True,
-                            text=True, env=env, timeout=300, cwd=ROOT)
+    result = subprocess.run([PYTHON, '-c', code],
+                            capture_output=True,
+                            text=True,
+                            env=env,
+                            timeout=300,
+                            cwd=ROOT)
     assert result.returncode == 0, result.stderr[-4000:]
     arch_list, *flags = result.stdout.splitlines()[-1].split()
     assert arch_list.endswith('+PTX') and '9.0' in arch_list.split(';')
@@ -173,15 +183,20 @@ def test_setup_py_builds_the_extension(tmp_path):
     env['MMSEG_ARB_WITH_CUDA'] = '1'
     lib = tmp_path / 'lib'
     # Build outside the checkout: nothing is left in the source tree.
-    result = subprocess.run(
-        [PYTHON, 'setup.py', '-q', 'build_ext', '--build-lib', str(lib),
-         '--build-temp', str(tmp_path / 'tmp')],
-        capture_output=True, text=True, env=env, timeout=1800, cwd=ROOT)
+    result = subprocess.run([
+        PYTHON, 'setup.py', '-q', 'build_ext', '--build-lib',
+        str(lib), '--build-temp',
+        str(tmp_path / 'tmp')
+    ],
+                            capture_output=True,
+                            text=True,
+                            env=env,
+                            timeout=1800,
+                            cwd=ROOT)
     assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
     built = list((lib / 'mmseg_arb').glob('_ext*.so'))
     assert len(built) == 1, list(lib.rglob('*'))
-    check_registered(
-        probe(f'torch.ops.load_library({str(built[0])!r})', env))
+    check_registered(probe(f'torch.ops.load_library({str(built[0])!r})', env))
 
 
 def test_jit_build_registers_the_ops(tmp_path):

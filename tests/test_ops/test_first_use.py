@@ -3,10 +3,10 @@ CPU tensors here as the GPU would): right kernels are used with no word,
 wrong ones are dropped for the PyTorch path with one warning naming
 ``mmseg-arb check``, once per device and dtype, and the switch turns it
 off."""
+import emulated_ops
 import pytest
 import torch
 
-import emulated_ops
 from mmseg_arb.models.losses import ARBLoss
 from mmseg_arb.ops import cuda_ext, first_use
 
@@ -46,8 +46,12 @@ def kernels(emu, monkeypatch):
 def training(steps=2, dtype=torch.float32):
     """Losses, gradients and the loss ops each step dispatched, of an
     ARBLoss with count-driven weights."""
-    loss_fn = ARBLoss(count_mode='cumulative', num_classes=19,
-                      weight_power=0.5, dist_sync=False, avg_non_ignore=True)
+    loss_fn = ARBLoss(
+        count_mode='cumulative',
+        num_classes=19,
+        weight_power=0.5,
+        dist_sync=False,
+        avg_non_ignore=True)
     gen = torch.Generator().manual_seed(0)
     out = []
     for _ in range(steps):
@@ -55,8 +59,8 @@ def training(steps=2, dtype=torch.float32):
         logits.requires_grad_()
         label = torch.randint(0, 19, (2, 16, 8), generator=gen)
         label[:, ::5] = 255
-        with torch.profiler.profile(activities=[
-                torch.profiler.ProfilerActivity.CPU]) as prof:
+        with torch.profiler.profile(
+                activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
             loss = loss_fn(logits, label)
             loss.backward()
         ops = {e.key for e in prof.key_averages()} & LOSS_OPS
@@ -80,8 +84,7 @@ def test_right_kernels_are_used_without_a_word(kernels, warnings):
     steps = training()
     assert [ops for _, _, ops in steps] == [LOSS_OPS, LOSS_OPS]
     assert warnings == []
-    assert first_use._verdicts == {(torch.device('cpu'), torch.float32):
-                                   True}
+    assert first_use._verdicts == {(torch.device('cpu'), torch.float32): True}
     assert_same(steps, want)
 
 
@@ -113,13 +116,13 @@ def test_the_switch_turns_the_guard_off(kernels, warnings, monkeypatch):
         torch.testing.assert_close(loss, want_loss * 1.01)
 
 
-def test_each_device_and_dtype_is_probed_once(kernels, warnings,
-                                              monkeypatch):
+def test_each_device_and_dtype_is_probed_once(kernels, warnings, monkeypatch):
     kernels()
     probed = []
     probe = first_use._probe
-    monkeypatch.setattr(first_use, '_probe', lambda device, dtype: probed.
-                        append((device, dtype)) or probe(device, dtype))
+    monkeypatch.setattr(
+        first_use, '_probe', lambda device, dtype: probed.append(
+            (device, dtype)) or probe(device, dtype))
     training(dtype=torch.float32)
     training(dtype=torch.bfloat16)
     training(dtype=torch.float32)

@@ -29,20 +29,26 @@ TEST_CSRC = osp.join(osp.dirname(__file__), 'csrc')
 
 pytestmark = [
     pytest.mark.slow,  # see tests/conftest.py
-    pytest.mark.skipif(shutil.which('nvcc') is None, reason='nvcc not on PATH')
+    pytest.mark.skipif(
+        shutil.which('nvcc') is None, reason='nvcc not on PATH')
 ]
 
 
 def build(tmp_path, source, *flags):
     binary = str(tmp_path / osp.splitext(source)[0])
-    return binary, subprocess.run(
-        ['nvcc', '-std=c++17', *flags, f'-I{CSRC}',
-         osp.join(TEST_CSRC, source), '-o', binary],
-        capture_output=True, text=True, timeout=600)
+    return binary, subprocess.run([
+        'nvcc', '-std=c++17', *flags, f'-I{CSRC}',
+        osp.join(TEST_CSRC, source), '-o', binary
+    ],
+                                  capture_output=True,
+                                  text=True,
+                                  timeout=600)
 
 
 def run(binary, *args):
-    return subprocess.run([binary, *args], capture_output=True, text=True,
+    return subprocess.run([binary, *args],
+                          capture_output=True,
+                          text=True,
                           timeout=600)
 
 
@@ -52,8 +58,8 @@ def check_output(result):
     assert ', 0 failed' in result.stdout
 
 
-@pytest.mark.parametrize('source', ['test_kernel_logic.cu',
-                                    'test_count_block.cu'])
+@pytest.mark.parametrize('source',
+                         ['test_kernel_logic.cu', 'test_count_block.cu'])
 def test_kernel_logic_on_the_host(tmp_path, source):
     binary, build_run = build(tmp_path, source, '-O2')
     assert build_run.returncode == 0, build_run.stderr
@@ -64,12 +70,12 @@ def test_count_block_is_race_free(tmp_path):
     binary, build_run = build(tmp_path, 'test_count_block.cu', '-O1', '-g',
                               '-Xcompiler', '-fsanitize=thread', '-ltsan')
     if build_run.returncode != 0 and 'tsan' in build_run.stderr:
-        pytest.skip('ThreadSanitizer is not available to the host compiler: '
-                    + build_run.stderr.strip().splitlines()[-1])
+        pytest.skip('ThreadSanitizer is not available to the host compiler: ' +
+                    build_run.stderr.strip().splitlines()[-1])
     assert build_run.returncode == 0, build_run.stderr
     races = run(binary, '--races')
     if 'FATAL: ThreadSanitizer' in races.stderr:  # e.g. the kernel's ASLR
-        pytest.skip('ThreadSanitizer cannot run here: '
-                    + races.stderr.strip().splitlines()[0])
+        pytest.skip('ThreadSanitizer cannot run here: ' +
+                    races.stderr.strip().splitlines()[0])
     assert 'ThreadSanitizer' not in races.stderr, races.stderr[-4000:]
     check_output(races)

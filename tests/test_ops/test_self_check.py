@@ -1,16 +1,16 @@
 """``mmseg-arb check``: its lines and exit status on this machine, a wrong
 result made to fail it, and its kernel checks run on the kernels
 themselves, on the host emulator."""
+import emulated_ops
 import pytest
 import torch
 
-import emulated_ops
 from mmseg_arb.cli import main
 from mmseg_arb.ops import self_check
 
 CPU = torch.device('cpu')
-no_gpu = pytest.mark.skipif(torch.cuda.is_available(),
-                            reason='the command checks the GPUs there')
+no_gpu = pytest.mark.skipif(
+    torch.cuda.is_available(), reason='the command checks the GPUs there')
 
 
 @no_gpu
@@ -39,8 +39,7 @@ def test_a_wrong_result_is_a_fail_and_a_non_zero_exit(wrong, capsys,
             hist[1] += 1
             return hist
 
-        monkeypatch.setattr(self_check, 'class_histogram_pytorch',
-                            histogram)
+        monkeypatch.setattr(self_check, 'class_histogram_pytorch', histogram)
     else:
         right = self_check.shifted_cross_entropy
 
@@ -77,29 +76,32 @@ def test_within_scales_with_the_yardstick():
     assert not self_check.within(truth * float('nan'), truth, yardstick)[0]
 
 
-@pytest.mark.parametrize('gpu', ['sm_61', 'disabled', 'broken', 'small',
-                                 'large'])
+@pytest.mark.parametrize('gpu',
+                         ['sm_61', 'disabled', 'broken', 'small', 'large'])
 def test_which_checks_a_gpu_gets(gpu, monkeypatch):
     # The GPU branch's decisions, with the device answers and the checks
     # themselves stood in for (they run on the emulator below).
-    monkeypatch.setattr(torch.cuda, 'get_device_capability',
-                        lambda index: (6, 1) if gpu == 'sm_61' else (9, 0))
+    monkeypatch.setattr(torch.cuda, 'get_device_capability', lambda index:
+                        (6, 1) if gpu == 'sm_61' else (9, 0))
     monkeypatch.setattr(torch.cuda, 'get_device_name', lambda index: 'GPU')
-    monkeypatch.setattr(torch.cuda, 'mem_get_info', lambda index: (
-        (8 if gpu == 'small' else 70) * 2**30, 80 * 2**30))
-    reason = {'disabled': 'disabled by MMSEG_ARB_CUDA=0',
-              'broken': 'JIT build failed: RuntimeError: nvcc broke'
-              }.get(gpu, 'built at install (mmseg_arb._ext)')
+    monkeypatch.setattr(
+        torch.cuda, 'mem_get_info', lambda index:
+        ((8 if gpu == 'small' else 70) * 2**30, 80 * 2**30))
+    reason = {
+        'disabled': 'disabled by MMSEG_ARB_CUDA=0',
+        'broken': 'JIT build failed: RuntimeError: nvcc broke'
+    }.get(gpu, 'built at install (mmseg_arb._ext)')
     monkeypatch.setattr(self_check.cuda_ext, 'load_cuda_ops',
                         lambda: reason.startswith('built'))
-    monkeypatch.setattr(self_check.cuda_ext, 'cuda_ops_status',
-                        lambda: reason)
+    monkeypatch.setattr(self_check.cuda_ext, 'cuda_ops_status', lambda: reason)
 
     def stand_in(name):
+
         def check(device, *args, **kwargs):
             assert device == torch.device('cuda', 1)
             result = self_check.Result(name, True, '')
             return iter([result]) if name.endswith('checks') else result
+
         return check
 
     for check in ('kernel_checks', 'pytorch_path_checks', 'check_past_2_31',
@@ -120,8 +122,9 @@ def test_which_checks_a_gpu_gets(gpu, monkeypatch):
         assert 'uses the PyTorch path (correct, slower)' in lines[1]
         assert lines[2:] == ['PASS  pytorch_path_checks: ']
         return
-    assert lines[2:4] == ['PASS  kernel_checks: ',
-                          'PASS  pytorch_path_checks: ']
+    assert lines[2:4] == [
+        'PASS  kernel_checks: ', 'PASS  pytorch_path_checks: '
+    ]
     assert lines[4] == ('PASS  cuda:1 tensors past 2^31 elements: not run: '
                         '8.0 GiB free, 12 needed' if gpu == 'small' else
                         'PASS  cuda:1 tensors past 2^31 elements: ')
@@ -141,8 +144,7 @@ def kernels(emu):
     """``kernels(wrong='')`` gives the operators CPU kernels: the emulated
     ones, one of them wrong if named."""
     libraries = []
-    yield lambda wrong='': libraries.append(emulated_ops.register(emu,
-                                                                  wrong))
+    yield lambda wrong='': libraries.append(emulated_ops.register(emu, wrong))
     for library in libraries:
         library._destroy()
 
@@ -154,15 +156,16 @@ def test_the_kernel_checks_pass_on_the_kernels(kernels, monkeypatch):
     kernels()
     results = list(self_check.kernel_checks(CPU, 'emulated'))
     assert [r.line() for r in results if not r.passed] == []
-    assert [r.name for r in results] == [
-        'emulated count kernel', 'emulated prepare kernel'
-    ] + [f'emulated fused loss {dtype}, logits x100'
-         for dtype in ('float32', 'float16', 'bfloat16')]
+    assert [r.name for r in results
+            ] == ['emulated count kernel', 'emulated prepare kernel'] + [
+                f'emulated fused loss {dtype}, logits x100'
+                for dtype in ('float32', 'float16', 'bfloat16')
+            ]
 
 
 @emulated_ops.needs_nvcc
-@pytest.mark.parametrize('wrong', ['class_histogram', 'arb_loss_forward',
-                                   'arb_loss_backward'])
+@pytest.mark.parametrize(
+    'wrong', ['class_histogram', 'arb_loss_forward', 'arb_loss_backward'])
 def test_a_wrong_kernel_fails_its_check(kernels, wrong):
     kernels(wrong)
     if wrong == 'class_histogram':
@@ -170,16 +173,15 @@ def test_a_wrong_kernel_fails_its_check(kernels, wrong):
             CPU, 'count kernel', torch.ops.mmseg_arb.class_histogram)
         assert 'entries [1] differ' in result.detail  # class 0's count
     else:
-        result = self_check.check_loss(CPU, torch.float32, 100.0,
-                                       'fused loss', self_check.fused_loss)
+        result = self_check.check_loss(CPU, torch.float32, 100.0, 'fused loss',
+                                       self_check.fused_loss)
         what = 'gradient' if wrong == 'arb_loss_backward' else 'loss'
         assert f'none {what} error' in result.detail
     assert not result.passed and result.line().startswith('FAIL')
 
 
 @emulated_ops.needs_nvcc
-@pytest.mark.parametrize('wrong', ['', 'class_histogram',
-                                   'arb_loss_backward'])
+@pytest.mark.parametrize('wrong', ['', 'class_histogram', 'arb_loss_backward'])
 def test_the_check_past_2_31_elements_at_a_small_size(kernels, wrong):
     # Its references (counts known by construction, a few pixels in
     # float64) at a size the emulator runs; the GPU runs it past 2^31.

@@ -22,10 +22,18 @@ def test_mmseg_name_drops_our_token_only():
 def _model(name, miou, config=None, dataset='ADE20K'):
     return {
         'Name': name,
-        'Results': {'Task': 'Semantic Segmentation', 'Dataset': dataset,
-                    'Metrics': {'mIoU': miou, 'mIoU(ms+flip)': miou + 1}},
+        'Results': {
+            'Task': 'Semantic Segmentation',
+            'Dataset': dataset,
+            'Metrics': {
+                'mIoU': miou,
+                'mIoU(ms+flip)': miou + 1
+            }
+        },
         'Config': f'configs/m/{config or name}.py',
-        'Metadata': {'Architecture': ['R-50-D8', 'M']},
+        'Metadata': {
+            'Architecture': ['R-50-D8', 'M']
+        },
     }
 
 
@@ -41,13 +49,18 @@ def _model_index(tmp_path, models):
 def test_found_missing_and_ambiguous(tmp_path):
     index = _model_index(tmp_path, [
         _model('m_r50_4xb4-80k_ade20k', 42.5),
-        _model('typo_m_r50_4xb2-40k_cityscapes', 79.0,
-               config='m_r50_4xb2-40k_cityscapes', dataset='Cityscapes'),
+        _model(
+            'typo_m_r50_4xb2-40k_cityscapes',
+            79.0,
+            config='m_r50_4xb2-40k_cityscapes',
+            dataset='Cityscapes'),
         _model('m_r101_4xb4-160k_ade20k', 44.6),
         _model('m_r101_4xb4-160k_ade20k', 45.47),
     ])
     assert find_baseline('m_r50_arb_4xb4-80k_ade20k', index) == dict(
-        model='m_r50_4xb4-80k_ade20k', metric='mIoU', mIoU=42.5,
+        model='m_r50_4xb4-80k_ade20k',
+        metric='mIoU',
+        mIoU=42.5,
         dataset='ADE20K',
         architecture=['R-50-D8', 'M'],
         metafile=str(tmp_path / 'configs' / 'm' / 'metafile.yaml'))
@@ -86,18 +99,22 @@ def test_runs_that_trained_otherwise_than_their_name_says():
     name = 'deeplabv3plus_r50-d8_arb_4xb4-80k_ade20k-512x512'
     assert schedule_differences(name, 4, 4, 80000) == []
     assert schedule_differences(name, 2, 4, 80000) == [
-        'trained with a total batch of 2x4 (the name says 4x4)']
+        'trained with a total batch of 2x4 (the name says 4x4)'
+    ]
     assert schedule_differences(name, 8, 2, 40000) == [
-        'trained 40000 iterations (the name says 80000)']
-    assert schedule_differences('deeplabv3plus_r18-tiny_1xb8-400iter_'
-                                'synthetic-ade20k-128x128', 1, 8, 20) == [
-        'trained 20 iterations (the name says 400)']
+        'trained 40000 iterations (the name says 80000)'
+    ]
+    assert schedule_differences(
+        'deeplabv3plus_r18-tiny_1xb8-400iter_'
+        'synthetic-ade20k-128x128', 1, 8,
+        20) == ['trained 20 iterations (the name says 400)']
     assert schedule_differences('my_config', 3, 3, 3) == []
 
 
 def test_the_installed_mmseg_metafile_is_read():
-    metafile = osp.join(osp.dirname(mmseg_model_index()), 'configs',
-                        'deeplabv3plus', 'metafile.yaml')
+    metafile = osp.join(
+        osp.dirname(mmseg_model_index()), 'configs', 'deeplabv3plus',
+        'metafile.yaml')
     name = 'deeplabv3plus_r50-d8_4xb2-40k_cityscapes-512x1024'
     with open(metafile) as f:
         published = next(m['Results']['Metrics']['mIoU']

@@ -17,14 +17,28 @@ def fake_run(root, name, stamp, metrics, checkpoint):
 
 
 def test_markdown_and_json_of_two_runs(tmp_path):
-    ce = fake_run(tmp_path, 'ce', '20261127_120000', {
-        'mIoU': 40.0, 'mIoU_head': 70.0, 'mIoU_body': 40.0,
-        'mIoU_tail': 10.0, 'mAcc': 50.0, 'aAcc': 90.0,
-        'IoU.wall': 80.0, 'IoU.sofa': 5.5}, 'iter_600.pth')
-    arb = fake_run(tmp_path, 'arb', '20261127_130000', {
-        'mIoU': 45.25, 'mIoU_head': 69.0, 'mIoU_body': 44.0,
-        'mIoU_tail': 22.75, 'mAcc': 60.0, 'aAcc': 89.5,
-        'IoU.wall': 79.0, 'IoU.sofa': 21.0}, 'iter_600.pth')
+    ce = fake_run(
+        tmp_path, 'ce', '20261127_120000', {
+            'mIoU': 40.0,
+            'mIoU_head': 70.0,
+            'mIoU_body': 40.0,
+            'mIoU_tail': 10.0,
+            'mAcc': 50.0,
+            'aAcc': 90.0,
+            'IoU.wall': 80.0,
+            'IoU.sofa': 5.5
+        }, 'iter_600.pth')
+    arb = fake_run(
+        tmp_path, 'arb', '20261127_130000', {
+            'mIoU': 45.25,
+            'mIoU_head': 69.0,
+            'mIoU_body': 44.0,
+            'mIoU_tail': 22.75,
+            'mAcc': 60.0,
+            'aAcc': 89.5,
+            'IoU.wall': 79.0,
+            'IoU.sofa': 21.0
+        }, 'iter_600.pth')
     runs = [load_run(ce, 'CE'), load_run(arb, 'ARB')]
     md = results_markdown(runs, {'mmseg_arb': '0.1.0', 'git_commit': 'abc'})
     assert md == f"""\
@@ -148,6 +162,10 @@ def test_training_resources_from_mmengine_logs(tmp_path):
     (test / '20261128_090000.log').write_text('    GPU number: 1\n')
     (test / 'vis_data' / 'scalars.json').write_text('{"mIoU": 41.0}\n')
     assert training_resources(str(tmp_path)) == {
-        'processes': 4, 'device': 'NVIDIA H200', 'memory_gb': 10.6,
-        'log': str(train / 'vis_data' / 'scalars.json'), 'config': None}
+        'processes': 4,
+        'device': 'NVIDIA H200',
+        'memory_gb': 10.6,
+        'log': str(train / 'vis_data' / 'scalars.json'),
+        'config': None
+    }
     assert training_resources(str(test)) == {}

@@ -21,27 +21,28 @@ RUN_BENCHMARK = ("sys.argv = [{path!r}] + {args!r}; "
 
 def run(args, tmp_path, without_mmcv_ext=False):
     out = tmp_path / 'bench.json'
-    args = list(args) + ['--repeats', '2', '--warmup', '1', '--json',
-                         str(out)]
+    args = list(args) + ['--repeats', '2', '--warmup', '1', '--json', str(out)]
     if without_mmcv_ext:
-        cmd = [sys.executable, '-c',
-               HIDE_MMCV_EXT + RUN_BENCHMARK.format(path=BENCHMARK,
-                                                    args=args)]
+        cmd = [
+            sys.executable, '-c',
+            HIDE_MMCV_EXT + RUN_BENCHMARK.format(path=BENCHMARK, args=args)
+        ]
     else:
         cmd = [sys.executable, BENCHMARK] + args
-    result = subprocess.run(cmd, capture_output=True, text=True,
-                            timeout=900, cwd=ROOT)
+    result = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-4000:]
     return result.stdout, json.loads(out.read_text())
 
 
 def test_loss_section_reports_ratios_to_mmseg_ce(tmp_path):
     # 2x19x64x64: each buffer is above the mmap threshold, so measurable.
-    stdout, report = run(['--sections', 'loss', '--shape', '2', '19', '64',
-                          '64'], tmp_path)
-    assert set(report['loss']) == {'CrossEntropyLoss', 'ARBLoss',
-                                   'ARBLoss weight_power=0.5',
-                                   'F.cross_entropy', 'naive'}
+    stdout, report = run(
+        ['--sections', 'loss', '--shape', '2', '19', '64', '64'], tmp_path)
+    assert set(report['loss']) == {
+        'CrossEntropyLoss', 'ARBLoss', 'ARBLoss weight_power=0.5',
+        'F.cross_entropy', 'naive'
+    }
     assert report['loss']['CrossEntropyLoss']['time_ratio'] == 1.0
     for r in report['loss'].values():
         assert r['time_s'] > 0 and r['peak_bytes'] > 0
@@ -52,9 +53,11 @@ def test_loss_section_reports_ratios_to_mmseg_ce(tmp_path):
 def test_train_section_with_mmcv_ops_stubbed(tmp_path):
     # Without compiled mmcv ops mmseg cannot import; --stub-mmcv-ops lets it,
     # and DeepLabV3+ R-50 and mmseg's CE train without reaching any op.
-    stdout, report = run(['--sections', 'loss', 'train', '--shape', '2', '19',
-                          '16', '16', '--skip-naive', '--train-shape', '2',
-                          '32', '32', '--stub-mmcv-ops'], tmp_path,
+    stdout, report = run([
+        '--sections', 'loss', 'train', '--shape', '2', '19', '16', '16',
+        '--skip-naive', '--train-shape', '2', '32', '32', '--stub-mmcv-ops'
+    ],
+                         tmp_path,
                          without_mmcv_ext=True)
     assert 'mmcv.ops stubbed' in stdout
     assert 'mmseg not importable' not in stdout  # the real CE baseline
@@ -66,8 +69,10 @@ def test_train_section_with_mmcv_ops_stubbed(tmp_path):
 
 
 def test_train_section_explains_missing_mmcv_ops(tmp_path):
-    stdout, report = run(['--sections', 'train', '--train-shape', '2', '32',
-                          '32'], tmp_path, without_mmcv_ext=True)
+    stdout, report = run(
+        ['--sections', 'train', '--train-shape', '2', '32', '32'],
+        tmp_path,
+        without_mmcv_ext=True)
     assert 'train' not in report
     assert '--stub-mmcv-ops' in stdout
 
@@ -79,7 +84,10 @@ def test_stubbed_op_refuses_to_run():
         "from mmcv.ops import point_sample\n"
         "try:\n    point_sample(None, None)\n"
         "except RuntimeError as e:\n    print(e)\n")
-    result = subprocess.run([sys.executable, '-c', code], capture_output=True,
-                            text=True, timeout=300, cwd=ROOT)
+    result = subprocess.run([sys.executable, '-c', code],
+                            capture_output=True,
+                            text=True,
+                            timeout=300,
+                            cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'mmcv.ops.point_sample was reached' in result.stdout

@@ -14,8 +14,8 @@ from mmseg_arb.config.switch import switch_to_arb, with_class_count_hook
 from mmseg_arb.models.losses import ARBLoss
 
 SHIPPED = sorted(
-    glob.glob(osp.join(CONFIGS, '*', '*.py'))
-    + glob.glob(osp.join(CONFIGS, '_base_', '*.py')))
+    glob.glob(osp.join(CONFIGS, '*', '*.py')) +
+    glob.glob(osp.join(CONFIGS, '_base_', '*.py')))
 MODEL_CONFIGS = [p for p in SHIPPED if '_base_' not in p]
 
 
@@ -26,8 +26,8 @@ def arb_heads(model):
     return heads
 
 
-@pytest.mark.parametrize('path', MODEL_CONFIGS,
-                         ids=[osp.basename(p) for p in MODEL_CONFIGS])
+@pytest.mark.parametrize(
+    'path', MODEL_CONFIGS, ids=[osp.basename(p) for p in MODEL_CONFIGS])
 def test_config_builds_model(path, tmp_path, monkeypatch):
     """Every config builds; the ``_arb`` ones train every head with ARB,
     sized by the logits (no num_classes to keep in step with the head)."""
@@ -45,8 +45,8 @@ def test_config_builds_model(path, tmp_path, monkeypatch):
         estimator = head.loss_decode.estimator
         assert estimator.num_classes is None
         # A prior's file is found under the data root when training starts.
-        assert estimator.prior_file == (
-            'class_stats_train.json' if 'prior' in path else None)
+        assert estimator.prior_file == ('class_stats_train.json'
+                                        if 'prior' in path else None)
     if 'deeplabv3plus' in path:
         assert len(heads) == 2  # auxiliary head trained with ARB too
 
@@ -58,8 +58,8 @@ def _twin_config(path: str) -> str:
     import mmseg
     folder, name = path.split(osp.sep)[-2:]
     twin = name.replace('_arb', '')
-    theirs = osp.join(osp.dirname(mmseg.__file__), '.mim', 'configs', folder,
-                      twin)
+    theirs = osp.join(
+        osp.dirname(mmseg.__file__), '.mim', 'configs', folder, twin)
     return theirs if osp.exists(theirs) else osp.join(osp.dirname(path), twin)
 
 
@@ -81,12 +81,13 @@ def _pop_losses(node, found):
     return found
 
 
-ARB_CONFIGS = [p for p in MODEL_CONFIGS if '_arb' in osp.basename(p)
-               and 'prior' not in p]
+ARB_CONFIGS = [
+    p for p in MODEL_CONFIGS if '_arb' in osp.basename(p) and 'prior' not in p
+]
 
 
-@pytest.mark.parametrize('path', ARB_CONFIGS,
-                         ids=[osp.basename(p) for p in ARB_CONFIGS])
+@pytest.mark.parametrize(
+    'path', ARB_CONFIGS, ids=[osp.basename(p) for p in ARB_CONFIGS])
 def test_config_differs_from_its_cross_entropy_twin_only_in_losses(path):
     ours = _drop_scope(Config.fromfile(path).to_dict())
     theirs = _drop_scope(Config.fromfile(_twin_config(path)).to_dict())
@@ -104,31 +105,44 @@ def test_config_differs_from_its_cross_entropy_twin_only_in_losses(path):
 
 def test_base_fragment_switches_a_plain_mmseg_config(tmp_path):
     user_cfg = tmp_path / 'my_config.py'
-    user_cfg.write_text(
-        "_base_ = ['mmseg::deeplabv3plus/"
-        "deeplabv3plus_r50-d8_4xb4-80k_ade20k-512x512.py', "
-        f"'{osp.join(CONFIGS, '_base_', 'arb.py')}']\n")
+    user_cfg.write_text("_base_ = ['mmseg::deeplabv3plus/"
+                        "deeplabv3plus_r50-d8_4xb4-80k_ade20k-512x512.py', "
+                        f"'{osp.join(CONFIGS, '_base_', 'arb.py')}']\n")
     cfg = Config.fromfile(str(user_cfg))
     assert cfg.runner_type == 'ARBRunner'
     model = switch_to_arb(cfg.model, **cfg.arb)
-    losses = [model['decode_head']['loss_decode'],
-              model['auxiliary_head']['loss_decode']]
+    losses = [
+        model['decode_head']['loss_decode'],
+        model['auxiliary_head']['loss_decode']
+    ]
     assert [(l['type'], l['loss_weight']) for l in losses] \
         == [('ARBLoss', 1.0), ('ARBLoss', 0.4)]
     assert all('num_classes' not in l for l in losses)
 
 
 def test_switch_keeps_other_losses_and_rejects_models_without_ce():
-    model = dict(decode_head=dict(num_classes=5, loss_decode=[
-        dict(type='CrossEntropyLoss', loss_weight=1.0, avg_non_ignore=True,
-             class_weight=[1.0] * 5),
-        dict(type='DiceLoss', loss_weight=3.0),
-        dict(type='CrossEntropyLoss', use_sigmoid=True)]))
+    model = dict(
+        decode_head=dict(
+            num_classes=5,
+            loss_decode=[
+                dict(
+                    type='CrossEntropyLoss',
+                    loss_weight=1.0,
+                    avg_non_ignore=True,
+                    class_weight=[1.0] * 5),
+                dict(type='DiceLoss', loss_weight=3.0),
+                dict(type='CrossEntropyLoss', use_sigmoid=True)
+            ]))
     out = switch_to_arb(model, count_mode='ema', momentum=0.05)
     first, dice, bce = out['decode_head']['loss_decode']
-    assert first == dict(type='ARBLoss', loss_weight=1.0, avg_non_ignore=True,
-                         class_weight=[1.0] * 5, loss_name='loss_arb',
-                         count_mode='ema', momentum=0.05)
+    assert first == dict(
+        type='ARBLoss',
+        loss_weight=1.0,
+        avg_non_ignore=True,
+        class_weight=[1.0] * 5,
+        loss_name='loss_arb',
+        count_mode='ema',
+        momentum=0.05)
     assert dice['type'] == 'DiceLoss' and bce['use_sigmoid']
     with pytest.raises(ValueError, match='no softmax CrossEntropyLoss'):
         switch_to_arb(dict(decode_head=dict(loss_decode=dice)))
@@ -141,7 +155,9 @@ def test_switch_and_hook_are_idempotent():
     once = switch_to_arb(model, count_mode='ema')
     assert switch_to_arb(once, count_mode='ema') == once
     hooks = with_class_count_hook([dict(type='GradientBalanceHook')])
-    assert hooks == [dict(type='GradientBalanceHook'),
-                     dict(type='ClassCountHook')]
+    assert hooks == [
+        dict(type='GradientBalanceHook'),
+        dict(type='ClassCountHook')
+    ]
     assert with_class_count_hook(hooks) == hooks
     assert with_class_count_hook(None) == [dict(type='ClassCountHook')]

@@ -12,10 +12,16 @@ pytestmark = pytest.mark.slow  # see tests/conftest.py
 
 def test_short_demo_prints_the_table_and_saves_the_plots(tmp_path):
     work_dir, data_root = tmp_path / 'demo', tmp_path / 'data'
-    result = subprocess.run(
-        [sys.executable, osp.join(ROOT, 'tools', 'demo.py'), '--iters', '20',
-         '--work-dir', str(work_dir), '--data-root', str(data_root)],
-        capture_output=True, text=True, timeout=900, cwd=str(tmp_path))
+    result = subprocess.run([
+        sys.executable,
+        osp.join(ROOT, 'tools', 'demo.py'), '--iters', '20', '--work-dir',
+        str(work_dir), '--data-root',
+        str(data_root)
+    ],
+                            capture_output=True,
+                            text=True,
+                            timeout=900,
+                            cwd=str(tmp_path))
     out = result.stdout
     assert result.returncode == 0, (out + result.stderr)[-3000:]
     # Our lines first, not setuptools' notice to mmengine (four copies).
@@ -35,8 +41,9 @@ def test_short_demo_prints_the_table_and_saves_the_plots(tmp_path):
                   if line.split()[:3] == ['CE', 'ARB', 'ARB-CE'])
     rows = out[out.index(header):].splitlines()[1:12]
     labels = [r.split()[0] for r in rows]
-    assert labels[:6] == ['mIoU', 'mIoU_head', 'mIoU_body', 'mIoU_tail',
-                          'mAcc', 'aAcc']
+    assert labels[:6] == [
+        'mIoU', 'mIoU_head', 'mIoU_body', 'mIoU_tail', 'mAcc', 'aAcc'
+    ]
     assert sum(label == 'IoU' for label in labels) == 5  # five rarest
     for name in ('iou_vs_frequency.png', 'ce/gradient_balance.png',
                  'arb/gradient_balance.png', 'results.md'):

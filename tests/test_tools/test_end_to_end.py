@@ -35,16 +35,23 @@ FAMILIES = {
 }
 
 
-
 @pytest.fixture(scope='session')
 def datasets(tmp_path_factory):
     root = tmp_path_factory.mktemp('data')
     out = {}
     for layout, size in (('ade20k', (64, 64)), ('cityscapes', (64, 128))):
         out[layout] = str(root / layout)
-        generate_dataset(out[layout], SyntheticSpec(
-            layout=layout, num_train=8, num_val=3, height=size[0],
-            width=size[1], rarest_share=2e-3, seed=1), progress=False)
+        generate_dataset(
+            out[layout],
+            SyntheticSpec(
+                layout=layout,
+                num_train=8,
+                num_val=3,
+                height=size[0],
+                width=size[1],
+                rarest_share=2e-3,
+                seed=1),
+            progress=False)
     return out
 
 
@@ -78,13 +85,10 @@ def test_train_validate_checkpoint_resume(family, datasets, tmp_path):
     assert 0 <= runner.message_hub.get_scalar('val/mIoU').current() <= 100
     assert osp.exists(tmp_path / 'iter_4.pth')
     saved = torch.load(tmp_path / 'iter_4.pth', map_location='cpu')
-    counts = {k: v for k, v in saved['state_dict'].items()
-              if 'estimator' in k}
-    assert any(k.endswith('counts') and v.sum() > 0
-               for k, v in counts.items())
+    counts = {k: v for k, v in saved['state_dict'].items() if 'estimator' in k}
+    assert any(k.endswith('counts') and v.sum() > 0 for k, v in counts.items())
 
-    resumed = _runner_cfg(family, datasets, tmp_path,
-                          count_mode='cumulative')
+    resumed = _runner_cfg(family, datasets, tmp_path, count_mode='cumulative')
     resumed.train_cfg.max_iters = 6
     resumed.resume = True
     resumed.custom_hooks = [dict(type='RecordState')]
@@ -104,8 +108,8 @@ def test_count_driven_class_weights_train_and_resume(datasets, tmp_path):
     loss = dict(count_mode='cumulative', weight_power=0.5)
     runner = build_runner(_runner_cfg(family, datasets, tmp_path, **loss))
     runner.train()
-    assert torch.isfinite(torch.tensor(
-        runner.message_hub.get_scalar('train/loss').current()))
+    assert torch.isfinite(
+        torch.tensor(runner.message_hub.get_scalar('train/loss').current()))
     # The config the Runner dumped to the work dir (what --resume and
     # mmseg's test.py read).
     dumped, = glob.glob(str(tmp_path / '*.py'))
@@ -127,10 +131,17 @@ def test_test_tool_evaluates_a_checkpoint(datasets, tmp_path):
     build_runner(cfg).train()
     cfg_path = tmp_path / 'cfg.py'
     cfg.dump(str(cfg_path))
-    result = subprocess.run(
-        [sys.executable, osp.join(ROOT, 'tools', 'test.py'), str(cfg_path),
-         str(tmp_path / 'iter_4.pth'), '--work-dir', str(tmp_path / 'test')],
-        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    result = subprocess.run([
+        sys.executable,
+        osp.join(ROOT, 'tools', 'test.py'),
+        str(cfg_path),
+        str(tmp_path / 'iter_4.pth'), '--work-dir',
+        str(tmp_path / 'test')
+    ],
+                            capture_output=True,
+                            text=True,
+                            timeout=600,
+                            cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'mIoU' in result.stdout + result.stderr
 
@@ -142,18 +153,28 @@ def test_dist_train_two_processes_on_cpu(datasets, tmp_path):
     cfg.env_cfg.dist_cfg = dict(backend='nccl')
     cfg_path = tmp_path / 'cfg.py'
     cfg.dump(str(cfg_path))
-    env = dict(os.environ, PORT=str(free_port()), PYTHON=sys.executable,
-               OMP_NUM_THREADS='1')
-    result = subprocess.run(
-        ['bash', osp.join(ROOT, 'tools', 'dist_train.sh'), str(cfg_path),
-         '2', '--work-dir', str(tmp_path / 'dist')],
-        capture_output=True, text=True, timeout=900, cwd=ROOT, env=env)
+    env = dict(
+        os.environ,
+        PORT=str(free_port()),
+        PYTHON=sys.executable,
+        OMP_NUM_THREADS='1')
+    result = subprocess.run([
+        'bash',
+        osp.join(ROOT, 'tools', 'dist_train.sh'),
+        str(cfg_path), '2', '--work-dir',
+        str(tmp_path / 'dist')
+    ],
+                            capture_output=True,
+                            text=True,
+                            timeout=900,
+                            cwd=ROOT,
+                            env=env)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-3000:]
     assert 'Iter(train) [4/4]' in log
     assert glob.glob(str(tmp_path / 'dist' / 'iter_4.pth'))
-    runtime = log[log.index('Runtime environment:'):
-                  log.index('Distributed launcher')]
+    runtime = log[log.index('Runtime environment:'):log.
+                  index('Distributed launcher')]
     assert "dist_cfg: {'backend': 'gloo'}" in runtime, runtime
 
 
@@ -192,8 +213,8 @@ print(json.dumps(dict(late=seen['late'], started=len(seen['threads']),
 """
 
 
-@pytest.mark.skipif(not osp.isdir('/proc/self/task'),
-                    reason='threads are listed from /proc')
+@pytest.mark.skipif(
+    not osp.isdir('/proc/self/task'), reason='threads are listed from /proc')
 def test_a_distributed_run_ends_its_process_group(datasets, tmp_path):
     """Once `mmseg-arb train --launcher pytorch` returns, the gloo group it
     started is gone, threads and all: a group left to the interpreter's
@@ -207,18 +228,33 @@ def test_a_distributed_run_ends_its_process_group(datasets, tmp_path):
     cfg.train_cfg.max_iters = cfg.train_cfg.val_interval = 2
     cfg_path = tmp_path / 'cfg.py'
     cfg.dump(str(cfg_path))
-    env = dict(os.environ, MASTER_ADDR='127.0.0.1',
-               MASTER_PORT=str(free_port()), RANK='0', LOCAL_RANK='0',
-               WORLD_SIZE='1', OMP_NUM_THREADS='1')
-    result = subprocess.run(
-        [sys.executable, '-c', GROUP_THREADS, 'train', str(cfg_path),
-         '--work-dir', str(tmp_path / 'dist'), '--launcher', 'pytorch'],
-        capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    env = dict(
+        os.environ,
+        MASTER_ADDR='127.0.0.1',
+        MASTER_PORT=str(free_port()),
+        RANK='0',
+        LOCAL_RANK='0',
+        WORLD_SIZE='1',
+        OMP_NUM_THREADS='1')
+    result = subprocess.run([
+        sys.executable, '-c', GROUP_THREADS, 'train',
+        str(cfg_path), '--work-dir',
+        str(tmp_path / 'dist'), '--launcher', 'pytorch'
+    ],
+                            capture_output=True,
+                            text=True,
+                            timeout=600,
+                            cwd=ROOT,
+                            env=env)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report['started'] > 0  # what the check below looks for
-    assert report == dict(late=[], started=report['started'], alive=0,
-                          group_alive=False, initialized=False), report
+    assert report == dict(
+        late=[],
+        started=report['started'],
+        alive=0,
+        group_alive=False,
+        initialized=False), report
 
 
 def _trained(family, datasets, work_dir):
@@ -230,10 +266,15 @@ def _trained(family, datasets, work_dir):
 
 
 def _test_tool(cfg_path, checkpoint, *options):
-    return subprocess.run(
-        [sys.executable, osp.join(ROOT, 'tools', 'test.py'), cfg_path,
-         checkpoint, '--cfg-options', *options],
-        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    return subprocess.run([
+        sys.executable,
+        osp.join(ROOT, 'tools', 'test.py'), cfg_path, checkpoint,
+        '--cfg-options', *options
+    ],
+                          capture_output=True,
+                          text=True,
+                          timeout=600,
+                          cwd=ROOT)
 
 
 def test_ade20k_test_server_pngs(datasets, tmp_path):
@@ -273,20 +314,27 @@ def test_mmseg_own_train_tool_resumes(datasets, tmp_path):
     """mmseg's tools/train.py --resume works once the config imports
     mmseg_arb (torch >= 2.6 weights_only loading)."""
     import mmseg
-    mmseg_train = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools',
-                           'train.py')
-    cfg = _runner_cfg('ade20k-deeplabv3plus', datasets, tmp_path,
-                      count_mode='cumulative')
+    mmseg_train = osp.join(
+        osp.dirname(mmseg.__file__), '.mim', 'tools', 'train.py')
+    cfg = _runner_cfg(
+        'ade20k-deeplabv3plus', datasets, tmp_path, count_mode='cumulative')
     cfg_path = tmp_path / 'cfg.py'
     cfg.dump(str(cfg_path))
-    first = subprocess.run(
-        [sys.executable, mmseg_train, str(cfg_path)],
-        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    first = subprocess.run([sys.executable, mmseg_train,
+                            str(cfg_path)],
+                           capture_output=True,
+                           text=True,
+                           timeout=600,
+                           cwd=ROOT)
     assert first.returncode == 0, first.stderr[-3000:]
-    second = subprocess.run(
-        [sys.executable, mmseg_train, str(cfg_path), '--resume',
-         '--cfg-options', 'train_cfg.max_iters=6'],
-        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    second = subprocess.run([
+        sys.executable, mmseg_train,
+        str(cfg_path), '--resume', '--cfg-options', 'train_cfg.max_iters=6'
+    ],
+                            capture_output=True,
+                            text=True,
+                            timeout=600,
+                            cwd=ROOT)
     log = second.stdout + second.stderr
     assert second.returncode == 0, log[-3000:]
     assert 'resumed epoch: 0, iter: 4' in log
@@ -298,8 +346,8 @@ def _mmseg_tool(name):
     return osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools', name)
 
 
-def test_config_dumped_by_the_base_switch_tests_and_resumes(datasets,
-                                                          tmp_path):
+def test_config_dumped_by_the_base_switch_tests_and_resumes(
+        datasets, tmp_path):
     """The one-line `_base_` switch: the config mmengine dumps to the work
     dir holds ARBLoss and ARBRunner already; mmseg's own test.py and
     train.py --resume take it as it is."""
@@ -308,30 +356,48 @@ def test_config_dumped_by_the_base_switch_tests_and_resumes(datasets,
         "_base_ = ['mmseg::deeplabv3plus/deeplabv3plus_r50-d8_4xb4-80k_"
         f"ade20k-512x512.py', '{osp.join(CONFIGS, '_base_', 'arb.py')}']\n"
         "arb = dict(count_mode='cumulative')\n")
-    cfg = shrink_for_cpu(Config.fromfile(str(user)), datasets['ade20k'],
-                         str(tmp_path / 'work'), iters=4)
+    cfg = shrink_for_cpu(
+        Config.fromfile(str(user)),
+        datasets['ade20k'],
+        str(tmp_path / 'work'),
+        iters=4)
     cfg_path = tmp_path / 'shrunk.py'
     cfg.dump(str(cfg_path))
-    train = subprocess.run([sys.executable, _mmseg_tool('train.py'),
-                            str(cfg_path)],
-                           capture_output=True, text=True, timeout=600,
-                           cwd=ROOT)
+    train = subprocess.run(
+        [sys.executable,
+         _mmseg_tool('train.py'),
+         str(cfg_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT)
     assert train.returncode == 0, train.stderr[-3000:]
     dumped = tmp_path / 'work' / 'shrunk.py'
     dumped_cfg = Config.fromfile(str(dumped))
     assert dumped_cfg.model.decode_head.loss_decode.type == 'ARBLoss'
     assert dumped_cfg.custom_hooks == [dict(type='ClassCountHook')]
 
-    test = subprocess.run(
-        [sys.executable, _mmseg_tool('test.py'), str(dumped),
-         str(tmp_path / 'work' / 'iter_4.pth')],
-        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    test = subprocess.run([
+        sys.executable,
+        _mmseg_tool('test.py'),
+        str(dumped),
+        str(tmp_path / 'work' / 'iter_4.pth')
+    ],
+                          capture_output=True,
+                          text=True,
+                          timeout=600,
+                          cwd=ROOT)
     assert test.returncode == 0, test.stderr[-3000:]
     assert 'mIoU' in test.stdout + test.stderr
-    resume = subprocess.run(
-        [sys.executable, _mmseg_tool('train.py'), str(dumped), '--resume',
-         '--cfg-options', 'train_cfg.max_iters=6'],
-        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    resume = subprocess.run([
+        sys.executable,
+        _mmseg_tool('train.py'),
+        str(dumped), '--resume', '--cfg-options', 'train_cfg.max_iters=6'
+    ],
+                            capture_output=True,
+                            text=True,
+                            timeout=600,
+                            cwd=ROOT)
     log = resume.stdout + resume.stderr
     assert resume.returncode == 0, log[-3000:]
     assert 'resumed epoch: 0, iter: 4' in log
@@ -345,7 +411,10 @@ class RecordLosses(Hook):
     def before_train(self, runner):
         runner.losses = []
 
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx,
+                         data_batch=None,
                          outputs=None):
         runner.losses.append(float(outputs['loss'].detach()))
 
@@ -365,17 +434,25 @@ def test_prior_config_fine_tunes_from_a_batch_mode_checkpoint(
     prior_config = osp.join(
         CONFIGS, 'deeplabv3plus',
         'deeplabv3plus_r50-d8_arb-prior_4xb4-80k_ade20k-512x512.py')
-    stats = subprocess.run(
-        [sys.executable, osp.join(ROOT, 'tools', 'class_counts.py'),
-         prior_config, '--workers', '1', '--no-progress', '--cfg-options',
-         f'train_dataloader.dataset.data_root={data_root}'],
-        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    stats = subprocess.run([
+        sys.executable,
+        osp.join(ROOT, 'tools', 'class_counts.py'), prior_config, '--workers',
+        '1', '--no-progress', '--cfg-options',
+        f'train_dataloader.dataset.data_root={data_root}'
+    ],
+                           capture_output=True,
+                           text=True,
+                           timeout=600,
+                           cwd=ROOT)
     assert stats.returncode == 0, stats.stderr[-3000:]
     with open(osp.join(data_root, 'class_stats_train.json')) as f:
         prior = json.load(f)['counts']
 
-    cfg = shrink_for_cpu(Config.fromfile(prior_config), data_root,
-                         str(tmp_path / 'prior'), iters=2)
+    cfg = shrink_for_cpu(
+        Config.fromfile(prior_config),
+        data_root,
+        str(tmp_path / 'prior'),
+        iters=2)
     # 8 small generated images miss some of the 150 classes: a pixel of
     # those would get an infinite loss without a pseudo-count.
     for head in ('decode_head', 'auxiliary_head'):
@@ -392,8 +469,8 @@ def test_prior_config_fine_tunes_from_a_batch_mode_checkpoint(
             assert buf.tolist() == prior, name
 
 
-def test_bad_labels_of_the_last_iterations_stop_training(datasets, tmp_path,
-                                                         monkeypatch):
+def test_bad_labels_of_the_last_iterations_stop_training(
+        datasets, tmp_path, monkeypatch):
     """A label outside the classes in the data (ADE20K value 201 is 200
     after reduce_zero_label, beyond its 150 classes) is counted on the
     device, as on a GPU, and read by ClassCountHook where mmengine logs and
@@ -434,7 +511,8 @@ def _bad_label_run(datasets, tmp_path) -> Config:
     cfg.train_dataloader.dataset.pipeline = [
         t for t in cfg.train_dataloader.dataset.pipeline
         if t.type not in ('RandomResize', 'RandomCrop', 'RandomFlip')
-    ][:2] + [dict(type='Resize', scale=(64, 64)), dict(type='PackSegInputs')]
+    ][:2] + [dict(type='Resize', scale=(64, 64)),
+             dict(type='PackSegInputs')]
     return cfg
 
 
@@ -448,8 +526,9 @@ def test_bad_labels_checked_in_their_step_name_iteration_and_file(
     with pytest.raises(LabelRangeError) as error:
         build_runner(cfg).train()
     message = str(error.value)
-    assert re.search(r'at training iteration [1-4], in \S+'
-                     r'ADE_train_00000003\.png\. ', message), message
+    assert re.search(
+        r'at training iteration [1-4], in \S+'
+        r'ADE_train_00000003\.png\. ', message), message
     assert message.count('ADE_train_') == 1
     log, = glob.glob(str(tmp_path / 'work' / '2*' / '2*.log'))
     with open(log) as f:

@@ -11,7 +11,6 @@ import subprocess
 import time
 
 import pytest
-
 from helpers import ROOT
 
 FAKE_PYTHON = '''#!/usr/bin/env bash
@@ -35,26 +34,42 @@ def write_tool(folder, name, text):
     return path
 
 
-def dry_run(tmp_path, fail_on='no step fails', hang_on='no step hangs',
-            sanitizer=True, **budgets):
+def dry_run(tmp_path,
+            fail_on='no step fails',
+            hang_on='no step hangs',
+            sanitizer=True,
+            **budgets):
     bin_dir = str(tmp_path / 'bin')
     os.makedirs(bin_dir)
     python = write_tool(bin_dir, 'fake-python', FAKE_PYTHON)
     write_tool(bin_dir, 'nvidia-smi', '#!/bin/sh\necho "name, memory"\n')
     write_tool(bin_dir, 'nvcc', '#!/bin/sh\necho "Cuda compilation tools"\n')
     if sanitizer:
-        write_tool(bin_dir, 'compute-sanitizer',
-                   '#!/usr/bin/env bash\ncase "$*" in *"$FAIL_ON"*) exit 9 ;; '
-                   '*"$HANG_ON"*) exec sleep 60 ;; esac\nshift 4\n'
-                   'exec "$@"\n')
+        write_tool(
+            bin_dir, 'compute-sanitizer',
+            '#!/usr/bin/env bash\ncase "$*" in *"$FAIL_ON"*) exit 9 ;; '
+            '*"$HANG_ON"*) exec sleep 60 ;; esac\nshift 4\n'
+            'exec "$@"\n')
     calls = tmp_path / 'calls.txt'
-    env = dict(os.environ, PATH=f'{bin_dir}:/usr/bin:/bin',
-               PYTHON=python, OUT=str(tmp_path / 'out'), CALLS=str(calls),
-               FAIL_ON=fail_on, HANG_ON=hang_on, CUDA_HOME=str(tmp_path),
-               **{f'BUDGET_{k.upper()}': str(v) for k, v in budgets.items()})
-    result = subprocess.run(['bash', osp.join(ROOT, 'tools', 'gpu_check.sh')],
-                            capture_output=True, text=True, env=env,
-                            timeout=120)
+    env = dict(
+        os.environ,
+        PATH=f'{bin_dir}:/usr/bin:/bin',
+        PYTHON=python,
+        OUT=str(tmp_path / 'out'),
+        CALLS=str(calls),
+        FAIL_ON=fail_on,
+        HANG_ON=hang_on,
+        CUDA_HOME=str(tmp_path),
+        **{
+            f'BUDGET_{k.upper()}': str(v)
+            for k, v in budgets.items()
+        })
+    result = subprocess.run(
+        ['bash', osp.join(ROOT, 'tools', 'gpu_check.sh')],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120)
     summary = result.stdout.split('== summary\n')[-1].splitlines()
     return result, summary, calls.read_text().splitlines()
 
@@ -65,8 +80,8 @@ def test_every_check_runs_and_ends_with_a_line_each(tmp_path):
     assert [line.split()[0] for line in summary] == ['PASS'] * 10
     names = ' | '.join(summary)
     for check in ('build of the extension', 'mmseg-arb check',
-                  'GPU tests: 42 passed',
-                  'benchmark fp32', 'benchmark bf16', 'benchmark small',
+                  'GPU tests: 42 passed', 'benchmark fp32', 'benchmark bf16',
+                  'benchmark small',
                   'benchmark odd (--sections loss --shape 8 19 769 769',
                   'compute-sanitizer memcheck', 'compute-sanitizer racecheck',
                   'compute-sanitizer synccheck'):
@@ -104,8 +119,15 @@ def test_the_budgets_fit_in_six_minutes(tmp_path):
 
 
 # Budgets of a few seconds; the stand-in of the step named hangs.
-SHORT = dict(setup=1, build=1, check=1, tests=1, bench=1, memcheck=1,
-             racecheck=1, synccheck=1)
+SHORT = dict(
+    setup=1,
+    build=1,
+    check=1,
+    tests=1,
+    bench=1,
+    memcheck=1,
+    racecheck=1,
+    synccheck=1)
 
 
 @pytest.mark.parametrize('step,line', [
@@ -117,8 +139,8 @@ SHORT = dict(setup=1, build=1, check=1, tests=1, bench=1, memcheck=1,
     ('--shape 8 19 769 769', 'FAIL  benchmark odd'),
     ('mmseg_arb.cli check', 'FAIL  mmseg-arb check: did not finish'),
 ])
-def test_a_step_that_does_not_finish_fails_with_the_reason(tmp_path, step,
-                                                           line):
+def test_a_step_that_does_not_finish_fails_with_the_reason(
+        tmp_path, step, line):
     started = time.monotonic()
     result, summary, _ = dry_run(tmp_path, hang_on=step, **SHORT)
     took = time.monotonic() - started

@@ -31,8 +31,8 @@ SHIPPED = {
 
 def published_miou(folder: str, model: str) -> float:
     """The mIoU in the installed mmseg's metafile, read here directly."""
-    path = osp.join(osp.dirname(mmseg_model_index()), 'configs', folder,
-                    'metafile.yaml')
+    path = osp.join(
+        osp.dirname(mmseg_model_index()), 'configs', folder, 'metafile.yaml')
     with open(path) as f:
         return next(m['Results']['Metrics']['mIoU']
                     for m in yaml.safe_load(f)['Models'] if m['Name'] == model)
@@ -63,14 +63,25 @@ def table(stdout: str):
 
 def test_runs_against_mmseg_baselines_and_their_metafile(tmp_path):
     data_root = str(tmp_path / 'data')
-    generate_dataset(data_root, SyntheticSpec(
-        layout='ade20k', num_train=4, num_val=2, height=64, width=64,
-        rarest_share=2e-3, seed=1), progress=False)
+    generate_dataset(
+        data_root,
+        SyntheticSpec(
+            layout='ade20k',
+            num_train=4,
+            num_val=2,
+            height=64,
+            width=64,
+            rarest_share=2e-3,
+            seed=1),
+        progress=False)
     work_dirs = []
     for key in SHIPPED:
         work_dir = str(tmp_path / key.split('/')[0])
-        cfg = shrink_for_cpu(Config.fromfile(osp.join(CONFIGS, f'{key}.py')),
-                             data_root, work_dir, iters=2)
+        cfg = shrink_for_cpu(
+            Config.fromfile(osp.join(CONFIGS, f'{key}.py')),
+            data_root,
+            work_dir,
+            iters=2)
         # Visualizers are per-name singletons: the second run would log into
         # the first one's folder.
         cfg.visualizer.name = f'visualizer_{len(work_dirs)}'
@@ -81,10 +92,16 @@ def test_runs_against_mmseg_baselines_and_their_metafile(tmp_path):
     work_dirs.append(user_run(tmp_path))
 
     out = tmp_path / 'results' / 'ade20k'
-    result = subprocess.run(
-        [sys.executable, osp.join(ROOT, 'tools', 'summarize_results.py'),
-         *work_dirs, '--names', 'deeplab', 'segformer', 'mine', '--out',
-         str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    result = subprocess.run([
+        sys.executable,
+        osp.join(ROOT, 'tools', 'summarize_results.py'), *work_dirs, '--names',
+        'deeplab', 'segformer', 'mine', '--out',
+        str(out)
+    ],
+                            capture_output=True,
+                            text=True,
+                            timeout=600,
+                            cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
 
     rows = table(result.stdout)
@@ -116,8 +133,9 @@ def test_runs_against_mmseg_baselines_and_their_metafile(tmp_path):
         assert model['In Collection'] == 'ARB-Loss'
         assert model['Results']['Dataset'] == 'ADE20K'
         assert model['Results']['Metrics'] == {
-            k: round(v, 2) for k, v in run['summary'].items()
-            if not math.isnan(v)}
+            k: round(v, 2)
+            for k, v in run['summary'].items() if not math.isnan(v)
+        }
         assert model['Metadata']['Training Resources'] == '1x CPU'
         assert model['Metadata']['Batch Size'] == 2
         assert osp.isfile(model['Weights'])
@@ -129,10 +147,15 @@ def test_runs_against_mmseg_baselines_and_their_metafile(tmp_path):
 
     # A later summary into the same folder (another dataset, say) keeps the
     # models of the first one in the metafile.
-    again = subprocess.run(
-        [sys.executable, osp.join(ROOT, 'tools', 'summarize_results.py'),
-         work_dirs[1], '--out', str(tmp_path / 'results' / 'other')],
-        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    again = subprocess.run([
+        sys.executable,
+        osp.join(ROOT, 'tools', 'summarize_results.py'), work_dirs[1], '--out',
+        str(tmp_path / 'results' / 'other')
+    ],
+                           capture_output=True,
+                           text=True,
+                           timeout=600,
+                           cwd=ROOT)
     assert again.returncode == 0, again.stderr[-3000:]
     assert 'kept 1 earlier models, replaced 1' in again.stdout
     with open(tmp_path / 'results' / 'metafile.yaml') as f:
@@ -142,10 +165,15 @@ def test_runs_against_mmseg_baselines_and_their_metafile(tmp_path):
     foreign = tmp_path / 'elsewhere' / 'metafile.yaml'
     foreign.parent.mkdir()
     foreign.write_text('Models: []\n')
-    refused = subprocess.run(
-        [sys.executable, osp.join(ROOT, 'tools', 'summarize_results.py'),
-         work_dirs[1], '--out', str(tmp_path / 'elsewhere' / 'r')],
-        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    refused = subprocess.run([
+        sys.executable,
+        osp.join(ROOT, 'tools', 'summarize_results.py'), work_dirs[1], '--out',
+        str(tmp_path / 'elsewhere' / 'r')
+    ],
+                             capture_output=True,
+                             text=True,
+                             timeout=600,
+                             cwd=ROOT)
     assert refused.returncode != 0
     assert 'is no ARB-Loss metafile' in refused.stderr
     assert foreign.read_text() == 'Models: []\n'
@@ -159,36 +187,49 @@ def test_training_settings_survive_a_test_into_the_same_work_dir(tmp_path):
     without --out. The batch and iterations are the training's."""
     name = 'segformer_mit-b0_arb_8xb2-160k_ade20k-512x512'
     data_root = str(tmp_path / 'data')
-    generate_dataset(data_root, SyntheticSpec(
-        layout='ade20k', num_train=4, num_val=2, height=64, width=64,
-        rarest_share=2e-3, seed=1), progress=False)
+    generate_dataset(
+        data_root,
+        SyntheticSpec(
+            layout='ade20k',
+            num_train=4,
+            num_val=2,
+            height=64,
+            width=64,
+            rarest_share=2e-3,
+            seed=1),
+        progress=False)
     work_dir = tmp_path / 'work'
     cfg = shrink_for_cpu(
         Config.fromfile(osp.join(CONFIGS, 'segformer', f'{name}.py')),
-        data_root, str(work_dir), iters=160000)
+        data_root,
+        str(work_dir),
+        iters=160000)
     cfg.default_hooks.logger.interval = 50
     config = tmp_path / 'configs' / f'{name}.py'  # the shipped name
     config.parent.mkdir()
     cfg.dump(str(config))
 
     def tool(*args):
-        result = subprocess.run([sys.executable, *args], capture_output=True,
-                                text=True, timeout=600, cwd=str(tmp_path))
-        assert result.returncode == 0, (result.stdout +
-                                        result.stderr)[-3000:]
+        result = subprocess.run([sys.executable, *args],
+                                capture_output=True,
+                                text=True,
+                                timeout=600,
+                                cwd=str(tmp_path))
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
         return result.stdout
 
-    tool(osp.join(ROOT, 'tools', 'train.py'), str(config), '--work-dir',
-         str(work_dir), '--cfg-options', 'train_dataloader.batch_size=1',
-         'train_cfg.max_iters=2')
-    tool(osp.join(ROOT, 'tools', 'test.py'), str(config),
-         str(work_dir / 'iter_2.pth'), '--work-dir', str(work_dir))
+    tool(
+        osp.join(ROOT, 'tools', 'train.py'), str(config), '--work-dir',
+        str(work_dir), '--cfg-options', 'train_dataloader.batch_size=1',
+        'train_cfg.max_iters=2')
+    tool(
+        osp.join(ROOT, 'tools', 'test.py'), str(config),
+        str(work_dir / 'iter_2.pth'), '--work-dir', str(work_dir))
     # The work dir's config is now the test's: batch 2, 160k iterations.
     assert Config.fromfile(str(work_dir / f'{name}.py')) \
         .train_dataloader.batch_size == 2
 
-    out = tool(osp.join(ROOT, 'tools', 'summarize_results.py'),
-               str(work_dir))
+    out = tool(osp.join(ROOT, 'tools', 'summarize_results.py'), str(work_dir))
     assert 'work: trained with a total batch of 1x1 (the name says 8x2)' \
         in out
     assert 'trained 2 iterations (the name says 160000)' in out
@@ -213,13 +254,19 @@ def test_a_batch_that_cannot_be_checked_is_said(tmp_path):
     (folder / '20261128_120000.log').write_text(
         '    GPU number: 1\n'
         'mmengine - INFO - Checkpoints will be saved to /somewhere.\n')
-    (folder / 'vis_data' / 'scalars.json').write_text(
-        json.dumps({'mIoU': 12.5}) + '\n')
+    (folder / 'vis_data' /
+     'scalars.json').write_text(json.dumps({'mIoU': 12.5}) + '\n')
     (work_dir / f'{name}.py').write_text('model = dict()\n')
-    result = subprocess.run(
-        [sys.executable, osp.join(ROOT, 'tools', 'summarize_results.py'),
-         str(work_dir), '--out', str(tmp_path / 'r')],
-        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    result = subprocess.run([
+        sys.executable,
+        osp.join(ROOT, 'tools', 'summarize_results.py'),
+        str(work_dir), '--out',
+        str(tmp_path / 'r')
+    ],
+                            capture_output=True,
+                            text=True,
+                            timeout=600,
+                            cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'run: batch and iterations not checked: the training\'s log ' \
         'folder holds no dumped config' in result.stdout
@@ -230,7 +277,10 @@ def test_a_batch_that_cannot_be_checked_is_said(tmp_path):
 CAMVID = 'deeplabv3plus_r18-cpu{}_1xb8-1000iter_camvid-half-128x128'
 
 
-def camvid_run(root, name: str, config: str, miou: float,
+def camvid_run(root,
+               name: str,
+               config: str,
+               miou: float,
                max_iters: int = 1000) -> str:
     """A finished CamVid run as a training leaves it: the config dumped to
     the work dir and to its log folder, the log, the validation's mIoU."""
@@ -245,13 +295,15 @@ def camvid_run(root, name: str, config: str, miou: float,
     (folder / '20261206_010000.log').write_text(
         '    GPU number: 1\n'
         'mmengine - INFO - Checkpoints will be saved to /somewhere.\n')
-    (folder / 'vis_data' / 'scalars.json').write_text(
-        json.dumps({'mIoU': miou, 'IoU.Bicyclist': 1.5}) + '\n')
+    (folder / 'vis_data' / 'scalars.json'
+     ).write_text(json.dumps({
+         'mIoU': miou,
+         'IoU.Bicyclist': 1.5
+     }) + '\n')
     return str(work_dir)
 
 
-def test_a_camvid_run_is_compared_with_its_cross_entropy_run(tmp_path,
-                                                              capsys):
+def test_a_camvid_run_is_compared_with_its_cross_entropy_run(tmp_path, capsys):
     """mmseg publishes no CamVid model: the output says so, names the
     shipped config whose run would be the baseline, and takes that run's
     mIoU when it is given (flagging a schedule that differs)."""

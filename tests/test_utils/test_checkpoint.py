@@ -37,7 +37,9 @@ print('ok')
 @pytest.mark.slow
 def test_importing_mmseg_arb_patches_nothing_and_registers_data_types():
     result = subprocess.run([sys.executable, '-c', IMPORT_CHANGES],
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True,
+                            text=True,
+                            timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == 'ok'
 

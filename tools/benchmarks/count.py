@@ -15,6 +15,7 @@ SHAPES = ([8, 512, 512], [16, 512, 1024])
 
 def run(args) -> Dict:
     from mmseg_arb.ops import class_histogram
+
     # unique() of millions of labels takes seconds on a CPU: few repeats.
     repeats = args.repeats if args.device == 'cuda' else min(args.repeats, 3)
     rows = []
@@ -26,8 +27,8 @@ def run(args) -> Dict:
         def copy():
             target.copy_(source)
 
-        t_copy = medians(timed_interleaved({'copy': copy}, args.device,
-                                           repeats, 1))['copy']
+        t_copy = medians(
+            timed_interleaved({'copy': copy}, args.device, repeats, 1))['copy']
         if args.device == 'cuda':  # device time, as for the kernel
             t_copy = timed_graph(copy, repeats) or t_copy
         # The kernel reads the labels once: a copy reads and writes them.
@@ -38,25 +39,34 @@ def run(args) -> Dict:
                 'class_histogram':
                 lambda: class_histogram(label, num_classes, 255),
                 'bincount':
-                lambda: torch.bincount(label[label != 255],
-                                       minlength=num_classes),
+                lambda: torch.bincount(
+                    label[label != 255], minlength=num_classes),
                 'unique':
-                lambda: torch.unique(label[label != 255],
-                                     return_counts=True),
+                lambda: torch.unique(label[label != 255], return_counts=True),
             }
-            times = medians(timed_interleaved(methods, args.device, repeats,
-                                              1))
-            device = (timed_graph(methods['class_histogram'], repeats)
-                      if args.device == 'cuda' else None)
+            times = medians(
+                timed_interleaved(methods, args.device, repeats, 1))
+            device = (
+                timed_graph(methods['class_histogram'], repeats)
+                if args.device == 'cuda' else None)
             kernel = device or times['class_histogram']
             rows.append({
-                'shape': shape, 'num_classes': num_classes, 'times_s': times,
-                'device_time_s': device, 'limit_s': limit,
+                'shape':
+                shape,
+                'num_classes':
+                num_classes,
+                'times_s':
+                times,
+                'device_time_s':
+                device,
+                'limit_s':
+                limit,
                 'speedup_vs_bincount':
                 times['bincount'] / times['class_histogram'],
                 'speedup_vs_unique':
                 times['unique'] / times['class_histogram'],
-                'bandwidth_GBps': nbytes / kernel / 1e9,
+                'bandwidth_GBps':
+                nbytes / kernel / 1e9,
             })
     return {'count': rows}
 

@@ -63,8 +63,8 @@ def contenders(args) -> Dict[str, Callable]:
     from mmseg_arb.ops.histogram_layout import class_counts
     arb = ARBLoss().to(args.device)
     # With count-driven class weights from the same prepare step.
-    weighted = ARBLoss(count_mode='cumulative',
-                       weight_power=0.5).to(args.device)
+    weighted = ARBLoss(
+        count_mode='cumulative', weight_power=0.5).to(args.device)
     for loss in (arb, weighted):
         # As under ClassCountHook in a Runner: bad labels read at logging
         # steps (the loss alone would read them every 50 calls, a host
@@ -79,9 +79,12 @@ def contenders(args) -> Dict[str, Callable]:
         counts = class_counts(class_histogram(y, num_classes, 255))
         return naive_arb_loss(z, y, counts, 255)
 
-    losses = {BASELINE: mmseg_ce_or_equivalent(), 'ARBLoss': arb,
-              'ARBLoss weight_power=0.5': weighted,
-              'F.cross_entropy': cross_entropy}
+    losses = {
+        BASELINE: mmseg_ce_or_equivalent(),
+        'ARBLoss': arb,
+        'ARBLoss weight_power=0.5': weighted,
+        'F.cross_entropy': cross_entropy
+    }
     if args.compiled:
         losses['compiled CE'] = torch.compile(cross_entropy)
     if not args.skip_naive:
@@ -93,14 +96,16 @@ def steps(args) -> Dict[str, Callable]:
     """A forward + backward closure per contender, on the same inputs."""
     n, c, h, w = args.shape
     g = torch.Generator().manual_seed(0)
-    logits = torch.randn(args.shape, generator=g).to(
-        args.device, getattr(torch, args.dtype))
+    logits = torch.randn(
+        args.shape, generator=g).to(args.device, getattr(torch, args.dtype))
     label = long_tailed_labels([n, h, w], c, args.device, ignore_frac=0.05)
 
     def step_of(loss):
+
         def step():
             z = logits.detach().requires_grad_()
             loss(z, label).backward()
+
         return step
 
     return {name: step_of(loss) for name, loss in contenders(args).items()}
@@ -108,15 +113,19 @@ def steps(args) -> Dict[str, Callable]:
 
 def run(args) -> Dict:
     closures = steps(args)
-    times = timed_interleaved(closures, args.device, args.repeats,
-                              args.warmup)
+    times = timed_interleaved(closures, args.device, args.repeats, args.warmup)
     median = medians(times)
     results = {}
     for name, step in closures.items():
-        r = {'time_s': median[name],
-             'time_ratio': paired_ratio(times, name, BASELINE),
-             'peak_bytes': peak_bytes(step, 'cuda') if args.device == 'cuda'
-             else cpu_peak_in_child(name)}
+        r = {
+            'time_s':
+            median[name],
+            'time_ratio':
+            paired_ratio(times, name, BASELINE),
+            'peak_bytes':
+            peak_bytes(step, 'cuda')
+            if args.device == 'cuda' else cpu_peak_in_child(name)
+        }
         if args.device == 'cuda':
             r['device_time_s'] = timed_graph(step, args.repeats)
             r['launches'] = device_activities(step)
@@ -126,8 +135,11 @@ def run(args) -> Dict:
     for r in results.values():
         # None where the baseline's growth is below what can be measured.
         r['memory_ratio'] = r['peak_bytes'] / base if base > 0 else None
-    report = {'loss': results, 'loss_shape': args.shape,
-              'loss_dtype': args.dtype}
+    report = {
+        'loss': results,
+        'loss_shape': args.shape,
+        'loss_dtype': args.dtype
+    }
     if args.device == 'cuda':
         report['loss_limit_s'] = _bandwidth_limit(args)
     return report
@@ -136,8 +148,8 @@ def run(args) -> Dict:
 def _bandwidth_limit(args) -> float:
     """Seconds to read the logits twice and write their gradient once at
     the bandwidth of a logits-sized device copy, timed here."""
-    source = torch.empty(args.shape, device='cuda',
-                         dtype=getattr(torch, args.dtype))
+    source = torch.empty(
+        args.shape, device='cuda', dtype=getattr(torch, args.dtype))
     target = torch.empty_like(source)
     t_copy = timed_graph(lambda: target.copy_(source), args.repeats)
     return 1.5 * t_copy  # a copy reads once and writes once
@@ -149,9 +161,8 @@ def show(report: Dict) -> None:
     print(f"\nloss fwd+bwd, logits {'x'.join(map(str, report['loss_shape']))}"
           f" {report['loss_dtype']}, 5% ignored; median ms; x CE: median of "
           f"the turns' ratios to mmseg CE; peak: growth over the inputs")
-    print(f"{'loss':<18}{'ms':>9}{'x CE':>7}{'peak MiB':>10}{'mem x CE':>9}"
-          + (f"{'device ms':>11}{'launches':>10}{'host ms':>9}"
-             if cuda else ''))
+    print(f"{'loss':<18}{'ms':>9}{'x CE':>7}{'peak MiB':>10}{'mem x CE':>9}" +
+          (f"{'device ms':>11}{'launches':>10}{'host ms':>9}" if cuda else ''))
     for name, r in rows.items():
         memory = r['memory_ratio']
         line = (f"{name:<18}{r['time_s'] * 1e3:>9.3f}{r['time_ratio']:>7.2f}"
@@ -166,6 +177,6 @@ def show(report: Dict) -> None:
         print(f"limit (logits read twice, gradient written once, at the copy "
               f"bandwidth): {report['loss_limit_s'] * 1e3:.3f} ms")
     arb = rows['ARBLoss']
-    print(f"ARB/CE time ratio {arb['time_ratio']:.2f}, memory ratio "
-          + ('n/a' if arb['memory_ratio'] is None
-             else f"{arb['memory_ratio']:.2f}"))
+    print(f"ARB/CE time ratio {arb['time_ratio']:.2f}, memory ratio " +
+          ('n/a' if arb['memory_ratio'] is
+           None else f"{arb['memory_ratio']:.2f}"))

@@ -21,8 +21,11 @@ import torch
 MMAP_THRESHOLD = '65536'
 
 
-def long_tailed_labels(shape: List[int], num_classes: int, device: str,
-                       ignore_frac: float = 0.1, seed: int = 0):
+def long_tailed_labels(shape: List[int],
+                       num_classes: int,
+                       device: str,
+                       ignore_frac: float = 0.1,
+                       seed: int = 0):
     """int64 labels, class k drawn with probability ~ 1/(k+1), a fraction
     ``ignore_frac`` set to 255."""
     g = torch.Generator().manual_seed(seed)
@@ -68,16 +71,15 @@ def medians(times: Dict[str, List[float]]) -> Dict[str, float]:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def paired_ratio(times: Dict[str, List[float]], name: str,
-                 base: str) -> float:
+def paired_ratio(times: Dict[str, List[float]], name: str, base: str) -> float:
     """Median over the turns of ``name``'s time over ``base``'s in the same
     turn: robust to a machine whose speed drifts during the run."""
-    return statistics.median(
-        a / b for a, b in zip(times[name], times[base]))
+    return statistics.median(a / b for a, b in zip(times[name], times[base]))
 
 
-def timed_graph(fn: Callable, repeats: int, calls: int = 20
-                ) -> Optional[float]:
+def timed_graph(fn: Callable,
+                repeats: int,
+                calls: int = 20) -> Optional[float]:
     """Median GPU seconds of one ``fn()`` replayed from a CUDA graph of
     ``calls`` back-to-back calls: the device time alone, without the
     Python and launch overhead that a single eager call adds. None if
@@ -159,5 +161,8 @@ def cpu_peak_in_child(name: str) -> int:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=MMAP_THRESHOLD)
     out = subprocess.run(
         [sys.executable] + sys.argv + ['--memory-probe', name],
-        env=env, capture_output=True, text=True, check=True)
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True)
     return int(out.stdout.strip().splitlines()[-1])

@@ -32,9 +32,11 @@ def stub_missing_mmcv_ops() -> bool:
     import types
 
     def placeholder(name: str) -> type:
+
         def refuse(cls, *args, **kwargs):
             raise RuntimeError(f'mmcv.ops.{name} was reached, but this mmcv '
                                f'has no compiled ops (stubbed by benchmark)')
+
         return type(name, (), {'__new__': refuse})
 
     def missing(name: str) -> type:
@@ -70,8 +72,8 @@ def run(args) -> Optional[Dict]:
     against CE: same weights, same batch, timed in turns."""
     try:
         import mmseg
-        from mmengine.registry import init_default_scope
         import mmseg.models  # noqa: F401  needs mmcv.ops
+        from mmengine.registry import init_default_scope
         from mmengine.structures import PixelData
         from mmseg.structures import SegDataSample
     except ImportError as e:
@@ -124,12 +126,16 @@ def run(args) -> Optional[Dict]:
 
     steps = {'CrossEntropyLoss': make_step(ce), 'ARBLoss': make_step(arb)}
     turns = timed_interleaved(steps, args.device, args.repeats, args.warmup)
-    report = {'times_s': medians(turns), 'shape': [n, 3, h, w],
-              'time_ratio': paired_ratio(turns, 'ARBLoss',
-                                         'CrossEntropyLoss')}
+    report = {
+        'times_s': medians(turns),
+        'shape': [n, 3, h, w],
+        'time_ratio': paired_ratio(turns, 'ARBLoss', 'CrossEntropyLoss')
+    }
     if args.device == 'cuda':
-        peaks = {name: peak_bytes(step, 'cuda')
-                 for name, step in steps.items()}
+        peaks = {
+            name: peak_bytes(step, 'cuda')
+            for name, step in steps.items()
+        }
         report['peak_bytes'] = peaks
         report['memory_ratio'] = peaks['ARBLoss'] / peaks['CrossEntropyLoss']
     return {'train': report}
@@ -143,5 +149,5 @@ def show(report: Dict) -> None:
     print(f"CE {t['CrossEntropyLoss'] * 1e3:.1f} ms, ARB "
           f"{t['ARBLoss'] * 1e3:.1f} ms, ARB/CE time "
           f"{r['time_ratio']:.3f}" +
-          (f", peak memory ARB/CE {r['memory_ratio']:.3f}"
-           if 'memory_ratio' in r else ''))
+          (f", peak memory ARB/CE {r['memory_ratio']:.3f}" if 'memory_ratio' in
+           r else ''))

@@ -93,14 +93,19 @@ class ClassCountHook(Hook):
             estimator.label_guard.read_by_hook = True
             self._guards.append(estimator.label_guard)
 
-    def before_train_iter(self, runner, batch_idx: int,
+    def before_train_iter(self,
+                          runner,
+                          batch_idx: int,
                           data_batch=None) -> None:
         begin_step()
         files = batch_files(data_batch)
         for guard in self._guards:
             guard.set_step(runner.iter + 1, files)
 
-    def after_train_iter(self, runner, batch_idx: int, data_batch=None,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx: int,
+                         data_batch=None,
                          outputs=None) -> None:
         end_step()
         if self.every_n_train_iters(runner, self.interval):

@@ -14,10 +14,12 @@ from ...ops.class_count import class_histogram, label_masks
 from ...ops.histogram_layout import class_counts
 
 
-def attraction_repulsion_norms(grad_logits: Tensor, label: Tensor,
-                               features: Tensor, align_corners: bool,
-                               ignore_index: int = 255
-                               ) -> Tuple[Tensor, Tensor]:
+def attraction_repulsion_norms(
+        grad_logits: Tensor,
+        label: Tensor,
+        features: Tensor,
+        align_corners: bool,
+        ignore_index: int = 255) -> Tuple[Tensor, Tensor]:
     """Per-class norms of the attraction and repulsion parts of the
     classifier-weight gradient.
 
@@ -98,7 +100,9 @@ class GradientBalanceHook(Hook):
 
     priority = 'LOW'
 
-    def __init__(self, interval: int = 50, head: str = 'decode_head',
+    def __init__(self,
+                 interval: int = 50,
+                 head: str = 'decode_head',
                  average_last: int = 10) -> None:
         if interval < 1:
             raise ValueError(f'interval must be >= 1, got {interval}')
@@ -115,7 +119,9 @@ class GradientBalanceHook(Hook):
         model = getattr(model, 'module', model)
         return getattr(model, self.head_name)
 
-    def before_train_iter(self, runner, batch_idx: int,
+    def before_train_iter(self,
+                          runner,
+                          batch_idx: int,
                           data_batch=None) -> None:
         if (runner.iter + 1) % self.interval:
             return
@@ -140,8 +146,8 @@ class GradientBalanceHook(Hook):
             if not torch.is_grad_enabled() or 'label' in captured:
                 return
             captured['label'] = label
-            captured['counts'] = class_counts(class_histogram(
-                label, logits.shape[1], head.ignore_index))
+            captured['counts'] = class_counts(
+                class_histogram(label, logits.shape[1], head.ignore_index))
             if logits.requires_grad:
                 logits.register_hook(measure)
 
@@ -153,7 +159,10 @@ class GradientBalanceHook(Hook):
             first.register_forward_pre_hook(keep_logits)
         ]
 
-    def after_train_iter(self, runner, batch_idx: int, data_batch=None,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx: int,
+                         data_batch=None,
                          outputs=None) -> None:
         if not self._handles:
             return
@@ -168,8 +177,7 @@ class GradientBalanceHook(Hook):
         self.label_counts = counts if self.label_counts is None else \
             self.label_counts + counts
         captured.clear()
-        self._record(runner, attraction.cpu().numpy(),
-                     repulsion.cpu().numpy())
+        self._record(runner, attraction.cpu().numpy(), repulsion.cpu().numpy())
 
     def _record(self, runner, attraction: np.ndarray,
                 repulsion: np.ndarray) -> None:
@@ -184,15 +192,21 @@ class GradientBalanceHook(Hook):
         names = self._class_names(runner, len(attraction))
         runner.visualizer.add_scalars(
             {
-                **{f'grad_balance/attraction/{n}': float(a)
-                   for n, a in zip(names, attraction)},
-                **{f'grad_balance/repulsion/{n}': float(r)
-                   for n, r in zip(names, repulsion)}
+                **{
+                    f'grad_balance/attraction/{n}': float(a)
+                    for n, a in zip(names, attraction)
+                },
+                **{
+                    f'grad_balance/repulsion/{n}': float(r)
+                    for n, r in zip(names, repulsion)
+                }
             },
             step=runner.iter + 1)
-        self.history.append({'iter': runner.iter + 1,
-                             'attraction': attraction,
-                             'repulsion': repulsion})
+        self.history.append({
+            'iter': runner.iter + 1,
+            'attraction': attraction,
+            'repulsion': repulsion
+        })
 
     def before_train(self, runner) -> None:
         self.label_counts = None
@@ -207,13 +221,16 @@ class GradientBalanceHook(Hook):
         counts = self.label_counts
         out = osp.join(runner.work_dir, 'gradient_balance')
         with open(out + '.json', 'w') as f:
-            json.dump({
-                'classes': names,
-                'pixel_counts': counts.tolist(),
-                'attraction': attraction.tolist(),
-                'repulsion': repulsion.tolist(),
-                'iterations': [h['iter'] for h in recent],
-            }, f, indent=1)
+            json.dump(
+                {
+                    'classes': names,
+                    'pixel_counts': counts.tolist(),
+                    'attraction': attraction.tolist(),
+                    'repulsion': repulsion.tolist(),
+                    'iterations': [h['iter'] for h in recent],
+                },
+                f,
+                indent=1)
         plot_gradient_balance(names, counts, attraction, repulsion,
                               out + '.png')
 
@@ -250,7 +267,8 @@ def plot_gradient_balance(names: List[str], counts: np.ndarray,
     bottom.set_yscale('log')
     bottom.set_ylabel('attraction / repulsion')
     bottom.set_xticks(x)
-    bottom.set_xticklabels([names[i] for i in order], rotation=90,
+    bottom.set_xticklabels([names[i] for i in order],
+                           rotation=90,
                            fontsize=6 if len(order) > 40 else 8)
     bottom.set_xlabel('classes, most frequent first')
     fig.tight_layout()

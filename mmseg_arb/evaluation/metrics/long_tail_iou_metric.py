@@ -16,9 +16,9 @@ from ...utils.class_counts import CountsSource, load_class_counts
 GROUP_NAMES = ('head', 'body', 'tail')
 
 
-def frequency_groups(counts: np.ndarray,
-                     boundaries: Optional[Sequence[float]] = None
-                     ) -> Dict[str, List[int]]:
+def frequency_groups(
+        counts: np.ndarray,
+        boundaries: Optional[Sequence[float]] = None) -> Dict[str, List[int]]:
     """Split classes into head / body / tail by pixel frequency.
 
     Args:
@@ -39,8 +39,10 @@ def frequency_groups(counts: np.ndarray,
         k = len(order)
         sizes = [k // 3 + (1 if r < k % 3 else 0) for r in range(3)]
         cut = np.cumsum([0] + sizes)
-        return {name: order[cut[i]:cut[i + 1]]
-                for i, name in enumerate(GROUP_NAMES)}
+        return {
+            name: order[cut[i]:cut[i + 1]]
+            for i, name in enumerate(GROUP_NAMES)
+        }
     head_min, tail_max = boundaries
     if not head_min >= tail_max:
         raise ValueError('group_boundaries must be (head_min, tail_max) '
@@ -141,8 +143,11 @@ class LongTailIoUMetric(IoUMetric):
         table = PrettyTable()
         table.field_names = ['Class', 'Group', 'Frequency', 'IoU', 'Acc']
         for i in np.argsort(-share, kind='stable'):
-            table.add_row([names[i], group_of[i], f'{share[i]:.2e}',
-                           _percent(iou[i]), _percent(acc[i])])
+            table.add_row([
+                names[i], group_of[i], f'{share[i]:.2e}',
+                _percent(iou[i]),
+                _percent(acc[i])
+            ])
         title = f'per class results (groups by {source}):'
         if self.console_table:
             print_log(title, logger)
@@ -150,9 +155,10 @@ class LongTailIoUMetric(IoUMetric):
         else:
             files = _log_to_files_only(logger,
                                        title + '\n' + table.get_string())
-            print_log(f'per class results: in {", ".join(files)}'
-                      if files else 'per class results: no log file to '
-                      'write them to (console_table=False)', logger)
+            print_log(
+                f'per class results: in {", ".join(files)}'
+                if files else 'per class results: no log file to '
+                'write them to (console_table=False)', logger)
         return metrics
 
 
@@ -165,10 +171,13 @@ class _NotHere(logging.Filter):
 def _log_to_files_only(logger: logging.Logger, message: str) -> List[str]:
     """Log ``message`` at INFO to the file handlers of ``logger`` only;
     returns their files."""
-    files = [h.baseFilename for h in logger.handlers
-             if isinstance(h, logging.FileHandler)]
-    others = [h for h in logger.handlers
-              if not isinstance(h, logging.FileHandler)]
+    files = [
+        h.baseFilename for h in logger.handlers
+        if isinstance(h, logging.FileHandler)
+    ]
+    others = [
+        h for h in logger.handlers if not isinstance(h, logging.FileHandler)
+    ]
     muted = _NotHere()
     for handler in others:
         handler.addFilter(muted)

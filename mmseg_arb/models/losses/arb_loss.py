@@ -40,8 +40,10 @@ if importlib.util.find_spec('mmseg') is not None:
     from mmseg.registry import MODELS
     register_loss = MODELS.register_module()
 else:  # the math and the kernels also serve without MMSegmentation
+
     def register_loss(cls):
         return cls
+
 
 REDUCTIONS = ('none', 'mean', 'sum')
 
@@ -198,18 +200,27 @@ def arb_loss(logits: Tensor,
         class_weight = class_weight.to(label.device,
                                        torch.float32).contiguous()
     shift, class_weight, denominator = unpack_prepared(
-        prepare_counts(class_histogram(label, num_classes, ignore_index),
-                       class_counts.to(label.device, torch.float64),
-                       'prior',
-                       tau=tau,
-                       weight_power=weight_power,
-                       max_weight_ratio=max_weight_ratio,
-                       update=False,
-                       class_weight=class_weight,
-                       avg_non_ignore=avg_non_ignore))
-    return _shifted_loss(logits, label, shift.to(logits.device), weight,
-                         class_weight, reduction, avg_factor, ignore_index,
-                         avg_non_ignore, denominator=denominator)
+        prepare_counts(
+            class_histogram(label, num_classes, ignore_index),
+            class_counts.to(label.device, torch.float64),
+            'prior',
+            tau=tau,
+            weight_power=weight_power,
+            max_weight_ratio=max_weight_ratio,
+            update=False,
+            class_weight=class_weight,
+            avg_non_ignore=avg_non_ignore))
+    return _shifted_loss(
+        logits,
+        label,
+        shift.to(logits.device),
+        weight,
+        class_weight,
+        reduction,
+        avg_factor,
+        ignore_index,
+        avg_non_ignore,
+        denominator=denominator)
 
 
 def _shifted_loss(logits: Tensor,
@@ -251,8 +262,8 @@ def _shifted_loss(logits: Tensor,
         if label.dtype not in KERNEL_LABEL_DTYPES:  # e.g. int16: rare
             label = label.long()
         if weight is not None:
-            weight = weight.to(logits.device, torch.float32).expand(
-                label.shape).contiguous()
+            weight = weight.to(logits.device,
+                               torch.float32).expand(label.shape).contiguous()
         if avg_factor is None or reduction == 'none':
             return fused_arb_loss(logits, label, shift, class_weight, weight,
                                   ignore_index, reduction, loss_weight,
@@ -260,7 +271,8 @@ def _shifted_loss(logits: Tensor,
         # A given avg_factor replaces the mean's denominator (as in mmseg).
         return fused_arb_loss(logits, label, shift, class_weight, weight,
                               ignore_index, 'sum', loss_weight,
-                              avg_non_ignore) / (avg_factor + eps)
+                              avg_non_ignore) / (
+                                  avg_factor + eps)
 
     loss = shifted_cross_entropy(logits, label, shift, class_weight,
                                  ignore_index)

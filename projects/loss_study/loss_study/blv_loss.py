@@ -24,7 +24,6 @@ from mmseg.registry import MODELS
 from torch import Tensor, nn
 
 from mmseg_arb.utils import load_class_counts
-
 from .pixel_loss import reduce_pixel_loss, valid_labels
 
 
@@ -90,8 +89,8 @@ class BLVLoss(nn.Module):
             raise ValueError(f'BLVLoss has counts of {self.scale.numel()} '
                              f'classes but the logits have {pred.shape[1]}')
         reduction = reduction_override or 'mean'
-        delta = torch.randn(pred.shape, device=pred.device,
-                            dtype=pred.dtype) * self.sigma
+        delta = torch.randn(
+            pred.shape, device=pred.device, dtype=pred.dtype) * self.sigma
         shape = (1, -1) + (1, ) * (pred.dim() - 2)
         shifted = pred + delta.clamp(-1, 1).abs() * \
             self.scale.to(pred.dtype).view(shape)

@@ -12,7 +12,6 @@ Every class weighs the same, whatever its pixel count: a rebalancing loss.
 """
 from typing import Optional
 
-import torch
 import torch.nn.functional as F
 from mmseg.registry import MODELS
 from torch import Tensor, nn
@@ -31,7 +30,9 @@ class ClassAveragedDiceLoss(nn.Module):
         loss_name (str): Name in the logs.
     """
 
-    def __init__(self, smooth: float = 1.0, loss_weight: float = 1.0,
+    def __init__(self,
+                 smooth: float = 1.0,
+                 loss_weight: float = 1.0,
                  loss_name: str = 'loss_dice') -> None:
         super().__init__()
         self.smooth = smooth

@@ -59,8 +59,8 @@ class SoftmaxFocalLoss(nn.Module):
         valid, safe = valid_labels(target, pred.shape[1], ignore_index)
         if pred.dtype not in (torch.float32, torch.float64):
             pred = pred.float()  # half precision: the loss in fp32
-        log_p = F.log_softmax(pred, dim=1).gather(
-            1, safe.unsqueeze(1)).squeeze(1)
+        log_p = F.log_softmax(
+            pred, dim=1).gather(1, safe.unsqueeze(1)).squeeze(1)
         loss = -(1 - log_p.exp()).pow(self.gamma) * log_p
         if self.alpha is not None:
             if self.alpha.numel() != pred.shape[1]:
@@ -69,8 +69,8 @@ class SoftmaxFocalLoss(nn.Module):
                     f'logits have {pred.shape[1]}')
             loss = loss * self.alpha.to(pred.device)[safe]
         return self.loss_weight * reduce_pixel_loss(
-            loss * valid, target, ignore_index, weight,
-            reduction_override or 'mean', avg_factor, self.avg_non_ignore)
+            loss * valid, target, ignore_index, weight, reduction_override
+            or 'mean', avg_factor, self.avg_non_ignore)
 
     @property
     def loss_name(self) -> str:

@@ -27,5 +27,9 @@ class TestAfterTrainHook(Hook):
         metrics = loop.run()
         if is_main_process():
             with open(osp.join(runner.work_dir, TEST_METRICS), 'w') as f:
-                json.dump({k: float(v) for k, v in metrics.items()}, f,
+                json.dump({
+                    k: float(v)
+                    for k, v in metrics.items()
+                },
+                          f,
                           indent=1)

@@ -100,8 +100,10 @@ def last_error(log: str) -> Tuple[str, Optional[str]]:
         last line of output and None when there is no traceback.
     """
     lines = log.splitlines()
-    starts = [i for i, line in enumerate(lines)
-              if line.startswith('Traceback (most recent call last)')]
+    starts = [
+        i for i, line in enumerate(lines)
+        if line.startswith('Traceback (most recent call last)')
+    ]
     if not starts:
         tail = [line.strip() for line in lines if line.strip()]
         return (tail[-1] if tail else 'no output'), None
@@ -125,8 +127,8 @@ def _short_path(path: str) -> str:
 def trained_iters(run_dir: str) -> int:
     """The last training iteration the run has logged so far (mmengine's
     ``vis_data/scalars.json`` of its newest log folder)."""
-    files = sorted(glob.glob(osp.join(run_dir, '2*_*', 'vis_data',
-                                      'scalars.json')))
+    files = sorted(
+        glob.glob(osp.join(run_dir, '2*_*', 'vis_data', 'scalars.json')))
     if not files:
         return 0
     last = 0
@@ -144,8 +146,8 @@ def validations(run_dir: str) -> List[Dict]:
     of its log folders, oldest first; a resumed run's later folders
     replace earlier records of the same step)."""
     by_step: Dict[int, Dict] = {}
-    for path in sorted(glob.glob(osp.join(run_dir, '2*_*', 'vis_data',
-                                          'scalars.json'))):
+    for path in sorted(
+            glob.glob(osp.join(run_dir, '2*_*', 'vis_data', 'scalars.json'))):
         with open(path) as f:
             for line in f:
                 try:
@@ -158,22 +160,29 @@ def validations(run_dir: str) -> List[Dict]:
 
 
 def _metrics(record: Dict) -> Dict:
-    return dict(summary={k: record[k] for k in SUMMARY_KEYS if k in record},
-                per_class_iou={k[len('IoU.'):]: v for k, v in record.items()
-                               if k.startswith('IoU.')})
+    return dict(
+        summary={k: record[k]
+                 for k in SUMMARY_KEYS if k in record},
+        per_class_iou={
+            k[len('IoU.'):]: v
+            for k, v in record.items() if k.startswith('IoU.')
+        })
 
 
 def _collect(run: Run, returncode: int) -> Dict:
     log_path = osp.join(run.run_dir, LOG_FILE)
-    result = dict(loss=run.loss, seed=run.seed,
-                  seconds=round(time.time() - run.started, 1),
-                  log=log_path)
+    result = dict(
+        loss=run.loss,
+        seed=run.seed,
+        seconds=round(time.time() - run.started, 1),
+        log=log_path)
     if returncode == 0:
         records = validations(run.run_dir)
         if records:
-            result.update(status='ok', **_metrics(records[-1]),
-                          curve=[[int(r.get('step', 0)), r['mIoU']]
-                                 for r in records])
+            result.update(
+                status='ok',
+                **_metrics(records[-1]),
+                curve=[[int(r.get('step', 0)), r['mIoU']] for r in records])
             test = osp.join(run.run_dir, TEST_METRICS)
             if osp.exists(test):
                 with open(test) as f:
@@ -189,8 +198,8 @@ def _collect(run: Run, returncode: int) -> Dict:
     else:
         with open(log_path, errors='replace') as f:
             error, where = last_error(f.read())
-    result.update(status='failed', returncode=returncode, error=error,
-                  where=where)
+    result.update(
+        status='failed', returncode=returncode, error=error, where=where)
     return result
 
 
@@ -209,11 +218,9 @@ def write_result(run_dir: str, result: Dict) -> None:
 
 def run_all(runs: Sequence[Run],
             slots: Sequence[Slot],
-            more_runs: Optional[Callable[[Dict[str, Dict]],
-                                         List[Run]]] = None,
+            more_runs: Optional[Callable[[Dict[str, Dict]], List[Run]]] = None,
             progress: bool = True,
-            poll_seconds: float = 1.0
-            ) -> Tuple[Dict[str, Dict], List[str]]:
+            poll_seconds: float = 1.0) -> Tuple[Dict[str, Dict], List[str]]:
     """Train every run that has no result yet, ``len(slots)`` at a time.
 
     Args:
@@ -256,9 +263,13 @@ def run_all(runs: Sequence[Run],
     if more_runs is not None:
         add(more_runs(results), front=True)
     skipped = len(results)
-    bar = tqdm(total=sum(r.iters for r in queue), unit='it',
-               disable=not progress, dynamic_ncols=True, mininterval=2,
-               desc=f'{len(queue)} runs to train')
+    bar = tqdm(
+        total=sum(r.iters for r in queue),
+        unit='it',
+        disable=not progress,
+        dynamic_ncols=True,
+        mininterval=2,
+        desc=f'{len(queue)} runs to train')
     if skipped:
         tqdm.write(f'{skipped} runs finished before, not trained again')
     running: Dict[int, Tuple[Run, subprocess.Popen]] = {}
@@ -305,9 +316,8 @@ def run_all(runs: Sequence[Run],
                 min(trained_iters(run.run_dir), run.iters)
                 for run, _ in running.values())
             failed = sum(results[k]['status'] != 'ok' for k in trained)
-            bar.set_description(
-                f'{len(trained)} done ({failed} failed), '
-                f'{len(running)} running, {len(queue)} queued')
+            bar.set_description(f'{len(trained)} done ({failed} failed), '
+                                f'{len(running)} running, {len(queue)} queued')
     except BaseException:
         for run, proc in running.values():
             _stop(proc)
@@ -330,19 +340,24 @@ def _start(run: Run, slot: Slot) -> subprocess.Popen:
         # torchrun, the workers it started, as one group. The run also dies
         # with the study, however the study ends, so that a second call
         # never trains a run twice into one folder.
-        return subprocess.Popen(command, stdout=log,
-                                stderr=subprocess.STDOUT,
-                                env={**os.environ, **slot.env},
-                                start_new_session=True,
-                                preexec_fn=_die_with_parent)
+        return subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={
+                **os.environ,
+                **slot.env
+            },
+            start_new_session=True,
+            preexec_fn=_die_with_parent)
 
 
 def _die_with_parent() -> None:
     if sys.platform.startswith('linux'):
         import ctypes
         pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig,
-                                                signal.SIGTERM)
+        ctypes.CDLL(
+            None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _stop(proc: subprocess.Popen) -> None:

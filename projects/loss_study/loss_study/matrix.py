@@ -103,16 +103,15 @@ def _normalised(counts: np.ndarray, raw: np.ndarray) -> List[float]:
 
 
 def _ce(**extra) -> Dict:
-    return dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0,
-                **extra)
+    return dict(
+        type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0, **extra)
 
 
 def _fmt(x: float) -> str:
     return f'{x:g}'
 
 
-def study_families(counts: Sequence[float],
-                   class_stats: str) -> List[Family]:
+def study_families(counts: Sequence[float], class_stats: str) -> List[Family]:
     """The study's families and grids, from the training split's pixel
     ``counts`` (class weights, alphas) and its statistics file
     ``class_stats`` (ARB's ``prior``, BLV's counts).
@@ -137,89 +136,142 @@ def study_families(counts: Sequence[float],
     * ARB + count-driven class weights: ``cumulative`` counts, ``tau`` in
       {0.5, 1} x ``weight_power`` in {0.25, 0.5}.
     """
-    families = [Family('ce', 'Cross-entropy', [StudyLoss(
-        'ce', 'CE', 'ce', _ce(), 'CrossEntropyLoss()',
-        note='the baseline, not tuned')], 'baseline')]
+    families = [
+        Family('ce', 'Cross-entropy', [
+            StudyLoss(
+                'ce',
+                'CE',
+                'ce',
+                _ce(),
+                'CrossEntropyLoss()',
+                note='the baseline, not tuned')
+        ], 'baseline')
+    ]
 
-    arb = [arb_study_loss(m, class_stats, tau, family='arb')
-           for m in ('batch', 'cumulative') for tau in (0.5, 1.0)]
-    families.append(Family('arb', 'ARB-Loss', arb,
-                           'count_mode in {batch, cumulative} x tau in '
-                           '{0.5, 1}'))
+    arb = [
+        arb_study_loss(m, class_stats, tau, family='arb')
+        for m in ('batch', 'cumulative') for tau in (0.5, 1.0)
+    ]
+    families.append(
+        Family('arb', 'ARB-Loss', arb,
+               'count_mode in {batch, cumulative} x tau in '
+               '{0.5, 1}'))
 
     weighted = []
     for p in (0.25, 0.5, 1.0):
         w = power_weights(counts, p)
-        weighted.append(StudyLoss(
-            f'cw-p{_fmt(p)}', f'CE + weights n^-{_fmt(p)}', 'class-weights',
-            _ce(class_weight=w, reduction='none'),
-            f"CrossEntropyLoss(class_weight=n^-{_fmt(p)}, reduction='none')",
-            note=f'max/min weight {_ratio(w):.0f}'))
+        weighted.append(
+            StudyLoss(
+                f'cw-p{_fmt(p)}',
+                f'CE + weights n^-{_fmt(p)}',
+                'class-weights',
+                _ce(class_weight=w, reduction='none'),
+                f'CrossEntropyLoss(class_weight=n^-{_fmt(p)}, '
+                "reduction='none')",
+                note=f'max/min weight {_ratio(w):.0f}'))
     w = enet_weights(counts)
-    weighted.append(StudyLoss(
-        'cw-enet', 'CE + ENet weights', 'class-weights',
-        _ce(class_weight=w, reduction='none'),
-        "CrossEntropyLoss(class_weight=1/ln(1.02+f), reduction='none')",
-        note=f'max/min weight {_ratio(w):.0f}'))
-    families.append(Family(
-        'class-weights', 'Class-weighted CE', weighted,
-        "n^-p for p in {0.25, 0.5, 1}, ENet 1/ln(1.02+f); weights scaled "
-        "to a mean of 1 per training pixel; reduction='none' because "
-        "mmseg 1.2.2's weighted mean fails on ignored pixels "
-        '(open-mmlab/mmsegmentation#3734)'))
+    weighted.append(
+        StudyLoss(
+            'cw-enet',
+            'CE + ENet weights',
+            'class-weights',
+            _ce(class_weight=w, reduction='none'),
+            "CrossEntropyLoss(class_weight=1/ln(1.02+f), reduction='none')",
+            note=f'max/min weight {_ratio(w):.0f}'))
+    families.append(
+        Family(
+            'class-weights', 'Class-weighted CE', weighted,
+            "n^-p for p in {0.25, 0.5, 1}, ENet 1/ln(1.02+f); weights scaled "
+            "to a mean of 1 per training pixel; reduction='none' because "
+            "mmseg 1.2.2's weighted mean fails on ignored pixels "
+            '(open-mmlab/mmsegmentation#3734)'))
 
-    families.append(Family(
-        'logit-adjustment', 'Logit adjustment',
-        [arb_study_loss('prior', class_stats, tau,
-                        family='logit-adjustment')
-         for tau in (0.5, 0.75, 1.0, 1.5)],
-        'ARB prior (training counts) with tau in {0.5, 0.75, 1, 1.5}; '
-        'tau=1 is Balanced Softmax'))
+    families.append(
+        Family(
+            'logit-adjustment', 'Logit adjustment', [
+                arb_study_loss(
+                    'prior', class_stats, tau, family='logit-adjustment')
+                for tau in (0.5, 0.75, 1.0, 1.5)
+            ], 'ARB prior (training counts) with tau in {0.5, 0.75, 1, 1.5}; '
+            'tau=1 is Balanced Softmax'))
 
-    families.append(Family('blv', 'BLV', [
-        StudyLoss(f'blv-s{_fmt(s)}', f'BLV sigma={_fmt(s)}', 'blv',
-                  dict(type='BLVLoss', class_counts=class_stats, sigma=s,
-                       loss_weight=1.0),
-                  f'BLVLoss(sigma={_fmt(s)})', imports=STUDY_IMPORTS,
-                  note='training-only logit variation '
-                  '(loss_study/blv_loss.py)')
-        for s in (0.5, 1.0, 2.0, 4.0)], 'sigma in {0.5, 1, 2, 4}'))
+    families.append(
+        Family('blv', 'BLV', [
+            StudyLoss(
+                f'blv-s{_fmt(s)}',
+                f'BLV sigma={_fmt(s)}',
+                'blv',
+                dict(
+                    type='BLVLoss',
+                    class_counts=class_stats,
+                    sigma=s,
+                    loss_weight=1.0),
+                f'BLVLoss(sigma={_fmt(s)})',
+                imports=STUDY_IMPORTS,
+                note='training-only logit variation '
+                '(loss_study/blv_loss.py)') for s in (0.5, 1.0, 2.0, 4.0)
+        ], 'sigma in {0.5, 1, 2, 4}'))
 
     focal = []
     for gamma in (1.0, 2.0):
         for p in (0.25, 0.5):
-            focal.append(StudyLoss(
-                f'focal-g{_fmt(gamma)}-p{_fmt(p)}',
-                f'Focal gamma={_fmt(gamma)}, alpha n^-{_fmt(p)}', 'focal',
-                dict(type='SoftmaxFocalLoss', gamma=gamma,
-                     alpha=power_weights(counts, p), loss_weight=1.0),
-                f'SoftmaxFocalLoss(gamma={_fmt(gamma)}, '
-                f'alpha=n^-{_fmt(p)})', imports=STUDY_IMPORTS,
-                note='softmax focal loss (loss_study/focal_loss.py)'))
-    families.append(Family('focal', 'Focal', focal,
-                           'gamma in {1, 2} x alpha n^-p, p in {0.25, 0.5}'))
+            focal.append(
+                StudyLoss(
+                    f'focal-g{_fmt(gamma)}-p{_fmt(p)}',
+                    f'Focal gamma={_fmt(gamma)}, alpha n^-{_fmt(p)}',
+                    'focal',
+                    dict(
+                        type='SoftmaxFocalLoss',
+                        gamma=gamma,
+                        alpha=power_weights(counts, p),
+                        loss_weight=1.0),
+                    f'SoftmaxFocalLoss(gamma={_fmt(gamma)}, '
+                    f'alpha=n^-{_fmt(p)})',
+                    imports=STUDY_IMPORTS,
+                    note='softmax focal loss (loss_study/focal_loss.py)'))
+    families.append(
+        Family('focal', 'Focal', focal,
+               'gamma in {1, 2} x alpha n^-p, p in {0.25, 0.5}'))
 
-    dice = [StudyLoss('dice', 'Dice (per class)', 'dice',
-                      dict(type='ClassAveragedDiceLoss', loss_weight=1.0),
-                      'ClassAveragedDiceLoss()', imports=STUDY_IMPORTS,
-                      note='softmax Dice averaged over classes '
-                      '(loss_study/dice_loss.py)')]
+    dice = [
+        StudyLoss(
+            'dice',
+            'Dice (per class)',
+            'dice',
+            dict(type='ClassAveragedDiceLoss', loss_weight=1.0),
+            'ClassAveragedDiceLoss()',
+            imports=STUDY_IMPORTS,
+            note='softmax Dice averaged over classes '
+            '(loss_study/dice_loss.py)')
+    ]
     for weight in (0.5, 1.0, 3.0):
-        dice.append(StudyLoss(
-            f'ce+dice-w{_fmt(weight)}', f'CE + Dice x{_fmt(weight)}',
-            'dice', [_ce(), dict(type='ClassAveragedDiceLoss',
-                                 loss_weight=weight)],
-            f'[CrossEntropyLoss(), ClassAveragedDiceLoss(loss_weight='
-            f'{_fmt(weight)})]', imports=STUDY_IMPORTS))
-    families.append(Family('dice', 'Dice', dice,
-                           'Dice alone; CE + Dice at weights {0.5, 1, 3}'))
+        dice.append(
+            StudyLoss(
+                f'ce+dice-w{_fmt(weight)}',
+                f'CE + Dice x{_fmt(weight)}',
+                'dice', [
+                    _ce(),
+                    dict(type='ClassAveragedDiceLoss', loss_weight=weight)
+                ], f'[CrossEntropyLoss(), ClassAveragedDiceLoss(loss_weight='
+                f'{_fmt(weight)})]',
+                imports=STUDY_IMPORTS))
+    families.append(
+        Family('dice', 'Dice', dice,
+               'Dice alone; CE + Dice at weights {0.5, 1, 3}'))
 
-    families.append(Family(
-        'arb-weights', 'ARB + count-driven class weights',
-        [arb_study_loss('cumulative', class_stats, tau, weight_power=p,
-                        family='arb-weights')
-         for tau in (0.5, 1.0) for p in (0.25, 0.5)],
-        'cumulative counts, tau in {0.5, 1} x weight_power in {0.25, 0.5}'))
+    families.append(
+        Family(
+            'arb-weights', 'ARB + count-driven class weights', [
+                arb_study_loss(
+                    'cumulative',
+                    class_stats,
+                    tau,
+                    weight_power=p,
+                    family='arb-weights') for tau in (0.5, 1.0)
+                for p in (0.25, 0.5)
+            ],
+            'cumulative counts, tau in {0.5, 1} x weight_power in {0.25, 0.5}')
+    )
     for f in families[1:]:
         assert len(f.losses) == BUDGET, f.key
     return families
@@ -254,14 +306,14 @@ def arb_study_loss(count_mode: str,
                       if k != 'class_counts')
     if count_mode == 'prior':
         shown += ", class_counts='class_stats_train.json'"
-    key = f'arb-{count_mode}-tau{_fmt(tau)}' + (
-        f'-p{_fmt(weight_power)}' if weight_power else '')
-    name = f'ARB {count_mode} tau={_fmt(tau)}' + (
-        f' p={_fmt(weight_power)}' if weight_power else '')
+    key = f'arb-{count_mode}-tau{_fmt(tau)}' + (f'-p{_fmt(weight_power)}'
+                                                if weight_power else '')
+    name = f'ARB {count_mode} tau={_fmt(tau)}' + (f' p={_fmt(weight_power)}'
+                                                  if weight_power else '')
     if count_mode == 'prior' and tau == 1.0:
         name += ' (Balanced Softmax)'
-    return StudyLoss(key, name, family, None, f'ARBLoss({shown})',
-                     arb=settings)
+    return StudyLoss(
+        key, name, family, None, f'ARBLoss({shown})', arb=settings)
 
 
 def apply_loss(cfg, loss: StudyLoss):
@@ -293,10 +345,12 @@ def add_imports(cfg, modules) -> None:
     """Add ``modules`` to ``cfg``'s ``custom_imports`` (made if missing: a
     plain mmseg config has none; ``Config.setdefault`` would hand back a
     copy, losing the edit)."""
-    imports = dict(cfg.get('custom_imports') or
-                   dict(imports=[], allow_failed_imports=False))
+    imports = dict(
+        cfg.get('custom_imports')
+        or dict(imports=[], allow_failed_imports=False))
     imports['imports'] = list(imports['imports']) + [
-        m for m in modules if m not in imports['imports']]
+        m for m in modules if m not in imports['imports']
+    ]
     cfg.custom_imports = imports
 
 
@@ -307,6 +361,8 @@ def _weight(loss_decode: LossCfg) -> float:
 
 def _scaled(loss_decode: LossCfg, ratio: float) -> LossCfg:
     losses = loss_decode if isinstance(loss_decode, list) else [loss_decode]
-    scaled = [dict(copy.deepcopy(l),
-                   loss_weight=round(_weight(l) * ratio, 6)) for l in losses]
+    scaled = [
+        dict(copy.deepcopy(l), loss_weight=round(_weight(l) * ratio, 6))
+        for l in losses
+    ]
     return scaled if isinstance(loss_decode, list) else scaled[0]

@@ -23,8 +23,8 @@ def reduce_pixel_loss(loss: Tensor, label: Tensor, ignore_index: int,
         weight = weight.float()
     if avg_factor is None and avg_non_ignore and reduction == 'mean':
         avg_factor = (label != ignore_index).sum().clamp_min(1).float()
-    return weight_reduce_loss(loss, weight=weight, reduction=reduction,
-                              avg_factor=avg_factor)
+    return weight_reduce_loss(
+        loss, weight=weight, reduction=reduction, avg_factor=avg_factor)
 
 
 def valid_labels(label: Tensor, num_classes: int,

@@ -26,8 +26,14 @@ from scipy.stats import t as student_t
 from mmseg_arb.results.plots import plot_iou_vs_frequency
 from mmseg_arb.results.runs import SUMMARY_KEYS
 
-SHORT_NAMES = {'mIoU': 'mIoU', 'mIoU_head': 'head', 'mIoU_body': 'body',
-               'mIoU_tail': 'tail', 'mAcc': 'mAcc', 'aAcc': 'aAcc'}
+SHORT_NAMES = {
+    'mIoU': 'mIoU',
+    'mIoU_head': 'head',
+    'mIoU_body': 'body',
+    'mIoU_tail': 'tail',
+    'mAcc': 'mAcc',
+    'aAcc': 'aAcc'
+}
 COMPARED = ('mIoU', 'mIoU_head', 'mIoU_body', 'mIoU_tail')
 CURVE_FAMILIES = ('ce', 'arb', 'class-weights')
 # Each compared with every other chosen family (the first with the second
@@ -47,8 +53,13 @@ def interval(values: Sequence[float], level: float = 0.95) -> Dict:
     interval of the mean (None for fewer than two values)."""
     values = [float(v) for v in values]
     n = len(values)
-    out = dict(n=n, values=values, mean=float(np.mean(values)) if n else None,
-               std=None, low=None, high=None)
+    out = dict(
+        n=n,
+        values=values,
+        mean=float(np.mean(values)) if n else None,
+        std=None,
+        low=None,
+        high=None)
     if n > 1:
         std = float(np.std(values, ddof=1))
         quantile = float(student_t.ppf(0.5 + level / 2, n - 1))
@@ -69,10 +80,13 @@ def verdict(stat: Dict) -> str:
 
 # Selection ------------------------------------------------------------------
 
+
 def _runs(study: Dict, stage: str, optimizer: str, loss: str,
           pairs: Sequence[Tuple[int, int]]) -> Dict[Tuple[int, int], Dict]:
-    return {p: study['runs'].get(run_key(stage, optimizer, loss, *p))
-            for p in pairs}
+    return {
+        p: study['runs'].get(run_key(stage, optimizer, loss, *p))
+        for p in pairs
+    }
 
 
 def tuning_pairs(study: Dict) -> List[Tuple[int, int]]:
@@ -97,15 +111,17 @@ def choose(study: Dict, optimizer: str, family: Dict) -> Optional[str]:
                      tuning_pairs(study))
         if any(r is None for r in runs.values()):
             return None
-        ok = [r['summary']['mIoU'] for r in runs.values()
-              if r['status'] == 'ok']
+        ok = [
+            r['summary']['mIoU'] for r in runs.values() if r['status'] == 'ok'
+        ]
         if ok:
-            ranks.append((len(ok) == len(runs), round(float(np.mean(ok)), 6),
-                          -i, loss['key']))
+            ranks.append((len(ok) == len(runs), round(float(np.mean(ok)),
+                                                      6), -i, loss['key']))
     return max(ranks)[3] if ranks else ''
 
 
 # Statistics -----------------------------------------------------------------
+
 
 def _loss(study: Dict, key: str) -> Dict:
     return next(l for f in study['families'] for l in f['losses']
@@ -119,8 +135,7 @@ def split_metrics(run: Dict, split: str) -> Optional[Dict]:
     return run if split == 'val' else run.get('test')
 
 
-def final_row(study: Dict, optimizer: str, loss_key: str,
-              split: str) -> Dict:
+def final_row(study: Dict, optimizer: str, loss_key: str, split: str) -> Dict:
     """Mean and spread of each metric of a final-stage row on ``split``,
     with the values by pair, per-class IoU and failures."""
     runs = _runs(study, 'final', optimizer, loss_key, final_pairs(study))
@@ -128,17 +143,32 @@ def final_row(study: Dict, optimizer: str, loss_key: str,
     ok = {p: m for p, m in ok.items() if m is not None}
     classes = study['data']['class_names']
     return dict(
-        key=loss_key, name=_loss(study, loss_key)['name'],
-        pairs=sorted(ok), planned=len(runs),
-        by_pair={f'{d}-{s}': m['summary'] for (d, s), m in ok.items()},
-        metrics={k: interval([m['summary'][k] for m in ok.values()
-                              if k in m['summary']]) for k in SUMMARY_KEYS},
-        per_class_iou={c: interval([m['per_class_iou'][c] for m in
-                                    ok.values() if not _missing(
-                                        m['per_class_iou'].get(c))])
-                       for c in classes},
-        failed=[dict(pair=list(p), error=r['error'], where=r.get('where'))
-                for p, r in runs.items() if r and r['status'] != 'ok'],
+        key=loss_key,
+        name=_loss(study, loss_key)['name'],
+        pairs=sorted(ok),
+        planned=len(runs),
+        by_pair={
+            f'{d}-{s}': m['summary']
+            for (d, s), m in ok.items()
+        },
+        metrics={
+            k:
+            interval(
+                [m['summary'][k] for m in ok.values() if k in m['summary']])
+            for k in SUMMARY_KEYS
+        },
+        per_class_iou={
+            c:
+            interval([
+                m['per_class_iou'][c] for m in ok.values()
+                if not _missing(m['per_class_iou'].get(c))
+            ])
+            for c in classes
+        },
+        failed=[
+            dict(pair=list(p), error=r['error'], where=r.get('where'))
+            for p, r in runs.items() if r and r['status'] != 'ok'
+        ],
         seconds=interval([r['seconds'] for r in runs.values() if r]))
 
 
@@ -149,8 +179,10 @@ def _missing(value) -> bool:
 def paired(first: Dict, second: Dict, metric: str) -> Dict:
     """``first - second`` on ``metric`` over the pairs both rows have."""
     both = [p for p in first['by_pair'] if p in second['by_pair']]
-    return interval([first['by_pair'][p][metric] -
-                     second['by_pair'][p][metric] for p in both])
+    return interval([
+        first['by_pair'][p][metric] - second['by_pair'][p][metric]
+        for p in both
+    ])
 
 
 def analyse(study: Dict) -> Dict:
@@ -160,28 +192,38 @@ def analyse(study: Dict) -> Dict:
     out = {}
     for opt in study['protocol']['optimizers']:
         chosen = {f['key']: choose(study, opt, f) for f in study['families']}
-        rows = {split: {fam: final_row(study, opt, key, split)
-                        for fam, key in chosen.items() if key}
-                for split in ('val', 'test')}
+        rows = {
+            split: {
+                fam: final_row(study, opt, key, split)
+                for fam, key in chosen.items() if key
+            }
+            for split in ('val', 'test')
+        }
         comparisons = []
         test = rows['test']
         pairs = [(fam, 'ce') for fam in test if fam != 'ce'] \
             if 'ce' in test else []
         for ours in ARB_FAMILIES:
             if ours in test:
-                pairs += [(ours, fam) for fam in test
-                          if fam not in ('ce', ours)
-                          and (fam, ours) not in pairs]
+                pairs += [
+                    (ours, fam) for fam in test
+                    if fam not in ('ce', ours) and (fam, ours) not in pairs
+                ]
         for a, b in pairs:
-            comparisons.append(dict(
-                first=a, second=b,
-                first_name=test[a]['name'], second_name=test[b]['name'],
-                diffs={m: paired(test[a], test[b], m) for m in COMPARED}))
+            comparisons.append(
+                dict(
+                    first=a,
+                    second=b,
+                    first_name=test[a]['name'],
+                    second_name=test[b]['name'],
+                    diffs={m: paired(test[a], test[b], m)
+                           for m in COMPARED}))
         out[opt] = dict(chosen=chosen, rows=rows, comparisons=comparisons)
     return out
 
 
 # Markdown -------------------------------------------------------------------
+
 
 def _cell(stat: Dict, signed: bool = False) -> str:
     if stat['mean'] is None:
@@ -203,11 +245,13 @@ def _escape(text: str) -> str:
 
 
 def tuning_tables(study: Dict, optimizer: str, analysis: Dict) -> List[str]:
-    out = [f'**Tuning ({optimizer}): validation, data seed 0, seeds '
-           f"{', '.join(map(str, study['protocol']['tune_seeds']))}** "
-           '(mean ± std over seeds; chosen: highest mean mIoU)', '',
-           '| family | configuration | loss_decode | mIoU | tail | runs | '
-           'chosen |', '|---|---|---|---:|---:|---:|:---:|']
+    out = [
+        f'**Tuning ({optimizer}): validation, data seed 0, seeds '
+        f"{', '.join(map(str, study['protocol']['tune_seeds']))}** "
+        '(mean ± std over seeds; chosen: highest mean mIoU)', '',
+        '| family | configuration | loss_decode | mIoU | tail | runs | '
+        'chosen |', '|---|---|---|---:|---:|---:|:---:|'
+    ]
     for fam in study['families']:
         if len(fam['losses']) == 1:
             continue
@@ -218,13 +262,15 @@ def tuning_tables(study: Dict, optimizer: str, analysis: Dict) -> List[str]:
             ok = [r['summary'] for r in runs if r and r['status'] == 'ok']
             done = sum(r is not None for r in runs)
             failed = sum(r is not None and r['status'] != 'ok' for r in runs)
-            cells = [_cell(interval([s[m] for s in ok]))
-                     for m in ('mIoU', 'mIoU_tail')]
+            cells = [
+                _cell(interval([s[m] for s in ok]))
+                for m in ('mIoU', 'mIoU_tail')
+            ]
             out.append(
                 f"| {fam['name']} | {loss['name']} | "
                 f"`{_escape(loss['shown'])}` | {cells[0]} | {cells[1]} | "
-                f"{done}/{len(runs)}" + (f' ({failed} failed)' if failed
-                                         else '') +
+                f"{done}/{len(runs)}" +
+                (f' ({failed} failed)' if failed else '') +
                 f" | {'**yes**' if loss['key'] == chosen else ''} |")
     return out
 
@@ -235,12 +281,14 @@ def final_tables(study: Dict, optimizer: str, analysis: Dict) -> List[str]:
     out = []
     for split, what in (('test', 'test split (held out: reported)'),
                         ('val', 'validation split (selection split)')):
-        out += ['', f'**Final stage ({optimizer}), {what}**: mean ± std '
-                f'over {n} runs ({len(study["protocol"]["data_seeds"])} data '
-                f'seeds x {len(study["protocol"]["final_seeds"])} training '
-                'seeds), in %', '',
-                f'| family | chosen configuration | {header} | runs |',
-                '|---|---|' + '---:|' * (len(SUMMARY_KEYS) + 1)]
+        out += [
+            '', f'**Final stage ({optimizer}), {what}**: mean ± std '
+            f'over {n} runs ({len(study["protocol"]["data_seeds"])} data '
+            f'seeds x {len(study["protocol"]["final_seeds"])} training '
+            'seeds), in %', '',
+            f'| family | chosen configuration | {header} | runs |',
+            '|---|---|' + '---:|' * (len(SUMMARY_KEYS) + 1)
+        ]
         for fam in study['families']:
             row = analysis['rows'][split].get(fam['key'])
             if row is None:
@@ -249,13 +297,15 @@ def final_tables(study: Dict, optimizer: str, analysis: Dict) -> List[str]:
             out.append(f"| {fam['name']} | {row['name']} | " +
                        ' | '.join(cells) +
                        f" | {len(row['pairs'])}/{row['planned']} |")
-    out += ['', f'**Paired differences ({optimizer}, test)**: mean [95 % t '
-            'interval] over the pairs (data seed, training seed) both rows '
-            'finished; verdict on mIoU: wins / loses only when the interval '
-            'excludes 0', '',
-            '| comparison | ' + ' | '.join(SHORT_NAMES[m] for m in COMPARED)
-            + ' | pairs | verdict (mIoU) |',
-            '|---|' + '---:|' * (len(COMPARED) + 1) + ':---:|']
+    out += [
+        '', f'**Paired differences ({optimizer}, test)**: mean [95 % t '
+        'interval] over the pairs (data seed, training seed) both rows '
+        'finished; verdict on mIoU: wins / loses only when the interval '
+        'excludes 0', '', '| comparison | ' + ' | '.join(SHORT_NAMES[m]
+                                                         for m in COMPARED) +
+        ' | pairs | verdict (mIoU) |',
+        '|---|' + '---:|' * (len(COMPARED) + 1) + ':---:|'
+    ]
     for c in analysis['comparisons']:
         d = c['diffs']
         out.append(f"| {c['first_name']} - {c['second_name']} | " +
@@ -264,9 +314,10 @@ def final_tables(study: Dict, optimizer: str, analysis: Dict) -> List[str]:
     failed = [(fam, r) for fam, r in analysis['rows']['test'].items()
               if r['failed']]
     if failed:
-        out += ['', '**Final runs that failed**', '',
-                '| row | data seed-seed | error | raised at |',
-                '|---|---|---|---|']
+        out += [
+            '', '**Final runs that failed**', '',
+            '| row | data seed-seed | error | raised at |', '|---|---|---|---|'
+        ]
         for _, r in failed:
             for f in r['failed']:
                 out.append(f"| {r['name']} | {f['pair'][0]}-{f['pair'][1]}"
@@ -284,8 +335,10 @@ def sentences(analysis: Dict, optimizer: str) -> List[str]:
             out.append(f"* {c['first_name']} against {c['second_name']} "
                        f"({optimizer}): too few pairs for an interval.")
             continue
-        parts = [f"{SHORT_NAMES[m]} {verdict(s)} ({_ci(s)})"
-                 for m, s in stats.items()]
+        parts = [
+            f"{SHORT_NAMES[m]} {verdict(s)} ({_ci(s)})"
+            for m, s in stats.items()
+        ]
         out.append(f"* {c['first_name']} {verdict(stats['mIoU'])} against "
                    f"{c['second_name']} ({optimizer}, test mIoU "
                    f"{_ci(stats['mIoU'])}, {stats['mIoU']['n']} pairs); "
@@ -300,64 +353,78 @@ def render(study: Dict) -> str:
     data = study['data']
     lines = [
         f"Machine: {study['machine'].get('cpu')}, "
-        f"{study['machine'].get('cores')} cores"
-        + (f"; GPUs: {', '.join(study['machine']['gpus'])}"
-           if study['machine'].get('gpus') else '') +
+        f"{study['machine'].get('cores')} cores" +
+        (f"; GPUs: {', '.join(study['machine']['gpus'])}"
+         if study['machine'].get('gpus') else '') +
         f"; torch {study['machine'].get('torch')}, "
         f"mmseg {study['machine'].get('mmseg')}", '',
         f"Time: {sum(c['wall_seconds'] for c in study['calls']) / 60:.1f} "
-        f"min wall in {len(study['calls'])} call(s) that trained runs:", '']
+        f"min wall in {len(study['calls'])} call(s) that trained runs:", ''
+    ]
     if not study.get('complete', True):
-        lines[2:2] = [f"**Partial study**: {len(study['runs'])} of at most "
-                      f"{sum(study['planned'].values())} planned runs have "
-                      'finished; the tables show those.', '']
-    lines += [f"* `{c['command']}`: {c['runs_trained']} runs, "
-              f"{c['wall_seconds'] / 60:.1f} min, finished {c['finished']}, "
-              f"load {c['load_before'] or 'not recorded'} / "
-              f"{c['load_after'] or 'not recorded'}, code "
-              f"{c['code']}" + (f", {c['machine']}" if c.get('machine')
-                                else '') for c in study['calls']]
+        lines[2:2] = [
+            f"**Partial study**: {len(study['runs'])} of at most "
+            f"{sum(study['planned'].values())} planned runs have "
+            'finished; the tables show those.', ''
+        ]
+    lines += [
+        f"* `{c['command']}`: {c['runs_trained']} runs, "
+        f"{c['wall_seconds'] / 60:.1f} min, finished {c['finished']}, "
+        f"load {c['load_before'] or 'not recorded'} / "
+        f"{c['load_after'] or 'not recorded'}, code "
+        f"{c['code']}" + (f", {c['machine']}" if c.get('machine') else '')
+        for c in study['calls']
+    ]
     resumed = sorted(k for k, r in study['runs'].items()
                      if r.get('resumed_at'))
     if resumed:
-        lines += ['', f'Resumed from a checkpoint after an interrupted call '
-                  f'({len(resumed)} runs; after that point their batches '
-                  "differ from an uninterrupted run's): " +
-                  ', '.join(f'`{k}`' for k in resumed) + '.']
-    lines += ['', f"Protocol: {p['iters']} iterations; tuning seeds "
-              f"{p['tune_seeds']} on data seed 0 (validation); final seeds "
-              f"{p['final_seeds']} x data seeds {p['data_seeds']} (test); "
-              f"optimisers {', '.join(p['optimizers'])}.", '',
-              '**Data** (instances per split: visible thing instances, '
-              'regions for stuff; data seed 0)', '',
-              '| class | train pixel share | train | val | test | twin of |',
-              '|---|---:|---:|---:|---:|---|']
+        lines += [
+            '', f'Resumed from a checkpoint after an interrupted call '
+            f'({len(resumed)} runs; after that point their batches '
+            "differ from an uninterrupted run's): " +
+            ', '.join(f'`{k}`' for k in resumed) + '.'
+        ]
+    lines += [
+        '', f"Protocol: {p['iters']} iterations; tuning seeds "
+        f"{p['tune_seeds']} on data seed 0 (validation); final seeds "
+        f"{p['final_seeds']} x data seeds {p['data_seeds']} (test); "
+        f"optimisers {', '.join(p['optimizers'])}.", '',
+        '**Data** (instances per split: visible thing instances, '
+        'regions for stuff; data seed 0)', '',
+        '| class | train pixel share | train | val | test | twin of |',
+        '|---|---:|---:|---:|---:|---|'
+    ]
     counts = np.asarray(data['train_counts'], dtype=float)
     twins = {t['cls']: t for t in data.get('twins', [])}
     names = data['class_names']
     for c, name in enumerate(names):
-        inst = [data['instance_counts'].get(s, [None] * len(names))[c]
-                for s in ('train', 'val', 'test')]
+        inst = [
+            data['instance_counts'].get(s, [None] * len(names))[c]
+            for s in ('train', 'val', 'test')
+        ]
         twin = twins.get(c)
         twin_text = '' if twin is None else (
             f"{names[twin['source']].strip()} ({twin['kind']}" +
-            (f", on {names[twin['context']].strip()})" if twin['context']
-             is not None else ')'))
+            (f", on {names[twin['context']].strip()})"
+             if twin['context'] is not None else ')'))
         lines.append(f'| {name.strip()} | {100 * counts[c] / counts.sum():.3f}'
                      f' % | ' + ' | '.join('-' if i is None else str(i)
-                                          for i in inst) +
+                                           for i in inst) +
                      f' | {twin_text} |')
     for opt in p['optimizers']:
         a = analysis[opt]
         lines += ['', f'### {opt}', '']
         lines += tuning_tables(study, opt, a)
         lines += final_tables(study, opt, a)
-        lines += ['', f'**Verdicts ({opt})**, generated from the intervals '
-                  'above:', ''] + sentences(a, opt)
+        lines += [
+            '', f'**Verdicts ({opt})**, generated from the intervals '
+            'above:', ''
+        ] + sentences(a, opt)
     return '\n'.join(lines) + '\n'
 
 
 # Plots ----------------------------------------------------------------------
+
 
 def write_plots(study: Dict, folder: str) -> List[str]:
     """The learning curves, per-class test IoU against frequency (class
@@ -369,20 +436,26 @@ def write_plots(study: Dict, folder: str) -> List[str]:
     names = []
     for opt in study['protocol']['optimizers']:
         a = analysis[opt]
-        rows = [a['rows']['test'][f] for f in CURVE_FAMILIES
-                if f in a['rows']['test']]
-        series = [(r['name'],
-                   [_mean_or_nan(r['per_class_iou'][c])
-                    for c in study['data']['class_names']],
-                   [r['per_class_iou'][c]['std'] or 0.0
-                    for c in study['data']['class_names']]) for r in rows]
+        rows = [
+            a['rows']['test'][f] for f in CURVE_FAMILIES
+            if f in a['rows']['test']
+        ]
+        series = [(r['name'], [
+            _mean_or_nan(r['per_class_iou'][c])
+            for c in study['data']['class_names']
+        ], [
+            r['per_class_iou'][c]['std'] or 0.0
+            for c in study['data']['class_names']
+        ]) for r in rows]
         name = f'iou_vs_frequency_{opt}.png'
         plot_iou_vs_frequency(
-            series, np.asarray(study['data']['train_counts']),
+            series,
+            np.asarray(study['data']['train_counts']),
             osp.join(folder, name),
             title=f'per-class test IoU against class frequency ({opt}; '
             'mean ± std over runs)',
-            class_names=study['data']['class_names'], split='test')
+            class_names=study['data']['class_names'],
+            split='test')
         names.append(name)
         name = f'learning_curves_{opt}.png'
         _plot_curves(study, opt, a, osp.join(folder, name))
@@ -406,20 +479,26 @@ def _plot_curves(study: Dict, opt: str, analysis: Dict, path: str) -> None:
         key = analysis['chosen'].get(fam)
         if not key:
             continue
-        curves = [r['curve'] for r in _runs(study, 'final', opt, key,
-                                            final_pairs(study)).values()
-                  if r and r['status'] == 'ok' and r.get('curve')]
+        curves = [
+            r['curve'] for r in _runs(study, 'final', opt, key,
+                                      final_pairs(study)).values()
+            if r and r['status'] == 'ok' and r.get('curve')
+        ]
         if not curves:
             continue
         steps = sorted({s for c in curves for s, _ in c})
         values = [[dict(c).get(s, np.nan) for c in curves] for s in steps]
         mean = np.nanmean(values, axis=1)
         std = np.nanstd(values, axis=1)
-        line, = ax.plot(steps, mean, marker='o', markersize=3,
-                        label=f"{_loss(study, key)['name']} "
-                        f'({len(curves)} runs)')
-        ax.fill_between(steps, mean - std, mean + std, alpha=0.2,
-                        color=line.get_color())
+        line, = ax.plot(
+            steps,
+            mean,
+            marker='o',
+            markersize=3,
+            label=f"{_loss(study, key)['name']} "
+            f'({len(curves)} runs)')
+        ax.fill_between(
+            steps, mean - std, mean + std, alpha=0.2, color=line.get_color())
     ax.set_xlabel('iteration')
     ax.set_ylabel('validation mIoU (%)')
     ax.set_title(f'learning curves ({opt}; mean ± std over runs)')
@@ -440,7 +519,9 @@ def _plot_overall_vs_tail(rows: Dict, path: str, opt: str) -> None:
         points = list(r['by_pair'].values())
         ax.scatter([p['mIoU'] for p in points],
                    [p.get('mIoU_tail', np.nan) for p in points],
-                   marker=markers[i % len(markers)], s=40, alpha=0.8,
+                   marker=markers[i % len(markers)],
+                   s=40,
+                   alpha=0.8,
                    label=r['name'])
     ax.set_xlabel('test mIoU (%)')
     ax.set_ylabel('test tail mIoU (%) (rarest third of the classes)')

@@ -16,8 +16,8 @@ from projects.loss_study.loss_study.jobs import (Run, Slot, last_error,
                                                  read_result, run_all,
                                                  trained_iters)
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(
-    osp.abspath(__file__)))))
+ROOT = osp.dirname(
+    osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
 # Writes what a finished mmengine run leaves: a log folder whose
 # vis_data/scalars.json ends with the validation record.
@@ -40,15 +40,21 @@ SLOT = Slot(env={}, launcher=[sys.executable])
 
 def fake_run(tmp_path, key, script, *args):
     run_dir = str(tmp_path / key)
-    return Run(key, key.split('/')[0], 0, run_dir,
-               ['-c', script, run_dir, *args], iters=4)
+    return Run(
+        key,
+        key.split('/')[0],
+        0,
+        run_dir, ['-c', script, run_dir, *args],
+        iters=4)
 
 
 def test_results_errors_and_resume(tmp_path):
-    runs = [fake_run(tmp_path, 'good/seed0', FINISHES, '42.5'),
-            fake_run(tmp_path, 'bad/seed0', CRASHES)]
-    results, trained = run_all(runs, [SLOT, SLOT], progress=False,
-                               poll_seconds=0.05)
+    runs = [
+        fake_run(tmp_path, 'good/seed0', FINISHES, '42.5'),
+        fake_run(tmp_path, 'bad/seed0', CRASHES)
+    ]
+    results, trained = run_all(
+        runs, [SLOT, SLOT], progress=False, poll_seconds=0.05)
     assert sorted(trained) == ['bad/seed0', 'good/seed0']
     good, bad = results['good/seed0'], results['bad/seed0']
     assert good['status'] == 'ok'
@@ -60,8 +66,7 @@ def test_results_errors_and_resume(tmp_path):
     assert read_result(runs[1].run_dir) == bad
 
     # A second call starts nothing, not even the failed run.
-    again, trained = run_all(runs, [SLOT], progress=False,
-                             poll_seconds=0.05)
+    again, trained = run_all(runs, [SLOT], progress=False, poll_seconds=0.05)
     assert trained == [] and again == results
 
 
@@ -70,8 +75,10 @@ def test_a_run_resumed_from_a_checkpoint_says_where(tmp_path):
     result records the iteration, from mmengine's log line."""
     resumes = ("print('12/04 20:48:14 - mmengine - INFO - resumed epoch: "
                "0, iter: 750')\n" + FINISHES)
-    runs = [fake_run(tmp_path, 'resumed/seed0', resumes, '40.0'),
-            fake_run(tmp_path, 'whole/seed0', FINISHES, '41.0')]
+    runs = [
+        fake_run(tmp_path, 'resumed/seed0', resumes, '40.0'),
+        fake_run(tmp_path, 'whole/seed0', FINISHES, '41.0')
+    ]
     results, _ = run_all(runs, [SLOT], progress=False, poll_seconds=0.05)
     assert results['resumed/seed0']['resumed_at'] == [750]
     assert 'resumed_at' not in results['whole/seed0']
@@ -86,7 +93,9 @@ def test_dependent_runs_start_once_their_inputs_are_in(tmp_path):
         calls.append(sorted(results))
         return [later] if 'mode/seed0' in results else []
 
-    results, trained = run_all([first], [SLOT], more_runs, progress=False,
+    results, trained = run_all([first], [SLOT],
+                               more_runs,
+                               progress=False,
                                poll_seconds=0.05)
     assert trained == ['mode/seed0', 'tau/seed0']
     assert calls[0] == []  # asked once before anything ran
@@ -139,13 +148,15 @@ STUDY = textwrap.dedent('''
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGHUP,
-                                    signal.SIGKILL])
+@pytest.mark.parametrize('signum',
+                         [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL])
 def test_a_terminated_study_stops_its_runs(tmp_path, signum):
     """However the study ends, its runs end with it: a later call must not
     find a run still training into the folder it would train again."""
     study = subprocess.Popen(
-        [sys.executable, '-c', STUDY.format(sleeps=SLEEPS), str(tmp_path)],
+        [sys.executable, '-c',
+         STUDY.format(sleeps=SLEEPS),
+         str(tmp_path)],
         cwd=ROOT)
     try:
         # The run is up once it has a log and a process.
@@ -155,8 +166,7 @@ def test_a_terminated_study_stops_its_runs(tmp_path, signum):
         run, = _children(study.pid, SLEEPS)
         study.send_signal(signum)
         handled = signum != signal.SIGKILL
-        assert study.wait(timeout=60) == (128 + signum if handled
-                                          else -signum)
+        assert study.wait(timeout=60) == (128 + signum if handled else -signum)
         deadline = time.time() + 30
         while _alive(run) and time.time() < deadline:
             time.sleep(0.1)
@@ -221,10 +231,15 @@ def test_a_signal_while_a_run_starts_still_stops_the_study(tmp_path):
     made it happen) stops the study and its run all the same, instead of
     being lost in the fork's hooks."""
     started = time.time()
-    study = subprocess.run(
-        [sys.executable, '-c', FORK_SIGNALLED.format(naps=NAPS),
-         str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
-        timeout=120)
+    study = subprocess.run([
+        sys.executable, '-c',
+        FORK_SIGNALLED.format(naps=NAPS),
+        str(tmp_path)
+    ],
+                           cwd=ROOT,
+                           capture_output=True,
+                           text=True,
+                           timeout=120)
     assert study.returncode == 128 + signal.SIGTERM, study.stderr[-2000:]
     assert time.time() - started < 15  # not after the run's 20 s
     assert not (tmp_path / 'result.json').exists()

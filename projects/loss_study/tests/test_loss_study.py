@@ -13,18 +13,23 @@ pytestmark = pytest.mark.slow  # see tests/conftest.py
 
 PROJECT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STUDY = os.path.join(PROJECT, 'tools', 'loss_study.py')
-TINY = ['--families', 'ce', 'arb', '--tune-seeds', '1', '--final-seeds', '1',
-        '--iters', '4', '--curve-interval', '2', '--num-classes', '12',
-        '--num-train', '6', '--num-val', '3', '--num-test', '3',
-        '--size', '64', '64', '--crop', '32', '32', '--batch-size', '2',
-        '--no-progress']
+TINY = [
+    '--families', 'ce', 'arb', '--tune-seeds', '1', '--final-seeds', '1',
+    '--iters', '4', '--curve-interval', '2', '--num-classes', '12',
+    '--num-train', '6', '--num-val', '3', '--num-test', '3', '--size', '64',
+    '64', '--crop', '32', '32', '--batch-size', '2', '--no-progress'
+]
 
 
 def study(tmp_path, *extra):
-    result = subprocess.run(
-        [sys.executable, STUDY, '--work-dir', str(tmp_path / 'study'), *TINY,
-         *extra], capture_output=True, text=True, timeout=900,
-        cwd=str(tmp_path))
+    result = subprocess.run([
+        sys.executable, STUDY, '--work-dir',
+        str(tmp_path / 'study'), *TINY, *extra
+    ],
+                            capture_output=True,
+                            text=True,
+                            timeout=900,
+                            cwd=str(tmp_path))
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     with open(tmp_path / 'study' / 'loss_study.json') as f:
         return result.stdout, json.load(f)
@@ -38,12 +43,12 @@ def test_tune_select_final_report_resume(tmp_path):
                            for m in ('batch', 'cumulative')
                            for t in ('0.5', '1'))
     assert all('test' not in runs[k] for k in tuned)  # validation only
-    best = max(tuned, key=lambda k: (runs[k]['summary']['mIoU'],
-                                     -tuned.index(k)))
+    best = max(
+        tuned, key=lambda k: (runs[k]['summary']['mIoU'], -tuned.index(k)))
     chosen = best.split('/')[2]
     finals = sorted(k for k in runs if k.startswith('final/'))
-    assert finals == sorted([f'final/adamw/ce/d0-s100',
-                             f'final/adamw/{chosen}/d0-s100'])
+    assert finals == sorted(
+        ['final/adamw/ce/d0-s100', f'final/adamw/{chosen}/d0-s100'])
     for key in finals:
         run = runs[key]
         assert run['status'] == 'ok', run
@@ -74,9 +79,12 @@ def test_tune_select_final_report_resume(tmp_path):
     report = tmp_path / 'study' / 'loss_study.md'
     before = report.read_text()
     report.unlink()
-    rebuilt = subprocess.run([sys.executable, STUDY, '--report-only',
-                              str(tmp_path / 'study')],
-                             capture_output=True, text=True, timeout=300)
+    rebuilt = subprocess.run(
+        [sys.executable, STUDY, '--report-only',
+         str(tmp_path / 'study')],
+        capture_output=True,
+        text=True,
+        timeout=300)
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
     assert report.read_text() == before
 
@@ -96,18 +104,24 @@ def test_a_plain_mmseg_config_as_the_base(tmp_path):
     tiny[tiny.index('--iters') + 1] = '2'
     tiny[tiny.index('--curve-interval') + 1] = '1'
     tiny[tiny.index('arb')] = 'ce'
-    result = subprocess.run(
-        [sys.executable, STUDY, '--work-dir', str(tmp_path / 'study'),
-         '--config', str(config), *tiny], capture_output=True, text=True,
-        timeout=600, cwd=str(tmp_path))
+    result = subprocess.run([
+        sys.executable, STUDY, '--work-dir',
+        str(tmp_path / 'study'), '--config',
+        str(config), *tiny
+    ],
+                            capture_output=True,
+                            text=True,
+                            timeout=600,
+                            cwd=str(tmp_path))
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     with open(tmp_path / 'study' / 'loss_study.json') as f:
         runs = json.load(f)['runs']
     run, = runs.values()
     assert run['status'] == 'ok' and 'mIoU_tail' in run['test']['summary']
     from mmengine.config import Config
-    dumped = Config.fromfile(str(tmp_path / 'study' / 'runs' / 'final' /
-                                 'adamw' / 'ce' / 'd0-s100' / 'config.py'))
+    dumped = Config.fromfile(
+        str(tmp_path / 'study' / 'runs' / 'final' / 'adamw' / 'ce' /
+            'd0-s100' / 'config.py'))
     assert dumped.val_evaluator.type == 'LongTailIoUMetric'
     # The study's optimiser replaces the config's SGD.
     assert dumped.optim_wrapper.optimizer.type == 'AdamW'
@@ -119,8 +133,12 @@ def test_other_settings_in_the_same_work_dir_are_refused(tmp_path):
     (tmp_path / 'study').mkdir()
     (tmp_path / 'study' / 'study.json').write_text(json.dumps({'iters': 1}))
     result = subprocess.run(
-        [sys.executable, STUDY, '--work-dir', str(tmp_path / 'study'), *TINY],
-        capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
+        [sys.executable, STUDY, '--work-dir',
+         str(tmp_path / 'study'), *TINY],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=str(tmp_path))
     assert result.returncode != 0
     assert 'other settings' in result.stderr and 'iters' in result.stderr
 
@@ -173,11 +191,13 @@ def test_published_protocol_sizes():
     """The published command's plan: 7 tuned families x 4 configurations x
     2 seeds, and 8 final rows x 5 seeds x 2 data seeds, per optimiser."""
     tool = load_tool()
-    args = tool.parse_args(['--tune-seeds', '2', '--final-seeds', '5',
-                            '--data-seeds', '2', '--optimizers', 'adamw',
-                            'sgd'])
+    args = tool.parse_args([
+        '--tune-seeds', '2', '--final-seeds', '5', '--data-seeds', '2',
+        '--optimizers', 'adamw', 'sgd'
+    ])
 
     class F:
+
         def __init__(self, n):
             self.losses = [0] * n
 
@@ -197,10 +217,15 @@ def test_an_interrupted_study_keeps_its_runs_and_resumes_elsewhere(tmp_path):
     import time
     docs = tmp_path / 'docs'
     first = tmp_path / 'first'
-    proc = subprocess.Popen(
-        [sys.executable, STUDY, '--work-dir', str(first), '--export',
-         str(docs), *TINY], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, cwd=str(tmp_path))
+    proc = subprocess.Popen([
+        sys.executable, STUDY, '--work-dir',
+        str(first), '--export',
+        str(docs), *TINY
+    ],
+                            stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE,
+                            text=True,
+                            cwd=str(tmp_path))
     saved = first / 'loss_study.json'
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
@@ -218,10 +243,15 @@ def test_an_interrupted_study_keeps_its_runs_and_resumes_elsewhere(tmp_path):
     assert '**Partial study**' in (docs / 'loss_study.md').read_text()
 
     second = tmp_path / 'second'
-    result = subprocess.run(
-        [sys.executable, STUDY, '--work-dir', str(second), '--resume-from',
-         str(docs / 'loss_study.json'), *TINY], capture_output=True,
-        text=True, timeout=900, cwd=str(tmp_path))
+    result = subprocess.run([
+        sys.executable, STUDY, '--work-dir',
+        str(second), '--resume-from',
+        str(docs / 'loss_study.json'), *TINY
+    ],
+                            capture_output=True,
+                            text=True,
+                            timeout=900,
+                            cwd=str(tmp_path))
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert f"{len(partial['runs'])} finished runs taken from" in \
         result.stdout
@@ -238,10 +268,15 @@ def test_an_interrupted_study_keeps_its_runs_and_resumes_elsewhere(tmp_path):
 
     # The same command again, where the work dir survived: nothing is
     # restored or trained, and no call is counted twice.
-    again = subprocess.run(
-        [sys.executable, STUDY, '--work-dir', str(second), '--resume-from',
-         str(docs / 'loss_study.json'), *TINY], capture_output=True,
-        text=True, timeout=600, cwd=str(tmp_path))
+    again = subprocess.run([
+        sys.executable, STUDY, '--work-dir',
+        str(second), '--resume-from',
+        str(docs / 'loss_study.json'), *TINY
+    ],
+                           capture_output=True,
+                           text=True,
+                           timeout=600,
+                           cwd=str(tmp_path))
     assert again.returncode == 0, (again.stdout + again.stderr)[-3000:]
     assert '0 finished runs taken from' in again.stdout
     assert json.loads((second / 'loss_study.json').read_text())['calls'] \
@@ -249,16 +284,21 @@ def test_an_interrupted_study_keeps_its_runs_and_resumes_elsewhere(tmp_path):
 
     # A JSON made with other settings (a device included) or none at all
     # is refused, naming why, before the work dir is touched.
-    other = dict(partial, settings=dict(partial['settings'], iters=5,
-                                        gpus_per_job=1))
+    other = dict(
+        partial, settings=dict(partial['settings'], iters=5, gpus_per_job=1))
     (tmp_path / 'other.json').write_text(json.dumps(other))
     for source, why in (('other.json', 'other settings (gpus_per_job, '
-                                       'iters differ)'),
-                        ('missing.json', 'missing.json: no such file')):
-        refused = subprocess.run(
-            [sys.executable, STUDY, '--work-dir', str(tmp_path / 'third'),
-             '--resume-from', str(tmp_path / source), *TINY],
-            capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
+                         'iters differ)'), ('missing.json',
+                                            'missing.json: no such file')):
+        refused = subprocess.run([
+            sys.executable, STUDY, '--work-dir',
+            str(tmp_path / 'third'), '--resume-from',
+            str(tmp_path / source), *TINY
+        ],
+                                 capture_output=True,
+                                 text=True,
+                                 timeout=600,
+                                 cwd=str(tmp_path))
         assert refused.returncode != 0
         assert why in refused.stderr, refused.stderr[-2000:]
         assert not (tmp_path / 'third').exists()

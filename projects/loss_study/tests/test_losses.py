@@ -31,8 +31,9 @@ def test_blv_scale_is_normalised_negative_log_frequency():
     total = sum(COUNTS)
     expected = [math.log(total / n) for n in COUNTS]
     expected = [e / max(expected) for e in expected]
-    torch.testing.assert_close(blv_scale(torch.tensor(COUNTS)),
-                               torch.tensor(expected, dtype=torch.float64))
+    torch.testing.assert_close(
+        blv_scale(torch.tensor(COUNTS)),
+        torch.tensor(expected, dtype=torch.float64))
     # A class without pixels counts as the rarest; equal counts: the same
     # variation for every class; a class with every pixel: none.
     assert blv_scale(torch.tensor([10.0, 0.0, 1.0]))[1] == 1
@@ -56,8 +57,8 @@ def test_blv_loss_is_cross_entropy_on_varied_logits():
     rarity = torch.tensor([math.log(total) - math.log(n) for n in COUNTS],
                           dtype=logits.dtype)
     shifted = logits + delta.abs() * (rarity / rarity.max()).view(1, -1, 1, 1)
-    per_pixel = F.cross_entropy(shifted, label, ignore_index=255,
-                                reduction='none')
+    per_pixel = F.cross_entropy(
+        shifted, label, ignore_index=255, reduction='none')
     torch.testing.assert_close(loss, per_pixel.sum() / label.numel())
     # The variation only raises non-target logits of rarer classes; it is
     # bounded by one logit unit.
@@ -71,8 +72,8 @@ def test_blv_loss_is_cross_entropy_on_varied_logits():
 def test_softmax_focal_loss_with_per_class_alpha():
     logits, label = batch(1)
     alpha = [0.5, 1.0, 2.0, 3.0, 4.0]
-    loss = build(dict(type='SoftmaxFocalLoss', gamma=2.0, alpha=alpha))(
-        logits, label)
+    loss = build(dict(type='SoftmaxFocalLoss', gamma=2.0, alpha=alpha))(logits,
+                                                                        label)
     p = logits.softmax(1).movedim(1, -1).reshape(-1, 5)
     y = label.reshape(-1)
     total = 0.0
@@ -83,16 +84,14 @@ def test_softmax_focal_loss_with_per_class_alpha():
         total += -alpha[y[i]] * (1 - p_t)**2 * torch.log(p_t)
     torch.testing.assert_close(loss, total / len(y))
     # gamma 0 without alpha is mmseg's cross-entropy.
-    ce = build(dict(type='CrossEntropyLoss'))(logits, label,
-                                             ignore_index=255)
+    ce = build(dict(type='CrossEntropyLoss'))(logits, label, ignore_index=255)
     torch.testing.assert_close(
         build(dict(type='SoftmaxFocalLoss', gamma=0.0))(logits, label), ce)
 
 
 def test_class_averaged_dice_loss():
     logits, label = batch(2)
-    loss = build(dict(type='ClassAveragedDiceLoss', smooth=1.0))(
-        logits, label)
+    loss = build(dict(type='ClassAveragedDiceLoss', smooth=1.0))(logits, label)
     p = logits.softmax(1).movedim(1, -1).reshape(-1, 5)
     y = label.reshape(-1)
     keep = y != 255
@@ -104,15 +103,17 @@ def test_class_averaged_dice_loss():
     torch.testing.assert_close(loss, 1 - torch.stack(dices).mean())
     # Perfect, confident predictions give (nearly) 0.
     perfect = F.one_hot(label.clamp(max=4), 5).movedim(-1, 1) * 50.0
-    assert build(dict(type='ClassAveragedDiceLoss'))(
-        perfect.double(), label) < 1e-6
+    assert build(dict(type='ClassAveragedDiceLoss'))(perfect.double(),
+                                                     label) < 1e-6
 
 
-@pytest.mark.parametrize('cfg', [
-    dict(type='BLVLoss', class_counts=COUNTS),
-    dict(type='SoftmaxFocalLoss', alpha=[1.0] * 5),
-    dict(type='ClassAveragedDiceLoss')
-], ids=['blv', 'focal', 'dice'])
+@pytest.mark.parametrize(
+    'cfg', [
+        dict(type='BLVLoss', class_counts=COUNTS),
+        dict(type='SoftmaxFocalLoss', alpha=[1.0] * 5),
+        dict(type='ClassAveragedDiceLoss')
+    ],
+    ids=['blv', 'focal', 'dice'])
 def test_labels_outside_the_classes_are_refused(cfg):
     """A label that is neither a class nor ignore_index (a wrong
     reduce_zero_label, a head with too few classes) is named with the fix,
@@ -120,8 +121,10 @@ def test_labels_outside_the_classes_are_refused(cfg):
     logits, label = batch()
     label[1, 0, 0] = 5  # five classes: 0 to 4
     label[1, 0, 1] = -1
-    with pytest.raises(ValueError, match=r'labels \[-1, 5\] are outside '
-                       r'\[0, 5\) and are not ignore_index=255'):
+    with pytest.raises(
+            ValueError,
+            match=r'labels \[-1, 5\] are outside '
+            r'\[0, 5\) and are not ignore_index=255'):
         build(cfg)(logits, label, ignore_index=255)
     label[1, 0, :2] = 255  # ignored, as before
     assert torch.isfinite(build(cfg)(logits, label, ignore_index=255))

@@ -17,10 +17,11 @@ from projects.loss_study.loss_study.matrix import (BUDGET, STUDY_IMPORTS,
                                                    power_weights,
                                                    study_families)
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.dirname(
-    osp.abspath(__file__)))))
-DEMO_CE = osp.join(ROOT, 'configs', 'demo', 'deeplabv3plus_r18-tiny_1xb8-'
-                   '400iter_synthetic-ade20k-128x128.py')
+ROOT = osp.dirname(
+    osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+DEMO_CE = osp.join(
+    ROOT, 'configs', 'demo', 'deeplabv3plus_r18-tiny_1xb8-'
+    '400iter_synthetic-ade20k-128x128.py')
 COUNTS = [5000.0, 2000.0, 700.0, 0.0] + [100.0] * 20
 
 
@@ -36,8 +37,8 @@ def test_weights_keep_a_training_pixel_at_weight_one():
     share = counts / counts.sum()
     present = counts > 0
     # Inverse frequency: every present class carries the same total weight.
-    np.testing.assert_allclose((share * inverse)[present], 1 / present.sum(),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        (share * inverse)[present], 1 / present.sum(), rtol=1e-5)
     half = np.array(power_weights(COUNTS, 0.5))
     assert half[0] / half[4] == pytest.approx(np.sqrt(100 / 5000), rel=1e-4)
     enet = np.array(enet_weights(COUNTS))
@@ -52,14 +53,15 @@ def test_every_family_gets_the_same_budget(tmp_path):
     families = study_families(COUNTS, str(stats))
     assert [f.key for f in families] == [
         'ce', 'arb', 'class-weights', 'logit-adjustment', 'blv', 'focal',
-        'dice', 'arb-weights']
+        'dice', 'arb-weights'
+    ]
     assert len(families[0].losses) == 1
     assert {len(f.losses) for f in families[1:]} == {BUDGET}
     keys = [l.key for f in families for l in f.losses]
     assert len(set(keys)) == len(keys)
     la = {l.key: l.arb for l in families[3].losses}
-    assert la['arb-prior-tau1'] == dict(count_mode='prior',
-                                        class_counts=str(stats))
+    assert la['arb-prior-tau1'] == dict(
+        count_mode='prior', class_counts=str(stats))
     assert 'Balanced Softmax' in families[3].losses[2].name
 
 
@@ -76,8 +78,10 @@ def test_every_configuration_builds_the_model_it_describes(tmp_path):
             model = MODELS.build(cfg.model)
             heads = (model.decode_head.loss_decode,
                      model.auxiliary_head.loss_decode)
-            first = [h[0] if isinstance(h, torch.nn.ModuleList) else h
-                     for h in heads]
+            first = [
+                h[0] if isinstance(h, torch.nn.ModuleList) else h
+                for h in heads
+            ]
             assert first[0].loss_weight == 1.0, loss.key
             assert first[1].loss_weight == pytest.approx(0.4), loss.key
             assert type(first[0]) is type(first[1])
@@ -119,8 +123,8 @@ def test_the_weighted_arb_family_builds_arb_with_weight_power(tmp_path):
         # The same loss without weight_power gives another value on a
         # batch with unequal classes: the weights are applied.
         arb = model.decode_head.loss_decode
-        plain = MODELS.build(dict(cfg.model.decode_head.loss_decode,
-                                  weight_power=0.0))
+        plain = MODELS.build(
+            dict(cfg.model.decode_head.loss_decode, weight_power=0.0))
         torch.manual_seed(0)
         logits = torch.randn(2, 24, 8, 8)
         label = torch.zeros(2, 8, 8, dtype=torch.long)
@@ -134,8 +138,8 @@ def test_the_weighted_arb_family_builds_arb_with_weight_power(tmp_path):
 def test_sum_of_losses_scales_each_for_the_auxiliary_head(tmp_path):
     stats = tmp_path / 'class_stats_train.json'
     stats.write_text('{"counts": %s}' % [c + 1 for c in COUNTS])
-    dice = next(f for f in study_families(COUNTS, str(stats))
-                if f.key == 'dice')
+    dice = next(
+        f for f in study_families(COUNTS, str(stats)) if f.key == 'dice')
     cfg = apply_loss(Config.fromfile(DEMO_CE), dice.losses[-1])
     assert [l['loss_weight'] for l in cfg.model.decode_head.loss_decode] \
         == [1.0, 3.0]
@@ -149,12 +153,14 @@ def test_study_losses_are_imported_by_a_config_without_custom_imports(
     nothing twice) get imported all the same."""
     stats = tmp_path / 'class_stats_train.json'
     stats.write_text('{"counts": %s}' % [c + 1 for c in COUNTS])
-    blv = next(f for f in study_families(COUNTS, str(stats))
-               if f.key == 'blv').losses[0]
+    blv = next(
+        f for f in study_families(COUNTS, str(stats))
+        if f.key == 'blv').losses[0]
     base = Config.fromfile(DEMO_CE)
     base.custom_imports = None
     cfg = apply_loss(base, blv)
     assert cfg.custom_imports['imports'] == [
-        'projects.loss_study.loss_study.losses']
+        'projects.loss_study.loss_study.losses'
+    ]
     twice = apply_loss(cfg, blv)
     assert twice.custom_imports['imports'] == list(STUDY_IMPORTS)

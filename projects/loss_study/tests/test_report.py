@@ -44,26 +44,38 @@ def test_interval_and_verdicts():
 def ok(miou, test=None):
     summary = {k: 50.0 for k in SUMMARY_KEYS}
     summary['mIoU'] = miou
-    run = dict(status='ok', seconds=10.0, summary=summary,
-               per_class_iou={'wall': miou}, curve=[[4, miou]])
+    run = dict(
+        status='ok',
+        seconds=10.0,
+        summary=summary,
+        per_class_iou={'wall': miou},
+        curve=[[4, miou]])
     if test is not None:
-        run['test'] = dict(summary=dict(summary, mIoU=test),
-                           per_class_iou={'wall': test})
+        run['test'] = dict(
+            summary=dict(summary, mIoU=test), per_class_iou={'wall': test})
     return run
 
 
 FAILED = dict(status='failed', seconds=1.0, error='E', where=None)
-FAMILY = dict(key='arb', name='ARB', losses=[
-    dict(key='a', name='A', shown='A()', note=''),
-    dict(key='b', name='B', shown='B()', note=''),
-    dict(key='c', name='C', shown='C()', note='')])
+FAMILY = dict(
+    key='arb',
+    name='ARB',
+    losses=[
+        dict(key='a', name='A', shown='A()', note=''),
+        dict(key='b', name='B', shown='B()', note=''),
+        dict(key='c', name='C', shown='C()', note='')
+    ])
 
 
 def study(runs):
-    return dict(protocol=dict(tune_seeds=[0, 1], final_seeds=[100, 101, 102],
-                              data_seeds=[0, 1], optimizers=['adamw'],
-                              iters=4),
-                runs=runs)
+    return dict(
+        protocol=dict(
+            tune_seeds=[0, 1],
+            final_seeds=[100, 101, 102],
+            data_seeds=[0, 1],
+            optimizers=['adamw'],
+            iters=4),
+        runs=runs)
 
 
 def tune(loss, seed, result):
@@ -71,9 +83,13 @@ def tune(loss, seed, result):
 
 
 def test_selection_rule():
-    runs = {**tune('a', 0, ok(10)), **tune('a', 1, ok(20)),
-            **tune('b', 0, ok(15)), **tune('b', 1, ok(15)),
-            **tune('c', 0, ok(40))}
+    runs = {
+        **tune('a', 0, ok(10)),
+        **tune('a', 1, ok(20)),
+        **tune('b', 0, ok(15)),
+        **tune('b', 1, ok(15)),
+        **tune('c', 0, ok(40))
+    }
     assert choose(study(runs), 'adamw', FAMILY) is None  # c/seed1 missing
     runs.update(tune('c', 1, FAILED))  # a lucky seed beside a failure
     # a and b tie on the mean: the earlier one of the grid.
@@ -84,19 +100,27 @@ def test_selection_rule():
 
 
 def test_paired_differences_are_over_common_pairs():
-    families = [dict(key='ce', name='CE', losses=[
-        dict(key='ce', name='CE', shown='CE()', note='')]), FAMILY]
+    families = [
+        dict(
+            key='ce',
+            name='CE',
+            losses=[dict(key='ce', name='CE', shown='CE()', note='')]), FAMILY
+    ]
     runs = {**tune('a', 0, ok(10)), **tune('a', 1, ok(20))}
     for l in 'bc':
         runs.update(tune(l, 0, ok(1)), **tune(l, 1, ok(1)))
-    tests = {(0, 100): (30, 32), (0, 101): (31, 34), (0, 102): (29, 30),
-             (1, 100): (28, 31), (1, 101): (30, None)}  # a failed once
+    tests = {
+        (0, 100): (30, 32),
+        (0, 101): (31, 34),
+        (0, 102): (29, 30),
+        (1, 100): (28, 31),
+        (1, 101): (30, None)
+    }  # a failed once
     for (d, s), (ce, a) in tests.items():
         runs[run_key('final', 'adamw', 'ce', d, s)] = ok(0, ce)
         runs[run_key('final', 'adamw', 'a', d, s)] = \
             FAILED if a is None else ok(0, a)
-    s = dict(study(runs), families=families,
-             data=dict(class_names=['wall']))
+    s = dict(study(runs), families=families, data=dict(class_names=['wall']))
     result = analyse(s)['adamw']
     assert result['chosen'] == dict(ce='ce', arb='a')
     diff = result['comparisons'][0]['diffs']['mIoU']
@@ -105,8 +129,8 @@ def test_paired_differences_are_over_common_pairs():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('folder', [FIXTURE, PUBLISHED],
-                         ids=['fixture', 'published'])
+@pytest.mark.parametrize(
+    'folder', [FIXTURE, PUBLISHED], ids=['fixture', 'published'])
 def test_report_only_rebuilds_the_published_tables(tmp_path, folder):
     """The published study's report and a made-up one in the same format
     (every case: failed runs, wins, losses, ties), rebuilt at HEAD from
@@ -117,13 +141,15 @@ def test_report_only_rebuilds_the_published_tables(tmp_path, folder):
     expected = (work / 'loss_study.md').read_text()
     (work / 'loss_study.md').unlink()
     result = subprocess.run(
-        [sys.executable, STUDY, '--report-only', str(work)],
-        capture_output=True, text=True, timeout=300)
+        [sys.executable, STUDY, '--report-only',
+         str(work)],
+        capture_output=True,
+        text=True,
+        timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (work / 'loss_study.md').read_text() == expected
     for opt in ('adamw', 'sgd'):
-        for name in ('iou_vs_frequency', 'learning_curves',
-                     'overall_vs_tail'):
+        for name in ('iou_vs_frequency', 'learning_curves', 'overall_vs_tail'):
             assert (work / f'{name}_{opt}.png').stat().st_size > 0
     with open(work / 'loss_study.json') as f:
         assert render(json.load(f)) == expected
@@ -131,8 +157,10 @@ def test_report_only_rebuilds_the_published_tables(tmp_path, folder):
     for line in expected.splitlines():
         if line.startswith('* ') and ' against ' in line and '[' in line:
             word = line.split(' against ')[0].split()[-1]
-            low, high = [float(x) for x in line.split('test mIoU ')[1]
-                         .split('[')[1].split(']')[0].split(', ')]
+            low, high = [
+                float(x) for x in line.split('test mIoU ')[1].split('[')
+                [1].split(']')[0].split(', ')
+            ]
             assert word == ('wins' if low > 0 else
                             'loses' if high < 0 else 'ties'), line
 

@@ -54,11 +54,9 @@ ROOT = osp.dirname(osp.dirname(PROJECT))  # the repository
 if ROOT not in sys.path:  # this checkout's mmseg_arb and projects
     sys.path.insert(0, ROOT)
 
-from mmseg_arb.config.short_run import (set_iterations,  # noqa: E402
-                                        use_dataset)
-from projects.loss_study.loss_study.jobs import (Run, Slot,  # noqa: E402
-                                                 read_result, write_atomic,
-                                                 write_result)
+from mmseg_arb.config.short_run import set_iterations, use_dataset
+from projects.loss_study.loss_study.jobs import (Run, Slot, read_result,
+                                                 write_atomic, write_result)
 
 TRAIN = osp.join(ROOT, 'tools', 'train.py')
 DEFAULT_CONFIG = osp.join(
@@ -74,8 +72,7 @@ REPORT = 'loss_study.md'
 # iterations (docs/loss_study.md, "Schedule and learning rates").
 OPTIMIZERS = {
     'adamw': (dict(type='AdamW', lr=2e-3, weight_decay=1e-4), 1e-5),
-    'sgd': (dict(type='SGD', lr=0.1, momentum=0.9, weight_decay=5e-4),
-            1e-4),
+    'sgd': (dict(type='SGD', lr=0.1, momentum=0.9, weight_decay=5e-4), 1e-4),
 }
 FAMILY_KEYS = ('ce', 'arb', 'class-weights', 'logit-adjustment', 'blv',
                'focal', 'dice', 'arb-weights')
@@ -87,24 +84,42 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         description=__doc__.split('\n')[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument('--work-dir', default='work_dirs/loss_study')
-    parser.add_argument('--report-only', metavar='WORK_DIR',
-                        help='rebuild the report and plots of WORK_DIR from '
-                        'its loss_study.json; trains nothing')
-    parser.add_argument('--families', nargs='+', default=list(FAMILY_KEYS),
-                        choices=FAMILY_KEYS, metavar='KEY',
-                        help=f'families, of: {" ".join(FAMILY_KEYS)} '
-                        '(ce is always run)')
-    parser.add_argument('--optimizers', nargs='+', default=['adamw'],
-                        choices=sorted(OPTIMIZERS),
-                        help='each tunes and trains its own final stage')
-    parser.add_argument('--tune-seeds', type=int, default=1,
-                        help='training seeds of the tuning stage (data '
-                        'seed 0)')
-    parser.add_argument('--final-seeds', type=int, default=2,
-                        help='training seeds of the final stage, per data '
-                        'seed')
-    parser.add_argument('--data-seeds', type=int, default=1,
-                        help='generated datasets of the final stage')
+    parser.add_argument(
+        '--report-only',
+        metavar='WORK_DIR',
+        help='rebuild the report and plots of WORK_DIR from '
+        'its loss_study.json; trains nothing')
+    parser.add_argument(
+        '--families',
+        nargs='+',
+        default=list(FAMILY_KEYS),
+        choices=FAMILY_KEYS,
+        metavar='KEY',
+        help=f'families, of: {" ".join(FAMILY_KEYS)} '
+        '(ce is always run)')
+    parser.add_argument(
+        '--optimizers',
+        nargs='+',
+        default=['adamw'],
+        choices=sorted(OPTIMIZERS),
+        help='each tunes and trains its own final stage')
+    parser.add_argument(
+        '--tune-seeds',
+        type=int,
+        default=1,
+        help='training seeds of the tuning stage (data '
+        'seed 0)')
+    parser.add_argument(
+        '--final-seeds',
+        type=int,
+        default=2,
+        help='training seeds of the final stage, per data '
+        'seed')
+    parser.add_argument(
+        '--data-seeds',
+        type=int,
+        default=1,
+        help='generated datasets of the final stage')
     data = parser.add_argument_group('dataset (generated, ADE20K layout)')
     data.add_argument('--data-root', help='default: WORK_DIR/data')
     data.add_argument('--data-mode', default='hard', choices=['easy', 'hard'])
@@ -112,47 +127,74 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     data.add_argument('--num-train', type=int, default=96)
     data.add_argument('--num-val', type=int, default=64)
     data.add_argument('--num-test', type=int, default=128)
-    data.add_argument('--size', type=int, nargs=2, default=[128, 128],
-                      metavar=('H', 'W'), help='image size')
-    data.add_argument('--rarest-share', type=float, default=1e-3,
-                      help='expected pixel share of the rarest class '
-                      '(tail steepness)')
+    data.add_argument(
+        '--size',
+        type=int,
+        nargs=2,
+        default=[128, 128],
+        metavar=('H', 'W'),
+        help='image size')
+    data.add_argument(
+        '--rarest-share',
+        type=float,
+        default=1e-3,
+        help='expected pixel share of the rarest class '
+        '(tail steepness)')
     train = parser.add_argument_group('training')
-    train.add_argument('--config', default=DEFAULT_CONFIG,
-                       help='cross-entropy config every run starts from')
+    train.add_argument(
+        '--config',
+        default=DEFAULT_CONFIG,
+        help='cross-entropy config every run starts from')
     train.add_argument('--iters', type=int, default=300)
-    train.add_argument('--curve-interval', type=int,
-                       help='validation interval of the learning-curve '
-                       'rows (default: iters / 6)')
-    train.add_argument('--crop', type=int, nargs=2, default=[64, 64],
-                       metavar=('H', 'W'))
-    train.add_argument('--batch-size', type=int, default=8,
-                       help='per process')
-    train.add_argument('--checkpoint-interval', type=int, default=0,
-                       help='iterations between checkpoints (0: none; '
-                       'they let an interrupted long run resume)')
+    train.add_argument(
+        '--curve-interval',
+        type=int,
+        help='validation interval of the learning-curve '
+        'rows (default: iters / 6)')
+    train.add_argument(
+        '--crop', type=int, nargs=2, default=[64, 64], metavar=('H', 'W'))
+    train.add_argument('--batch-size', type=int, default=8, help='per process')
+    train.add_argument(
+        '--checkpoint-interval',
+        type=int,
+        default=0,
+        help='iterations between checkpoints (0: none; '
+        'they let an interrupted long run resume)')
     run = parser.add_argument_group('execution')
-    run.add_argument('--gpus-per-job', type=int,
-                     help='default: 1 when GPUs are visible (one job per '
-                     'GPU), else 0 (CPU)')
-    run.add_argument('--jobs', type=int,
-                     help='runs at once (default: one per CPU core, or all '
-                     'GPUs in groups of --gpus-per-job)')
-    run.add_argument('--threads-per-job', type=int,
-                     help='CPU threads of each run (default: cores / jobs)')
-    run.add_argument('--loader-workers', type=int,
-                     help='dataloader workers of each run (default: 0 on '
-                     'CPU, where they would compete with the other runs; '
-                     '2 on GPU)')
-    run.add_argument('--resume-from', metavar='JSON',
-                     help="an earlier call's loss_study.json (made with "
-                     'the same settings): its finished runs are not '
-                     'trained again, e.g. the published one on a fresh '
-                     'machine')
-    run.add_argument('--retry-failed', action='store_true',
-                     help='train again the runs that failed before')
-    run.add_argument('--export', help='also copy the report, its JSON and '
-                     'plots here')
+    run.add_argument(
+        '--gpus-per-job',
+        type=int,
+        help='default: 1 when GPUs are visible (one job per '
+        'GPU), else 0 (CPU)')
+    run.add_argument(
+        '--jobs',
+        type=int,
+        help='runs at once (default: one per CPU core, or all '
+        'GPUs in groups of --gpus-per-job)')
+    run.add_argument(
+        '--threads-per-job',
+        type=int,
+        help='CPU threads of each run (default: cores / jobs)')
+    run.add_argument(
+        '--loader-workers',
+        type=int,
+        help='dataloader workers of each run (default: 0 on '
+        'CPU, where they would compete with the other runs; '
+        '2 on GPU)')
+    run.add_argument(
+        '--resume-from',
+        metavar='JSON',
+        help="an earlier call's loss_study.json (made with "
+        'the same settings): its finished runs are not '
+        'trained again, e.g. the published one on a fresh '
+        'machine')
+    run.add_argument(
+        '--retry-failed',
+        action='store_true',
+        help='train again the runs that failed before')
+    run.add_argument(
+        '--export', help='also copy the report, its JSON and '
+        'plots here')
     run.add_argument('--no-progress', action='store_true')
     args = parser.parse_args(argv)
     if 'ce' not in args.families:
@@ -182,9 +224,9 @@ def python_path() -> str:
     """The runs' ``PYTHONPATH``: the repository root first (their configs
     import ``projects.loss_study.loss_study``, and this checkout's
     ``mmseg_arb``), then the caller's."""
-    return os.pathsep.join([ROOT] + [
-        p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p
-    ])
+    return os.pathsep.join(
+        [ROOT] +
+        [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p])
 
 
 def make_slots(args: argparse.Namespace) -> List[Slot]:
@@ -194,10 +236,14 @@ def make_slots(args: argparse.Namespace) -> List[Slot]:
     if per_job == 0:
         jobs = args.jobs or cpu_cores()
         threads = str(args.threads_per_job or max(1, cpu_cores() // jobs))
-        env = dict(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads,
-                   CUDA_VISIBLE_DEVICES='', PYTHONPATH=python_path())
+        env = dict(
+            OMP_NUM_THREADS=threads,
+            MKL_NUM_THREADS=threads,
+            CUDA_VISIBLE_DEVICES='',
+            PYTHONPATH=python_path())
         return [Slot(env, [sys.executable]) for _ in range(jobs)]
     import torch
+
     # Indices as this process sees them, mapped back through its own
     # CUDA_VISIBLE_DEVICES: a run's setting replaces the study's.
     visible = os.environ.get('CUDA_VISIBLE_DEVICES')
@@ -211,16 +257,19 @@ def make_slots(args: argparse.Namespace) -> List[Slot]:
     slots = []
     for i in range(min(args.jobs or groups, groups)):
         ids = gpus[i * per_job:(i + 1) * per_job]
-        env = dict(CUDA_VISIBLE_DEVICES=','.join(ids),
-                   PYTHONPATH=python_path())
+        env = dict(
+            CUDA_VISIBLE_DEVICES=','.join(ids), PYTHONPATH=python_path())
         if len(ids) == 1:
             slots.append(Slot(env, [sys.executable]))
         else:
-            slots.append(Slot(
-                env, [sys.executable, '-m', 'torch.distributed.run',
-                      f'--nproc_per_node={len(ids)}',
-                      f'--master_port={29500 + 17 * i}'],
-                distributed=True))
+            slots.append(
+                Slot(
+                    env, [
+                        sys.executable, '-m', 'torch.distributed.run',
+                        f'--nproc_per_node={len(ids)}',
+                        f'--master_port={29500 + 17 * i}'
+                    ],
+                    distributed=True))
     return slots
 
 
@@ -243,12 +292,19 @@ def base_config(args: argparse.Namespace, cfg, data_root: str, stats: str,
     set, is changed in place). The test loader reads the test split."""
     use_dataset(cfg, data_root, stats)
     set_iterations(cfg, args.iters)
-    cfg.optim_wrapper = dict(type='OptimWrapper',
-                             optimizer=dict(OPTIMIZERS[optimizer][0]),
-                             clip_grad=None)
-    cfg.param_scheduler = [dict(type='PolyLR', power=0.9, begin=0,
-                                end=args.iters, by_epoch=False,
-                                eta_min=OPTIMIZERS[optimizer][1])]
+    cfg.optim_wrapper = dict(
+        type='OptimWrapper',
+        optimizer=dict(OPTIMIZERS[optimizer][0]),
+        clip_grad=None)
+    cfg.param_scheduler = [
+        dict(
+            type='PolyLR',
+            power=0.9,
+            begin=0,
+            end=args.iters,
+            by_epoch=False,
+            eta_min=OPTIMIZERS[optimizer][1])
+    ]
     cfg.default_hooks.logger.interval = max(1, args.iters // 20)
     if args.checkpoint_interval:  # the last one is all a resume needs
         cfg.default_hooks.checkpoint.update(
@@ -265,16 +321,18 @@ def base_config(args: argparse.Namespace, cfg, data_root: str, stats: str,
                 t.scale = scale
     crop = tuple(args.crop)
     cfg.model.data_preprocessor.size = crop
-    crops = [t for t in cfg.train_dataloader.dataset.pipeline
-             if t.type == 'RandomCrop']
+    crops = [
+        t for t in cfg.train_dataloader.dataset.pipeline
+        if t.type == 'RandomCrop'
+    ]
     if not crops:
         raise SystemExit(f'{args.config}: no RandomCrop to set --crop in')
     for t in crops:
         t.crop_size = crop
     cfg.train_dataloader.batch_size = args.batch_size
     test = cfg.test_dataloader = copy.deepcopy(cfg.val_dataloader)
-    test.dataset.data_prefix = dict(img_path='images/test',
-                                    seg_map_path='annotations/test')
+    test.dataset.data_prefix = dict(
+        img_path='images/test', seg_map_path='annotations/test')
     workers = loader_workers(args)
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[loader].num_workers = workers
@@ -305,8 +363,9 @@ def check_settings(work_dir: str, settings: Dict) -> None:
 
 
 def _changed(before: Dict, settings: Dict) -> List[str]:
-    return sorted(k for k in set(before) | set(settings)
-                  if before.get(k) != settings.get(k))
+    return sorted(
+        k for k in set(before) | set(settings)
+        if before.get(k) != settings.get(k))
 
 
 def machine() -> Dict:
@@ -317,16 +376,24 @@ def machine() -> Dict:
     cpu = platform.processor() or platform.machine()
     try:
         with open('/proc/cpuinfo') as f:
-            cpu = next(line.split(':', 1)[1].strip() for line in f
-                       if line.startswith('model name'))
+            cpu = next(
+                line.split(':', 1)[1].strip() for line in f
+                if line.startswith('model name'))
     except (OSError, StopIteration):
         pass
-    info = dict(cpu=cpu, cores=cpu_cores(), python=platform.python_version(),
-                torch=torch.__version__, mmcv=mmcv.__version__,
-                mmengine=mmengine.__version__, mmseg=mmseg.__version__)
+    info = dict(
+        cpu=cpu,
+        cores=cpu_cores(),
+        python=platform.python_version(),
+        torch=torch.__version__,
+        mmcv=mmcv.__version__,
+        mmengine=mmengine.__version__,
+        mmseg=mmseg.__version__)
     if torch.cuda.is_available():
-        info['gpus'] = [torch.cuda.get_device_name(i)
-                        for i in range(torch.cuda.device_count())]
+        info['gpus'] = [
+            torch.cuda.get_device_name(i)
+            for i in range(torch.cuda.device_count())
+        ]
     return info
 
 
@@ -336,11 +403,17 @@ def load_average() -> List[float]:
 
 def dataset_spec(args: argparse.Namespace, data_seed: int):
     from mmseg_arb.datasets import SyntheticSpec
-    return SyntheticSpec(layout='ade20k', num_classes=args.num_classes,
-                         num_train=args.num_train, num_val=args.num_val,
-                         num_test=args.num_test, height=args.size[0],
-                         width=args.size[1], rarest_share=args.rarest_share,
-                         seed=data_seed, mode=args.data_mode)
+    return SyntheticSpec(
+        layout='ade20k',
+        num_classes=args.num_classes,
+        num_train=args.num_train,
+        num_val=args.num_val,
+        num_test=args.num_test,
+        height=args.size[0],
+        width=args.size[1],
+        rarest_share=args.rarest_share,
+        seed=data_seed,
+        mode=args.data_mode)
 
 
 def study_settings(args: argparse.Namespace) -> Dict:
@@ -349,22 +422,29 @@ def study_settings(args: argparse.Namespace) -> Dict:
     config = osp.abspath(args.config)
     if config.startswith(ROOT + os.sep):  # the same in every checkout
         config = osp.relpath(config, ROOT)
-    return dict(config=config,
-                optimizers={k: list(v) for k, v in OPTIMIZERS.items()},
-                dataset=asdict(dataset_spec(args, 0)), iters=args.iters,
-                curve_interval=args.curve_interval,
-                crop=list(args.crop), batch_size=args.batch_size,
-                gpus_per_job=gpus_per_job(args),
-                loader_workers=loader_workers(args))
+    return dict(
+        config=config,
+        optimizers={
+            k: list(v)
+            for k, v in OPTIMIZERS.items()
+        },
+        dataset=asdict(dataset_spec(args, 0)),
+        iters=args.iters,
+        curve_interval=args.curve_interval,
+        crop=list(args.crop),
+        batch_size=args.batch_size,
+        gpus_per_job=gpus_per_job(args),
+        loader_workers=loader_workers(args))
 
 
 def protocol(args: argparse.Namespace) -> Dict:
-    return dict(iters=args.iters, curve_interval=args.curve_interval,
-                optimizers=list(args.optimizers),
-                tune_seeds=list(range(args.tune_seeds)),
-                final_seeds=[FINAL_SEED_OFFSET + s
-                             for s in range(args.final_seeds)],
-                data_seeds=list(range(args.data_seeds)))
+    return dict(
+        iters=args.iters,
+        curve_interval=args.curve_interval,
+        optimizers=list(args.optimizers),
+        tune_seeds=list(range(args.tune_seeds)),
+        final_seeds=[FINAL_SEED_OFFSET + s for s in range(args.final_seeds)],
+        data_seeds=list(range(args.data_seeds)))
 
 
 def planned_runs(args: argparse.Namespace, families: List) -> Dict[str, int]:
@@ -372,8 +452,9 @@ def planned_runs(args: argparse.Namespace, families: List) -> Dict[str, int]:
     tuned = sum(len(f.losses) for f in families if len(f.losses) > 1)
     rows = len(families)
     opts = len(args.optimizers)
-    return dict(tune=opts * tuned * args.tune_seeds,
-                final=opts * rows * args.final_seeds * args.data_seeds)
+    return dict(
+        tune=opts * tuned * args.tune_seeds,
+        final=opts * rows * args.final_seeds * args.data_seeds)
 
 
 def write_run(base, loss, run_dir: str, seed: int, test: bool,
@@ -384,8 +465,8 @@ def write_run(base, loss, run_dir: str, seed: int, test: bool,
     cfg.randomness = dict(seed=seed)
     cfg.work_dir = run_dir
     if test:
-        cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
-            dict(type='TestAfterTrainHook')]
+        cfg.custom_hooks = list(cfg.get('custom_hooks')
+                                or []) + [dict(type='TestAfterTrainHook')]
         add_imports(cfg, ['projects.loss_study.loss_study.hooks'])
     if val_interval:
         cfg.train_cfg.val_interval = val_interval
@@ -441,15 +522,20 @@ def prepare_data(args: argparse.Namespace,
         root = osp.join(data_base, f'seed{d}')
         cfg = load_config(args.config)
         set_num_classes(cfg, args.num_classes)
-        stats = prepare_synthetic(root, dataset_spec(args, d),
-                                  cfg.train_dataloader.dataset,
-                                  workers=cpu_cores(),
-                                  progress=not args.no_progress)
+        stats = prepare_synthetic(
+            root,
+            dataset_spec(args, d),
+            cfg.train_dataloader.dataset,
+            workers=cpu_cores(),
+            progress=not args.no_progress)
         counts = load_class_counts(stats).tolist()
-        families = [f for f in study_families(counts, stats)
-                    if f.key in args.families]
-        bases = {o: base_config(args, copy.deepcopy(cfg), root, stats, o)
-                 for o in args.optimizers}
+        families = [
+            f for f in study_families(counts, stats) if f.key in args.families
+        ]
+        bases = {
+            o: base_config(args, copy.deepcopy(cfg), root, stats, o)
+            for o in args.optimizers
+        }
         plan[d] = DataSeed(root, families, bases)
     return plan
 
@@ -464,16 +550,27 @@ def new_study(args: argparse.Namespace, settings: Dict,
     with open(osp.join(first.root, 'class_stats_train.json')) as f:
         class_names = json.load(f)['class_names']
     return dict(
-        protocol=protocol(args), settings=settings, machine=machine(),
-        code=code, planned=planned_runs(args, first.families),
-        data=dict(class_names=class_names,
-                  train_counts=meta['pixel_counts']['train'],
-                  instance_counts=meta['instance_counts'],
-                  twins=meta['twins']),
-        families=[dict(key=f.key, name=f.name, grid=f.grid,
-                       losses=[dict(key=l.key, name=l.name, shown=l.shown,
-                                    note=l.note) for l in f.losses])
-                  for f in first.families], runs={})
+        protocol=protocol(args),
+        settings=settings,
+        machine=machine(),
+        code=code,
+        planned=planned_runs(args, first.families),
+        data=dict(
+            class_names=class_names,
+            train_counts=meta['pixel_counts']['train'],
+            instance_counts=meta['instance_counts'],
+            twins=meta['twins']),
+        families=[
+            dict(
+                key=f.key,
+                name=f.name,
+                grid=f.grid,
+                losses=[
+                    dict(key=l.key, name=l.name, shown=l.shown, note=l.note)
+                    for l in f.losses
+                ]) for f in first.families
+        ],
+        runs={})
 
 
 class StudyCall:
@@ -496,18 +593,28 @@ class StudyCall:
                  load_before: List[float]) -> None:
         self.args, self.work_dir, self.study = args, work_dir, study
         self.plan, self.started = plan, started
-        self.losses = {d: {l.key: l for f in p.families for l in f.losses}
-                       for d, p in plan.items()}
-        self.family_of = {l.key: f.key for f in plan[0].families
-                          for l in f.losses}
+        self.losses = {
+            d: {
+                l.key: l
+                for f in p.families
+                for l in f.losses
+            }
+            for d, p in plan.items()
+        }
+        self.family_of = {
+            l.key: f.key
+            for f in plan[0].families
+            for l in f.losses
+        }
         self.known: Dict[str, str] = {}  # run key to folder, planned runs
         self.scheduled = set()  # (optimiser, family) with final runs
         self.done_before = set(_finished_keys(work_dir))
-        self.call = dict(command=command_line(),
-                         started=time.strftime('%Y-%m-%d %H:%M:%S'),
-                         machine=machine_line(study['machine']),
-                         load_before=load_before,
-                         code=study['code'].get('git_commit'))
+        self.call = dict(
+            command=command_line(),
+            started=time.strftime('%Y-%m-%d %H:%M:%S'),
+            machine=machine_line(study['machine']),
+            load_before=load_before,
+            code=study['code'].get('git_commit'))
 
     def run(self, stage: str, opt: str, key: str, data_seed: int,
             seed: int) -> Run:
@@ -519,11 +626,13 @@ class StudyCall:
         if read_result(run_dir) is None:  # finished runs stay as they are
             curve = stage == 'final' and self.family_of[key] in (
                 'ce', 'arb', 'class-weights')
-            write_run(self.plan[data_seed].bases[opt],
-                      self.losses[data_seed][key], run_dir, seed,
-                      test=stage == 'final',
-                      val_interval=self.args.curve_interval if curve
-                      else None)
+            write_run(
+                self.plan[data_seed].bases[opt],
+                self.losses[data_seed][key],
+                run_dir,
+                seed,
+                test=stage == 'final',
+                val_interval=self.args.curve_interval if curve else None)
         return Run(rkey, key, seed, run_dir,
                    [TRAIN, config, '--work-dir', run_dir, '--resume'],
                    self.args.iters)
@@ -531,17 +640,21 @@ class StudyCall:
     def finals(self, opt: str, key: str) -> List[Run]:
         """The final-stage runs of one configuration."""
         proto = self.study['protocol']
-        return [self.run('final', opt, key, d, s) for d in proto['data_seeds']
-                for s in proto['final_seeds']]
+        return [
+            self.run('final', opt, key, d, s) for d in proto['data_seeds']
+            for s in proto['final_seeds']
+        ]
 
     def first_runs(self) -> List[Run]:
         """The tuning stage, seed-major (an interrupted tuning stage has
         whole seeds), then cross-entropy's final runs (it is not tuned)."""
         opts = self.args.optimizers
-        tuning = [self.run('tune', o, l.key, 0, s)
-                  for s in self.study['protocol']['tune_seeds']
-                  for o in opts for f in self.plan[0].families
-                  if len(f.losses) > 1 for l in f.losses]
+        tuning = [
+            self.run('tune', o, l.key, 0, s)
+            for s in self.study['protocol']['tune_seeds'] for o in opts
+            for f in self.plan[0].families if len(f.losses) > 1
+            for l in f.losses
+        ]
         return tuning + [r for o in opts for r in self.finals(o, 'ce')]
 
     def after_each_run(self, results: Dict[str, Dict]) -> List[Run]:
@@ -584,8 +697,10 @@ class StudyCall:
         study['calls'] = record_call(self.work_dir, self.call)
         study['complete'] = complete
         study['runs'] = dict(sorted(study['runs'].items()))
-        files = {STUDY_JSON: json.dumps(study, indent=1),
-                 REPORT: render(study)}
+        files = {
+            STUDY_JSON: json.dumps(study, indent=1),
+            REPORT: render(study)
+        }
         export = osp.abspath(self.args.export or self.work_dir)
         for folder in {self.work_dir, export}:
             os.makedirs(folder, exist_ok=True)
@@ -604,8 +719,11 @@ def train(call: StudyCall) -> None:
           f"{len(slots)} at a time "
           f"({', '.join(sorted({str(s.env) for s in slots}))})")
     try:
-        results, _ = run_all(call.first_runs(), slots, call.after_each_run,
-                             progress=not args.no_progress)
+        results, _ = run_all(
+            call.first_runs(),
+            slots,
+            call.after_each_run,
+            progress=not args.no_progress)
     except BaseException as exc:
         study['runs'] = call.finished()
         call.save()
@@ -629,8 +747,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         write_report(study, args.report_only, args.export)
         return
 
-    from mmseg_arb.cli.quiet_warnings import \
-        ignore_pkg_resources_deprecation
+    from mmseg_arb.cli.quiet_warnings import ignore_pkg_resources_deprecation
     ignore_pkg_resources_deprecation()
     import mmseg_arb  # noqa: F401
     from mmseg_arb.results.runs import code_version
@@ -683,8 +800,7 @@ def record_call(work_dir: str, call: Dict) -> List[Dict]:
     """The study's calls that trained runs (a resumed study took all of
     them), with ``call`` (this one, updated as it goes) if it trained any;
     written to ``calls.json`` at once, so a killed call keeps its time."""
-    calls = [c for c in _read_calls(work_dir)
-             if _call_id(c) != _call_id(call)]
+    calls = [c for c in _read_calls(work_dir) if _call_id(c) != _call_id(call)]
     if call['runs_trained']:
         calls.append(dict(call))
     _write_calls(work_dir, calls)
@@ -741,8 +857,8 @@ def restore_runs(earlier: Dict, work_dir: str) -> int:
 
 def _result_files(work_dir: str) -> List[str]:
     import glob
-    return glob.glob(osp.join(work_dir, 'runs', '**', 'result.json'),
-                     recursive=True)
+    return glob.glob(
+        osp.join(work_dir, 'runs', '**', 'result.json'), recursive=True)
 
 
 def _finished_keys(work_dir: str) -> List[str]:

@@ -12,7 +12,13 @@ from mmseg_arb.models.losses import ARBLoss, arb_loss, log_count_shift
 C = 7
 
 
-def make_batch(seed=0, n=2, c=C, h=6, w=5, classes=None, ignore_frac=0.2,
+def make_batch(seed=0,
+               n=2,
+               c=C,
+               h=6,
+               w=5,
+               classes=None,
+               ignore_frac=0.2,
                scale=3.0):
     """Random logits and labels; ``classes`` restricts the labels used so
     that the others are absent."""
@@ -30,8 +36,8 @@ def test_batch_mode_matches_naive_formula_with_absent_classes(avg_non_ignore):
     loss = ARBLoss(avg_non_ignore=avg_non_ignore)(logits, label)
     counts = naive_counts(label, C)
     assert (counts == 0).sum() == 3  # classes 1, 4, 5 are absent
-    expected = naive_arb_loss(logits, label, counts,
-                              avg_non_ignore=avg_non_ignore)
+    expected = naive_arb_loss(
+        logits, label, counts, avg_non_ignore=avg_non_ignore)
     torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-9)
 
 
@@ -71,7 +77,11 @@ def test_prior_mode_from_list_and_json_file(tmp_path):
         ARBLoss(count_mode='prior', class_counts=prior)(logits, label),
         expected)
     path = tmp_path / 'stats.json'
-    path.write_text(json.dumps({'counts': prior, 'class_names': list('abcdefg')}))
+    path.write_text(
+        json.dumps({
+            'counts': prior,
+            'class_names': list('abcdefg')
+        }))
     torch.testing.assert_close(
         ARBLoss(count_mode='prior', class_counts=str(path))(logits, label),
         expected)
@@ -91,8 +101,10 @@ def test_equal_counts_reduce_to_mmseg_cross_entropy():
     logits, label = make_batch(seed=7, ignore_frac=0.3)
     prior = [50.0] * C
     for avg_non_ignore in (False, True):
-        arb = ARBLoss(count_mode='prior', class_counts=prior,
-                      avg_non_ignore=avg_non_ignore)(logits, label)
+        arb = ARBLoss(
+            count_mode='prior',
+            class_counts=prior,
+            avg_non_ignore=avg_non_ignore)(logits, label)
         ce = CrossEntropyLoss(avg_non_ignore=avg_non_ignore)(
             logits, label, ignore_index=255)
         torch.testing.assert_close(arb, ce)
@@ -102,18 +114,22 @@ def test_class_weight_matches_mmseg_where_mmseg_works_and_handles_ignore():
     weights = [0.5, 1.0, 2.0, 1.5, 0.2, 3.0, 1.0]
     logits, label = make_batch(seed=8, ignore_frac=0.0)
     prior = [10.0] * C
-    arb = ARBLoss(count_mode='prior', class_counts=prior,
-                  class_weight=weights)(logits, label)
+    arb = ARBLoss(
+        count_mode='prior', class_counts=prior, class_weight=weights)(logits,
+                                                                      label)
     ce = CrossEntropyLoss(class_weight=weights)(logits, label)
     torch.testing.assert_close(arb, ce)
     # With ignored pixels (where mmseg's own weighted mean crashes).
     logits, label = make_batch(seed=9, ignore_frac=0.3)
     for avg_non_ignore in (False, True):
-        loss = ARBLoss(class_weight=weights,
-                       avg_non_ignore=avg_non_ignore)(logits, label)
-        expected = naive_arb_loss(logits, label, naive_counts(label, C),
-                                  avg_non_ignore=avg_non_ignore,
-                                  class_weight=weights)
+        loss = ARBLoss(
+            class_weight=weights, avg_non_ignore=avg_non_ignore)(logits, label)
+        expected = naive_arb_loss(
+            logits,
+            label,
+            naive_counts(label, C),
+            avg_non_ignore=avg_non_ignore,
+            class_weight=weights)
         torch.testing.assert_close(loss, expected)
 
 
@@ -172,8 +188,8 @@ def test_all_ignored_batch_gives_zero_loss_and_zero_gradients(
         mode, avg_non_ignore):
     logits, _ = make_batch(seed=14)
     label = torch.full((2, 6, 5), 255)
-    loss = ARBLoss(count_mode=mode, avg_non_ignore=avg_non_ignore)(
-        logits, label)
+    loss = ARBLoss(
+        count_mode=mode, avg_non_ignore=avg_non_ignore)(logits, label)
     loss.backward()
     assert loss.item() == 0.0
     assert torch.all(logits.grad == 0)
@@ -214,8 +230,8 @@ def test_torch_compile_gives_the_eager_loss_gradients_and_counts(mode):
 @pytest.mark.parametrize('dtype', [torch.int32, torch.uint8, torch.int64])
 def test_integer_label_dtypes(dtype):
     logits, label = make_batch(seed=15)
-    torch.testing.assert_close(
-        ARBLoss()(logits, label.to(dtype)), ARBLoss()(logits, label))
+    torch.testing.assert_close(ARBLoss()(logits, label.to(dtype)),
+                               ARBLoss()(logits, label))
 
 
 def test_log_count_shift_drops_zero_counts():
@@ -233,6 +249,7 @@ def test_smoothing_adds_a_pseudo_count():
 
 
 # Bad input: each one a clear error naming the problem.
+
 
 def test_error_float_labels():
     logits, label = make_batch()
@@ -308,8 +325,8 @@ def test_call_interface_of_mmseg_losses():
     with pytest.raises(ValueError, match='avg_factor can not be used'):
         loss_fn(logits, label, avg_factor=10.0, reduction_override='sum')
     # Extra keyword arguments are accepted, as mmseg's losses accept them.
-    torch.testing.assert_close(loss_fn(logits, label, seg_weight=None),
-                               loss_fn(logits, label))
+    torch.testing.assert_close(
+        loss_fn(logits, label, seg_weight=None), loss_fn(logits, label))
 
 
 def test_changing_number_of_classes_is_an_error():
@@ -324,11 +341,15 @@ def test_registry_build_through_custom_imports():
     from mmengine.config import Config
     from mmengine.utils import import_modules_from_strings
     from mmseg.registry import MODELS
-    cfg = Config(dict(
-        custom_imports=dict(imports=['mmseg_arb'],
-                            allow_failed_imports=False),
-        loss=dict(type='ARBLoss', count_mode='ema', momentum=0.1,
-                  loss_weight=0.4)))
+    cfg = Config(
+        dict(
+            custom_imports=dict(
+                imports=['mmseg_arb'], allow_failed_imports=False),
+            loss=dict(
+                type='ARBLoss',
+                count_mode='ema',
+                momentum=0.1,
+                loss_weight=0.4)))
     import_modules_from_strings(**cfg.custom_imports)
     loss_fn = MODELS.build(cfg.loss)
     assert isinstance(loss_fn, ARBLoss)
@@ -340,15 +361,22 @@ def test_inside_an_mmseg_decode_head():
     from mmengine.structures import PixelData
     from mmseg.models.decode_heads import FCNHead
     from mmseg.structures import SegDataSample
-    head = FCNHead(in_channels=4, channels=8, num_convs=1, num_classes=C,
-                   loss_decode=[dict(type='ARBLoss', count_mode='cumulative'),
-                                dict(type='CrossEntropyLoss', loss_weight=0.5)])
+    head = FCNHead(
+        in_channels=4,
+        channels=8,
+        num_convs=1,
+        num_classes=C,
+        loss_decode=[
+            dict(type='ARBLoss', count_mode='cumulative'),
+            dict(type='CrossEntropyLoss', loss_weight=0.5)
+        ])
     feats = [torch.randn(2, 4, 8, 8)]
     samples = []
     for i in range(2):
         sample = SegDataSample()
         sample.gt_sem_seg = PixelData(
-            data=torch.randint(C, (1, 16, 16)).index_fill_(1, torch.tensor([0]), 255))
+            data=torch.randint(C, (1, 16,
+                                   16)).index_fill_(1, torch.tensor([0]), 255))
         samples.append(sample)
     losses = head.loss(feats, samples, train_cfg=None)
     assert set(losses) == {'loss_arb', 'loss_ce', 'acc_seg'}
@@ -360,9 +388,13 @@ def test_inside_an_mmseg_decode_head():
 
 def _ohem_head(loss_decode, **sampler):
     from mmseg.models.decode_heads import FCNHead
-    return FCNHead(in_channels=4, channels=8, num_convs=1, num_classes=C,
-                   loss_decode=loss_decode,
-                   sampler=dict(type='OHEMPixelSampler', **sampler))
+    return FCNHead(
+        in_channels=4,
+        channels=8,
+        num_convs=1,
+        num_classes=C,
+        loss_decode=loss_decode,
+        sampler=dict(type='OHEMPixelSampler', **sampler))
 
 
 def _samples(n=2, size=16, ignored_rows=0, seed=0):
@@ -381,16 +413,17 @@ def _samples(n=2, size=16, ignored_rows=0, seed=0):
 
 # 'thresh': mmseg's sampler ranks by the softmax and never calls the loss; a
 # guard that the state still moves exactly once with it.
-@pytest.mark.parametrize('sampler', [dict(min_kept=100),
-                                     dict(thresh=0.7, min_kept=100)],
-                         ids=['loss-ranked', 'thresh'])
+@pytest.mark.parametrize(
+    'sampler',
+    [dict(min_kept=100), dict(thresh=0.7, min_kept=100)],
+    ids=['loss-ranked', 'thresh'])
 @pytest.mark.parametrize('mode', ['cumulative', 'ema'])
 def test_ohem_sampler_does_not_count_the_batch_twice(sampler, mode):
     # mmseg's OHEMPixelSampler (min_kept alone) ranks pixels by calling the
     # loss under no_grad before the loss runs: only the training call may
     # fold the batch into the state.
-    head = _ohem_head(dict(type='ARBLoss', count_mode=mode, momentum=0.5),
-                      **sampler)
+    head = _ohem_head(
+        dict(type='ARBLoss', count_mode=mode, momentum=0.5), **sampler)
     feats = [torch.randn(2, 4, 8, 8)]
     samples = _samples()  # 2 x 16 x 16 = 512 labelled pixels
     losses = head.loss(feats, samples, train_cfg=None)
@@ -400,8 +433,8 @@ def test_ohem_sampler_does_not_count_the_batch_twice(sampler, mode):
     batch = torch.as_tensor(naive_counts(labels, C))
     expected = batch if mode == 'cumulative' else 0.5 * batch
     torch.testing.assert_close(estimator.counts, expected)
-    assert int(estimator.counts.sum()) == (512 if mode == 'cumulative'
-                                           else 256)
+    assert int(
+        estimator.counts.sum()) == (512 if mode == 'cumulative' else 256)
 
 
 def test_calls_outside_a_training_step_leave_the_state_alone():
@@ -421,16 +454,21 @@ def test_heads_share_one_count_per_step(monkeypatch):
     # see the same labels in a step: one histogram (and, distributed, one
     # all_reduce) for all of them; each loss keeps its own state.
     from mmseg.models.decode_heads import FCNHead
+
     from mmseg_arb.counting import begin_step, end_step, step_histogram
     calls = []
     original = step_histogram.__globals__['class_histogram']
     monkeypatch.setitem(step_histogram.__globals__, 'class_histogram',
                         lambda *a: calls.append(a) or original(*a))
-    decode = _ohem_head(dict(type='ARBLoss', count_mode='cumulative'),
-                        min_kept=100)
-    aux = FCNHead(in_channels=4, channels=8, num_convs=1, num_classes=C,
-                  loss_decode=dict(type='ARBLoss', count_mode='ema',
-                                   momentum=0.5, loss_weight=0.4))
+    decode = _ohem_head(
+        dict(type='ARBLoss', count_mode='cumulative'), min_kept=100)
+    aux = FCNHead(
+        in_channels=4,
+        channels=8,
+        num_convs=1,
+        num_classes=C,
+        loss_decode=dict(
+            type='ARBLoss', count_mode='ema', momentum=0.5, loss_weight=0.4))
     feats = [torch.randn(2, 4, 8, 8)]
     samples = _samples(ignored_rows=3)
     labels = torch.stack([s.gt_sem_seg.data[0] for s in samples])
@@ -444,10 +482,8 @@ def test_heads_share_one_count_per_step(monkeypatch):
             end_step()
         loss.backward()
         assert len(calls) == step + 1
-    torch.testing.assert_close(decode.loss_decode.estimator.counts,
-                               2 * batch)
-    torch.testing.assert_close(aux.loss_decode.estimator.counts,
-                               0.75 * batch)
+    torch.testing.assert_close(decode.loss_decode.estimator.counts, 2 * batch)
+    torch.testing.assert_close(aux.loss_decode.estimator.counts, 0.75 * batch)
     decode.loss(feats, samples, None)  # outside a step: each call counts
     assert len(calls) == 4
 
@@ -472,8 +508,8 @@ def test_compiled_loss_inside_counting_steps_matches_eager():
     # the compiled call must still give the eager loss, gradient, counts.
     from mmseg_arb.counting import begin_step, end_step
     torch._dynamo.reset()
-    eager, compiled = (ARBLoss(count_mode='ema', momentum=0.3)
-                       for _ in range(2))
+    eager, compiled = (
+        ARBLoss(count_mode='ema', momentum=0.3) for _ in range(2))
     compiled.estimator.label_guard.read_by_hook = True
     compiled_fn = torch.compile(compiled, backend='aot_eager')
     for seed in range(3):
@@ -531,8 +567,12 @@ def test_counts_stay_exact_float64_in_a_half_precision_model(dtype):
     # counts must stay float64 (fp16 overflows at 65504 pixels: count inf,
     # shift inf, loss NaN; bf16 rounds counts above 256).
     from mmseg.models.decode_heads import FCNHead
-    head = FCNHead(in_channels=4, channels=8, num_convs=1, num_classes=C,
-                   loss_decode=dict(type='ARBLoss', count_mode='cumulative'))
+    head = FCNHead(
+        in_channels=4,
+        channels=8,
+        num_convs=1,
+        num_classes=C,
+        loss_decode=dict(type='ARBLoss', count_mode='cumulative'))
     head.to(dtype)
     estimator = head.loss_decode.estimator
     assert estimator.counts.dtype == torch.float64
@@ -549,8 +589,12 @@ def test_counts_stay_exact_float64_in_a_half_precision_model(dtype):
     assert torch.equal(estimator.counts, counted)
     assert counted.sum() > 65504
     # Its checkpoint carries the exact counts into a float32 model.
-    fresh = FCNHead(in_channels=4, channels=8, num_convs=1, num_classes=C,
-                    loss_decode=dict(type='ARBLoss', count_mode='cumulative'))
+    fresh = FCNHead(
+        in_channels=4,
+        channels=8,
+        num_convs=1,
+        num_classes=C,
+        loss_decode=dict(type='ARBLoss', count_mode='cumulative'))
     fresh.load_state_dict(head.state_dict())
     assert torch.equal(fresh.loss_decode.estimator.counts, counted)
 
@@ -567,11 +611,11 @@ def test_a_pixel_weight_that_requires_grad_gets_its_gradient(monkeypatch):
     loss = arb_loss(logits, label, counts, weight=weight)
     loss.backward()
     per_pixel = torch.nn.functional.cross_entropy(
-        logits.detach().double() + counts.log()[None, :, None, None], label,
+        logits.detach().double() + counts.log()[None, :, None, None],
+        label,
         reduction='none')
-    torch.testing.assert_close(weight.grad.double(),
-                               per_pixel / label.numel(), rtol=1e-5,
-                               atol=1e-7)
+    torch.testing.assert_close(
+        weight.grad.double(), per_pixel / label.numel(), rtol=1e-5, atol=1e-7)
 
 
 def learned_class_weight():
@@ -579,8 +623,8 @@ def learned_class_weight():
 
 
 @pytest.mark.parametrize('path', ['pytorch', 'cuda_ops'])
-@pytest.mark.parametrize('caller', ['arb_loss', 'arb_loss p=0.5', 'ARBLoss',
-                                    'ARBLoss p=0.5', 'op'])
+@pytest.mark.parametrize(
+    'caller', ['arb_loss', 'arb_loss p=0.5', 'ARBLoss', 'ARBLoss p=0.5', 'op'])
 def test_class_weight_that_requires_grad_is_an_error(path, caller,
                                                      monkeypatch):
     # The PyTorch path used to give such a weight no gradient (and its
@@ -604,11 +648,11 @@ def test_class_weight_that_requires_grad_is_an_error(path, caller,
     if caller.startswith('arb_loss'):
 
         def call():
-            return arb_loss(logits, label, counts, class_weight=weight,
-                            weight_power=power)
+            return arb_loss(
+                logits, label, counts, class_weight=weight, weight_power=power)
     elif caller.startswith('ARBLoss'):
-        loss_fn = ARBLoss(weight_power=power,
-                          class_weight=[1.0] * C).to(device)
+        loss_fn = ARBLoss(
+            weight_power=power, class_weight=[1.0] * C).to(device)
         loss_fn.class_weight = weight
 
         def call():
@@ -616,16 +660,18 @@ def test_class_weight_that_requires_grad_is_an_error(path, caller,
     elif path == 'pytorch':
 
         def call():
-            return shifted_cross_entropy(logits, label,
-                                         torch.zeros(C), weight, 255)
+            return shifted_cross_entropy(logits, label, torch.zeros(C), weight,
+                                         255)
     else:
 
         def call():
             return fused_arb_loss(logits, label, torch.zeros(C, device=device),
                                   weight)
 
-    with pytest.raises(ValueError, match=r'class_weight requires grad.*'
-                       r'class_weight\.detach\(\)'):
+    with pytest.raises(
+            ValueError,
+            match=r'class_weight requires grad.*'
+            r'class_weight\.detach\(\)'):
         call()
     with torch.no_grad():  # e.g. evaluation: no gradient asked for
         call()

@@ -44,11 +44,13 @@ def uses_ops(request, monkeypatch) -> bool:
 
 def called_ops(fn) -> set:
     """The mmseg_arb operators that ``fn()`` calls."""
-    with torch.profiler.profile(activities=[
-            torch.profiler.ProfilerActivity.CPU]) as prof:
+    with torch.profiler.profile(
+            activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         fn()
-    return {e.key for e in prof.key_averages()
-            if e.key.startswith('mmseg_arb::')}
+    return {
+        e.key
+        for e in prof.key_averages() if e.key.startswith('mmseg_arb::')
+    }
 
 
 def test_the_meta_device_catches_host_reads():
@@ -72,11 +74,17 @@ def test_counting_and_prepare(dtype, mode, update, uses_ops):
         hist = class_histogram(label, 19, 255)
         assert hist.shape == (23, ) and hist.dtype == torch.int64
         assert hist.device == META
-        prepared = prepare_counts(hist, counts, mode,
-                                  momentum=0.1, smoothing=0.5, tau=0.7,
-                                  weight_power=0.5, update=update,
-                                  class_weight=torch.empty(19, device=META),
-                                  ranks=2)
+        prepared = prepare_counts(
+            hist,
+            counts,
+            mode,
+            momentum=0.1,
+            smoothing=0.5,
+            tau=0.7,
+            weight_power=0.5,
+            update=update,
+            class_weight=torch.empty(19, device=META),
+            ranks=2)
         assert prepared.shape == (39, )
         assert prepared.dtype == torch.float32
 
@@ -88,13 +96,15 @@ def test_counting_and_prepare(dtype, mode, update, uses_ops):
 @pytest.mark.parametrize('avg_non_ignore', [False, True])
 def test_functional_loss_and_backward(dtype, weighted, avg_non_ignore,
                                       uses_ops):
-    logits = torch.empty(2, 19, 8, 8, dtype=dtype, device=META,
-                         requires_grad=True)
+    logits = torch.empty(
+        2, 19, 8, 8, dtype=dtype, device=META, requires_grad=True)
     label = torch.empty(2, 8, 8, dtype=torch.int64, device=META)
 
     def step():
         loss = arb_loss(
-            logits, label, torch.empty(19, dtype=torch.float64, device=META),
+            logits,
+            label,
+            torch.empty(19, dtype=torch.float64, device=META),
             weight=torch.empty(2, 8, 8, device=META) if weighted else None,
             class_weight=torch.empty(19, device=META) if weighted else None,
             avg_non_ignore=avg_non_ignore)
@@ -129,8 +139,13 @@ def test_module_training_steps_and_sampler_calls(mode, uses_ops):
 def make_loss(mode, **kwargs):
     prior = dict(class_counts=[float(i + 1) for i in range(19)]) \
         if mode == 'prior' else {}
-    return ARBLoss(count_mode=mode, num_classes=19, dist_sync=False,
-                   avg_non_ignore=True, **prior, **kwargs).to(META)
+    return ARBLoss(
+        count_mode=mode,
+        num_classes=19,
+        dist_sync=False,
+        avg_non_ignore=True,
+        **prior,
+        **kwargs).to(META)
 
 
 @pytest.mark.parametrize('mode', ['batch', 'cumulative', 'ema', 'prior'])
@@ -149,8 +164,8 @@ def test_the_cuda_op_path_compiles_as_one_graph(mode, dtype, weight_power,
     loss_fn = make_loss(mode, loss_weight=0.4, weight_power=weight_power)
     loss_fn.estimator.label_guard.read_by_hook = True
     compiled = torch.compile(loss_fn, fullgraph=True, backend='aot_eager')
-    logits = torch.empty(2, 19, 8, 8, dtype=dtype, device=META,
-                         requires_grad=True)
+    logits = torch.empty(
+        2, 19, 8, 8, dtype=dtype, device=META, requires_grad=True)
     label = torch.empty(2, 8, 8, dtype=torch.int64, device=META)
 
     def step():
@@ -176,8 +191,7 @@ class _Dispatched(TorchDispatchMode):
 
 @pytest.mark.parametrize('mode', ['batch', 'ema', 'prior'])
 @pytest.mark.parametrize('weight_power', [0.0, 0.5])
-def test_a_training_call_is_four_ops_of_ours(mode, weight_power,
-                                             monkeypatch):
+def test_a_training_call_is_four_ops_of_ours(mode, weight_power, monkeypatch):
     # The launch budget of a call (count, prepare, loss, backward) on the
     # kernels' path, guarded here where it is decided: in the Python that
     # dispatches. Each op below is one launch but the histogram (a zero
@@ -196,18 +210,17 @@ def test_a_training_call_is_four_ops_of_ours(mode, weight_power,
     label = torch.empty(2, 8, 8, dtype=torch.int64, device=META)
     with _Dispatched() as dispatched:
         loss_fn(logits, label).backward()
-    views = {'aten.slice', 'aten.view', 'aten.select', 'aten.detach',
-             'aten.unbind'}
+    views = {
+        'aten.slice', 'aten.view', 'aten.select', 'aten.detach', 'aten.unbind'
+    }
     assert [op for op in dispatched.ops if op not in views] == [
-        'mmseg_arb.class_histogram', 'mmseg_arb.prepare_counts',
-        'aten.add_', 'aten.clamp_', 'mmseg_arb.arb_loss_forward',
-        'aten.ones_like',
+        'mmseg_arb.class_histogram', 'mmseg_arb.prepare_counts', 'aten.add_',
+        'aten.clamp_', 'mmseg_arb.arb_loss_forward', 'aten.ones_like',
         'mmseg_arb.arb_loss_backward'
     ]
 
 
-def test_the_first_use_check_is_the_one_host_read_once_per_dtype(
-        monkeypatch):
+def test_the_first_use_check_is_the_one_host_read_once_per_dtype(monkeypatch):
     # The fused loss's first-use check (ops/first_use.py) reads its
     # verdict back to the host: at the first fused call of each device and
     # dtype of a process, then never. Its probe cannot run on meta and is
@@ -215,16 +228,17 @@ def test_the_first_use_check_is_the_one_host_read_once_per_dtype(
     monkeypatch.setattr(cuda_ext, '_kernels_serve', lambda t: True)
     monkeypatch.setattr(first_use, '_verdicts', {})
     probed = []
-    monkeypatch.setattr(first_use, '_probe', lambda device, dtype: probed.
-                        append((device, dtype)) or '')
+    monkeypatch.setattr(
+        first_use, '_probe', lambda device, dtype: probed.append(
+            (device, dtype)) or '')
     loss_fn = make_loss('cumulative')
     label = torch.empty(2, 8, 8, dtype=torch.int64, device=META)
 
     def steps():
         for dtype in (torch.float32, torch.float32, torch.bfloat16,
                       torch.float32):
-            logits = torch.empty(2, 19, 8, 8, dtype=dtype, device=META,
-                                 requires_grad=True)
+            logits = torch.empty(
+                2, 19, 8, 8, dtype=dtype, device=META, requires_grad=True)
             loss_fn(logits, label).backward()
 
     assert called_ops(steps) == COUNT_OPS | LOSS_OPS
@@ -235,8 +249,7 @@ def test_the_guarded_switch_compiles_as_one_graph(monkeypatch):
     # Under torch.compile no probe can run: a verdict holds, an unverified
     # pair waits for an eager call, and neither breaks the graph.
     monkeypatch.setattr(cuda_ext, '_kernels_serve', lambda t: True)
-    monkeypatch.setattr(first_use, '_verdicts',
-                        {(META, torch.float32): True})
+    monkeypatch.setattr(first_use, '_verdicts', {(META, torch.float32): True})
 
     def no_probe(device, dtype):
         raise AssertionError('probed while tracing')
@@ -248,8 +261,8 @@ def test_the_guarded_switch_compiles_as_one_graph(monkeypatch):
     compiled = torch.compile(loss_fn, fullgraph=True, backend='aot_eager')
     label = torch.empty(2, 8, 8, dtype=torch.int64, device=META)
     for dtype in (torch.float32, torch.bfloat16):
-        logits = torch.empty(2, 19, 8, 8, dtype=dtype, device=META,
-                             requires_grad=True)
+        logits = torch.empty(
+            2, 19, 8, 8, dtype=dtype, device=META, requires_grad=True)
         assert called_ops(lambda: compiled(logits, label).backward()) == \
             COUNT_OPS | LOSS_OPS
     torch._dynamo.reset()

@@ -32,26 +32,35 @@ WORLD = 2
 PRIOR = [4000.0, 900.0, 150.0, 30.0, 1.0]
 # name: ARBLoss settings. The issue's table first.
 SETTINGS = {
-    'cumulative tau=1': dict(count_mode='cumulative'),
-    'cumulative tau=0 p=0.5': dict(count_mode='cumulative', tau=0.0,
-                                   weight_power=0.5),
-    'cumulative tau=0 p=1': dict(count_mode='cumulative', tau=0.0,
-                                 weight_power=1.0),
-    'batch tau=1 p=0.5': dict(count_mode='batch', weight_power=0.5),
-    'cumulative tau=0 p=0.5 avg_non_ignore': dict(
-        count_mode='cumulative', tau=0.0, weight_power=0.5,
+    'cumulative tau=1':
+    dict(count_mode='cumulative'),
+    'cumulative tau=0 p=0.5':
+    dict(count_mode='cumulative', tau=0.0, weight_power=0.5),
+    'cumulative tau=0 p=1':
+    dict(count_mode='cumulative', tau=0.0, weight_power=1.0),
+    'batch tau=1 p=0.5':
+    dict(count_mode='batch', weight_power=0.5),
+    'cumulative tau=0 p=0.5 avg_non_ignore':
+    dict(
+        count_mode='cumulative',
+        tau=0.0,
+        weight_power=0.5,
         avg_non_ignore=True),
-    'ema tau=0.5 p=0.5': dict(count_mode='ema', momentum=0.3, tau=0.5,
-                              weight_power=0.5),
-    'prior tau=1 p=1': dict(count_mode='prior', class_counts=PRIOR,
-                            weight_power=1.0),
-    'batch p=0.5 class_weight': dict(count_mode='batch', weight_power=0.5,
-                                     class_weight=[1.0, 2.0, 0.5, 1.0, 3.0]),
-    'batch p=0.5 loss_weight sum': dict(count_mode='batch', weight_power=0.5,
-                                        loss_weight=0.4, reduction='sum'),
-    'cumulative tau=1 p=0.5 none': dict(count_mode='cumulative',
-                                          weight_power=0.5,
-                                          reduction='none'),
+    'ema tau=0.5 p=0.5':
+    dict(count_mode='ema', momentum=0.3, tau=0.5, weight_power=0.5),
+    'prior tau=1 p=1':
+    dict(count_mode='prior', class_counts=PRIOR, weight_power=1.0),
+    'batch p=0.5 class_weight':
+    dict(
+        count_mode='batch',
+        weight_power=0.5,
+        class_weight=[1.0, 2.0, 0.5, 1.0, 3.0]),
+    'batch p=0.5 loss_weight sum':
+    dict(
+        count_mode='batch', weight_power=0.5, loss_weight=0.4,
+        reduction='sum'),
+    'cumulative tau=1 p=0.5 none':
+    dict(count_mode='cumulative', weight_power=0.5, reduction='none'),
 }
 # Settings whose rule is mmseg's per-rank mean: one process's gradients
 # only where every rank has as many pixels (labelled ones with
@@ -67,8 +76,8 @@ def batches(step, split):
     n = sum(split)
     images = torch.randn(n, 3, 6, 7, generator=gen)
     tail = torch.tensor([0.6, 0.25, 0.1, 0.04, 0.01])
-    label = torch.multinomial(tail, n * 42, replacement=True,
-                              generator=gen).view(n, 6, 7)
+    label = torch.multinomial(
+        tail, n * 42, replacement=True, generator=gen).view(n, 6, 7)
     label[:split[0]][label[:split[0]] == 3] = 0
     label[:, 0, :2] = 255
     label[-1, 1:3] = 255
@@ -123,9 +132,10 @@ def _worker(rank, port, path, library, split, out_dir):
 def relative_errors(tmp_path, path, split, library=None):
     """setting -> max |N ranks - one process| / max |grad| over both
     steps and all parameters."""
-    mp.spawn(_worker,
-             args=(free_port(), path, library, split, str(tmp_path)),
-             nprocs=WORLD)
+    mp.spawn(
+        _worker,
+        args=(free_port(), path, library, split, str(tmp_path)),
+        nprocs=WORLD)
     ranks = torch.load(tmp_path / '0.pt')
     errors = {}
     for name, settings in SETTINGS.items():
@@ -135,15 +145,17 @@ def relative_errors(tmp_path, path, split, library=None):
             for got, want in zip(ranks[name][step], one[step]):
                 if settings.get('reduction', 'mean') != 'mean':
                     got = got * WORLD  # DDP averages the ranks' sums
-                error = max(error, float((got - want).abs().max() /
-                                         want.abs().max()))
+                error = max(error,
+                            float((got - want).abs().max() / want.abs().max()))
         errors[name] = error
     return errors
 
 
 def check(errors, per_rank_holds=True):
-    bad = [f'{name}: {error:.3g}' for name, error in errors.items()
-           if error > 1e-5 and (per_rank_holds or name not in PER_RANK)]
+    bad = [
+        f'{name}: {error:.3g}' for name, error in errors.items()
+        if error > 1e-5 and (per_rank_holds or name not in PER_RANK)
+    ]
     assert not bad, 'relative gradient errors:\n' + '\n'.join(bad)
 
 
@@ -155,12 +167,12 @@ def test_two_ranks_give_the_gradients_of_one_process(tmp_path, path):
 @emulated_ops.needs_nvcc
 def test_two_ranks_on_the_kernels_path(tmp_path):
     emulated_ops.build(tmp_path)
-    check(relative_errors(tmp_path, 'fused', (1, 1),
-                          str(tmp_path / 'libemulated.so')))
+    check(
+        relative_errors(tmp_path, 'fused', (1, 1),
+                        str(tmp_path / 'libemulated.so')))
 
 
-def test_unequal_batches_still_give_one_process_with_count_weights(
-        tmp_path):
+def test_unequal_batches_still_give_one_process_with_count_weights(tmp_path):
     # The last batch of an epoch: two images on one rank, one on the
     # other. The count-weighted mean divides by the pixels of all ranks,
     # so it still holds; mmseg's per-rank mean (no count weights) weighs

@@ -31,9 +31,9 @@ import mmseg_arb  # noqa: F401
 from mmseg_arb.models.losses import ARBLoss
 
 MODES = ('batch', 'cumulative', 'ema', 'prior')
-DEMO_CE = osp.join(CONFIGS, 'demo',
-                   'deeplabv3plus_r18-tiny_1xb8-400iter_synthetic-ade20k-'
-                   '128x128.py')
+DEMO_CE = osp.join(
+    CONFIGS, 'demo', 'deeplabv3plus_r18-tiny_1xb8-400iter_synthetic-ade20k-'
+    '128x128.py')
 
 
 def build(cfg):
@@ -46,8 +46,7 @@ def arb_cfg(count_mode, num_classes, tau, **kwargs):
     zero, which ``tau=0`` must ignore like every other count."""
     cfg = dict(type='ARBLoss', count_mode=count_mode, tau=tau, **kwargs)
     if count_mode == 'prior':
-        cfg['class_counts'] = [0.0] + [10.0**k for k in range(num_classes -
-                                                                1)]
+        cfg['class_counts'] = [0.0] + [10.0**k for k in range(num_classes - 1)]
     return cfg
 
 
@@ -63,12 +62,12 @@ def mmseg_cases():
     five_way_ignored[1, [0, 5, 8, 9]] = 10
     weight = torch.rand(5, generator=g)
     return [
-        ('saturated', torch.tensor([[100.0, -100.0]]), torch.tensor([1]),
-         255, None),
+        ('saturated', torch.tensor([[100.0,
+                                     -100.0]]), torch.tensor([1]), 255, None),
         ('saturated-weighted', torch.tensor([[100.0, -100.0]]),
          torch.tensor([1]), 255, [0.8, 0.2]),
-        ('constant-21-classes', torch.full((2, 21, 8, 8), 0.5), constant,
-         255, None),
+        ('constant-21-classes', torch.full((2, 21, 8, 8),
+                                           0.5), constant, 255, None),
         ('five-way-weighted', torch.randn(2, 5, 10, generator=g), five_way,
          255, (weight / weight.sum()).tolist()),
         ('five-way-weighted-ignored', torch.randn(2, 5, 10, generator=g),
@@ -92,8 +91,10 @@ def loss_and_grad(loss_fn, logits, label, ignore_index):
 def test_tau_zero_is_mmseg_cross_entropy(case, reduction, avg_non_ignore,
                                          count_mode):
     _, logits, label, ignore_index, class_weight = case
-    common = dict(reduction=reduction, avg_non_ignore=avg_non_ignore,
-                  class_weight=class_weight)
+    common = dict(
+        reduction=reduction,
+        avg_non_ignore=avg_non_ignore,
+        class_weight=class_weight)
     arb = build(arb_cfg(count_mode, logits.shape[1], 0.0, **common))
     got, got_grad = loss_and_grad(arb, logits, label, ignore_index)
 
@@ -108,8 +109,12 @@ def test_tau_zero_is_mmseg_cross_entropy(case, reduction, avg_non_ignore,
         extra = 0 if avg_non_ignore else int((label == ignore_index).sum())
 
         def expected_fn(z, y, ignore_index):
-            total = F.cross_entropy(z, y, weight=weight, reduction='sum',
-                                    ignore_index=ignore_index)
+            total = F.cross_entropy(
+                z,
+                y,
+                weight=weight,
+                reduction='sum',
+                ignore_index=ignore_index)
             return total / (weight[y[y != ignore_index]].sum() + extra)
 
         expected, expected_grad = loss_and_grad(expected_fn, logits, label,
@@ -144,10 +149,17 @@ def test_tau_zero_reads_class_weight_files_as_mmseg(tmp_path, suffix):
     logits, label = torch.tensor([[100.0, -100.0], [1.0, 2.0]]), \
         torch.tensor([1, 0])
     for reduction in ('mean', 'sum'):
-        ce = build(dict(type='CrossEntropyLoss', class_weight=path,
-                        reduction=reduction))
-        arb = build(dict(type='ARBLoss', tau=0.0, class_weight=path,
-                         reduction=reduction))
+        ce = build(
+            dict(
+                type='CrossEntropyLoss',
+                class_weight=path,
+                reduction=reduction))
+        arb = build(
+            dict(
+                type='ARBLoss',
+                tau=0.0,
+                class_weight=path,
+                reduction=reduction))
         torch.testing.assert_close(arb(logits, label), ce(logits, label))
 
 
@@ -158,8 +170,8 @@ def test_tau_zero_keeps_absent_classes_in_the_softmax(count_mode):
     g = torch.Generator().manual_seed(1)
     logits = torch.randn(2, 6, 4, 4, generator=g, dtype=torch.float64)
     label = torch.tensor([0, 3])[torch.randint(2, (2, 4, 4), generator=g)]
-    got, got_grad = loss_and_grad(build(arb_cfg(count_mode, 6, 0.0)),
-                                  logits, label, 255)
+    got, got_grad = loss_and_grad(
+        build(arb_cfg(count_mode, 6, 0.0)), logits, label, 255)
     expected, expected_grad = loss_and_grad(
         lambda z, y, ignore_index: F.cross_entropy(z, y), logits, label, 255)
     torch.testing.assert_close(got, expected)
@@ -169,8 +181,9 @@ def test_tau_zero_keeps_absent_classes_in_the_softmax(count_mode):
 
 def batch_with_ignored(seed, num_classes=7, shape=(2, 6, 5)):
     g = torch.Generator().manual_seed(seed)
-    logits = torch.randn(shape[0], num_classes, *shape[1:], generator=g,
-                         dtype=torch.float64) * 3
+    logits = torch.randn(
+        shape[0], num_classes, *shape[1:], generator=g,
+        dtype=torch.float64) * 3
     label = torch.randint(num_classes, shape, generator=g)
     label[torch.rand(shape, generator=g) < 0.2] = 255
     return logits, label
@@ -207,8 +220,9 @@ def test_prior_at_tau_one_is_balanced_softmax():
     counts = [5000.0, 1200.0, 300.0, 40.0, 9.0, 2.0, 1.0]
     logits, label = batch_with_ignored(seed=2)
     logits.requires_grad_()
-    loss = ARBLoss(count_mode='prior', class_counts=counts, tau=1.0,
-                   avg_non_ignore=True)(logits, label)
+    loss = ARBLoss(
+        count_mode='prior', class_counts=counts, tau=1.0,
+        avg_non_ignore=True)(logits, label)
     expected = balanced_softmax_loss(logits, label, counts)
     # The shift is float32 (log n in fp32), hence the tolerance.
     torch.testing.assert_close(loss, expected, rtol=1e-6, atol=1e-9)
@@ -221,11 +235,14 @@ def test_prior_at_tau_one_is_balanced_softmax():
 def test_prior_is_the_logit_adjusted_loss_for_every_tau(tau):
     counts = [5000.0, 1200.0, 300.0, 40.0, 9.0, 2.0, 1.0]
     logits, label = batch_with_ignored(seed=3)
-    loss = ARBLoss(count_mode='prior', class_counts=counts, tau=tau,
-                   avg_non_ignore=True)(logits, label)
+    loss = ARBLoss(
+        count_mode='prior', class_counts=counts, tau=tau,
+        avg_non_ignore=True)(logits, label)
     torch.testing.assert_close(
-        loss, logit_adjusted_loss(logits, label, counts, tau),
-        rtol=1e-6, atol=1e-9)
+        loss,
+        logit_adjusted_loss(logits, label, counts, tau),
+        rtol=1e-6,
+        atol=1e-9)
 
 
 @pytest.mark.parametrize('tau', [0.5, 1.5])
@@ -245,8 +262,8 @@ def test_running_modes_match_the_reference_with_counts_to_the_tau(
         'cumulative': first + second,
         'ema': (1 - momentum) * momentum * first + momentum * second,
     }[count_mode]
-    torch.testing.assert_close(loss, naive_arb_loss(l2, y2, counts**tau),
-                               rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(
+        loss, naive_arb_loss(l2, y2, counts**tau), rtol=1e-6, atol=1e-9)
 
 
 def test_tau_is_validated():
@@ -257,8 +274,10 @@ def test_tau_is_validated():
 
 
 def heads_tau(model):
-    return [head.loss_decode.estimator.tau
-            for head in (model.decode_head, model.auxiliary_head)]
+    return [
+        head.loss_decode.estimator.tau
+        for head in (model.decode_head, model.auxiliary_head)
+    ]
 
 
 @pytest.mark.slow
@@ -280,8 +299,11 @@ def test_tau_round_trips_through_a_config_file_and_its_dump(tmp_path):
     logits, label = batch_with_ignored(6, num_classes=24)
     loss = model.decode_head.loss_decode(logits, label)
     torch.testing.assert_close(
-        loss, naive_arb_loss(logits, label, naive_counts(label, 24)**0.5),
-        rtol=1e-6, atol=1e-9)
+        loss,
+        naive_arb_loss(logits, label,
+                       naive_counts(label, 24)**0.5),
+        rtol=1e-6,
+        atol=1e-9)
 
 
 @pytest.mark.slow
