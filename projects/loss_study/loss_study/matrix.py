@@ -111,10 +111,14 @@ def _fmt(x: float) -> str:
     return f'{x:g}'
 
 
-def study_families(counts: Sequence[float], class_stats: str) -> List[Family]:
+def study_families(
+    counts: Sequence[float],
+    class_stats: str,
+    weight_taus: Sequence[float] = (0.5, 1.0)) -> List[Family]:
     """The study's families and grids, from the training split's pixel
     ``counts`` (class weights, alphas) and its statistics file
-    ``class_stats`` (ARB's ``prior``, BLV's counts).
+    ``class_stats`` (ARB's ``prior``, BLV's counts); ``weight_taus``: the
+    ``tau`` values of ARB + count-driven class weights.
 
     Why these grids (each of :data:`BUDGET` configurations):
 
@@ -133,8 +137,11 @@ def study_families(counts: Sequence[float], class_stats: str) -> List[Family]:
       ``n^-p`` for p in {0.25, 0.5}.
     * Dice: the class-averaged softmax Dice alone, and CE + Dice at Dice
       weights {0.5, 1, 3} (3 is mmseg's shipped ce-1.0-dice-3.0 ratio).
-    * ARB + count-driven class weights: ``cumulative`` counts, ``tau`` in
-      {0.5, 1} x ``weight_power`` in {0.25, 0.5}.
+    * ARB + count-driven class weights: ``cumulative`` counts,
+      ``weight_taus`` x ``weight_power`` in {0.25, 0.5}: ``tau`` in
+      {0.5, 1} on generated data; {0, 0.5} on CamVid
+      (``projects/loss_study/camvid/PREREGISTRATION.md``: it holds the
+      generated study's after-the-fact ``tau=0, p=0.5``).
     """
     families = [
         Family('ce', 'Cross-entropy', [
@@ -267,11 +274,11 @@ def study_families(counts: Sequence[float], class_stats: str) -> List[Family]:
                     class_stats,
                     tau,
                     weight_power=p,
-                    family='arb-weights') for tau in (0.5, 1.0)
+                    family='arb-weights') for tau in weight_taus
                 for p in (0.25, 0.5)
-            ],
-            'cumulative counts, tau in {0.5, 1} x weight_power in {0.25, 0.5}')
-    )
+            ], 'cumulative counts, tau in '
+            f"{{{', '.join(map(_fmt, weight_taus))}}}"
+            ' x weight_power in {0.25, 0.5}'))
     for f in families[1:]:
         assert len(f.losses) == BUDGET, f.key
     return families

