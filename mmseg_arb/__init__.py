@@ -16,11 +16,19 @@ from . import models  # noqa: F401  (ARBLoss)
 from .version import __version__
 
 if importlib.util.find_spec('mmseg') is not None:
-    from . import datasets  # noqa: F401  (CamVidDataset)
     from . import engine  # noqa: F401  (ARBRunner, GradientBalanceHook)
     from . import evaluation  # noqa: F401  (LongTailIoUMetric)
     from .utils.checkpoint import allow_mmengine_checkpoints
 
     allow_mmengine_checkpoints()
+    try:  # mmseg's datasets need mmcv's compiled ops
+        import mmcv.ops  # noqa: F401
+    except ImportError:
+        # mmcv without ops (mmcv-lite, e.g. a bare GPU machine that only
+        # checks the kernels): the loss, hooks and metric still register;
+        # CamVidDataset, whose base class is mmseg's, does not.
+        pass
+    else:
+        from . import datasets  # noqa: F401  (CamVidDataset)
 
 __all__ = ['__version__']
