@@ -1,10 +1,13 @@
 """Shrinking the shipped configs to what a CPU test can run, changing only
 what CPU and the absence of weights force."""
 import copy
+import datetime
+import faulthandler
 import os
 import os.path as osp
 import socket
-from typing import Any, Dict
+import sys
+from typing import Any, Callable, Dict
 
 from mmengine.config import Config
 
@@ -17,6 +20,46 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
+
+
+def run_ranks(fn: Callable,
+              *args: Any,
+              world: int = 2,
+              timeout: float = 300.0) -> None:
+    """Runs ``fn(rank, *args)`` on ``world`` spawned gloo ranks and raises
+    what a rank raised.
+
+    A rank that has not finished after ``timeout`` seconds prints every
+    thread's stack and exits 1, so a hang fails its test instead of the
+    whole CI run. A rank that returns leaves with ``os._exit(0)``, running
+    no destructor: torch 2.13 can deadlock when a rank frees a
+    ``DistributedDataParallel`` model right after a backward. The gloo
+    group's destructor joins its worker threads while holding the GIL,
+    and a worker that still holds the backward's allreduce waits for the
+    GIL to free the Python context that ``torch.autograd`` stashed in the
+    work's thread-local state (docs/upstream/gloo_abort_at_exit.md). One
+    test run in four hung this way on a loaded 2-core machine. How our
+    command ends a run is tested by
+    ``test_a_distributed_run_ends_its_process_group``, not here.
+    """
+    import torch.multiprocessing as mp
+    mp.spawn(
+        _rank_main, args=(world, free_port(), timeout, fn, args), nprocs=world)
+
+
+def _rank_main(rank, world, port, timeout, fn, args):
+    import torch.distributed as dist
+    faulthandler.dump_traceback_later(timeout, exit=True)
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    dist.init_process_group(
+        'gloo',
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=timeout))
+    fn(rank, *args)  # on an error, torch's spawn reports it and exits 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def replace_type(node: Any, old: str, new: str) -> Any:

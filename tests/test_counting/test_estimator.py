@@ -2,9 +2,7 @@ import os
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
-from helpers import free_port
+from helpers import run_ranks
 from reference import naive_arb_family_loss, naive_class_weights, naive_counts
 
 from mmseg_arb.counting import (ClassCountEstimator, LabelRangeError,
@@ -100,36 +98,31 @@ def weighted_pixels(label, weights):
     return weights[y[keep]].sum() + (~keep).sum()
 
 
-def _dist_worker(rank, world_size, port, mode, weight_power, out_dir):
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    dist.init_process_group('gloo', rank=rank, world_size=world_size)
+def _dist_worker(rank, mode, weight_power, out_dir):
+    loss_fn = ARBLoss(count_mode=mode, weight_power=weight_power)
+    results = []
+    for step in range(2):
+        # Each rank sees different labels, rank 1 only some classes.
+        label = labels(10 * step + rank, classes=C if rank == 0 else 2)
+        logits = torch.randn(
+            2,
+            C,
+            8,
+            8,
+            dtype=torch.float64,
+            generator=torch.Generator().manual_seed(100 * step + rank))
+        loss = loss_fn(logits, label)
+        results.append(
+            (logits, label, loss.detach(), loss_fn.estimator.counts.clone()))
+    bad = labels(99)
+    if rank == 1:
+        bad[0, 0, 0] = C + 3  # only rank 1 has a bad label
     try:
-        loss_fn = ARBLoss(count_mode=mode, weight_power=weight_power)
-        results = []
-        for step in range(2):
-            # Each rank sees different labels, rank 1 only some classes.
-            label = labels(10 * step + rank, classes=C if rank == 0 else 2)
-            logits = torch.randn(
-                2,
-                C,
-                8,
-                8,
-                dtype=torch.float64,
-                generator=torch.Generator().manual_seed(100 * step + rank))
-            loss = loss_fn(logits, label)
-            results.append((logits, label, loss.detach(),
-                            loss_fn.estimator.counts.clone()))
-        bad = labels(99)
-        if rank == 1:
-            bad[0, 0, 0] = C + 3  # only rank 1 has a bad label
-        try:
-            loss_fn(torch.randn(2, C, 8, 8), bad)
-            raised = False
-        except LabelRangeError:
-            raised = True
-        torch.save((results, raised), os.path.join(out_dir, f'{rank}.pt'))
-    finally:
-        dist.destroy_process_group()
+        loss_fn(torch.randn(2, C, 8, 8), bad)
+        raised = False
+    except LabelRangeError:
+        raised = True
+    torch.save((results, raised), os.path.join(out_dir, f'{rank}.pt'))
 
 
 @pytest.mark.slow
@@ -143,10 +136,8 @@ def test_two_ranks_use_the_summed_counts(tmp_path, mode, weight_power):
     # denominator of all ranks (tests/test_models/test_losses/test_ranks.py
     # checks the gradients this gives against one process).
     world_size = 2
-    mp.spawn(
-        _dist_worker,
-        args=(world_size, free_port(), mode, weight_power, str(tmp_path)),
-        nprocs=world_size)
+    run_ranks(
+        _dist_worker, mode, weight_power, str(tmp_path), world=world_size)
     out = [torch.load(tmp_path / f'{r}.pt') for r in range(world_size)]
     total = torch.zeros(C, dtype=torch.float64)
     for step in range(2):
@@ -218,50 +209,45 @@ def test_fine_tune_into_a_head_with_other_classes_counts_afresh():
         est(labels(1, classes=5), 5)  # sized by this model now: an error
 
 
-def _deferred_worker(rank, world_size, port, out_dir):
+def _deferred_worker(rank, out_dir):
     # Labels on CPU are checked at once; here the guard is made to treat
     # them as GPU labels, which it only reads when ClassCountHook says.
     from types import SimpleNamespace
 
     from mmseg_arb.engine import ClassCountHook
     label_guard.reads_are_free = lambda device: False
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    dist.init_process_group('gloo', rank=rank, world_size=world_size)
-    try:
-        model = torch.nn.ModuleDict(dict(head=ARBLoss()))
-        runner = SimpleNamespace(
-            model=model,
-            hooks=[],
-            iter=0,
-            train_dataloader=SimpleNamespace(dataset=None))
-        hook = ClassCountHook(interval=3)
-        hook.before_train(runner)
-        events = []
-        for it in range(5):
-            runner.iter = it
-            label = labels(it + rank)
-            if rank == 1 and it in (1, 4):  # bad labels on rank 1 only
-                label[0, 0, :2] = torch.tensor([C + 4, -2])
-            hook.before_train_iter(runner, it)
-            model['head'](torch.randn(2, C, 8, 8), label)
-            try:
-                hook.after_train_iter(runner, it)
-            except LabelRangeError as e:
-                events.append((it, str(e)))
-                model['head'].estimator.label_guard.bad_labels.zero_()
-        try:  # iteration 4 comes after the last interval: the end reads it
-            hook.after_train(runner)
+    model = torch.nn.ModuleDict(dict(head=ARBLoss()))
+    runner = SimpleNamespace(
+        model=model,
+        hooks=[],
+        iter=0,
+        train_dataloader=SimpleNamespace(dataset=None))
+    hook = ClassCountHook(interval=3)
+    hook.before_train(runner)
+    events = []
+    for it in range(5):
+        runner.iter = it
+        label = labels(it + rank)
+        if rank == 1 and it in (1, 4):  # bad labels on rank 1 only
+            label[0, 0, :2] = torch.tensor([C + 4, -2])
+        hook.before_train_iter(runner, it)
+        model['head'](torch.randn(2, C, 8, 8), label)
+        try:
+            hook.after_train_iter(runner, it)
         except LabelRangeError as e:
-            events.append(('end', str(e)))
-        torch.save(events, os.path.join(out_dir, f'{rank}.pt'))
-    finally:
-        dist.destroy_process_group()
+            events.append((it, str(e)))
+            model['head'].estimator.label_guard.bad_labels.zero_()
+    try:  # iteration 4 comes after the last interval: the end reads it
+        hook.after_train(runner)
+    except LabelRangeError as e:
+        events.append(('end', str(e)))
+    torch.save(events, os.path.join(out_dir, f'{rank}.pt'))
 
 
 @pytest.mark.slow
 def test_deferred_bad_labels_raise_on_every_rank_at_the_same_iteration(
         tmp_path):
-    mp.spawn(_deferred_worker, args=(2, free_port(), str(tmp_path)), nprocs=2)
+    run_ranks(_deferred_worker, str(tmp_path))
     events = [torch.load(tmp_path / f'{r}.pt') for r in range(2)]
     for rank, rank_events in enumerate(events):
         assert [when for when, _ in rank_events] == [2, 'end']

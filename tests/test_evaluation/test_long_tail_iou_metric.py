@@ -4,9 +4,7 @@ import os
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
-from helpers import free_port
+from helpers import run_ranks
 
 from mmseg_arb.evaluation import LongTailIoUMetric, frequency_groups
 
@@ -105,22 +103,17 @@ def test_bad_configuration_is_an_error():
         LongTailIoUMetric(iou_metrics=['mDice'])
 
 
-def _merge_worker(rank, port, out):
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    dist.init_process_group('gloo', rank=rank, world_size=2)
-    try:
-        metric = LongTailIoUMetric(class_counts=[1000, 100, 10, 1])
-        metric.dataset_meta = dict(classes=CLASSES)
-        metric.process({}, [SAMPLES[rank]])  # each rank sees one image
-        result = metric.evaluate(size=2)
-        torch.save(result, os.path.join(out, f'{rank}.pt'))
-    finally:
-        dist.destroy_process_group()
+def _merge_worker(rank, out):
+    metric = LongTailIoUMetric(class_counts=[1000, 100, 10, 1])
+    metric.dataset_meta = dict(classes=CLASSES)
+    metric.process({}, [SAMPLES[rank]])  # each rank sees one image
+    result = metric.evaluate(size=2)
+    torch.save(result, os.path.join(out, f'{rank}.pt'))
 
 
 @pytest.mark.slow
 def test_two_process_merge_equals_single_process(tmp_path):
-    mp.spawn(_merge_worker, args=(free_port(), str(tmp_path)), nprocs=2)
+    run_ranks(_merge_worker, str(tmp_path))
     merged = [torch.load(tmp_path / f'{r}.pt') for r in range(2)]
     single = LongTailIoUMetric(class_counts=[1000, 100, 10, 1])
     single.dataset_meta = dict(classes=CLASSES)

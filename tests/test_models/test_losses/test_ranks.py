@@ -17,9 +17,7 @@ import os
 import emulated_ops
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
-from helpers import free_port
+from helpers import run_ranks
 from torch.nn.parallel import DistributedDataParallel
 
 from mmseg_arb.models.losses import ARBLoss
@@ -106,36 +104,28 @@ def run_steps(model, loss_fn, split, rank=None):
     return grads
 
 
-def _worker(rank, port, path, library, split, out_dir):
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    dist.init_process_group('gloo', rank=rank, world_size=WORLD)
-    try:
-        if path == 'fused':
-            # The emulated kernels serve CPU tensors (after the fused
-            # loss's first-use check, which they pass).
-            kept = emulated_ops.register(  # noqa: F841
-                emulated_ops.load(library))
-            cuda_ext._kernels_serve = lambda tensor: True
-        results = {}
-        for name, settings in SETTINGS.items():
-            model = DistributedDataParallel(make_model())
-            loss_fn = ARBLoss(**settings)
-            if path == 'compiled':
-                torch._dynamo.reset()
-                loss_fn = torch.compile(loss_fn, backend='aot_eager')
-            results[name] = run_steps(model, loss_fn, split, rank)
-        torch.save(results, os.path.join(out_dir, f'{rank}.pt'))
-    finally:
-        dist.destroy_process_group()
+def _worker(rank, path, library, split, out_dir):
+    if path == 'fused':
+        # The emulated kernels serve CPU tensors (after the fused loss's
+        # first-use check, which they pass).
+        kept = emulated_ops.register(  # noqa: F841
+            emulated_ops.load(library))
+        cuda_ext._kernels_serve = lambda tensor: True
+    results = {}
+    for name, settings in SETTINGS.items():
+        model = DistributedDataParallel(make_model())
+        loss_fn = ARBLoss(**settings)
+        if path == 'compiled':
+            torch._dynamo.reset()
+            loss_fn = torch.compile(loss_fn, backend='aot_eager')
+        results[name] = run_steps(model, loss_fn, split, rank)
+    torch.save(results, os.path.join(out_dir, f'{rank}.pt'))
 
 
 def relative_errors(tmp_path, path, split, library=None):
     """setting -> max |N ranks - one process| / max |grad| over both
     steps and all parameters."""
-    mp.spawn(
-        _worker,
-        args=(free_port(), path, library, split, str(tmp_path)),
-        nprocs=WORLD)
+    run_ranks(_worker, path, library, split, str(tmp_path), world=WORLD)
     ranks = torch.load(tmp_path / '0.pt')
     errors = {}
     for name, settings in SETTINGS.items():
