@@ -1,4 +1,7 @@
-from .hooks import ClassCountHook, GradientBalanceHook
+from .hooks import ClassCountHook, GradientBalanceHook, TestTimeLogitAdjustHook
 from .runner import ARBRunner
 
-__all__ = ['ARBRunner', 'ClassCountHook', 'GradientBalanceHook']
+__all__ = [
+    'ARBRunner', 'ClassCountHook', 'GradientBalanceHook',
+    'TestTimeLogitAdjustHook'
+]
