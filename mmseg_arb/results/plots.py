@@ -5,6 +5,9 @@ import numpy as np
 
 # (legend label, IoU per class in %, its spread per class or None)
 IoUSeries = Tuple[str, Sequence[float], Optional[Sequence[float]]]
+# One per series, cycled past 11 (with the colour cycle of 10, the first 11
+# series differ in both).
+MARKERS = ('o', 's', '^', 'D', 'v', '<', '>', 'p', 'P', 'X', '*')
 
 
 def plot_iou_vs_frequency(series: Sequence[IoUSeries],
@@ -41,9 +44,8 @@ def plot_iou_vs_frequency(series: Sequence[IoUSeries],
     # Nudge the series apart along x so that their error bars stay visible.
     offsets = np.linspace(-0.04, 0.04, len(series)) if len(series) > 1 \
         else [0.0]
-    for (label, iou, spread), marker, offset in zip(series,
-                                                    ('o', 's', '^', 'D', 'v'),
-                                                    offsets):
+    for i, ((label, iou, spread), offset) in enumerate(zip(series, offsets)):
+        marker = MARKERS[i % len(MARKERS)]
         x = share * 10**offset
         if spread is None:
             ax.scatter(x, iou, label=label, marker=marker, alpha=0.8)
