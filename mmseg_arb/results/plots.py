@@ -40,7 +40,8 @@ def plot_iou_vs_frequency(series: Sequence[IoUSeries],
 
     counts = np.asarray(counts, dtype=np.float64)
     share = counts / counts.sum()
-    fig, ax = plt.subplots(figsize=(8, 5))
+    many = len(series) > 5  # the legend goes beside the axes
+    fig, ax = plt.subplots(figsize=(11 if many else 8, 5))
     # Nudge the series apart along x so that their error bars stay visible.
     offsets = np.linspace(-0.04, 0.04, len(series)) if len(series) > 1 \
         else [0.0]
@@ -79,7 +80,10 @@ def plot_iou_vs_frequency(series: Sequence[IoUSeries],
     ax.set_xlabel('training pixel share of the class' + note)
     ax.set_ylabel(f'{split} IoU (%)')
     ax.set_title(title)
-    ax.legend()
+    if many:
+        ax.legend(loc='center left', bbox_to_anchor=(1.01, 0.5), fontsize=8)
+    else:
+        ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
