@@ -21,8 +21,10 @@ lies above 0, "loses" when below, "ties" otherwise (``stats``).
 on mIoU, head / body / tail mIoU and aAcc): every family against CE; the
 chosen ARB, then ARB + count-driven weights, against every other family;
 class-weighted CE against focal. Families, tables and ties follow the
-registered order (:data:`TABLE_ORDER`); per family, per-class test IoU
-and a plot of it against training frequency.
+registered order (``rule.TABLE_ORDER``); per family, per-class test IoU
+and a plot of it against training frequency. For a pre-registered study
+(:data:`REGISTERED`: CamVid) the report ends with its rule's outcome
+(``rule.apply_rule``).
 """
 import math
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -31,6 +33,7 @@ import numpy as np
 
 from mmseg_arb.results.plots import plot_iou_vs_frequency
 from mmseg_arb.results.runs import GROUP_KEYS, SUMMARY_KEYS
+from .rule import ARB_FAMILIES, apply_rule, in_table_order
 from .stats import ci_text, interval, paired, verdict
 
 SHORT_NAMES = {
@@ -43,13 +46,15 @@ SHORT_NAMES = {
 }
 COMPARED = ('mIoU', 'mIoU_head', 'mIoU_body', 'mIoU_tail', 'aAcc')
 CURVE_FAMILIES = ('ce', 'arb', 'class-weights')
-# The CamVid study's registered table order (it breaks ties); families of
-# other studies (BLV, Dice) follow in the order of their study.
-TABLE_ORDER = ('ce', 'arb', 'arb-weights', 'class-weights', 'focal',
-               'logit-adjustment', 'ce-tta')
-# Each compared with every other chosen family (the first with the second
-# once).
-ARB_FAMILIES = ('arb', 'arb-weights')
+# Data whose study was pre-registered: the report applies its rule.
+REGISTERED = {'CamVid': 'projects/loss_study/camvid/PREREGISTRATION.md'}
+CASES = {
+    '3': 'CE is in U (no row beats it)',
+    '4': 'CE is beaten and B is not an ARB row',
+    '5a': 'B is an ARB row and a non-ARB row is in U',
+    '5b': 'B is an ARB row and every row of U is one',
+    'empty U': 'every row is beaten, a cycle of wins',
+}
 STAGES = ('tune', 'final')
 
 
@@ -109,20 +114,9 @@ def _loss(study: Dict, key: str) -> Dict:
                 if l['key'] == key)
 
 
-def in_table_order(keys: Sequence[str]) -> List[str]:
-    """``keys`` (family keys) in :data:`TABLE_ORDER`; others after it, in
-    their given order."""
-    keys = list(keys)
-    return sorted(
-        keys,
-        key=lambda k:
-        (TABLE_ORDER.index(k)
-         if k in TABLE_ORDER else len(TABLE_ORDER), keys.index(k)))
-
-
 def families(study: Dict) -> List[Dict]:
     """The study's families in the registered table order
-    (:data:`TABLE_ORDER`; others after, in the study's order)."""
+    (:data:`rule.TABLE_ORDER`; others after, in the study's order)."""
     by_key = {f['key']: f for f in study['families']}
     return [by_key[k] for k in in_table_order(by_key)]
 
@@ -354,6 +348,72 @@ def per_class_table(study: Dict, optimizer: str, analysis: Dict) -> List[str]:
     return out
 
 
+def rule_section(study: Dict, optimizer: str, analysis: Dict) -> List[str]:
+    """The registered rule's outcome (:func:`rule.apply_rule`) with the
+    README's sentences; item 7's checks from ``study['checks']`` where the
+    lead recorded them, else marked placeholders."""
+    name = study['data'].get('name')
+    outcome = apply_rule(analysis, name, study.get('checks'))
+    out = [
+        '', f'**The registered rule ({optimizer})**, '
+        f'`{REGISTERED[name]}`, "The rule from which the README\'s '
+        'recommendation follows", on test mIoU', ''
+    ]
+    rows = analysis['rows']['test']
+    for key, what in (('not_run', 'Not run'),
+                      ('no_configuration',
+                       'No configuration (every tuning run failed)')):
+        if outcome[key]:
+            out += [
+                f'{what}, not rows of the rule: ' +
+                ', '.join(f'`{f}`' for f in outcome[key]) + '.', ''
+            ]
+    if not outcome['complete']:
+        return out + [
+            '**Final stage incomplete: no recommendation** (' +
+            '; '.join(outcome['missing']) + ').'
+        ]
+
+    def label(key: str) -> str:
+        return f"{rows[key]['family_name']} ({rows[key]['name']})"
+
+    won = outcome['wins']
+    out += [
+        '* Wins (paired 95 % interval of the test mIoU difference above 0; '
+        'pairs outside the registered comparisons computed for this rule '
+        'only): ' + ('; '.join(f'{label(a)} over {label(b)} {ci_text(d)}'
+                               for a, b, d in won) if won else 'none') + '.',
+        '* U (rows no other row beats): ' +
+        (', '.join(label(k) for k in outcome['U']) or 'empty') + '.'
+    ]
+    if outcome['B'] is not None:
+        out.append(
+            f"* B (highest mean test mIoU in U): {label(outcome['B'])}.")
+    case = outcome['case']
+    out.append(f'* Case {case}: {CASES[case]}' +
+               (f": {' > '.join(label(k) for k in outcome['cycle'])}."
+                if case == 'empty U' else '.'))
+    rec = outcome['recommended']
+    out.append(
+        f'* Recommended: {label(rec)}, `{_escape(rows[rec]["shown"])}`' +
+        ('' if outcome['versus_ce'] is
+         None else f"; test mIoU against CE {ci_text(outcome['versus_ce'])}") +
+        '.')
+    if outcome['price'] is not None:
+        p = outcome['price']
+        out.append(f"* Price against CE: test aAcc {ci_text(p['aAcc'])}, "
+                   f"head mIoU {ci_text(p['mIoU_head'])}: " +
+                   ('measurable' if p['measurable'] else
+                    'no measurable price (both intervals hold 0)') + '.')
+    out += ['', "The README's text, as registered:", '']
+    out += [f'> {s}' for s in outcome['sentences']]
+    if outcome['placeholders']:
+        out += [''] + [
+            f'* **Placeholder**, {p}' for p in outcome['placeholders']
+        ]
+    return out
+
+
 def sentences(analysis: Dict, optimizer: str) -> List[str]:
     """One sentence per comparison, its words from :func:`verdict`."""
     out = []
@@ -429,6 +489,8 @@ def render(study: Dict) -> str:
             '', f'**Verdicts ({opt})**, generated from the intervals '
             'above:', ''
         ] + sentences(a, opt)
+        if data.get('name') in REGISTERED:
+            lines += rule_section(study, opt, a)
     return '\n'.join(lines) + '\n'
 
 
