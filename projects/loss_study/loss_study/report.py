@@ -291,9 +291,10 @@ def final_tables(study: Dict, optimizer: str, analysis: Dict) -> List[str]:
         '', f'**Paired differences ({optimizer}, test)**: mean [95 % t '
         'interval] over the pairs (data seed, training seed) both rows '
         'finished; verdict on mIoU: wins / loses only when the interval '
-        'excludes 0', '', '| comparison | ' + ' | '.join(SHORT_NAMES[m]
-                                                         for m in COMPARED) +
-        ' | pairs | verdict (mIoU) |',
+        'excludes 0; no correction for the number of comparisons '
+        f"({len(analysis['comparisons'])} here)", '', '| comparison | ' +
+        ' | '.join(SHORT_NAMES[m]
+                   for m in COMPARED) + ' | pairs | verdict (mIoU) |',
         '|---|' + '---:|' * (len(COMPARED) + 1) + ':---:|'
     ]
     for c in analysis['comparisons']:

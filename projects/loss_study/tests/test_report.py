@@ -233,6 +233,7 @@ def test_every_registered_comparison_with_aacc():
     text = render(study)
     assert '| comparison | mIoU | head | body | tail | aAcc | pairs |' in text
     assert '| CE + weights n^-0.5 - Focal gamma=2, alpha n^-0.5 |' in text
+    assert 'no correction for the number of comparisons (19 here)' in text
     # Per family: per-class test IoU, in the table order.
     assert (
         '| class | train share | group | Cross-entropy | ARB-Loss | '
