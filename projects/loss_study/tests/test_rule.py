@@ -265,6 +265,7 @@ def test_the_report_says_no_recommendation_until_the_final_stage_is_done():
     assert ('**Final stage incomplete: no recommendation** '
             '(class-weights: 3 of 5 final runs).') in text
     assert 'we recommend' not in text
+    assert 'BLV and Dice were not run (the registration: budget).' in text
     assert 'Not run, not rows of the rule: `arb-weights`, ' \
         '`logit-adjustment`, `ce-tta`.' in text
     # A study on other data has no registered rule.
