@@ -5,6 +5,9 @@ import numpy as np
 
 # (legend label, IoU per class in %, its spread per class or None)
 IoUSeries = Tuple[str, Sequence[float], Optional[Sequence[float]]]
+# One per series, cycled past 11 (with the colour cycle of 10, the first 11
+# series differ in both).
+MARKERS = ('o', 's', '^', 'D', 'v', '<', '>', 'p', 'P', 'X', '*')
 
 
 def plot_iou_vs_frequency(series: Sequence[IoUSeries],
@@ -37,13 +40,13 @@ def plot_iou_vs_frequency(series: Sequence[IoUSeries],
 
     counts = np.asarray(counts, dtype=np.float64)
     share = counts / counts.sum()
-    fig, ax = plt.subplots(figsize=(8, 5))
+    many = len(series) > 5  # the legend goes beside the axes
+    fig, ax = plt.subplots(figsize=(11 if many else 8, 5))
     # Nudge the series apart along x so that their error bars stay visible.
     offsets = np.linspace(-0.04, 0.04, len(series)) if len(series) > 1 \
         else [0.0]
-    for (label, iou, spread), marker, offset in zip(series,
-                                                    ('o', 's', '^', 'D', 'v'),
-                                                    offsets):
+    for i, ((label, iou, spread), offset) in enumerate(zip(series, offsets)):
+        marker = MARKERS[i % len(MARKERS)]
         x = share * 10**offset
         if spread is None:
             ax.scatter(x, iou, label=label, marker=marker, alpha=0.8)
@@ -77,7 +80,10 @@ def plot_iou_vs_frequency(series: Sequence[IoUSeries],
     ax.set_xlabel('training pixel share of the class' + note)
     ax.set_ylabel(f'{split} IoU (%)')
     ax.set_title(title)
-    ax.legend()
+    if many:
+        ax.legend(loc='center left', bbox_to_anchor=(1.01, 0.5), fontsize=8)
+    else:
+        ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

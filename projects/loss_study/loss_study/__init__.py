@@ -2,8 +2,9 @@
 against the published long-tail losses and mmseg's rebalancing, each family
 tuned with the same budget on validation and reported on a held-out test
 split (``matrix``: families; ``jobs``: running the trainings; ``report``:
-selection, statistics, tables; the study's own losses in ``losses``, its
-test-after-training hook in ``hooks``).
+selection, comparisons, tables; ``stats``: paired intervals; ``rule``: the
+CamVid registration's recommendation rule; the study's own losses in
+``losses``, its test-after-training hook in ``hooks``).
 
 Not part of the ``mmseg_arb`` package or its wheel: importing ``mmseg_arb``
 registers none of this. A run's config imports what it needs by its dotted

@@ -15,16 +15,26 @@ configuration of the grid.
 **Verdicts**: a paired difference (same data seed and training seed, so
 the same images, initialisation and batch order) over all pairs both rows
 finished, with a 95 % Student-t interval. "wins" only when the interval
-lies above 0, "loses" when below, "ties" otherwise.
+lies above 0, "loses" when below, "ties" otherwise (``stats``).
+
+**Comparisons** (:func:`registered_comparisons`, on the test split, each
+on mIoU, head / body / tail mIoU and aAcc): every family against CE; the
+chosen ARB, then ARB + count-driven weights, against every other family;
+class-weighted CE against focal. Families, tables and ties follow the
+registered order (``rule.TABLE_ORDER``); per family, per-class test IoU
+and a plot of it against training frequency. For a pre-registered study
+(:data:`REGISTERED`: CamVid) the report ends with its rule's outcome
+(``rule.apply_rule``).
 """
 import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from scipy.stats import t as student_t
 
 from mmseg_arb.results.plots import plot_iou_vs_frequency
-from mmseg_arb.results.runs import SUMMARY_KEYS
+from mmseg_arb.results.runs import GROUP_KEYS, SUMMARY_KEYS
+from .rule import ARB_FAMILIES, apply_rule, in_table_order
+from .stats import ci_text, interval, paired, verdict
 
 SHORT_NAMES = {
     'mIoU': 'mIoU',
@@ -34,11 +44,21 @@ SHORT_NAMES = {
     'mAcc': 'mAcc',
     'aAcc': 'aAcc'
 }
-COMPARED = ('mIoU', 'mIoU_head', 'mIoU_body', 'mIoU_tail')
+COMPARED = ('mIoU', 'mIoU_head', 'mIoU_body', 'mIoU_tail', 'aAcc')
 CURVE_FAMILIES = ('ce', 'arb', 'class-weights')
-# Each compared with every other chosen family (the first with the second
-# once).
-ARB_FAMILIES = ('arb', 'arb-weights')
+# Data whose study was pre-registered: the report applies its rule.
+REGISTERED = {'CamVid': 'projects/loss_study/camvid/PREREGISTRATION.md'}
+# What a registration leaves out, and why (the report says so).
+NOT_REGISTERED = {
+    'CamVid': 'BLV and Dice were not run (the registration: budget)'
+}
+CASES = {
+    '3': 'CE is in U (no row beats it)',
+    '4': 'CE is beaten and B is not an ARB row',
+    '5a': 'B is an ARB row and a non-ARB row is in U',
+    '5b': 'B is an ARB row and every row of U is one',
+    'empty U': 'every row is beaten, a cycle of wins',
+}
 STAGES = ('tune', 'final')
 
 
@@ -46,36 +66,6 @@ def run_key(stage: str, optimizer: str, loss: str, data_seed: int,
             seed: int) -> str:
     """``<stage>/<optimizer>/<loss key>/d<data seed>-s<seed>``."""
     return f'{stage}/{optimizer}/{loss}/d{data_seed}-s{seed}'
-
-
-def interval(values: Sequence[float], level: float = 0.95) -> Dict:
-    """Mean, sample standard deviation and the ``level`` Student-t
-    interval of the mean (None for fewer than two values)."""
-    values = [float(v) for v in values]
-    n = len(values)
-    out = dict(
-        n=n,
-        values=values,
-        mean=float(np.mean(values)) if n else None,
-        std=None,
-        low=None,
-        high=None)
-    if n > 1:
-        std = float(np.std(values, ddof=1))
-        quantile = float(student_t.ppf(0.5 + level / 2, n - 1))
-        half = quantile * std / math.sqrt(n)
-        out.update(std=std, low=out['mean'] - half, high=out['mean'] + half)
-    return out
-
-
-def verdict(stat: Dict) -> str:
-    """``'wins'`` / ``'loses'`` when the interval excludes 0, else
-    ``'ties'``."""
-    if stat['low'] is not None and stat['low'] > 0:
-        return 'wins'
-    if stat['high'] is not None and stat['high'] < 0:
-        return 'loses'
-    return 'ties'
 
 
 # Selection ------------------------------------------------------------------
@@ -128,6 +118,13 @@ def _loss(study: Dict, key: str) -> Dict:
                 if l['key'] == key)
 
 
+def families(study: Dict) -> List[Dict]:
+    """The study's families in the registered table order
+    (:data:`rule.TABLE_ORDER`; others after, in the study's order)."""
+    by_key = {f['key']: f for f in study['families']}
+    return [by_key[k] for k in in_table_order(by_key)]
+
+
 def split_metrics(run: Dict, split: str) -> Optional[Dict]:
     """A finished run's metrics on ``split`` (``'val'`` or ``'test'``)."""
     if not run or run['status'] != 'ok':
@@ -142,9 +139,13 @@ def final_row(study: Dict, optimizer: str, loss_key: str, split: str) -> Dict:
     ok = {p: split_metrics(r, split) for p, r in runs.items()}
     ok = {p: m for p, m in ok.items() if m is not None}
     classes = study['data']['class_names']
+    loss = _loss(study, loss_key)
     return dict(
         key=loss_key,
-        name=_loss(study, loss_key)['name'],
+        name=loss['name'],
+        shown=loss['shown'],
+        family_name=next(f['name'] for f in study['families']
+                         if any(l['key'] == loss_key for l in f['losses'])),
         pairs=sorted(ok),
         planned=len(runs),
         by_pair={
@@ -176,13 +177,21 @@ def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def paired(first: Dict, second: Dict, metric: str) -> Dict:
-    """``first - second`` on ``metric`` over the pairs both rows have."""
-    both = [p for p in first['by_pair'] if p in second['by_pair']]
-    return interval([
-        first['by_pair'][p][metric] - second['by_pair'][p][metric]
-        for p in both
-    ])
+def registered_comparisons(rows: Sequence[str]) -> List[Tuple[str, str]]:
+    """``(first, second)`` family pairs, compared as ``first - second``,
+    in the registered order: (1) every row against CE; (2) the chosen ARB
+    against every other row, then ARB + weights against every other row
+    (ARB against ARB + weights once); (3) class-weighted CE against focal.
+    ``rows``: the family keys with a final row, in table order."""
+    pairs = [(fam, 'ce') for fam in rows if fam != 'ce'] \
+        if 'ce' in rows else []
+    for ours in ARB_FAMILIES:
+        if ours in rows:
+            pairs += [(ours, fam) for fam in rows
+                      if fam not in ('ce', ours) and (fam, ours) not in pairs]
+    if 'class-weights' in rows and 'focal' in rows:
+        pairs.append(('class-weights', 'focal'))
+    return pairs
 
 
 def analyse(study: Dict) -> Dict:
@@ -191,7 +200,7 @@ def analyse(study: Dict) -> Dict:
     hold."""
     out = {}
     for opt in study['protocol']['optimizers']:
-        chosen = {f['key']: choose(study, opt, f) for f in study['families']}
+        chosen = {f['key']: choose(study, opt, f) for f in families(study)}
         rows = {
             split: {
                 fam: final_row(study, opt, key, split)
@@ -199,25 +208,17 @@ def analyse(study: Dict) -> Dict:
             }
             for split in ('val', 'test')
         }
-        comparisons = []
         test = rows['test']
-        pairs = [(fam, 'ce') for fam in test if fam != 'ce'] \
-            if 'ce' in test else []
-        for ours in ARB_FAMILIES:
-            if ours in test:
-                pairs += [
-                    (ours, fam) for fam in test
-                    if fam not in ('ce', ours) and (fam, ours) not in pairs
-                ]
-        for a, b in pairs:
-            comparisons.append(
-                dict(
-                    first=a,
-                    second=b,
-                    first_name=test[a]['name'],
-                    second_name=test[b]['name'],
-                    diffs={m: paired(test[a], test[b], m)
-                           for m in COMPARED}))
+        comparisons = [
+            dict(
+                first=a,
+                second=b,
+                first_name=test[a]['name'],
+                second_name=test[b]['name'],
+                diffs={m: paired(test[a], test[b], m)
+                       for m in COMPARED})
+            for a, b in registered_comparisons(list(test))
+        ]
         out[opt] = dict(chosen=chosen, rows=rows, comparisons=comparisons)
     return out
 
@@ -232,14 +233,6 @@ def _cell(stat: Dict, signed: bool = False) -> str:
     return mean if stat['std'] is None else f"{mean} ± {stat['std']:.2f}"
 
 
-def _ci(stat: Dict) -> str:
-    if stat['mean'] is None:
-        return '-'
-    if stat['low'] is None:
-        return f"{stat['mean']:+.2f} (n={stat['n']})"
-    return f"{stat['mean']:+.2f} [{stat['low']:+.2f}, {stat['high']:+.2f}]"
-
-
 def _escape(text: str) -> str:
     return text.replace('|', '\\|')
 
@@ -252,7 +245,7 @@ def tuning_tables(study: Dict, optimizer: str, analysis: Dict) -> List[str]:
         '| family | configuration | loss_decode | mIoU | tail | runs | '
         'chosen |', '|---|---|---|---:|---:|---:|:---:|'
     ]
-    for fam in study['families']:
+    for fam in families(study):
         if len(fam['losses']) == 1:
             continue
         chosen = analysis['chosen'].get(fam['key'])
@@ -289,7 +282,7 @@ def final_tables(study: Dict, optimizer: str, analysis: Dict) -> List[str]:
             f'| family | chosen configuration | {header} | runs |',
             '|---|---|' + '---:|' * (len(SUMMARY_KEYS) + 1)
         ]
-        for fam in study['families']:
+        for fam in families(study):
             row = analysis['rows'][split].get(fam['key'])
             if row is None:
                 continue
@@ -297,19 +290,21 @@ def final_tables(study: Dict, optimizer: str, analysis: Dict) -> List[str]:
             out.append(f"| {fam['name']} | {row['name']} | " +
                        ' | '.join(cells) +
                        f" | {len(row['pairs'])}/{row['planned']} |")
+    out += per_class_table(study, optimizer, analysis)
     out += [
         '', f'**Paired differences ({optimizer}, test)**: mean [95 % t '
         'interval] over the pairs (data seed, training seed) both rows '
         'finished; verdict on mIoU: wins / loses only when the interval '
-        'excludes 0', '', '| comparison | ' + ' | '.join(SHORT_NAMES[m]
-                                                         for m in COMPARED) +
-        ' | pairs | verdict (mIoU) |',
+        'excludes 0; no correction for the number of comparisons '
+        f"({len(analysis['comparisons'])} here)", '', '| comparison | ' +
+        ' | '.join(SHORT_NAMES[m]
+                   for m in COMPARED) + ' | pairs | verdict (mIoU) |',
         '|---|' + '---:|' * (len(COMPARED) + 1) + ':---:|'
     ]
     for c in analysis['comparisons']:
         d = c['diffs']
         out.append(f"| {c['first_name']} - {c['second_name']} | " +
-                   ' | '.join(_ci(d[m]) for m in COMPARED) +
+                   ' | '.join(ci_text(d[m]) for m in COMPARED) +
                    f" | {d['mIoU']['n']} | {verdict(d['mIoU'])} |")
     failed = [(fam, r) for fam, r in analysis['rows']['test'].items()
               if r['failed']]
@@ -326,6 +321,106 @@ def final_tables(study: Dict, optimizer: str, analysis: Dict) -> List[str]:
     return out
 
 
+def per_class_table(study: Dict, optimizer: str, analysis: Dict) -> List[str]:
+    """Per family, each class's test IoU (mean ± std over runs), with the
+    class's training share and head / body / tail group."""
+    from mmseg_arb.evaluation.metrics.long_tail_iou_metric import \
+        frequency_groups
+    rows = analysis['rows']['test']
+    if not rows:
+        return []
+    names = study['data']['class_names']
+    counts = np.asarray(study['data']['train_counts'], dtype=float)
+    group = {
+        c: g
+        for g, classes in frequency_groups(counts).items()
+        for c in classes
+    }
+    out = [
+        '', f'**Per-class test IoU ({optimizer})**: mean ± std over runs, '
+        'in %; group: thirds of the classes by the training pixel counts '
+        'of the data table (data seed 0)', '',
+        '| class | train share | group | ' +
+        ' | '.join(r['family_name'] for r in rows.values()) + ' |',
+        '|---|---:|---|' + '---:|' * len(rows)
+    ]
+    for c, name in enumerate(names):
+        out.append(f'| {name.strip()} | '
+                   f'{100 * counts[c] / counts.sum():.2f} % | {group[c]} | ' +
+                   ' | '.join(
+                       _cell(r['per_class_iou'][name])
+                       for r in rows.values()) + ' |')
+    return out
+
+
+def rule_section(study: Dict, optimizer: str, analysis: Dict) -> List[str]:
+    """The registered rule's outcome (:func:`rule.apply_rule`) with the
+    README's sentences; item 7's checks from ``study['checks']`` where the
+    lead recorded them, else marked placeholders."""
+    name = study['data'].get('name')
+    outcome = apply_rule(analysis, name, study.get('checks'))
+    out = [
+        '', f'**The registered rule ({optimizer})**, '
+        f'`{REGISTERED[name]}`, "The rule from which the README\'s '
+        'recommendation follows", on test mIoU', ''
+    ]
+    if name in NOT_REGISTERED:
+        out += [NOT_REGISTERED[name] + '.', '']
+    rows = analysis['rows']['test']
+    for key, what in (('not_run', 'Not run'),
+                      ('no_configuration',
+                       'No configuration (every tuning run failed)')):
+        if outcome[key]:
+            out += [
+                f'{what}, not rows of the rule: ' +
+                ', '.join(f'`{f}`' for f in outcome[key]) + '.', ''
+            ]
+    if not outcome['complete']:
+        return out + [
+            '**Final stage incomplete: no recommendation** (' +
+            '; '.join(outcome['missing']) + ').'
+        ]
+
+    def label(key: str) -> str:
+        return f"{rows[key]['family_name']} ({rows[key]['name']})"
+
+    won = outcome['wins']
+    out += [
+        '* Wins (paired 95 % interval of the test mIoU difference above 0; '
+        'pairs outside the registered comparisons computed for this rule '
+        'only): ' + ('; '.join(f'{label(a)} over {label(b)} {ci_text(d)}'
+                               for a, b, d in won) if won else 'none') + '.',
+        '* U (rows no other row beats): ' +
+        (', '.join(label(k) for k in outcome['U']) or 'empty') + '.'
+    ]
+    if outcome['B'] is not None:
+        out.append(
+            f"* B (highest mean test mIoU in U): {label(outcome['B'])}.")
+    case = outcome['case']
+    out.append(f'* Case {case}: {CASES[case]}' +
+               (f": {' > '.join(label(k) for k in outcome['cycle'])}."
+                if case == 'empty U' else '.'))
+    rec = outcome['recommended']
+    out.append(
+        f'* Recommended: {label(rec)}, `{_escape(rows[rec]["shown"])}`' +
+        ('' if outcome['versus_ce'] is
+         None else f"; test mIoU against CE {ci_text(outcome['versus_ce'])}") +
+        '.')
+    if outcome['price'] is not None:
+        p = outcome['price']
+        out.append(f"* Price against CE: test aAcc {ci_text(p['aAcc'])}, "
+                   f"head mIoU {ci_text(p['mIoU_head'])}: " +
+                   ('measurable' if p['measurable'] else
+                    'no measurable price (both intervals hold 0)') + '.')
+    out += ['', "The README's text, as registered:", '']
+    out += [f'> {s}' for s in outcome['sentences']]
+    if outcome['placeholders']:
+        out += [''] + [
+            f'* **Placeholder**, {p}' for p in outcome['placeholders']
+        ]
+    return out
+
+
 def sentences(analysis: Dict, optimizer: str) -> List[str]:
     """One sentence per comparison, its words from :func:`verdict`."""
     out = []
@@ -335,14 +430,15 @@ def sentences(analysis: Dict, optimizer: str) -> List[str]:
             out.append(f"* {c['first_name']} against {c['second_name']} "
                        f"({optimizer}): too few pairs for an interval.")
             continue
-        parts = [
-            f"{SHORT_NAMES[m]} {verdict(s)} ({_ci(s)})"
+        parts = {
+            m: f"{SHORT_NAMES[m]} {verdict(s)} ({ci_text(s)})"
             for m, s in stats.items()
-        ]
+        }
+        groups = ', '.join(parts[m] for m in GROUP_KEYS)
         out.append(f"* {c['first_name']} {verdict(stats['mIoU'])} against "
                    f"{c['second_name']} ({optimizer}, test mIoU "
-                   f"{_ci(stats['mIoU'])}, {stats['mIoU']['n']} pairs); "
-                   f"by group: {', '.join(parts[1:])}.")
+                   f"{ci_text(stats['mIoU'])}, {stats['mIoU']['n']} pairs); "
+                   f"by group: {groups}; {parts['aAcc']}.")
     return out
 
 
@@ -400,6 +496,8 @@ def render(study: Dict) -> str:
             '', f'**Verdicts ({opt})**, generated from the intervals '
             'above:', ''
         ] + sentences(a, opt)
+        if data.get('name') in REGISTERED:
+            lines += rule_section(study, opt, a)
     return '\n'.join(lines) + '\n'
 
 
@@ -451,20 +549,18 @@ def data_table(data: Dict) -> List[str]:
 
 
 def write_plots(study: Dict, folder: str) -> List[str]:
-    """The learning curves, per-class test IoU against frequency (class
-    names on it) and overall against tail mIoU, per optimiser; returns the
-    file names."""
+    """Per optimiser: per-class test IoU against training frequency (one
+    series per family, class names on it), the learning curves of
+    :data:`CURVE_FAMILIES` and overall against tail mIoU; returns the file
+    names."""
     import os.path as osp
 
     analysis = analyse(study)
     names = []
     for opt in study['protocol']['optimizers']:
         a = analysis[opt]
-        rows = [
-            a['rows']['test'][f] for f in CURVE_FAMILIES
-            if f in a['rows']['test']
-        ]
-        series = [(r['name'], [
+        rows = list(a['rows']['test'].values())  # every family
+        series = [(f"{r['family_name']}: {r['name']}", [
             _mean_or_nan(r['per_class_iou'][c])
             for c in study['data']['class_names']
         ], [

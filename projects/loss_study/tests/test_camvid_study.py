@@ -72,6 +72,12 @@ def test_a_camvid_study_tunes_on_val_and_reports_on_test(tmp_path):
     assert study['settings']['dataset']['name'] == 'camvid'
     assert data_root not in json.dumps(study['settings'])
     assert '**Data: CamVid**' in result.stdout
+    # The registered rule: one final seed gives no interval, so no row beats
+    # another and CE is in U (case 3).
+    assert '**The registered rule (adamw)**' in result.stdout
+    assert '* Case 3: CE is in U (no row beats it).' in result.stdout
+    assert ('> On CamVid (this study) no loss beat cross-entropy on test '
+            'mIoU') in result.stdout
 
     from mmengine.config import Config
     ce = Config.fromfile(

@@ -13,6 +13,7 @@ import pytest
 from mmseg_arb.results.runs import SUMMARY_KEYS
 from projects.loss_study.loss_study.report import (analyse, choose, interval,
                                                    render, run_key, verdict)
+from .made_up import SMALL, camvid_study, shifted
 
 PROJECT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 STUDY = osp.join(PROJECT, 'tools', 'loss_study.py')
@@ -168,12 +169,76 @@ def test_report_only_rebuilds_the_published_tables(tmp_path, folder):
 def test_both_arb_families_meet_every_other_family_once():
     """The chosen ARB and the chosen ARB + weights are each compared with
     every other chosen family (issue 20 asked for the second), and with
-    each other once."""
+    each other once, in the registered table order."""
     with open(osp.join(FIXTURE, 'loss_study.json')) as f:
         fixture = json.load(f)
     for result in analyse(fixture).values():
         pairs = [(c['first'], c['second']) for c in result['comparisons']]
-        assert pairs == [('arb', 'ce'), ('class-weights', 'ce'),
-                         ('arb-weights', 'ce'), ('arb', 'class-weights'),
-                         ('arb', 'arb-weights'),
+        assert pairs == [('arb', 'ce'), ('arb-weights', 'ce'),
+                         ('class-weights', 'ce'), ('arb', 'arb-weights'),
+                         ('arb', 'class-weights'),
                          ('arb-weights', 'class-weights')]
+
+
+def test_every_registered_comparison_with_aacc():
+    """(1) every row against CE, (2) ARB, then ARB + weights, against every
+    other row, (3) class-weighted CE against focal, in the table order
+    whatever the JSON's family order; a family the registration does not
+    know (``ce-tta`` is registered, ``blv`` not) takes part; each on mIoU,
+    the groups and aAcc, over the pairs both rows have."""
+    order = [
+        'ce', 'class-weights', 'blv', 'ce-tta', 'focal', 'arb-weights',
+        'logit-adjustment', 'arb'
+    ]
+    study = camvid_study({
+        fam:
+        shifted(i, SMALL)[:4] +
+        [None] if fam == 'focal' else shifted(i, SMALL)
+        for i, fam in enumerate(order)
+    })
+    aacc = {fam: [90.0 + i + s for s in SMALL] for i, fam in enumerate(order)}
+    for key, run in study['runs'].items():
+        fam, seed = key.split('/')[2], int(key[-3:]) - 100
+        run['test']['summary'] = dict(
+            run['test']['summary'], aAcc=aacc[fam][seed])
+    comparisons = analyse(study)['adamw']['comparisons']
+    assert [(c['first'], c['second'])
+            for c in comparisons] == [('arb', 'ce'), ('arb-weights', 'ce'),
+                                      ('class-weights', 'ce'), ('focal', 'ce'),
+                                      ('logit-adjustment', 'ce'),
+                                      ('ce-tta', 'ce'), ('blv', 'ce'),
+                                      ('arb', 'arb-weights'),
+                                      ('arb', 'class-weights'),
+                                      ('arb', 'focal'),
+                                      ('arb', 'logit-adjustment'),
+                                      ('arb', 'ce-tta'), ('arb', 'blv'),
+                                      ('arb-weights', 'class-weights'),
+                                      ('arb-weights', 'focal'),
+                                      ('arb-weights', 'logit-adjustment'),
+                                      ('arb-weights', 'ce-tta'),
+                                      ('arb-weights', 'blv'),
+                                      ('class-weights', 'focal')]
+    for c in comparisons:
+        a, b = c['first'], c['second']
+        n = 4 if 'focal' in (a, b) else 5
+        for metric, values in (('mIoU', None), ('aAcc', aacc)):
+            diff = c['diffs'][metric]
+            assert diff['n'] == n
+            if values is not None:
+                assert diff['values'] == pytest.approx(
+                    [x - y for x, y in zip(values[a], values[b])][:n])
+        assert set(c['diffs']) == {
+            'mIoU', 'mIoU_head', 'mIoU_body', 'mIoU_tail', 'aAcc'
+        }
+    text = render(study)
+    assert '| comparison | mIoU | head | body | tail | aAcc | pairs |' in text
+    assert '| CE + weights n^-0.5 - Focal gamma=2, alpha n^-0.5 |' in text
+    assert 'no correction for the number of comparisons (19 here)' in text
+    # Per family: per-class test IoU, in the table order.
+    assert (
+        '| class | train share | group | Cross-entropy | ARB-Loss | '
+        'ARB + count-driven class weights | Class-weighted CE | Focal | '
+        'Logit adjustment | Test-time logit adjustment of CE | BLV |') in text
+    ce = interval(shifted(0.0, SMALL))
+    assert (f"| Bicyclist | 0.43 % | tail | {ce['mean']:.2f} ± "
+            f"{ce['std']:.2f} |") in text

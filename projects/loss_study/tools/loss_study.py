@@ -30,7 +30,10 @@ only what has no ``result.json`` yet, so a long study resumes across
 calls. ``loss_study.json`` is rewritten after every run (and copied to
 ``--export``), so what finished outlives an interrupted call, and
 ``--resume-from`` takes it back on a fresh machine. ``--report-only
-WORK_DIR`` rebuilds the report from the JSON.
+WORK_DIR`` rebuilds the report from the JSON; with ``--rule-checks`` it
+first records in the JSON the outcome of the pre-registered checks run
+outside the study (item 7 of the CamVid rule), which the report's
+"registered rule" section shows instead of their placeholders.
 
     python projects/loss_study/tools/loss_study.py   # the short default
     python projects/loss_study/tools/loss_study.py \\
@@ -110,6 +113,16 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         metavar='WORK_DIR',
         help='rebuild the report and plots of WORK_DIR from '
         'its loss_study.json; trains nothing')
+    parser.add_argument(
+        '--rule-checks',
+        nargs='+',
+        metavar='CHECK=yes|no',
+        help='with --report-only: record in loss_study.json whether each '
+        "check of the pre-registered rule's item 7, run by hand outside the "
+        'study, changed the order of the rows it trained again (yes) or '
+        'not (no); CHECK: sgd_order_changed, schedule_order_changed. A '
+        'check not recorded stays a placeholder in the report; a later '
+        'training call keeps them with --resume-from that JSON')
     parser.add_argument(
         '--families',
         nargs='+',
@@ -252,6 +265,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         if args.data_seeds != 1:
             parser.error('--dataset camvid has one data seed (one real '
                          'dataset): leave --data-seeds at 1')
+    if args.rule_checks:
+        if not args.report_only:
+            parser.error('--rule-checks goes with --report-only (the checks '
+                         'are recorded once the study is done)')
+        args.rule_checks = rule_checks(parser, args.rule_checks)
     if 'ce' not in args.families:
         args.families = ['ce'] + args.families
     if min(args.tune_seeds, args.final_seeds, args.data_seeds) < 1:
@@ -260,6 +278,21 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     if args.curve_interval is None:
         args.curve_interval = max(1, args.iters // 6)
     return args
+
+
+def rule_checks(parser: argparse.ArgumentParser,
+                items: List[str]) -> Dict[str, bool]:
+    """``--rule-checks`` as ``{check: changed}``; a parser error naming the
+    checks and values for anything else."""
+    from projects.loss_study.loss_study.rule import CHECKS
+    out = {}
+    for item in items:
+        key, _, value = item.partition('=')
+        if key not in CHECKS or value not in ('yes', 'no'):
+            parser.error(f'--rule-checks {item}: expected CHECK=yes or '
+                         f"CHECK=no, CHECK one of {', '.join(CHECKS)}")
+        out[key] = value == 'yes'
+    return out
 
 
 def gpus_per_job(args: argparse.Namespace) -> int:
@@ -573,11 +606,11 @@ def write_run(base, loss, run_dir: str, seed: int, test: bool,
 
 
 def prepare_work_dir(args: argparse.Namespace, work_dir: str,
-                     settings: Dict) -> None:
+                     settings: Dict) -> Optional[Dict]:
     """Refuse a ``--resume-from`` JSON or a work dir made with other
     settings (the JSON before the work dir is touched), take back the
     JSON's finished runs, and forget failed runs under
-    ``--retry-failed``."""
+    ``--retry-failed``. Returns the ``--resume-from`` JSON, if any."""
     earlier = read_earlier(args.resume_from, settings) \
         if args.resume_from else None
     check_settings(work_dir, settings)
@@ -587,6 +620,7 @@ def prepare_work_dir(args: argparse.Namespace, work_dir: str,
     if args.retry_failed:
         for path in _failed_results(work_dir):
             os.remove(path)
+    return earlier
 
 
 @dataclass
@@ -862,8 +896,13 @@ def train(call: StudyCall) -> None:
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     if args.report_only:
-        with open(osp.join(args.report_only, STUDY_JSON)) as f:
+        path = osp.join(args.report_only, STUDY_JSON)
+        with open(path) as f:
             study = json.load(f)
+        if args.rule_checks:
+            study['checks'] = dict(study.get('checks', {}), **args.rule_checks)
+            write_atomic(path, json.dumps(study, indent=1))
+            print(f"recorded {', '.join(sorted(args.rule_checks))} in {path}")
         write_report(study, args.report_only, args.export)
         return
 
@@ -876,9 +915,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     code = code_version()
     work_dir = osp.abspath(args.work_dir)
     settings = study_settings(args)
-    prepare_work_dir(args, work_dir, settings)
+    earlier = prepare_work_dir(args, work_dir, settings)
     plan = prepare_data(args, work_dir)
     study = new_study(args, settings, plan, code)
+    if earlier and earlier.get('checks'):  # recorded by --rule-checks
+        study['checks'] = earlier['checks']
     train(StudyCall(args, work_dir, study, plan, started, load_before))
 
 
