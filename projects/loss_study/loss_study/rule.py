@@ -31,7 +31,7 @@ CHECKS = {
     'sgd_order_changed':
     'measured under AdamW; under SGD one seed ordered them differently',
     'schedule_order_changed':
-    'the order changed between 500 and 1000 iterations; longer training '
+    'the order changed between 1000 and 2000 iterations; longer training '
     'may change it again',
 }
 CHECK_NAMES = {

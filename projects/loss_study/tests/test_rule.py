@@ -226,7 +226,7 @@ def test_item_7_checks_are_inputs_or_placeholders():
     assert given['placeholders'] == []
     assert given['sentences'][-1] == ('Measured under AdamW; under SGD one '
                                       'seed ordered them differently.')
-    assert not any('500 and 1000' in s for s in given['sentences'])
+    assert not any('1000 and 2000' in s for s in given['sentences'])
     with pytest.raises(ValueError, match='sgd_order_changed'):
         apply_rule(analysis(**cases), checks=dict(sgd_changed=True))
 
@@ -287,8 +287,8 @@ def test_the_report_gives_the_rule_outcome_when_complete():
         sgd_order_changed=False, schedule_order_changed=True)
     text = render(study)
     assert 'Placeholder' not in text
-    assert ('> Longer' not in text and '> The order changed between 500 '
-            'and 1000 iterations; longer training may change it again.'
+    assert ('> Longer' not in text and '> The order changed between 1000 '
+            'and 2000 iterations; longer training may change it again.'
             in text)
 
 
