@@ -38,23 +38,44 @@ def tiny_camvid(tmp_path) -> str:
 def test_a_camvid_study_tunes_on_val_and_reports_on_test(tmp_path):
     data_root = tiny_camvid(tmp_path)
     work_dir = tmp_path / 'study'
-    result = subprocess.run([
+    command = [
         sys.executable, STUDY, '--dataset', 'camvid', '--data-root', data_root,
         '--work-dir',
         str(work_dir), '--families', 'ce', 'arb-weights', '--tune-seeds', '1',
         '--final-seeds', '1', '--iters', '2', '--curve-interval', '1',
         '--crop', '32', '32', '--batch-size', '2', '--jobs', '2',
         '--threads-per-job', '1', '--no-progress'
-    ],
-                            capture_output=True,
-                            text=True,
-                            timeout=600,
-                            cwd=str(tmp_path))
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    ]
+
+    def call_study(*extra):
+        result = subprocess.run(
+            command + list(extra),
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=str(tmp_path))
+        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+        return result
+
+    # The tuning stage alone, its choices printed (to be committed before
+    # any test run): no final run has started.
+    result = call_study('--tuning-only')
+    with open(work_dir / 'loss_study.json') as f:
+        tuned_only = json.load(f)
+    assert tuned_only['complete'] is False
+    assert not any(k.startswith('final/') for k in tuned_only['runs'])
+    assert not (work_dir / 'runs' / 'final').exists()
+    assert 'tuning stage: the chosen configurations' in result.stdout
+    assert '  adamw ce: ce' in result.stdout
+    assert '  adamw arb-weights: arb-cumulative-tau' in result.stdout
+    # The same command without it: the final stage, tuning not redone.
+    result = call_study()
     assert "'OMP_NUM_THREADS': '1'" in result.stdout
     with open(work_dir / 'loss_study.json') as f:
         study = json.load(f)
     runs = study['runs']
+    for key, run in tuned_only['runs'].items():
+        assert runs[key] == run  # not trained again
     # CamVid's grid of ARB + weights: tau in {0, 0.5} x p in {0.25, 0.5}.
     tuned = sorted(k for k in runs if k.startswith('tune/'))
     assert tuned == sorted(f'tune/adamw/arb-cumulative-tau{t}-p{p}/d0-s0'

@@ -29,7 +29,10 @@ from ``projects.loss_study.loss_study``); a second call trains
 only what has no ``result.json`` yet, so a long study resumes across
 calls. ``loss_study.json`` is rewritten after every run (and copied to
 ``--export``), so what finished outlives an interrupted call, and
-``--resume-from`` takes it back on a fresh machine. ``--report-only
+``--resume-from`` takes it back on a fresh machine. ``--tuning-only``
+stops after the tuning stage and prints the chosen configurations, to be
+committed before the same command without it runs the final stage.
+``--report-only
 WORK_DIR`` rebuilds the report from the JSON; with ``--rule-checks`` it
 first records in the JSON the outcome of the pre-registered checks run
 outside the study (item 7 of the CamVid rule), which the report's
@@ -245,6 +248,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         'the same settings): its finished runs are not '
         'trained again, e.g. the published one on a fresh '
         'machine')
+    run.add_argument(
+        '--tuning-only',
+        action='store_true',
+        help='train the tuning stage only and print each family\'s '
+        'chosen configuration, so that the choices can be committed before '
+        'any final (test) run starts; the same command without it then '
+        'runs the final stage')
     run.add_argument(
         '--retry-failed',
         action='store_true',
@@ -809,6 +819,8 @@ class StudyCall:
             for f in self.plan[0].families if len(f.losses) > 1
             for l in f.losses
         ]
+        if self.args.tuning_only:
+            return tuning
         return tuning + [r for o in opts for r in self.finals(o, 'ce')]
 
     def after_each_run(self, results: Dict[str, Dict]) -> List[Run]:
@@ -817,7 +829,7 @@ class StudyCall:
         from projects.loss_study.loss_study.report import choose
         self.study['runs'] = results
         new = []
-        for opt in self.args.optimizers:
+        for opt in [] if self.args.tuning_only else self.args.optimizers:
             for fam in self.study['families']:
                 if (opt, fam['key']) in self.scheduled:
                     continue
@@ -889,8 +901,22 @@ def train(call: StudyCall) -> None:
                 'finished') from None
         raise
     study['runs'] = results
-    call.save(complete=True)
+    call.save(complete=not args.tuning_only)
     write_report(study, call.work_dir, args.export)
+    if args.tuning_only:
+        print_choices(study)
+
+
+def print_choices(study: Dict) -> None:
+    """Each family's chosen configuration, by the selection rule."""
+    from projects.loss_study.loss_study.report import choose
+    print('tuning stage: the chosen configurations (the selection rule)')
+    for opt in study['protocol']['optimizers']:
+        for fam in study['families']:
+            key = choose(study, opt, fam)
+            shown = 'tuning not finished' if key is None else (
+                key or 'every run failed')
+            print(f"  {opt} {fam['key']}: {shown}")
 
 
 def main(argv: Optional[List[str]] = None) -> None:
