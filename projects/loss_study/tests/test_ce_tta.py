@@ -134,3 +134,21 @@ def test_ce_tta_needs_the_checkpoints_it_evaluates(capsys):
         ['--families', 'ce-tta', '--checkpoint-interval', '250'])
     assert args.families == ['ce', 'ce-tta']
     assert 'ce-tta' not in tool.parse_args([]).families  # not a default
+
+
+def test_an_evaluation_without_its_checkpoint_says_why(tmp_path):
+    """A failed CE run, or a finished one whose checkpoint is gone, gives
+    the evaluation's error: the run, the checkpoint, the fix."""
+    from projects.loss_study.loss_study.jobs import write_result
+    tool = _module('loss_study_tool', STUDY)
+    key = 'final/adamw/ce/d0-s100'
+    run_dir = tmp_path / 'runs' / key
+    write_result(str(run_dir), dict(status='failed', error='IndexError'))
+    error = tool.missing_checkpoint(str(tmp_path), key, 4)
+    assert error.startswith(f'{key} failed, no checkpoint to evaluate')
+    assert f'--retry-failed trains {key} again' in error
+    write_result(str(run_dir), dict(status='ok'))
+    error = tool.missing_checkpoint(str(tmp_path), key, 4)
+    assert error.startswith(f'no checkpoint {run_dir}/iter_4.pth')
+    (run_dir / 'iter_4.pth').write_bytes(b'')
+    assert tool.missing_checkpoint(str(tmp_path), key, 4) is None

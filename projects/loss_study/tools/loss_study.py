@@ -229,7 +229,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         type=int,
         default=0,
         help='iterations between checkpoints (0: none; '
-        'they let an interrupted long run resume)')
+        'they let an interrupted long run resume; the last one of each run '
+        'is kept, which ce-tta evaluates)')
     run = parser.add_argument_group('execution')
     run.add_argument(
         '--gpus-per-job',
