@@ -8,6 +8,7 @@ same process, and writes the metrics to ``<work_dir>/test_metrics.json``
 """
 import json
 import os.path as osp
+from typing import Dict
 
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
@@ -24,12 +25,12 @@ class TestAfterTrainHook(Hook):
 
     def after_train(self, runner) -> None:
         loop = runner.build_test_loop(runner._test_loop)
-        metrics = loop.run()
-        if is_main_process():
-            with open(osp.join(runner.work_dir, TEST_METRICS), 'w') as f:
-                json.dump({
-                    k: float(v)
-                    for k, v in metrics.items()
-                },
-                          f,
-                          indent=1)
+        write_test_metrics(runner.work_dir, loop.run())
+
+
+def write_test_metrics(work_dir: str, metrics: Dict) -> None:
+    """``<work_dir>/test_metrics.json`` (the main process only), where
+    ``jobs`` reads a run's test split."""
+    if is_main_process():
+        with open(osp.join(work_dir, TEST_METRICS), 'w') as f:
+            json.dump({k: float(v) for k, v in metrics.items()}, f, indent=1)

@@ -8,7 +8,9 @@ study's cross-entropy config; the auxiliary head gets the same losses at
 its own weight (0.4 in mmseg's DeepLabV3+). ARB configurations are made as
 users make them: the config's cross-entropy switched by
 :func:`switch_to_arb` (what the ``_base_`` switch runs), plus
-``ClassCountHook``.
+``ClassCountHook``. A test-time configuration (``ce-tta``) trains nothing:
+it is cross-entropy's checkpoint evaluated with a hook in
+``custom_hooks`` (``test_time``).
 
 A :class:`Family` is a method with its tuning grid. Every family but the
 cross-entropy baseline gets the same number of configurations
@@ -26,6 +28,7 @@ from mmseg_arb.counting import COUNT_MODES
 LossCfg = Union[Dict, List[Dict]]
 BUDGET = 4  # configurations per tuned family
 STUDY_IMPORTS = ('projects.loss_study.loss_study.losses', )
+TEST_TIME_FAMILY = 'ce-tta'  # evaluations of CE's checkpoints
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,9 @@ class StudyLoss:
         note: One line on why it is configured as it is.
         arb: ``ARBLoss`` arguments that :func:`switch_to_arb` gives the
             config's cross-entropy losses (ARB configurations only).
+        test_time: The hook (a ``custom_hooks`` entry) that a
+            cross-entropy checkpoint is evaluated with (test-time
+            configurations only: they train nothing).
     """
     key: str
     name: str
@@ -53,6 +59,7 @@ class StudyLoss:
     imports: Sequence[str] = ()
     note: str = ''
     arb: Dict = field(default_factory=dict)
+    test_time: Dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -142,6 +149,10 @@ def study_families(
       {0.5, 1} on generated data; {0, 0.5} on CamVid
       (``projects/loss_study/camvid/PREREGISTRATION.md``: it holds the
       generated study's after-the-fact ``tau=0, p=0.5``).
+    * Test-time logit adjustment of CE (``ce-tta``): cross-entropy's own
+      checkpoints evaluated with ``TestTimeLogitAdjustHook`` (logits
+      shifted by ``-tau * log(n / sum n)`` before the argmax), ``tau`` in
+      {0.25, 0.5, 0.75, 1}, ascending (ties go to the smaller ``tau``).
     """
     families = [
         Family('ce', 'Cross-entropy', [
@@ -279,6 +290,27 @@ def study_families(
             ], 'cumulative counts, tau in '
             f"{{{', '.join(map(_fmt, weight_taus))}}}"
             ' x weight_power in {0.25, 0.5}'))
+
+    tta = [
+        StudyLoss(
+            f'ce-tta-t{_fmt(tau)}',
+            f'CE + test-time adjustment tau={_fmt(tau)}',
+            TEST_TIME_FAMILY,
+            loss_decode=None,
+            shown='CrossEntropyLoss(); at evaluation '
+            f'TestTimeLogitAdjustHook(tau={_fmt(tau)})',
+            note="CE's checkpoint of the same seed; trains nothing",
+            test_time=dict(
+                type='TestTimeLogitAdjustHook',
+                tau=tau,
+                class_counts=class_stats)) for tau in (0.25, 0.5, 0.75, 1.0)
+    ]
+    families.append(
+        Family(
+            TEST_TIME_FAMILY, 'Test-time logit adjustment of CE', tta,
+            "CE's checkpoints evaluated with logits - tau log(n / sum n), "
+            'tau in {0.25, 0.5, 0.75, 1}; trains nothing but CE at the '
+            'tuning seeds'))
     for f in families[1:]:
         assert len(f.losses) == BUDGET, f.key
     return families
@@ -329,9 +361,15 @@ def apply_loss(cfg, loss: StudyLoss):
     The auxiliary head (if any) gets every loss of the configuration with
     its weight scaled by the ratio of the config's auxiliary to decode loss
     weights. An ARB configuration switches the config's cross-entropy
-    losses instead.
+    losses instead. A test-time configuration keeps ``cfg``'s losses (the
+    study's cross-entropy) and adds its hook to ``custom_hooks``, for the
+    evaluation of a checkpoint trained with them.
     """
     cfg = copy.deepcopy(cfg)
+    if loss.test_time:
+        cfg.custom_hooks = list(cfg.get('custom_hooks')
+                                or []) + [dict(loss.test_time)]
+        return cfg
     if loss.arb:
         cfg.model = switch_to_arb(cfg.model, **loss.arb)
         cfg.custom_hooks = with_class_count_hook(cfg.get('custom_hooks'))

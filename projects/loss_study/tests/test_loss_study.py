@@ -198,11 +198,23 @@ def test_published_protocol_sizes():
 
     class F:
 
-        def __init__(self, n):
-            self.losses = [0] * n
+        def __init__(self, n, key='f'):
+            self.key, self.losses = key, [0] * n
 
     families = [F(1)] + [F(4) for _ in range(7)]
     assert tool.planned_runs(args, families) == dict(tune=112, final=160)
+    # The CamVid study's registered command with ce-tta added: 5 tuned
+    # families x 4 x 2 seeds and CE at the 2 tuning seeds; 6 trained rows
+    # x 5 seeds; 4 tau x 2 tuning seeds and the chosen tau x 5 evaluated.
+    camvid = tool.parse_args([
+        '--dataset', 'camvid', '--data-root', 'data', '--tune-seeds', '2',
+        '--final-seeds', '5', '--checkpoint-interval', '250', '--families',
+        'ce', 'arb', 'arb-weights', 'class-weights', 'focal',
+        'logit-adjustment', 'ce-tta'
+    ])
+    families = [F(1)] + [F(4) for _ in range(5)] + [F(4, 'ce-tta')]
+    assert tool.planned_runs(camvid, families) == dict(
+        tune=42, final=30, evaluate=13)
     proto = tool.protocol(args)
     assert proto['final_seeds'] == [100, 101, 102, 103, 104]
     assert proto['data_seeds'] == [0, 1] and proto['tune_seeds'] == [0, 1]

@@ -8,7 +8,7 @@ import pytest
 import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
-from mmseg.registry import MODELS
+from mmseg.registry import HOOKS, MODELS
 
 import mmseg_arb  # noqa: F401
 from mmseg_arb.models.losses import ARBLoss
@@ -53,7 +53,7 @@ def test_every_family_gets_the_same_budget(tmp_path):
     families = study_families(COUNTS, str(stats))
     assert [f.key for f in families] == [
         'ce', 'arb', 'class-weights', 'logit-adjustment', 'blv', 'focal',
-        'dice', 'arb-weights'
+        'dice', 'arb-weights', 'ce-tta'
     ]
     assert len(families[0].losses) == 1
     assert {len(f.losses) for f in families[1:]} == {BUDGET}
@@ -85,6 +85,12 @@ def test_every_configuration_builds_the_model_it_describes(tmp_path):
             assert first[0].loss_weight == 1.0, loss.key
             assert first[1].loss_weight == pytest.approx(0.4), loss.key
             assert type(first[0]) is type(first[1])
+            # A test-time configuration: cross-entropy with its hook.
+            assert (loss.test_time in (cfg.get('custom_hooks') or [])) \
+                == bool(loss.test_time), loss.key
+            if loss.test_time:
+                assert HOOKS.build(loss.test_time).tau == \
+                    loss.test_time['tau']
             if loss.arb:
                 assert isinstance(first[0], ARBLoss)
                 assert {'type': 'ClassCountHook'} in cfg.custom_hooks
@@ -105,8 +111,9 @@ def test_the_weighted_arb_family_builds_arb_with_weight_power(tmp_path):
     tau and weight_power; the weights reach the loss value."""
     stats = tmp_path / 'class_stats_train.json'
     stats.write_text('{"counts": %s}' % [c + 1 for c in COUNTS])
-    family = study_families(COUNTS, str(stats))[-1]
-    assert family.key == 'arb-weights'
+    family, = (
+        f for f in study_families(COUNTS, str(stats))
+        if f.key == 'arb-weights')
     assert [l.arb['weight_power'] for l in family.losses] == [0.25, 0.5] * 2
     assert [l.arb.get('tau', 1.0) for l in family.losses] == [0.5, 0.5, 1, 1]
     base = Config.fromfile(DEMO_CE)

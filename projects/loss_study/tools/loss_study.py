@@ -22,12 +22,28 @@ validation, reported on a held-out test split.
    from it alone, ``loss_study.md`` and the plots (paired differences with
    95 % t intervals, verdicts by the interval rule).
 
-Each run is ``tools/train.py CONFIG`` in its own folder, as many at once
-as there are slots (CPU cores, or one job per GPU), with the repository
-root on its ``PYTHONPATH`` (its config imports the study's losses and hook
-from ``projects.loss_study.loss_study``); a second call trains
-only what has no ``result.json`` yet, so a long study resumes across
-calls. ``loss_study.json`` is rewritten after every run (and copied to
+``--families ... ce-tta`` (not a default; the CamVid study's test-time
+logit adjustment of CE) trains nothing of its own but CE at the tuning
+seeds (validation only, the last checkpoint kept: it needs
+``--checkpoint-interval``). Once a CE run has finished, the last
+checkpoint is evaluated (``loss_study.evaluate``: mmseg's Runner with
+``load_from`` and ``TestTimeLogitAdjustHook`` in ``custom_hooks``, counts
+from the training split's ``class_stats_train.json``): every ``tau`` of
+its grid on validation at the tuning seeds, then the ``tau`` the
+selection rule picks on validation and test at the final seeds. Each
+evaluation is stored as a run (``<stage>/<optimiser>/ce-tta-t<tau>/...``),
+so the selection, the final tables and the comparisons (paired with CE by
+seed) treat it as a row. An evaluation whose CE run failed, or whose
+checkpoint is gone (a lost work dir resumed with ``--resume-from``),
+fails naming it; ``--retry-failed`` then trains that CE run again.
+
+Each run is ``tools/train.py CONFIG`` (an evaluation: ``python -m
+projects.loss_study.loss_study.evaluate CONFIG``) in its own folder, as
+many at once as there are slots (CPU cores, or one job per GPU), with the
+repository root on its ``PYTHONPATH`` (its config imports the study's
+losses and hook from ``projects.loss_study.loss_study``); a second call
+trains only what has no ``result.json`` yet, so a long study resumes
+across calls. ``loss_study.json`` is rewritten after every run (and copied to
 ``--export``), so what finished outlives an interrupted call, and
 ``--resume-from`` takes it back on a fresh machine. ``--tuning-only``
 stops after the tuning stage and prints the chosen configurations, to be
@@ -46,6 +62,8 @@ outside the study (item 7 of the CamVid rule), which the report's
         --iters 1000                                  # the published one
     python projects/loss_study/tools/loss_study.py --dataset camvid \\
         --data-root data/camvid_half        # projects/loss_study/camvid/
+    python projects/loss_study/tools/loss_study.py --families ce ce-tta \\
+        --checkpoint-interval 300                     # test-time adjustment
 """
 import argparse
 import copy
@@ -68,8 +86,10 @@ if ROOT not in sys.path:  # this checkout's mmseg_arb and projects
 from mmseg_arb.config.short_run import set_iterations, use_dataset
 from projects.loss_study.loss_study.jobs import (Run, Slot, read_result,
                                                  write_atomic, write_result)
+from projects.loss_study.loss_study.matrix import TEST_TIME_FAMILY
 
 TRAIN = osp.join(ROOT, 'tools', 'train.py')
+EVALUATE = ['-m', 'projects.loss_study.loss_study.evaluate']
 DEFAULT_CONFIG = osp.join(
     ROOT, 'configs', 'demo',
     'deeplabv3plus_r18-tiny_1xb8-400iter_synthetic-ade20k-128x128.py')
@@ -102,7 +122,10 @@ OPTIMIZERS = {
     'sgd': (dict(type='SGD', lr=0.1, momentum=0.9, weight_decay=5e-4), 1e-4),
 }
 FAMILY_KEYS = ('ce', 'arb', 'class-weights', 'logit-adjustment', 'blv',
-               'focal', 'dice', 'arb-weights')
+               'focal', 'dice', 'arb-weights')  # the default families
+# Not a default: evaluations of CE's checkpoints (the CamVid study's own
+# idea, projects/loss_study/camvid/PREREGISTRATION.md).
+OPTIONAL_KEYS = (TEST_TIME_FAMILY, )
 FINAL_SEED_OFFSET = 100  # final seeds differ from tuning seeds
 
 
@@ -130,10 +153,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '--families',
         nargs='+',
         default=list(FAMILY_KEYS),
-        choices=FAMILY_KEYS,
+        choices=FAMILY_KEYS + OPTIONAL_KEYS,
         metavar='KEY',
-        help=f'families, of: {" ".join(FAMILY_KEYS)} '
-        '(ce is always run)')
+        help=f'families, of: {" ".join(FAMILY_KEYS + OPTIONAL_KEYS)} '
+        f'(ce is always run; {TEST_TIME_FAMILY}, not a default, trains '
+        'CE at the tuning seeds and evaluates the last checkpoints of '
+        'the CE runs with TestTimeLogitAdjustHook: it needs '
+        '--checkpoint-interval)')
     parser.add_argument(
         '--optimizers',
         nargs='+',
@@ -219,7 +245,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         type=int,
         default=0,
         help='iterations between checkpoints (0: none; '
-        'they let an interrupted long run resume)')
+        'they let an interrupted long run resume; the last one of each run '
+        'is kept, which ce-tta evaluates)')
     run = parser.add_argument_group('execution')
     run.add_argument(
         '--gpus-per-job',
@@ -258,7 +285,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     run.add_argument(
         '--retry-failed',
         action='store_true',
-        help='train again the runs that failed before')
+        help='train again the runs that failed before (and '
+        'the CE runs whose checkpoint a failed ce-tta evaluation lacked)')
     run.add_argument(
         '--export', help='also copy the report, its JSON and '
         'plots here')
@@ -282,6 +310,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         args.rule_checks = rule_checks(parser, args.rule_checks)
     if 'ce' not in args.families:
         args.families = ['ce'] + args.families
+    if TEST_TIME_FAMILY in args.families and not args.checkpoint_interval \
+            and not args.report_only:
+        parser.error(f'--families {TEST_TIME_FAMILY} evaluates the last '
+                     'checkpoint of each CE run: give --checkpoint-interval '
+                     '(any value keeps the last one)')
     if min(args.tune_seeds, args.final_seeds, args.data_seeds) < 1:
         parser.error('--tune-seeds, --final-seeds and --data-seeds must be '
                      'at least 1')
@@ -587,22 +620,40 @@ def protocol(args: argparse.Namespace) -> Dict:
 
 
 def planned_runs(args: argparse.Namespace, families: List) -> Dict[str, int]:
-    """How many runs each stage trains at most."""
-    tuned = sum(len(f.losses) for f in families if len(f.losses) > 1)
-    rows = len(families)
+    """How many runs each stage trains at most and, where ``ce-tta`` is
+    among the families, how many evaluations of CE checkpoints
+    (``evaluate``: its grid at the tuning seeds, its chosen ``tau`` at the
+    final ones); ``tune`` then counts CE at the tuning seeds."""
+    trained = [f for f in families if f.key != TEST_TIME_FAMILY]
+    tuned = sum(len(f.losses) for f in trained if len(f.losses) > 1)
     opts = len(args.optimizers)
-    return dict(
+    sizes = dict(
         tune=opts * tuned * args.tune_seeds,
-        final=opts * rows * args.final_seeds * args.data_seeds)
+        final=opts * len(trained) * args.final_seeds * args.data_seeds)
+    for f in families:
+        if f.key == TEST_TIME_FAMILY:
+            sizes['tune'] += opts * args.tune_seeds  # CE at the tuning seeds
+            sizes['evaluate'] = opts * (
+                len(f.losses) * args.tune_seeds +
+                args.final_seeds * args.data_seeds)
+    return sizes
 
 
-def write_run(base, loss, run_dir: str, seed: int, test: bool,
-              val_interval: Optional[int]) -> str:
-    """Write the config of one run into its folder and return its path."""
+def write_run(base,
+              loss,
+              run_dir: str,
+              seed: int,
+              test: bool,
+              val_interval: Optional[int],
+              load_from: Optional[str] = None) -> str:
+    """Write the config of one run (or, with ``load_from``, of the
+    evaluation of that checkpoint) into its folder and return its path."""
     from projects.loss_study.loss_study.matrix import add_imports, apply_loss
     cfg = apply_loss(base, loss)
     cfg.randomness = dict(seed=seed)
     cfg.work_dir = run_dir
+    if load_from:
+        cfg.load_from = load_from
     if test:
         cfg.custom_hooks = list(cfg.get('custom_hooks')
                                 or []) + [dict(type='TestAfterTrainHook')]
@@ -620,7 +671,9 @@ def prepare_work_dir(args: argparse.Namespace, work_dir: str,
     """Refuse a ``--resume-from`` JSON or a work dir made with other
     settings (the JSON before the work dir is touched), take back the
     JSON's finished runs, and forget failed runs under
-    ``--retry-failed``. Returns the ``--resume-from`` JSON, if any."""
+    ``--retry-failed``, and the CE runs whose checkpoint a failed ``ce-tta``
+    evaluation lacked (they are trained again). Returns the
+    ``--resume-from`` JSON, if any."""
     earlier = read_earlier(args.resume_from, settings) \
         if args.resume_from else None
     check_settings(work_dir, settings)
@@ -628,9 +681,55 @@ def prepare_work_dir(args: argparse.Namespace, work_dir: str,
         restored = restore_runs(earlier, work_dir)
         print(f'{restored} finished runs taken from {args.resume_from}')
     if args.retry_failed:
+        runs = osp.join(work_dir, 'runs')
         for path in _failed_results(work_dir):
             os.remove(path)
+            ce = _ce_key(osp.relpath(osp.dirname(path), runs))
+            if ce is None or osp.isfile(
+                    ce_checkpoint(work_dir, ce, args.iters)):
+                continue
+            result = read_result(osp.join(runs, ce))
+            if result is not None and result['status'] == 'ok':
+                # mmengine's pointer to the checkpoint that is gone would
+                # make --resume look for it.
+                for name in ('result.json', 'last_checkpoint'):
+                    if osp.exists(osp.join(runs, ce, name)):
+                        os.remove(osp.join(runs, ce, name))
+                print(f'{ce} is trained again: its checkpoint, which '
+                      f'{TEST_TIME_FAMILY} evaluates, is gone')
     return earlier
+
+
+def ce_checkpoint(work_dir: str, ce_key: str, iters: int) -> str:
+    """The last checkpoint of the CE run ``ce_key``, which ``ce-tta``
+    evaluates (``--checkpoint-interval`` keeps it)."""
+    return osp.join(work_dir, 'runs', ce_key, f'iter_{iters}.pth')
+
+
+def missing_checkpoint(work_dir: str, ce_key: str,
+                       iters: int) -> Optional[str]:
+    """Why the finished CE run ``ce_key`` has no checkpoint for ``ce-tta``
+    to evaluate, and the fix; None if it has one."""
+    path = ce_checkpoint(work_dir, ce_key, iters)
+    if osp.isfile(path):
+        return None
+    fix = (f'--retry-failed trains {ce_key} again (its new result replaces '
+           'the old one in every comparison: ce-tta is paired with CE on '
+           'the checkpoint it evaluates) and then evaluates it')
+    result = read_result(osp.dirname(path))
+    if result is not None and result['status'] != 'ok':
+        return f'{ce_key} failed, no checkpoint to evaluate; {fix}'
+    return (f'no checkpoint {path}: {ce_key} finished without it (in a work '
+            'dir that is gone, or without --checkpoint-interval); ' + fix)
+
+
+def _ce_key(evaluation_key: str) -> Optional[str]:
+    """The CE run that a ``ce-tta`` evaluation evaluates; None for other
+    runs."""
+    stage, opt, loss, seeds = evaluation_key.split('/')
+    if not loss.startswith(TEST_TIME_FAMILY + '-'):
+        return None
+    return '/'.join((stage, opt, 'ce', seeds))
 
 
 @dataclass
@@ -740,7 +839,8 @@ def new_study(args: argparse.Namespace, settings: Dict,
 class StudyCall:
     """One call of the study: its runs (each run's config written into its
     folder when planned), the final runs of each family as soon as its
-    tuning is complete, and the JSON and report saved after every run.
+    tuning is complete, the evaluations of ``ce-tta`` as soon as their CE
+    run has finished, and the JSON and report saved after every run.
 
     Args:
         args: The command line.
@@ -772,6 +872,9 @@ class StudyCall:
         }
         self.known: Dict[str, str] = {}  # run key to folder, planned runs
         self.scheduled = set()  # (optimiser, family) with final runs
+        # ce-tta evaluations waiting for their CE run: (stage, optimiser,
+        # configuration key, data seed, seed).
+        self.waiting: List[Tuple[str, str, str, int, int]] = []
         self.done_before = set(_finished_keys(work_dir))
         self.call = dict(
             command=command_line(),
@@ -809,25 +912,103 @@ class StudyCall:
             for s in proto['final_seeds']
         ]
 
+    def evaluation(self, stage: str, opt: str, key: str, data_seed: int,
+                   seed: int) -> Run:
+        """The evaluation of CE's run of the same stage, optimiser and seeds
+        with the test-time configuration ``key`` (``ce-tta``), on
+        validation and, in the final stage, test. Its config (CE's, with
+        the hook and ``load_from`` CE's last checkpoint) is written unless
+        it has finished; where that checkpoint cannot exist (CE failed) or
+        is gone, a failed result that says why and how to fix it."""
+        from projects.loss_study.loss_study.report import run_key
+        rkey = run_key(stage, opt, key, data_seed, seed)
+        ce_key = run_key(stage, opt, 'ce', data_seed, seed)
+        run_dir = self.known[rkey] = osp.join(self.work_dir, 'runs', rkey)
+        config = osp.join(run_dir, 'config.py')
+        if read_result(run_dir) is None:
+            error = missing_checkpoint(self.work_dir, ce_key, self.args.iters)
+            if error is None:
+                from projects.loss_study.loss_study.matrix import apply_loss
+                ce = self.losses[data_seed]['ce']  # the config CE trained
+                write_run(
+                    apply_loss(self.plan[data_seed].bases[opt], ce),
+                    self.losses[data_seed][key],
+                    run_dir,
+                    seed,
+                    test=False,
+                    val_interval=None,
+                    load_from=ce_checkpoint(self.work_dir, ce_key,
+                                            self.args.iters))
+            else:
+                write_result(
+                    run_dir,
+                    dict(
+                        loss=key,
+                        seed=seed,
+                        seconds=0.0,
+                        status='failed',
+                        error=error,
+                        where=None))
+                from tqdm import tqdm
+                tqdm.write(f'{rkey}: FAILED: {error}')
+        return Run(
+            rkey, key, seed, run_dir,
+            EVALUATE + [config] + (['--test'] if stage == 'final' else []), 0)
+
     def first_runs(self) -> List[Run]:
         """The tuning stage, seed-major (an interrupted tuning stage has
-        whole seeds), then cross-entropy's final runs (it is not tuned)."""
+        whole seeds; CE first where ``ce-tta`` evaluates it), then
+        cross-entropy's final runs (it is not tuned). ``ce-tta``'s tuning
+        evaluations wait for their CE runs."""
         opts = self.args.optimizers
-        tuning = [
-            self.run('tune', o, l.key, 0, s)
-            for s in self.study['protocol']['tune_seeds'] for o in opts
-            for f in self.plan[0].families if len(f.losses) > 1
-            for l in f.losses
+        seeds = self.study['protocol']['tune_seeds']
+        families = self.plan[0].families
+        tta = [f for f in families if f.key == TEST_TIME_FAMILY]
+        trained = [
+            f for f in families if f.key != TEST_TIME_FAMILY and (
+                len(f.losses) > 1 or f.key == 'ce' and tta)
         ]
+        tuning = [
+            self.run('tune', o, l.key, 0, s) for s in seeds for o in opts
+            for f in trained for l in f.losses
+        ]
+        self.waiting += [('tune', o, l.key, 0, s) for s in seeds for o in opts
+                         for f in tta for l in f.losses]
         if self.args.tuning_only:
             return tuning
         return tuning + [r for o in opts for r in self.finals(o, 'ce')]
 
     def after_each_run(self, results: Dict[str, Dict]) -> List[Run]:
         """Saves the study and returns the final runs of every family
-        whose tuning is now complete."""
+        whose tuning is now complete, and the ``ce-tta`` evaluations whose
+        CE run has finished (ok or not). An evaluation that finished
+        before counts at once: its choice of ``tau`` may follow."""
+        from projects.loss_study.loss_study.report import run_key
+        runs = self.study['runs'] = dict(results)
+        new: List[Run] = []
+        while True:
+            new += self.schedule_finals()
+            ready = [
+                w for w in self.waiting
+                if run_key(w[0], w[1], 'ce', w[3], w[4]) in runs
+            ]
+            if not ready:
+                break
+            self.waiting = [w for w in self.waiting if w not in ready]
+            for waited in ready:
+                evaluation = self.evaluation(*waited)
+                new.append(evaluation)
+                done = read_result(evaluation.run_dir)
+                if done is not None:
+                    runs[evaluation.key] = done
+        self.save()
+        return new
+
+    def schedule_finals(self) -> List[Run]:
+        """The final runs of every family whose tuning is complete in the
+        study's runs (``ce-tta``'s evaluations join the waiting ones)."""
         from projects.loss_study.loss_study.report import choose
-        self.study['runs'] = results
+        proto = self.study['protocol']
         new = []
         for opt in [] if self.args.tuning_only else self.args.optimizers:
             for fam in self.study['families']:
@@ -837,9 +1018,12 @@ class StudyCall:
                 if key is None:
                     continue
                 self.scheduled.add((opt, fam['key']))
-                if key:
+                if key and fam['key'] == TEST_TIME_FAMILY:
+                    self.waiting += [('final', opt, key, d, s)
+                                     for d in proto['data_seeds']
+                                     for s in proto['final_seeds']]
+                elif key:
                     new += self.finals(opt, key)
-        self.save()
         return new
 
     def finished(self) -> Dict[str, Dict]:
@@ -881,8 +1065,10 @@ def train(call: StudyCall) -> None:
     args, study = call.args, call.study
     slots = make_slots(args)
     sizes = study['planned']
-    print(f"{sizes['tune']} tuning and {sizes['final']} final runs, "
-          f"{len(slots)} at a time "
+    evaluations = (f", {sizes['evaluate']} evaluations of CE checkpoints"
+                   if 'evaluate' in sizes else '')
+    print(f"{sizes['tune']} tuning and {sizes['final']} final runs"
+          f"{evaluations}, {len(slots)} at a time "
           f"({', '.join(sorted({str(s.env) for s in slots}))})")
     try:
         results, _ = run_all(
