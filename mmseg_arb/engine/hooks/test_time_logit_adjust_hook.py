@@ -26,7 +26,8 @@ class TestTimeLogitAdjustHook(Hook):
     inference, flips and ``SegTTAModel`` alike), and training and the
     parameters stay as they are. ``tau = 0`` changes nothing.
 
-    Example (``--cfg-options`` or a config)::
+    Example (in a config; ``--cfg-options`` cannot give a ``dict`` inside a
+    list)::
 
         custom_hooks = [dict(type='TestTimeLogitAdjustHook', tau=0.5,
                              class_counts='data/camvid_half/'
@@ -44,9 +45,7 @@ class TestTimeLogitAdjustHook(Hook):
         if not (isinstance(tau,
                            (int, float)) and math.isfinite(tau) and tau >= 0):
             raise ValueError(f'tau must be a finite number >= 0, got {tau!r}')
-        counts = load_class_counts(class_counts)
-        if counts.numel() == 0:
-            raise ValueError('class_counts is empty')
+        counts = load_class_counts(class_counts)  # refuses an empty list
         empty = (counts == 0).nonzero().flatten().tolist()
         if empty and tau > 0:
             raise ValueError(
