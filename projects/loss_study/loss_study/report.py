@@ -364,6 +364,15 @@ def rule_section(study: Dict, optimizer: str, analysis: Dict) -> List[str]:
         f'`{REGISTERED[name]}`, "The rule from which the README\'s '
         'recommendation follows", on test mIoU', ''
     ]
+    reg = study.get('registration')
+    out += [
+        f"Chosen configurations registered in commit `{reg['commit'][:7]}` "
+        f"({reg['date']}), `{reg['file']}`, before the first final-stage "
+        'run (the study tool refuses a final stage whose choices are not '
+        'committed; `test_registration.py` checks the history).'
+        if reg else 'Chosen configurations not registered yet: no '
+        'final-stage run has started.', ''
+    ]
     if name in NOT_REGISTERED:
         out += [NOT_REGISTERED[name] + '.', '']
     rows = analysis['rows']['test']

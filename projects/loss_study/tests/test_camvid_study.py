@@ -66,10 +66,39 @@ def test_a_camvid_study_tunes_on_val_and_reports_on_test(tmp_path):
     assert not any(k.startswith('final/') for k in tuned_only['runs'])
     assert not (work_dir / 'runs' / 'final').exists()
     assert 'tuning stage: the chosen configurations' in result.stdout
-    assert '  adamw ce: ce' in result.stdout
-    assert '  adamw arb-weights: arb-cumulative-tau' in result.stdout
-    # The same command without it: the final stage, tuning not redone.
-    result = call_study()
+    assert '| adamw | `arb-weights` | `arb-cumulative-tau' in result.stdout
+    # The final stage under --registration: refused until a commit of the
+    # registration file holds the printed table, then run.
+    table = result.stdout[result.stdout.index('## Chosen'):].strip()
+    repo = tmp_path / 'registration'
+    repo.mkdir()
+    registration = repo / 'PREREGISTRATION.md'
+    registration.write_text('# Protocol\n')
+    for args in (['init', '-q'], ['config', 'user.email',
+                                  'lead@x'], ['config', 'user.name', 'lead'],
+                 ['add', '.'], ['commit', '-qm', 'protocol']):
+        subprocess.run(['git', '-C', str(repo)] + args, check=True)
+    refused = subprocess.run(
+        command + ['--registration', str(registration)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=str(tmp_path))
+    assert refused.returncode != 0
+    assert 'not starting the final stage' in refused.stderr
+    assert table in refused.stderr  # what to commit
+    assert not (work_dir / 'runs' / 'final').exists()
+    registration.write_text('# Protocol\n\n' + table + '\n')
+    subprocess.run(
+        ['git', '-C', str(repo), 'commit', '-qam', 'choices'], check=True)
+    registered = subprocess.run(
+        ['git', '-C', str(repo), 'rev-parse', 'HEAD'],
+        capture_output=True,
+        text=True).stdout.strip()
+    # The same command without --tuning-only: the final stage, tuning not
+    # redone.
+    result = call_study('--registration', str(registration))
+    assert f'commit {registered[:7]}' in result.stdout
     assert "'OMP_NUM_THREADS': '1'" in result.stdout
     with open(work_dir / 'loss_study.json') as f:
         study = json.load(f)
@@ -96,6 +125,10 @@ def test_a_camvid_study_tunes_on_val_and_reports_on_test(tmp_path):
     # The registered rule: one final seed gives no interval, so no row beats
     # another and CE is in U (case 3).
     assert '**The registered rule (adamw)**' in result.stdout
+    assert study['registration']['commit'] == registered
+    assert study['registration']['file'] == 'PREREGISTRATION.md'
+    assert (f'Chosen configurations registered in commit `{registered[:7]}`'
+            in result.stdout)
     assert '* Case 3: CE is in U (no row beats it).' in result.stdout
     assert ('> On CamVid (this study) no loss beat cross-entropy on test '
             'mIoU') in result.stdout

@@ -47,7 +47,9 @@ across calls. ``loss_study.json`` is rewritten after every run (and copied to
 ``--export``), so what finished outlives an interrupted call, and
 ``--resume-from`` takes it back on a fresh machine. ``--tuning-only``
 stops after the tuning stage and prints the chosen configurations, to be
-committed before the same command without it runs the final stage.
+committed before the same command without it runs the final stage;
+``--registration FILE`` refuses that final stage until ``FILE`` registers
+them in a commit (``loss_study.registration``).
 ``--report-only
 WORK_DIR`` rebuilds the report from the JSON; with ``--rule-checks`` it
 first records in the JSON the outcome of the pre-registered checks run
@@ -282,6 +284,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         'chosen configuration, so that the choices can be committed before '
         'any final (test) run starts; the same command without it then '
         'runs the final stage')
+    run.add_argument(
+        '--registration',
+        metavar='FILE',
+        help='a pre-registered study\'s registration file (CamVid\'s: '
+        'projects/loss_study/camvid/PREREGISTRATION.md): no final run '
+        'starts unless the tuning stage is complete and the file, committed '
+        'as it is, holds the table of chosen configurations that '
+        '--tuning-only prints; the registering commit goes into the JSON '
+        'and the report')
     run.add_argument(
         '--retry-failed',
         action='store_true',
@@ -1094,15 +1105,41 @@ def train(call: StudyCall) -> None:
 
 
 def print_choices(study: Dict) -> None:
-    """Each family's chosen configuration, by the selection rule."""
-    from projects.loss_study.loss_study.report import choose
+    """Each tuned family's chosen configuration by the selection rule, as
+    the table a registration commits (``loss_study.registration``)."""
+    from projects.loss_study.loss_study.registration import (choices_table,
+                                                             chosen,
+                                                             tuned_families)
     print('tuning stage: the chosen configurations (the selection rule)')
-    for opt in study['protocol']['optimizers']:
-        for fam in study['families']:
-            key = choose(study, opt, fam)
-            shown = 'tuning not finished' if key is None else (
-                key or 'every run failed')
-            print(f"  {opt} {fam['key']}: {shown}")
+    print(choices_table(study))
+    waiting = [(o, f['key']) for o in study['protocol']['optimizers']
+               for f in tuned_families(study)
+               if (o, f['key']) not in chosen(study)]
+    if waiting:
+        print('tuning not finished: ' + ', '.join(f'{o} {f}'
+                                                  for o, f in waiting))
+
+
+def registration_gate(study: Dict, work_dir: str, registration: str) -> None:
+    """``--registration``: before any final-stage run, the tuning stage
+    finished in ``work_dir`` and its choices committed in ``registration``
+    (else exit, saying what to do). The registering commit (the first
+    that registered these choices, the same for every call that resumes
+    the final stage) goes into the study JSON, which the report cites."""
+    from projects.loss_study.loss_study.registration import (RegistrationError,
+                                                             check_registered)
+    runs = osp.join(work_dir, 'runs')
+    study['runs'] = {
+        key: read_result(osp.join(runs, key))
+        for key in _finished_keys(work_dir)
+    }
+    try:
+        found = check_registered(study, registration)
+    except RegistrationError as e:
+        raise SystemExit(f'not starting the final stage: {e}') from None
+    study['registration'] = found
+    print(f"chosen configurations registered in {found['file']}, commit "
+          f"{found['commit'][:7]} ({found['date']})")
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -1132,6 +1169,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     study = new_study(args, settings, plan, code)
     if earlier and earlier.get('checks'):  # recorded by --rule-checks
         study['checks'] = earlier['checks']
+    if args.registration and not args.tuning_only:
+        registration_gate(study, work_dir, args.registration)
     train(StudyCall(args, work_dir, study, plan, started, load_before))
 
 
