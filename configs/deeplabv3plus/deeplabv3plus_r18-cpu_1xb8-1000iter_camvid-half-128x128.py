@@ -1,39 +1,22 @@
 # CamVid on a CPU: a small DeepLabV3+ (ResNet-18 at half width, no pretrained
-# weights) on the half-size images (180x240, `mmseg-arb prepare camvid SRC
-# data/camvid_half --scale 0.5`), AdamW, 1000 iterations of 8 crops of
-# 128x128, with cross-entropy. A setting to compare losses in on a laptop
-# (606 s of CPU time, docs/datasets.md), not a result to set beside
-# published CamVid ones: a short schedule from scratch on half-size images.
-# The ARB config beside it changes only the losses.
+# weights: _base_/models/deeplabv3plus_r18-cpu.py) on the half-size images
+# (180x240, `mmseg-arb prepare camvid SRC data/camvid_half --scale 0.5`),
+# AdamW, 1000 iterations of 8 crops of 128x128, with cross-entropy. A setting
+# to compare losses in on a laptop (606 s of CPU time, docs/datasets.md), not
+# a result to set beside published CamVid ones: a short schedule from scratch
+# on half-size images. The ARB config beside it changes only the losses.
 _base_ = [
-    'mmseg::_base_/models/deeplabv3plus_r50-d8.py',
+    '../_base_/models/deeplabv3plus_r18-cpu.py',
     '../_base_/datasets/camvid.py', 'mmseg::_base_/default_runtime.py'
 ]
 num_classes = 11
 data_root = 'data/camvid_half'
 crop_size = (128, 128)
 max_iters = 1000
-# SyncBN needs several GPUs; one process on CPU uses plain BN.
-norm_cfg = dict(type='BN', requires_grad=True)
-
 model = dict(
     data_preprocessor=dict(size=crop_size),
-    pretrained=None,
-    backbone=dict(
-        depth=18, stem_channels=32, base_channels=32, norm_cfg=norm_cfg),
-    decode_head=dict(
-        in_channels=256,
-        channels=64,
-        c1_in_channels=32,
-        c1_channels=16,
-        dilations=(1, 2, 4, 6),
-        num_classes=num_classes,
-        norm_cfg=norm_cfg),
-    auxiliary_head=dict(
-        in_channels=128,
-        channels=32,
-        num_classes=num_classes,
-        norm_cfg=norm_cfg))
+    decode_head=dict(num_classes=num_classes),
+    auxiliary_head=dict(num_classes=num_classes))
 
 # The half-size images are 180x240: resize around that.
 train_pipeline = [

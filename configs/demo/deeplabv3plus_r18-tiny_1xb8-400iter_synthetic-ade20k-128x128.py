@@ -4,7 +4,7 @@
 # on a CPU in minutes. Everything but size is mmseg's ADE20K DeepLabV3+
 # recipe. The ARB config beside it changes only the losses.
 _base_ = [
-    'mmseg::_base_/models/deeplabv3plus_r50-d8.py',
+    '../_base_/models/deeplabv3plus_r18-cpu.py',
     'mmseg::_base_/datasets/ade20k.py', 'mmseg::_base_/default_runtime.py'
 ]
 custom_imports = dict(imports=['mmseg_arb'], allow_failed_imports=False)
@@ -13,27 +13,15 @@ num_classes = 24
 data_root = 'data/synthetic_ade20k'
 crop_size = (128, 128)
 max_iters = 400
-# SyncBN needs several GPUs; one process on CPU uses plain BN.
-norm_cfg = dict(type='BN', requires_grad=True)
-
+# The CPU model (_base_/models/deeplabv3plus_r18-cpu.py) at half its width:
+# ResNet-18 at 1/4 width (16 stem and base channels: stages of 16, 32, 64 and
+# 128 channels).
 model = dict(
     data_preprocessor=dict(size=crop_size),
-    pretrained=None,
-    backbone=dict(
-        depth=18, stem_channels=16, base_channels=16, norm_cfg=norm_cfg),
+    backbone=dict(stem_channels=16, base_channels=16),
     decode_head=dict(
-        in_channels=128,
-        channels=64,
-        c1_in_channels=16,
-        c1_channels=16,
-        dilations=(1, 2, 4, 6),
-        num_classes=num_classes,
-        norm_cfg=norm_cfg),
-    auxiliary_head=dict(
-        in_channels=64,
-        channels=32,
-        num_classes=num_classes,
-        norm_cfg=norm_cfg))
+        in_channels=128, c1_in_channels=16, num_classes=num_classes),
+    auxiliary_head=dict(in_channels=64, num_classes=num_classes))
 
 # The generated images are 128x128: resize around that, not 512.
 train_pipeline = [

@@ -67,6 +67,21 @@ def test_config_writes_the_merged_config(tmp_path, capsys):
     assert Config.fromfile(str(written)).to_dict() == shipped.to_dict()
 
 
+@pytest.mark.parametrize('name', [
+    'deeplabv3plus_r18-cpu_arb_1xb8-1000iter_camvid-half-128x128',
+    'deeplabv3plus_r18-tiny_arb_1xb8-400iter_synthetic-ade20k-128x128'
+])
+def test_config_merges_the_shipped_model_base(name, tmp_path):
+    """The CPU-size configs take their model from
+    ``_base_/models/deeplabv3plus_r18-cpu.py``, a base of a base: the file
+    written holds it, as it holds mmseg's."""
+    main(['config', name, '--dest', str(tmp_path)])
+    written = Config.fromfile(str(tmp_path / f'{name}.py'))
+    assert '_base_' not in written.pretty_text
+    assert written.to_dict() == Config.fromfile(find_config(name)).to_dict()
+    assert written.model.backbone.depth == 18
+
+
 def test_an_unknown_name_is_an_error_with_the_closest_names(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(['config', 'deeplabv3plus_r50_arb_4xb4-80k_ade20k'])

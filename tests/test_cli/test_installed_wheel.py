@@ -29,7 +29,7 @@ import time
 
 import pytest
 import torch
-from helpers import ROOT, write_camvid_release
+from helpers import CONFIGS, ROOT, write_camvid_release
 from mmengine.config import Config
 
 from mmseg_arb.datasets.synthetic import SyntheticSpec, generate_dataset
@@ -302,7 +302,17 @@ def test_the_wheel_ships_the_product_only(tmp_path):
     assert {n.split('/')[0]
             for n in names if '.dist-info/' not in n} == {'mmseg_arb'}
     assert [n for n in names if 'study' in n] == []
-    assert f'mmseg_arb/.mim/configs/deeplabv3plus/{SHIPPED}.py' in names
+    # Every config and every _base_ file a config inherits (mmseg-arb
+    # config and train read them from the package).
+    configs = [
+        'mmseg_arb/.mim/configs/' +
+        osp.relpath(p, CONFIGS).replace(osp.sep, '/')
+        for p in glob.glob(osp.join(CONFIGS, '**', '*.py'), recursive=True)
+    ]
+    assert f'mmseg_arb/.mim/configs/deeplabv3plus/{SHIPPED}.py' in configs
+    assert 'mmseg_arb/.mim/configs/_base_/models/deeplabv3plus_r18-cpu.py' \
+        in configs
+    assert [c for c in configs if c not in names] == []
 
 
 def test_prepare_camvid_and_train_it_with_both_tools_from_the_wheel(
