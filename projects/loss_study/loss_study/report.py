@@ -24,7 +24,9 @@ class-weighted CE against focal. Families, tables and ties follow the
 registered order (``rule.TABLE_ORDER``); per family, per-class test IoU
 and a plot of it against training frequency. For a pre-registered study
 (:data:`REGISTERED`: CamVid) the report ends with its rule's outcome
-(``rule.apply_rule``).
+(``rule.apply_rule``) and its checks (``loss_study.checks``: the runs
+``check/...`` of the JSON, and whether CE's validation curve was still
+rising at the end of the schedule).
 """
 import math
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -33,7 +35,8 @@ import numpy as np
 
 from mmseg_arb.results.plots import plot_iou_vs_frequency
 from mmseg_arb.results.runs import GROUP_KEYS, SUMMARY_KEYS
-from .rule import ARB_FAMILIES, apply_rule, in_table_order
+from .checks import BASELINE, KINDS, compare, configurations, iterations
+from .rule import ARB_FAMILIES, apply_rule, in_table_order, missing_runs
 from .stats import ci_text, interval, paired, verdict
 
 SHORT_NAMES = {
@@ -64,8 +67,15 @@ STAGES = ('tune', 'final')
 
 def run_key(stage: str, optimizer: str, loss: str, data_seed: int,
             seed: int) -> str:
-    """``<stage>/<optimizer>/<loss key>/d<data seed>-s<seed>``."""
+    """``<stage>/<optimizer>/<loss key>/d<data seed>-s<seed>``; a check
+    run (``loss_study.checks``): ``check/<kind>/...``."""
     return f'{stage}/{optimizer}/{loss}/d{data_seed}-s{seed}'
+
+
+def stage_runs(runs: Dict[str, Dict]) -> Dict[str, Dict]:
+    """The runs of the tuning and final stages (what ``planned`` counts),
+    without the checks'."""
+    return {k: r for k, r in runs.items() if k.split('/')[0] in STAGES}
 
 
 # Selection ------------------------------------------------------------------
@@ -353,12 +363,13 @@ def per_class_table(study: Dict, optimizer: str, analysis: Dict) -> List[str]:
     return out
 
 
-def rule_section(study: Dict, optimizer: str, analysis: Dict) -> List[str]:
+def rule_section(study: Dict, optimizer: str, analysis: Dict,
+                 checks: Dict[str, bool]) -> List[str]:
     """The registered rule's outcome (:func:`rule.apply_rule`) with the
-    README's sentences; item 7's checks from ``study['checks']`` where the
-    lead recorded them, else marked placeholders."""
+    README's sentences; item 7's ``checks`` (:func:`rule_checks`) where
+    their runs have decided them, else marked placeholders."""
     name = study['data'].get('name')
-    outcome = apply_rule(analysis, name, study.get('checks'))
+    outcome = apply_rule(analysis, name, checks)
     out = [
         '', f'**The registered rule ({optimizer})**, '
         f'`{REGISTERED[name]}`, "The rule from which the README\'s '
@@ -430,6 +441,173 @@ def rule_section(study: Dict, optimizer: str, analysis: Dict) -> List[str]:
     return out
 
 
+def check_results(study: Dict, analysis: Dict) -> Dict[str, Dict]:
+    """The registered checks (``loss_study.checks``) as the JSON's runs hold
+    them, against the AdamW analysis ``analysis``: per check kind, its
+    configuration keys (``keys``), per key the check run's and the AdamW
+    seed-100 final run's test metrics (``check`` and ``final``: their
+    ``summary``, None where not finished or failed) and status
+    (``status[side][key]``: ``'ok'``, ``'failed'`` or None), and
+    :func:`checks.compare`'s orders and ``changed``; ``{}`` while the
+    final stage is incomplete (no check has started)."""
+    if missing_runs(analysis):
+        return {}
+    outcome = apply_rule(analysis, study['data'].get('name'))
+    data_seed = study['protocol']['data_seeds'][0]
+    seed = study['protocol']['final_seeds'][0]
+    out = {}
+    for kind, keys in configurations(analysis['chosen'],
+                                     outcome['recommended']).items():
+        runs = {
+            k: study['runs'].get(run_key('check', kind, k, data_seed, seed))
+            for k in keys
+        }
+        finals = {
+            k:
+            study['runs'].get(run_key('final', BASELINE, k, data_seed, seed))
+            for k in keys
+        }
+        check, final = ({
+            k: (split_metrics(r, 'test') or {}).get('summary')
+            for k, r in runs.items()
+        } for runs in (runs, finals))
+        out[kind] = dict(
+            keys=keys,
+            check=check,
+            final=final,
+            status={
+                side: {
+                    k: r and r['status']
+                    for k, r in by_key.items()
+                }
+                for side, by_key in (('check', runs), ('final', finals))
+            },
+            **compare(check, final))
+    return out
+
+
+def rule_checks(results: Dict[str, Dict]) -> Dict[str, bool]:
+    """Item 7's input to :func:`rule.apply_rule` from
+    :func:`check_results`: each check whose runs have all finished, True
+    where it changed the order."""
+    return {
+        KINDS[kind]: c['changed']
+        for kind, c in results.items() if c['changed'] is not None
+    }
+
+
+def checks_section(study: Dict, analysis: Dict,
+                   results: Dict[str, Dict]) -> List[str]:
+    """"Checks (seed 100)", once the final stage is complete (``results``,
+    :func:`check_results`): each check's runs beside the AdamW seed-100
+    final runs, the two orders by test mIoU and whether the order changed,
+    or "not run yet"; and whether CE's validation curve was still rising at
+    the end of the schedule."""
+    iters = study['protocol']['iters']
+    seed = study['protocol']['final_seeds'][0]
+    out = [
+        '', f'**Checks (seed {seed})**, `{REGISTERED[study["data"]["name"]]}`'
+        ', "Model, schedule, optimiser" and "Convergence check": the final '
+        f'stage\'s seed-{seed} run of each configuration trained again with '
+        'the registered `--cfg-options` (`tools/loss_study.py --checks`, '
+        '`loss_study/checks.py`), scored on test beside that AdamW run. One '
+        'seed: they inform the text (the rule\'s item 7), not the '
+        'recommendation.', ''
+    ]
+    what = {
+        'sgd': ('SGD', 'AdamW', 'SGD (lr 0.1, momentum 0.9, weight decay '
+                '5e-4, poly to 1e-4) against AdamW'),
+        'half': (f'{iterations("half", iters)} it.', f'{iters} it.',
+                 f'Half the schedule ({iterations("half", iters)} '
+                 f'iterations, its own poly decay) against the full schedule '
+                 f'({iters})')
+    }
+    for kind, (ours, theirs, title) in what.items():
+        r = results[kind]
+        if not any(r['status']['check'].values()):
+            out += [
+                f'* {title}: not run yet (the study\'s command with '
+                '`--checks` trains it).', ''
+            ]
+            continue
+        names = {k: _family_and_name(study, k) for k in r['keys']}
+        out += [
+            f'* {title}, test split:', '',
+            f'| configuration | {ours} mIoU | {ours} aAcc | {theirs} mIoU | '
+            f'{theirs} aAcc |', '|---|---:|---:|---:|---:|'
+        ]
+        for k in r['keys']:
+            cells = [
+                _check_cell(r[side][k], r['status'][side][k], metric)
+                for side in ('check', 'final') for metric in ('mIoU', 'aAcc')
+            ]
+            out.append(f'| {names[k]} | ' + ' | '.join(cells) + ' |')
+        if r['changed'] is None:
+            out += [
+                '', '  Order changed: not determined (a run not finished or '
+                'failed: ' + ', '.join(names[k] for k in r['missing']) + ').',
+                ''
+            ]
+            continue
+        out += [
+            '', f"  Order by test mIoU: {ours} "
+            f"{' > '.join(names[k] for k in r['order'])}; {theirs} "
+            f"{' > '.join(names[k] for k in r['final_order'])}. Order "
+            f"changed: **{'yes' if r['changed'] else 'no'}**.", ''
+        ]
+    return out + [ce_curve_statement(study, analysis)]
+
+
+def _family_and_name(study: Dict, key: str) -> str:
+    family = next(f['name'] for f in study['families']
+                  if any(l['key'] == key for l in f['losses']))
+    return f"{family} ({_loss(study, key)['name']})"
+
+
+def _check_cell(summary: Optional[Dict], status: Optional[str],
+                metric: str) -> str:
+    if summary is not None:
+        return f'{summary[metric]:.2f}'
+    return 'failed' if status == 'failed' else 'not run'
+
+
+def ce_curve_statement(study: Dict, analysis: Dict) -> str:
+    """Whether CE's validation curve (the mean over its final runs) was
+    still rising at the end of the schedule: its last two evaluations
+    differing by more than 0.5 mIoU (the registration's "Convergence
+    check")."""
+    key = analysis['chosen'].get('ce')
+    curves = [
+        r['curve'] for r in _runs(study, 'final', BASELINE, key,
+                                  final_pairs(study)).values()
+        if r and r['status'] == 'ok' and r.get('curve')
+    ] if key else []
+    head = 'CE\'s validation curve at the end of the schedule'
+    if not curves:
+        return f'{head}: no finished final CE run has a validation curve.'
+    steps, mean, _ = mean_curve(curves)
+    if len(steps) < 2:
+        return (f'{head}: the final CE runs validated once (at iteration '
+                f'{steps[0]}); no curve to judge.')
+    diff = mean[-1] - mean[-2]
+    verdict = ('still rising (the last two evaluations differ by more '
+               'than 0.5 mIoU)' if diff > 0.5 else
+               'falling (by more than 0.5 mIoU)' if diff < -0.5 else
+               'not rising any more (the last two evaluations differ by '
+               '0.5 mIoU or less)')
+    return (f'{head} (mean of {len(curves)} final runs): validation mIoU '
+            f'{mean[-2]:.2f} at iteration {steps[-2]}, {mean[-1]:.2f} at '
+            f'{steps[-1]} ({diff:+.2f}): {verdict}.')
+
+
+def mean_curve(curves: List[List]) -> Tuple[List[int], np.ndarray, np.ndarray]:
+    """Steps, mean and std over runs of ``[[step, mIoU], ...]`` curves (a
+    step some run lacks is left out of its mean)."""
+    steps = sorted({s for c in curves for s, _ in c})
+    values = [[dict(c).get(s, np.nan) for c in curves] for s in steps]
+    return steps, np.nanmean(values, axis=1), np.nanstd(values, axis=1)
+
+
 def sentences(analysis: Dict, optimizer: str) -> List[str]:
     """One sentence per comparison, its words from :func:`verdict`."""
     out = []
@@ -468,7 +646,7 @@ def render(study: Dict) -> str:
     ]
     if not study.get('complete', True):
         lines[2:2] = [
-            f"**Partial study**: {len(study['runs'])} of at most "
+            f"**Partial study**: {len(stage_runs(study['runs']))} of at most "
             f"{sum(study['planned'].values())} planned runs have "
             'finished; the tables show those.', ''
         ]
@@ -506,7 +684,10 @@ def render(study: Dict) -> str:
             'above:', ''
         ] + sentences(a, opt)
         if data.get('name') in REGISTERED:
-            lines += rule_section(study, opt, a)
+            results = check_results(study, a) if opt == BASELINE else {}
+            lines += rule_section(study, opt, a, rule_checks(results))
+            if results:  # the final stage is complete
+                lines += checks_section(study, a, results)
     return '\n'.join(lines) + '\n'
 
 
@@ -615,10 +796,7 @@ def _plot_curves(study: Dict, opt: str, analysis: Dict, path: str) -> None:
         ]
         if not curves:
             continue
-        steps = sorted({s for c in curves for s, _ in c})
-        values = [[dict(c).get(s, np.nan) for c in curves] for s in steps]
-        mean = np.nanmean(values, axis=1)
-        std = np.nanstd(values, axis=1)
+        steps, mean, std = mean_curve(curves)
         line, = ax.plot(
             steps,
             mean,

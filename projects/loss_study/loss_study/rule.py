@@ -13,8 +13,10 @@ pure function of one optimiser's analysis (``report.analyse``).
    ``U`` (a cycle of wins): CE, and the cycle.
 6. Under 4-5, the price: the recommended row against CE on test aAcc and
    head mIoU.
-7. The SGD and convergence checks are runs outside the study's JSON: their
-   outcome is an input (``checks``), never guessed.
+7. The SGD and convergence checks are runs of the study
+   (``loss_study.checks``, trained by ``tools/loss_study.py --checks``);
+   their outcome is an input (``checks``, which ``report.rule_checks``
+   computes from those runs in the JSON), never guessed.
 """
 from typing import Dict, Iterable, List, Optional, Tuple
 
@@ -25,7 +27,7 @@ from .stats import ci_text, paired
 TABLE_ORDER = ('ce', 'arb', 'arb-weights', 'class-weights', 'focal',
                'logit-adjustment', 'ce-tta')
 ARB_FAMILIES = ('arb', 'arb-weights')
-# Item 7: what the README adds when a check outside the JSON changed the
+# Item 7: what the README adds when a check (loss_study.checks) changed the
 # order of the rows it trained again.
 CHECKS = {
     'sgd_order_changed':
@@ -153,10 +155,10 @@ def apply_rule(analysis: Dict,
         analysis: One optimiser's entry of ``report.analyse``; its test rows
             carry ``family_name``, ``name`` and ``shown``.
         dataset: The data's name, for the README's sentences.
-        checks: Item 7's outcomes, from runs outside the JSON:
-            ``sgd_order_changed`` and ``schedule_order_changed``, True
-            where the check ordered the rows differently. A check not given
-            stays a marked placeholder.
+        checks: Item 7's outcomes (``report.rule_checks``, from the check
+            runs): ``sgd_order_changed`` and ``schedule_order_changed``,
+            True where the check ordered the rows differently. A check not
+            given (its runs not all finished) stays a marked placeholder.
 
     Returns:
         dict: ``complete`` (False: ``missing`` says what, nothing else is
@@ -236,9 +238,11 @@ def apply_rule(analysis: Dict,
     for name, text in CHECKS.items():
         if name not in checks:
             out['placeholders'].append(
-                f'item 7: the outcome of {CHECK_NAMES[name]} is not in the '
-                'study JSON; if it changed the order, the README adds: '
-                f'"{text}"')
+                f'item 7: {CHECK_NAMES[name]} has not decided yet (its runs '
+                'and their AdamW seed-100 runs have not all finished; '
+                '`tools/loss_study.py --checks` trains them once the final '
+                'stage is complete); if it changes the order, the README '
+                f'adds: "{text}"')
         elif checks[name]:
             sentences.append(text[0].upper() + text[1:] + '.')
     out['sentences'] = sentences

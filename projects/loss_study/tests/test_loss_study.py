@@ -253,18 +253,6 @@ def test_an_interrupted_study_keeps_its_runs_and_resumes_elsewhere(tmp_path):
     assert 1 <= len(partial['runs']) < 6
     assert partial['calls'][0]['runs_trained'] == len(partial['runs'])
     assert '**Partial study**' in (docs / 'loss_study.md').read_text()
-    # The rule's item 7, recorded in the published JSON by --report-only
-    # --rule-checks, survives a call resumed from it.
-    subprocess.run([
-        sys.executable, STUDY, '--report-only',
-        str(docs), '--rule-checks', 'sgd_order_changed=yes'
-    ],
-                   check=True,
-                   capture_output=True,
-                   timeout=300,
-                   cwd=str(tmp_path))
-    partial = json.loads((docs / 'loss_study.json').read_text())
-    assert partial['checks'] == dict(sgd_order_changed=True)
 
     second = tmp_path / 'second'
     result = subprocess.run([
@@ -281,7 +269,6 @@ def test_an_interrupted_study_keeps_its_runs_and_resumes_elsewhere(tmp_path):
         result.stdout
     done = json.loads((second / 'loss_study.json').read_text())
     assert done['complete'] is True and len(done['runs']) == 6
-    assert done['checks'] == partial['checks']
     for key, run in partial['runs'].items():
         assert done['runs'][key] == run  # taken over, not trained again
     assert [c['runs_trained'] for c in done['calls']] == \

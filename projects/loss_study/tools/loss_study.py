@@ -49,12 +49,22 @@ across calls. ``loss_study.json`` is rewritten after every run (and copied to
 stops after the tuning stage and prints the chosen configurations, to be
 committed before the same command without it runs the final stage;
 ``--registration FILE`` refuses that final stage until ``FILE`` registers
-them in a commit (``loss_study.registration``).
-``--report-only
-WORK_DIR`` rebuilds the report from the JSON; with ``--rule-checks`` it
-first records in the JSON the outcome of the pre-registered checks run
-outside the study (item 7 of the CamVid rule), which the report's
-"registered rule" section shows instead of their placeholders.
+them in a commit (``loss_study.registration``). ``--report-only
+WORK_DIR`` rebuilds the report from the JSON.
+
+``--checks`` (CamVid: the registration's SGD and half-schedule checks,
+``loss_study.checks``), once the final stage is complete (every row's
+final runs and ``ce-tta`` evaluations finished, in this call or before),
+trains the final stage's seed-100 run of CE, the chosen ARB and the chosen
+ARB + weights again under SGD (``check/sgd/<key>/d0-s100``), and of CE,
+the chosen ARB and the README's candidate (the row the registered rule
+recommends; ARB + weights where that is CE) at half the iterations
+(``check/half/<key>/d0-s100``; a ``ce-tta`` candidate evaluates the
+``check/half/ce`` checkpoint), each with exactly the registered
+``--cfg-options``. They are runs of the study (resumed, restored by
+``--resume-from``) outside its tables, comparisons and planned counts;
+the JSON's ``checks`` (item 7 of the rule: whether each check changed the
+order by test mIoU) and the report's "Checks" section come from them.
 
     python projects/loss_study/tools/loss_study.py   # the short default
     python projects/loss_study/tools/loss_study.py \\
@@ -66,6 +76,9 @@ outside the study (item 7 of the CamVid rule), which the report's
         --data-root data/camvid_half        # projects/loss_study/camvid/
     python projects/loss_study/tools/loss_study.py --families ce ce-tta \\
         --checkpoint-interval 300                     # test-time adjustment
+    python projects/loss_study/tools/loss_study.py --dataset camvid \\
+        --data-root data/camvid_half --families ce arb arb-weights \\
+        --resume-from loss_study.json --checks          # the checks
 """
 import argparse
 import copy
@@ -141,16 +154,6 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         metavar='WORK_DIR',
         help='rebuild the report and plots of WORK_DIR from '
         'its loss_study.json; trains nothing')
-    parser.add_argument(
-        '--rule-checks',
-        nargs='+',
-        metavar='CHECK=yes|no',
-        help='with --report-only: record in loss_study.json whether each '
-        "check of the pre-registered rule's item 7, run by hand outside the "
-        'study, changed the order of the rows it trained again (yes) or '
-        'not (no); CHECK: sgd_order_changed, schedule_order_changed. A '
-        'check not recorded stays a placeholder in the report; a later '
-        'training call keeps them with --resume-from that JSON')
     parser.add_argument(
         '--families',
         nargs='+',
@@ -294,6 +297,14 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         '--tuning-only prints; the registering commit goes into the JSON '
         'and the report')
     run.add_argument(
+        '--checks',
+        action='store_true',
+        help='CamVid: once the final stage is complete, train the '
+        "registration's checks (item 7 of its rule) with seed 100: CE, the "
+        'chosen ARB and ARB + weights under SGD; CE, the chosen ARB and the '
+        "rule's recommended row at half of --iters (loss_study/checks.py); "
+        "the JSON's checks and the report's Checks section come from them")
+    run.add_argument(
         '--retry-failed',
         action='store_true',
         help='train again the runs that failed before (and '
@@ -314,13 +325,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         if args.data_seeds != 1:
             parser.error('--dataset camvid has one data seed (one real '
                          'dataset): leave --data-seeds at 1')
-    if args.rule_checks:
-        if not args.report_only:
-            parser.error('--rule-checks goes with --report-only (the checks '
-                         'are recorded once the study is done)')
-        args.rule_checks = rule_checks(parser, args.rule_checks)
     if 'ce' not in args.families:
         args.families = ['ce'] + args.families
+    if args.checks:
+        check_args(parser, args)
     if TEST_TIME_FAMILY in args.families and not args.checkpoint_interval \
             and not args.report_only:
         parser.error(f'--families {TEST_TIME_FAMILY} evaluates the last '
@@ -334,19 +342,27 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return args
 
 
-def rule_checks(parser: argparse.ArgumentParser,
-                items: List[str]) -> Dict[str, bool]:
-    """``--rule-checks`` as ``{check: changed}``; a parser error naming the
-    checks and values for anything else."""
-    from projects.loss_study.loss_study.rule import CHECKS
-    out = {}
-    for item in items:
-        key, _, value = item.partition('=')
-        if key not in CHECKS or value not in ('yes', 'no'):
-            parser.error(f'--rule-checks {item}: expected CHECK=yes or '
-                         f"CHECK=no, CHECK one of {', '.join(CHECKS)}")
-        out[key] = value == 'yes'
-    return out
+def check_args(parser: argparse.ArgumentParser,
+               args: argparse.Namespace) -> None:
+    """``--checks``: a parser error for what the registered checks cannot
+    run with."""
+    from projects.loss_study.loss_study.checks import BASELINE
+    if args.report_only or args.tuning_only:
+        parser.error('--checks trains runs after the final stage: leave out '
+                     '--report-only and --tuning-only')
+    if args.dataset != 'camvid':
+        parser.error('--checks runs the CamVid registration\'s checks '
+                     '(projects/loss_study/camvid/PREREGISTRATION.md): give '
+                     '--dataset camvid')
+    if BASELINE not in args.optimizers:
+        parser.error(f'--checks trains {BASELINE}\'s final runs again: '
+                     f'give --optimizers {BASELINE}')
+    if {'arb', 'arb-weights'} - set(args.families):
+        parser.error('--checks compares CE with the chosen ARB and ARB + '
+                     'weights: give --families with arb and arb-weights')
+    if args.iters < 2 or args.iters % 2:
+        parser.error(f'--checks trains half of --iters ({args.iters}): give '
+                     'an even number of iterations')
 
 
 def gpus_per_job(args: argparse.Namespace) -> int:
@@ -656,9 +672,12 @@ def write_run(base,
               seed: int,
               test: bool,
               val_interval: Optional[int],
-              load_from: Optional[str] = None) -> str:
+              load_from: Optional[str] = None,
+              options: Optional[Dict] = None) -> str:
     """Write the config of one run (or, with ``load_from``, of the
-    evaluation of that checkpoint) into its folder and return its path."""
+    evaluation of that checkpoint) into its folder and return its path;
+    ``options`` (a check's, ``loss_study.checks.overrides``) are merged
+    last, as ``tools/train.py --cfg-options`` merges them."""
     from projects.loss_study.loss_study.matrix import add_imports, apply_loss
     cfg = apply_loss(base, loss)
     cfg.randomness = dict(seed=seed)
@@ -671,6 +690,8 @@ def write_run(base,
         add_imports(cfg, ['projects.loss_study.loss_study.hooks'])
     if val_interval:
         cfg.train_cfg.val_interval = val_interval
+    if options:
+        cfg.merge_from_dict(options)
     os.makedirs(run_dir, exist_ok=True)
     config = osp.join(run_dir, 'config.py')
     cfg.dump(config)
@@ -678,13 +699,12 @@ def write_run(base,
 
 
 def prepare_work_dir(args: argparse.Namespace, work_dir: str,
-                     settings: Dict) -> Optional[Dict]:
+                     settings: Dict) -> None:
     """Refuse a ``--resume-from`` JSON or a work dir made with other
     settings (the JSON before the work dir is touched), take back the
     JSON's finished runs, and forget failed runs under
     ``--retry-failed``, and the CE runs whose checkpoint a failed ``ce-tta``
-    evaluation lacked (they are trained again). Returns the
-    ``--resume-from`` JSON, if any."""
+    evaluation lacked (they are trained again)."""
     earlier = read_earlier(args.resume_from, settings) \
         if args.resume_from else None
     check_settings(work_dir, settings)
@@ -697,7 +717,7 @@ def prepare_work_dir(args: argparse.Namespace, work_dir: str,
             os.remove(path)
             ce = _ce_key(osp.relpath(osp.dirname(path), runs))
             if ce is None or osp.isfile(
-                    ce_checkpoint(work_dir, ce, args.iters)):
+                    ce_checkpoint(work_dir, ce, run_iters(ce, args.iters))):
                 continue
             result = read_result(osp.join(runs, ce))
             if result is not None and result['status'] == 'ok':
@@ -708,7 +728,14 @@ def prepare_work_dir(args: argparse.Namespace, work_dir: str,
                         os.remove(osp.join(runs, ce, name))
                 print(f'{ce} is trained again: its checkpoint, which '
                       f'{TEST_TIME_FAMILY} evaluates, is gone')
-    return earlier
+
+
+def run_iters(key: str, iters: int) -> int:
+    """The training iterations of the run ``key`` (a half-schedule check's
+    are half the study's)."""
+    from projects.loss_study.loss_study.checks import iterations
+    stage, kind = key.split('/')[:2]
+    return iterations(kind, iters) if stage == 'check' else iters
 
 
 def ce_checkpoint(work_dir: str, ce_key: str, iters: int) -> str:
@@ -726,7 +753,8 @@ def missing_checkpoint(work_dir: str, ce_key: str,
         return None
     fix = (f'--retry-failed trains {ce_key} again (its new result replaces '
            'the old one in every comparison: ce-tta is paired with CE on '
-           'the checkpoint it evaluates) and then evaluates it')
+           'the checkpoint it evaluates) and then evaluates it' +
+           (' (with --checks)' if ce_key.startswith('check/') else ''))
     result = read_result(osp.dirname(path))
     if result is not None and result['status'] != 'ok':
         return f'{ce_key} failed, no checkpoint to evaluate; {fix}'
@@ -851,7 +879,8 @@ class StudyCall:
     """One call of the study: its runs (each run's config written into its
     folder when planned), the final runs of each family as soon as its
     tuning is complete, the evaluations of ``ce-tta`` as soon as their CE
-    run has finished, and the JSON and report saved after every run.
+    run has finished, with ``--checks`` the registered checks as soon as the
+    final stage is complete, and the JSON and report saved after every run.
 
     Args:
         args: The command line.
@@ -883,6 +912,7 @@ class StudyCall:
         }
         self.known: Dict[str, str] = {}  # run key to folder, planned runs
         self.scheduled = set()  # (optimiser, family) with final runs
+        self.checks_scheduled = False
         # ce-tta evaluations waiting for their CE run: (stage, optimiser,
         # configuration key, data seed, seed).
         self.waiting: List[Tuple[str, str, str, int, int]] = []
@@ -894,6 +924,17 @@ class StudyCall:
             load_before=load_before,
             code=study['code'].get('git_commit'))
 
+    def setting(self, stage: str, opt: str) -> Tuple[str, Optional[Dict]]:
+        """The optimiser of the base config of a run of ``stage`` and
+        ``opt``, and the ``--cfg-options`` merged into it: a check (stage
+        ``check``, ``opt`` its kind) is the final stage's AdamW run with its
+        registered overrides (``loss_study.checks``)."""
+        if stage != 'check':
+            return opt, None
+        from projects.loss_study.loss_study.checks import BASELINE, overrides
+        return BASELINE, overrides(opt, self.args.iters,
+                                   bool(self.args.checkpoint_interval))
+
     def run(self, stage: str, opt: str, key: str, data_seed: int,
             seed: int) -> Run:
         """One run; its config is written unless it has finished."""
@@ -902,18 +943,20 @@ class StudyCall:
         run_dir = self.known[rkey] = osp.join(self.work_dir, 'runs', rkey)
         config = osp.join(run_dir, 'config.py')
         if read_result(run_dir) is None:  # finished runs stay as they are
-            curve = stage == 'final' and self.family_of[key] in (
+            curve = stage != 'tune' and self.family_of[key] in (
                 'ce', 'arb', 'class-weights')
+            base, options = self.setting(stage, opt)
             write_run(
-                self.plan[data_seed].bases[opt],
+                self.plan[data_seed].bases[base],
                 self.losses[data_seed][key],
                 run_dir,
                 seed,
-                test=stage == 'final',
-                val_interval=self.args.curve_interval if curve else None)
+                test=stage != 'tune',
+                val_interval=self.args.curve_interval if curve else None,
+                options=options)
         return Run(rkey, key, seed, run_dir,
                    [TRAIN, config, '--work-dir', run_dir, '--resume'],
-                   self.args.iters)
+                   run_iters(rkey, self.args.iters))
 
     def finals(self, opt: str, key: str) -> List[Run]:
         """The final-stage runs of one configuration."""
@@ -925,31 +968,34 @@ class StudyCall:
 
     def evaluation(self, stage: str, opt: str, key: str, data_seed: int,
                    seed: int) -> Run:
-        """The evaluation of CE's run of the same stage, optimiser and seeds
-        with the test-time configuration ``key`` (``ce-tta``), on
-        validation and, in the final stage, test. Its config (CE's, with
-        the hook and ``load_from`` CE's last checkpoint) is written unless
-        it has finished; where that checkpoint cannot exist (CE failed) or
-        is gone, a failed result that says why and how to fix it."""
+        """The evaluation of CE's run of the same stage, optimiser (or
+        check) and seeds with the test-time configuration ``key``
+        (``ce-tta``), on validation and, outside the tuning stage, test.
+        Its config (CE's, with the hook and ``load_from`` CE's last
+        checkpoint) is written unless it has finished; where that
+        checkpoint cannot exist (CE failed) or is gone, a failed result
+        that says why and how to fix it."""
         from projects.loss_study.loss_study.report import run_key
         rkey = run_key(stage, opt, key, data_seed, seed)
         ce_key = run_key(stage, opt, 'ce', data_seed, seed)
         run_dir = self.known[rkey] = osp.join(self.work_dir, 'runs', rkey)
         config = osp.join(run_dir, 'config.py')
+        iters = run_iters(ce_key, self.args.iters)
         if read_result(run_dir) is None:
-            error = missing_checkpoint(self.work_dir, ce_key, self.args.iters)
+            error = missing_checkpoint(self.work_dir, ce_key, iters)
             if error is None:
                 from projects.loss_study.loss_study.matrix import apply_loss
                 ce = self.losses[data_seed]['ce']  # the config CE trained
+                base, options = self.setting(stage, opt)
                 write_run(
-                    apply_loss(self.plan[data_seed].bases[opt], ce),
+                    apply_loss(self.plan[data_seed].bases[base], ce),
                     self.losses[data_seed][key],
                     run_dir,
                     seed,
                     test=False,
                     val_interval=None,
-                    load_from=ce_checkpoint(self.work_dir, ce_key,
-                                            self.args.iters))
+                    load_from=ce_checkpoint(self.work_dir, ce_key, iters),
+                    options=options)
             else:
                 write_result(
                     run_dir,
@@ -964,7 +1010,7 @@ class StudyCall:
                 tqdm.write(f'{rkey}: FAILED: {error}')
         return Run(
             rkey, key, seed, run_dir,
-            EVALUATE + [config] + (['--test'] if stage == 'final' else []), 0)
+            EVALUATE + [config] + (['--test'] if stage != 'tune' else []), 0)
 
     def first_runs(self) -> List[Run]:
         """The tuning stage, seed-major (an interrupted tuning stage has
@@ -987,32 +1033,80 @@ class StudyCall:
                          for f in tta for l in f.losses]
         if self.args.tuning_only:
             return tuning
-        return tuning + [r for o in opts for r in self.finals(o, 'ce')]
+        return tuning + [r for o in opts for r in self.finals(o, 'ce')
+                         ] + self.finished_checks()
+
+    def finished_checks(self) -> List[Run]:
+        """The check runs that finished before (``--checks`` in an earlier
+        call), so that a call without ``--checks`` keeps them in the JSON;
+        none is started."""
+        runs = []
+        for key in _finished_keys(self.work_dir):
+            if key.startswith('check/'):
+                run_dir = self.known[key] = osp.join(self.work_dir, 'runs',
+                                                     key)
+                result = read_result(run_dir)
+                runs.append(
+                    Run(key,
+                        key.split('/')[2], result.get('seed', 0), run_dir, [],
+                        0))
+        return runs
 
     def after_each_run(self, results: Dict[str, Dict]) -> List[Run]:
         """Saves the study and returns the final runs of every family
-        whose tuning is now complete, and the ``ce-tta`` evaluations whose
-        CE run has finished (ok or not). An evaluation that finished
-        before counts at once: its choice of ``tau`` may follow."""
+        whose tuning is now complete, the ``ce-tta`` evaluations whose CE
+        run has finished (ok or not) and, with ``--checks``, the check runs
+        once the final stage is complete. A run returned here that
+        finished before counts at once: a choice of ``tau``, the final
+        stage's completion or an evaluation may follow."""
         from projects.loss_study.loss_study.report import run_key
         runs = self.study['runs'] = dict(results)
         new: List[Run] = []
         while True:
-            new += self.schedule_finals()
+            fresh = self.schedule_finals() + self.schedule_checks()
             ready = [
                 w for w in self.waiting
                 if run_key(w[0], w[1], 'ce', w[3], w[4]) in runs
             ]
-            if not ready:
-                break
             self.waiting = [w for w in self.waiting if w not in ready]
-            for waited in ready:
-                evaluation = self.evaluation(*waited)
-                new.append(evaluation)
-                done = read_result(evaluation.run_dir)
+            fresh += [self.evaluation(*waited) for waited in ready]
+            if not fresh:
+                break
+            for run in fresh:
+                done = read_result(run.run_dir)
                 if done is not None:
-                    runs[evaluation.key] = done
+                    runs[run.key] = done
+            new += fresh
         self.save()
+        return new
+
+    def schedule_checks(self) -> List[Run]:
+        """With ``--checks``, once the final stage is complete in the
+        study's runs: the check runs (``loss_study.checks``), from the final
+        stage's first seed; a ``ce-tta`` configuration joins the waiting
+        evaluations (of ``check/half/ce``)."""
+        if not self.args.checks or self.checks_scheduled:
+            return []
+        from projects.loss_study.loss_study.checks import (BASELINE,
+                                                           configurations)
+        from projects.loss_study.loss_study.report import analyse
+        from projects.loss_study.loss_study.rule import (apply_rule,
+                                                         missing_runs)
+        analysis = analyse(self.study)[BASELINE]
+        if missing_runs(analysis):
+            return []
+        self.checks_scheduled = True
+        outcome = apply_rule(analysis, self.study['data'].get('name'))
+        proto = self.study['protocol']
+        seeds = (proto['data_seeds'][0], proto['final_seeds'][0])
+        new = []
+        for kind, keys in configurations(analysis['chosen'],
+                                         outcome['recommended']).items():
+            for key in keys:
+                if self.family_of[key] == TEST_TIME_FAMILY:
+                    self.waiting.append(('check', kind, key, *seeds))
+                else:
+                    new.append(self.run('check', kind, key, *seeds))
         return new
 
     def schedule_finals(self) -> List[Run]:
@@ -1043,6 +1137,26 @@ class StudyCall:
         results = {k: read_result(d) for k, d in self.known.items()}
         return {k: r for k, r in results.items() if r is not None}
 
+    def record_checks(self) -> None:
+        """The JSON's ``checks``, item 7 of the registered rule, from the
+        check runs it holds (``report.rule_checks``); none until a check's
+        runs have all finished."""
+        from projects.loss_study.loss_study.checks import BASELINE
+        from projects.loss_study.loss_study.report import (REGISTERED, analyse,
+                                                           check_results,
+                                                           rule_checks)
+        study = self.study
+        checks = {}
+        if study['data'].get('name') in REGISTERED and \
+                BASELINE in study['protocol']['optimizers']:
+            checks = rule_checks(
+                check_results(study,
+                              analyse(study)[BASELINE]))
+        if checks:
+            study['checks'] = checks
+        else:
+            study.pop('checks', None)
+
     def save(self, complete: bool = False) -> None:
         """The study so far, its JSON and report, to the work dir and
         ``--export``: after every run, so that what finished outlives an
@@ -1058,6 +1172,7 @@ class StudyCall:
         study['calls'] = record_call(self.work_dir, self.call)
         study['complete'] = complete
         study['runs'] = dict(sorted(study['runs'].items()))
+        self.record_checks()
         files = {
             STUDY_JSON: json.dumps(study, indent=1),
             REPORT: render(study)
@@ -1078,8 +1193,11 @@ def train(call: StudyCall) -> None:
     sizes = study['planned']
     evaluations = (f", {sizes['evaluate']} evaluations of CE checkpoints"
                    if 'evaluate' in sizes else '')
+    checks = (', then the registered checks (seed '
+              f"{study['protocol']['final_seeds'][0]}: 3 SGD runs, up to 3 "
+              'at half the iterations)' if args.checks else '')
     print(f"{sizes['tune']} tuning and {sizes['final']} final runs"
-          f"{evaluations}, {len(slots)} at a time "
+          f"{evaluations}{checks}, {len(slots)} at a time "
           f"({', '.join(sorted({str(s.env) for s in slots}))})")
     try:
         results, _ = run_all(
@@ -1088,14 +1206,17 @@ def train(call: StudyCall) -> None:
             call.after_each_run,
             progress=not args.no_progress)
     except BaseException as exc:
+        from projects.loss_study.loss_study.report import stage_runs
         study['runs'] = call.finished()
         call.save()
         write_report(study, call.work_dir, args.export)
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            checks = len(study['runs']) - len(stage_runs(study['runs']))
             raise SystemExit(
                 'interrupted: the same command resumes the study; '
-                f'{len(study["runs"])} of {sum(sizes.values())} runs '
-                'finished') from None
+                f'{len(stage_runs(study["runs"]))} of {sum(sizes.values())} '
+                'runs finished' +
+                (f', and {checks} check runs' if checks else '')) from None
         raise
     study['runs'] = results
     call.save(complete=not args.tuning_only)
@@ -1148,10 +1269,6 @@ def main(argv: Optional[List[str]] = None) -> None:
         path = osp.join(args.report_only, STUDY_JSON)
         with open(path) as f:
             study = json.load(f)
-        if args.rule_checks:
-            study['checks'] = dict(study.get('checks', {}), **args.rule_checks)
-            write_atomic(path, json.dumps(study, indent=1))
-            print(f"recorded {', '.join(sorted(args.rule_checks))} in {path}")
         write_report(study, args.report_only, args.export)
         return
 
@@ -1164,11 +1281,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     code = code_version()
     work_dir = osp.abspath(args.work_dir)
     settings = study_settings(args)
-    earlier = prepare_work_dir(args, work_dir, settings)
+    prepare_work_dir(args, work_dir, settings)
     plan = prepare_data(args, work_dir)
     study = new_study(args, settings, plan, code)
-    if earlier and earlier.get('checks'):  # recorded by --rule-checks
-        study['checks'] = earlier['checks']
     if args.registration and not args.tuning_only:
         registration_gate(study, work_dir, args.registration)
     train(StudyCall(args, work_dir, study, plan, started, load_before))
