@@ -75,7 +75,7 @@ def registered_choices(text: str) -> Choices:
     out, inside = {}, False
     for line in text.splitlines():
         if line.startswith('#'):
-            inside = HEADING in line
+            inside = HEADING.lower() in line.lower()
         elif inside:
             row = ROW.match(line)
             if row:

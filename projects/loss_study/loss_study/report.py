@@ -381,8 +381,10 @@ def rule_section(study: Dict, optimizer: str, analysis: Dict,
         f"({reg['date']}), `{reg['file']}`, before the first final-stage "
         'run (the study tool refuses a final stage whose choices are not '
         'committed; `test_registration.py` checks the history).'
-        if reg else 'Chosen configurations not registered yet: no '
-        'final-stage run has started.', ''
+        if reg else 'Final-stage runs without a recorded registering '
+        'commit.' if any(k.startswith('final/') for k in study['runs']) else
+        'Chosen configurations not registered yet: no final-stage run has '
+        'started.', ''
     ]
     if name in NOT_REGISTERED:
         out += [NOT_REGISTERED[name] + '.', '']

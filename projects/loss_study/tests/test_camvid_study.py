@@ -129,6 +129,12 @@ def test_a_camvid_study_tunes_on_val_and_reports_on_test(tmp_path):
     assert study['registration']['file'] == 'PREREGISTRATION.md'
     assert (f'Chosen configurations registered in commit `{registered[:7]}`'
             in result.stdout)
+    # A later call without --registration (nothing left to train) keeps
+    # the registering commit in the JSON and the report.
+    again = call_study()
+    with open(work_dir / 'loss_study.json') as f:
+        assert json.load(f)['registration'] == study['registration']
+    assert f'registered in commit `{registered[:7]}`' in again.stdout
     assert '* Case 3: CE is in U (no row beats it).' in result.stdout
     assert ('> On CamVid (this study) no loss beat cross-entropy on test '
             'mIoU') in result.stdout

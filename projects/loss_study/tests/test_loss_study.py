@@ -314,3 +314,36 @@ def test_an_interrupted_study_keeps_its_runs_and_resumes_elsewhere(tmp_path):
         assert refused.returncode != 0
         assert why in refused.stderr, refused.stderr[-2000:]
         assert not (tmp_path / 'third').exists()
+
+    # A later call that would publish the study without some of its runs
+    # (other seeds, fewer families) is refused before anything is touched.
+    for extra, words in ((['--final-seeds', '2'], 'final_seeds differ'),
+                         (['--families', 'ce'], 'leaves out arb')):
+        refused = subprocess.run(
+            [sys.executable, STUDY, '--work-dir',
+             str(second), *TINY, *extra],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=str(tmp_path))
+        assert refused.returncode != 0 and words in refused.stderr, \
+            refused.stderr[-2000:]
+    assert json.loads((second / 'loss_study.json').read_text()) == done
+
+
+def test_retry_failed_keeps_the_tuning_stage_once_finals_exist(tmp_path):
+    """``--retry-failed`` forgets failed runs, but not a failed tuning run
+    once the final stage has started from the choices it gave."""
+    tool = load_tool()
+    work = tmp_path / 'study'
+    args = tool.parse_args(TINY + ['--work-dir', str(work), '--retry-failed'])
+    settings = tool.study_settings(args)
+    failed = work / 'runs' / 'tune' / 'adamw' / 'arb-batch-tau1' / 'd0-s0'
+    final = work / 'runs' / 'final' / 'adamw' / 'ce' / 'd0-s100'
+    tool.write_result(str(failed), dict(status='failed', error='E'))
+    tool.prepare_work_dir(args, str(work), settings)
+    assert not (failed / 'result.json').exists()  # no final run: retried
+    tool.write_result(str(failed), dict(status='failed', error='E'))
+    tool.write_result(str(final), dict(status='ok'))
+    tool.prepare_work_dir(args, str(work), settings)
+    assert (failed / 'result.json').exists()  # kept: the finals use it

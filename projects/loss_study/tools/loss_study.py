@@ -77,8 +77,8 @@ order by test mIoU) and the report's "Checks" section come from them.
     python projects/loss_study/tools/loss_study.py --families ce ce-tta \\
         --checkpoint-interval 300                     # test-time adjustment
     python projects/loss_study/tools/loss_study.py --dataset camvid \\
-        --data-root data/camvid_half --families ce arb arb-weights \\
-        --resume-from loss_study.json --checks          # the checks
+        --data-root data/camvid_half ... --resume-from loss_study.json \\
+        --checks       # the checks: the study's own arguments, and --checks
 """
 import argparse
 import copy
@@ -699,21 +699,33 @@ def write_run(base,
 
 
 def prepare_work_dir(args: argparse.Namespace, work_dir: str,
-                     settings: Dict) -> None:
+                     settings: Dict) -> Optional[Dict]:
     """Refuse a ``--resume-from`` JSON or a work dir made with other
-    settings (the JSON before the work dir is touched), take back the
-    JSON's finished runs, and forget failed runs under
-    ``--retry-failed``, and the CE runs whose checkpoint a failed ``ce-tta``
-    evaluation lacked (they are trained again)."""
+    settings, or a call whose protocol or families would leave out runs of
+    the study so far (both before the work dir is touched); take back the
+    JSON's finished runs, and forget failed runs under ``--retry-failed``
+    (failed tuning runs only while no final run exists: the choices may be
+    registered), and the CE runs whose checkpoint a failed ``ce-tta``
+    evaluation lacked (they are trained again). Returns the study so far
+    (the ``--resume-from`` JSON, else the work dir's), if any."""
     earlier = read_earlier(args.resume_from, settings) \
         if args.resume_from else None
+    before = earlier or read_study(work_dir)
+    if before is not None:
+        check_protocol(args, before)
     check_settings(work_dir, settings)
     if earlier is not None:
         restored = restore_runs(earlier, work_dir)
         print(f'{restored} finished runs taken from {args.resume_from}')
     if args.retry_failed:
         runs = osp.join(work_dir, 'runs')
+        finals = any(k.startswith('final/') for k in _finished_keys(work_dir))
         for path in _failed_results(work_dir):
+            if finals and osp.relpath(path, runs).startswith('tune' + os.sep):
+                print(f'{osp.relpath(osp.dirname(path), runs)} failed and '
+                      'is not trained again: the final stage has started '
+                      'from the tuning stage as it is')
+                continue
             os.remove(path)
             ce = _ce_key(osp.relpath(osp.dirname(path), runs))
             if ce is None or osp.isfile(
@@ -728,6 +740,38 @@ def prepare_work_dir(args: argparse.Namespace, work_dir: str,
                         os.remove(osp.join(runs, ce, name))
                 print(f'{ce} is trained again: its checkpoint, which '
                       f'{TEST_TIME_FAMILY} evaluates, is gone')
+    return before
+
+
+def read_study(work_dir: str) -> Optional[Dict]:
+    """The work dir's ``loss_study.json`` from an earlier call, if any."""
+    path = osp.join(work_dir, STUDY_JSON)
+    if not osp.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def check_protocol(args: argparse.Namespace, before: Dict) -> None:
+    """Refuse a call that would publish the study without some of its
+    runs: other seeds or optimisers than the study so far, or fewer
+    families (a call may add families, as ``ce-tta`` was added)."""
+    changed = [
+        k for k, v in protocol(args).items()
+        if k in before.get('protocol', {}) and before['protocol'][k] != v
+    ]
+    dropped = [
+        f['key'] for f in before.get('families', [])
+        if f['key'] not in args.families
+    ]
+    if changed or dropped:
+        what = ([f'{", ".join(changed)} differ'] if changed else []) + (
+            [f'--families leaves out {" ".join(dropped)}'] if dropped else [])
+        raise SystemExit(
+            f'this call would rewrite the study without some of its runs '
+            f'({"; ".join(what)}): give the arguments of the study so far '
+            f'(its loss_study.json, "protocol" and "families"), or another '
+            '--work-dir for another study')
 
 
 def run_iters(key: str, iters: int) -> int:
@@ -1157,12 +1201,14 @@ class StudyCall:
         else:
             study.pop('checks', None)
 
-    def save(self, complete: bool = False) -> None:
+    def save(self) -> None:
         """The study so far, its JSON and report, to the work dir and
         ``--export``: after every run, so that what finished outlives an
         interrupted or killed call and a lost work dir (``--resume-from``
-        takes it back), and the published pair always matches."""
-        from projects.loss_study.loss_study.report import render
+        takes it back), and the published pair always matches. The study
+        is ``complete`` once every planned run of its stages has finished
+        (ok or failed), whichever call finished it."""
+        from projects.loss_study.loss_study.report import STAGES, render
         study = self.study
         self.call.update(
             wall_seconds=round(time.time() - self.started, 1),
@@ -1170,7 +1216,8 @@ class StudyCall:
             load_after=load_average(),
             finished=time.strftime('%Y-%m-%d %H:%M'))
         study['calls'] = record_call(self.work_dir, self.call)
-        study['complete'] = complete
+        stage_runs = [k for k in study['runs'] if k.split('/')[0] in STAGES]
+        study['complete'] = len(stage_runs) >= sum(study['planned'].values())
         study['runs'] = dict(sorted(study['runs'].items()))
         self.record_checks()
         files = {
@@ -1219,7 +1266,7 @@ def train(call: StudyCall) -> None:
                 (f', and {checks} check runs' if checks else '')) from None
         raise
     study['runs'] = results
-    call.save(complete=not args.tuning_only)
+    call.save()
     write_report(study, call.work_dir, args.export)
     if args.tuning_only:
         print_choices(study)
@@ -1281,9 +1328,11 @@ def main(argv: Optional[List[str]] = None) -> None:
     code = code_version()
     work_dir = osp.abspath(args.work_dir)
     settings = study_settings(args)
-    prepare_work_dir(args, work_dir, settings)
+    before = prepare_work_dir(args, work_dir, settings)
     plan = prepare_data(args, work_dir)
     study = new_study(args, settings, plan, code)
+    if before is not None and before.get('registration'):
+        study['registration'] = before['registration']
     if args.registration and not args.tuning_only:
         registration_gate(study, work_dir, args.registration)
     train(StudyCall(args, work_dir, study, plan, started, load_before))
