@@ -32,3 +32,21 @@ def pytest_runtest_protocol(item, nextitem):
             TEST_TIMEOUT, exit=True, file=_stderr)
     yield
     faulthandler.cancel_dump_traceback_later()
+
+
+@pytest.fixture(scope='session')
+def emu(tmp_path_factory):
+    """The kernels built for the host emulator, once per session."""
+    import emulated_ops
+    return emulated_ops.build(tmp_path_factory.mktemp('emulator'))
+
+
+@pytest.fixture
+def kernels(emu):
+    """``kernels(wrong='')`` gives the operators CPU kernels: the emulated
+    ones, one of them wrong if named."""
+    import emulated_ops
+    libraries = []
+    yield lambda wrong='': libraries.append(emulated_ops.register(emu, wrong))
+    for library in libraries:
+        library._destroy()

@@ -123,21 +123,6 @@ def test_which_checks_a_gpu_gets(gpu, monkeypatch):
 # ------------------------------------- the kernel checks, on the emulator
 
 
-@pytest.fixture(scope='module')
-def emu(tmp_path_factory):
-    return emulated_ops.build(tmp_path_factory.mktemp('emulator'))
-
-
-@pytest.fixture
-def kernels(emu):
-    """``kernels(wrong='')`` gives the operators CPU kernels: the emulated
-    ones, one of them wrong if named."""
-    libraries = []
-    yield lambda wrong='': libraries.append(emulated_ops.register(emu, wrong))
-    for library in libraries:
-        library._destroy()
-
-
 @emulated_ops.needs_nvcc
 def test_the_kernel_checks_pass_on_the_kernels(kernels, monkeypatch):
     # One logit scale: all three take a minute on the emulator.

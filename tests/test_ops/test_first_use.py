@@ -14,11 +14,6 @@ pytestmark = emulated_ops.needs_nvcc
 LOSS_OPS = {'mmseg_arb::arb_loss_forward', 'mmseg_arb::arb_loss_backward'}
 
 
-@pytest.fixture(scope='module')
-def emu(tmp_path_factory):
-    return emulated_ops.build(tmp_path_factory.mktemp('emulator'))
-
-
 @pytest.fixture
 def warnings(monkeypatch):
     """A fresh guard; its warnings are collected."""

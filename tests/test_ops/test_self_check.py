@@ -24,21 +24,6 @@ def test_within_scales_with_the_yardstick():
 # ------------------------------------- the kernel checks, on the emulator
 
 
-@pytest.fixture(scope='module')
-def emu(tmp_path_factory):
-    return emulated_ops.build(tmp_path_factory.mktemp('emulator'))
-
-
-@pytest.fixture
-def kernels(emu):
-    """``kernels(wrong='')`` gives the operators CPU kernels: the emulated
-    ones, one of them wrong if named."""
-    libraries = []
-    yield lambda wrong='': libraries.append(emulated_ops.register(emu, wrong))
-    for library in libraries:
-        library._destroy()
-
-
 @emulated_ops.needs_nvcc
 @pytest.mark.parametrize(
     'wrong', ['class_histogram', 'arb_loss_forward', 'arb_loss_backward'])

@@ -82,13 +82,17 @@ class Run:
     started: float = field(default=0.0, repr=False)
 
 
-def read_result(run_dir: str) -> Optional[Dict]:
-    """The result a finished run left, or None."""
-    path = osp.join(run_dir, RESULT_FILE)
+def read_json(path: str) -> Optional[Dict]:
+    """The JSON file at ``path``, or None where there is none."""
     if not osp.exists(path):
         return None
     with open(path) as f:
         return json.load(f)
+
+
+def read_result(run_dir: str) -> Optional[Dict]:
+    """The result a finished run left, or None."""
+    return read_json(osp.join(run_dir, RESULT_FILE))
 
 
 def last_error(log: str) -> Tuple[str, Optional[str]]:

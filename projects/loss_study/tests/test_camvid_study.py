@@ -34,6 +34,24 @@ def tiny_camvid(tmp_path) -> str:
     return dest
 
 
+def run_study(tmp_path, data_root, work_dir, *args):
+    """The study tool on a tiny CamVid (32x32 crops, batches of 2, two
+    runs at once), as a user calls it: its output and JSON."""
+    result = subprocess.run([
+        sys.executable, STUDY, '--dataset', 'camvid', '--data-root', data_root,
+        '--work-dir',
+        str(work_dir), '--crop', '32', '32', '--batch-size', '2', '--jobs',
+        '2', '--threads-per-job', '1', '--no-progress', *args
+    ],
+                            capture_output=True,
+                            text=True,
+                            timeout=900,
+                            cwd=str(tmp_path))
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    with open(work_dir / 'loss_study.json') as f:
+        return result.stdout, json.load(f)
+
+
 @pytest.mark.slow  # see tests/conftest.py
 def test_a_camvid_study_tunes_on_val_and_reports_on_test(tmp_path):
     data_root = tiny_camvid(tmp_path)

@@ -7,32 +7,18 @@ by ``--resume-from`` to a study that ran without it, and after a lost work
 dir."""
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from .test_camvid_study import STUDY, _module, tiny_camvid
+from .test_camvid_study import STUDY, _module, run_study, tiny_camvid
 
 TAUS = ('0.25', '0.5', '0.75', '1')
 
 
 def call(tmp_path, data_root, work_dir, *extra):
-    result = subprocess.run([
-        sys.executable, STUDY, '--dataset', 'camvid', '--data-root', data_root,
-        '--work-dir',
-        str(work_dir), '--tune-seeds', '1', '--final-seeds', '2', '--iters',
-        '2', '--curve-interval', '1', '--checkpoint-interval', '2', '--crop',
-        '32', '32', '--batch-size', '2', '--jobs', '2', '--threads-per-job',
-        '1', '--no-progress', *extra
-    ],
-                            capture_output=True,
-                            text=True,
-                            timeout=900,
-                            cwd=str(tmp_path))
-    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    with open(work_dir / 'loss_study.json') as f:
-        return result.stdout, json.load(f)
+    return run_study(tmp_path, data_root, work_dir, '--tune-seeds', '1',
+                     '--final-seeds', '2', '--iters', '2', '--curve-interval',
+                     '1', '--checkpoint-interval', '2', *extra)
 
 
 def mtimes(work_dir):

@@ -7,12 +7,9 @@ without ``--checks``); and end to end on a tiny CamVid: the runs, their
 configs, the JSON's ``checks`` and the report's section, kept by a later
 call on a lost work dir."""
 import argparse
-import json
 import os.path as osp
 import re
 import shlex
-import subprocess
-import sys
 import time
 
 import pytest
@@ -23,7 +20,7 @@ from projects.loss_study.loss_study.jobs import write_result
 from projects.loss_study.loss_study.report import (analyse, check_results,
                                                    render, rule_checks)
 from .made_up import BASE, add_checks, camvid_study, finished, shifted
-from .test_camvid_study import STUDY, _module, tiny_camvid
+from .test_camvid_study import STUDY, _module, run_study, tiny_camvid
 
 PROJECT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 REGISTRATION = osp.join(PROJECT, 'camvid', 'PREREGISTRATION.md')
@@ -309,22 +306,11 @@ def test_checks_end_to_end_on_a_tiny_camvid(tmp_path):
     work, docs = tmp_path / 'study', tmp_path / 'docs'
 
     def call(work_dir, *extra):
-        result = subprocess.run([
-            sys.executable, STUDY, '--dataset', 'camvid', '--data-root',
-            data_root, '--work-dir',
-            str(work_dir), '--families', 'ce', 'arb', 'arb-weights',
-            '--tune-seeds', '1', '--final-seeds', '1', '--iters', '4',
-            '--curve-interval', '2', '--checkpoint-interval', '4', '--crop',
-            '32', '32', '--batch-size', '2', '--jobs', '2',
-            '--threads-per-job', '1', '--no-progress', *extra
-        ],
-                                capture_output=True,
-                                text=True,
-                                timeout=900,
-                                cwd=str(tmp_path))
-        assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-        with open(work_dir / 'loss_study.json') as f:
-            return result.stdout, json.load(f)
+        return run_study(tmp_path, data_root, work_dir, '--families', 'ce',
+                         'arb', 'arb-weights', '--tune-seeds', '1',
+                         '--final-seeds', '1', '--iters', '4',
+                         '--curve-interval', '2', '--checkpoint-interval', '4',
+                         *extra)
 
     # Without --checks: the study, and no check.
     _, study = call(work, '--export', str(docs))

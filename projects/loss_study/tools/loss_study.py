@@ -99,8 +99,9 @@ if ROOT not in sys.path:  # this checkout's mmseg_arb and projects
     sys.path.insert(0, ROOT)
 
 from mmseg_arb.config.short_run import set_iterations, use_dataset
-from projects.loss_study.loss_study.jobs import (Run, Slot, read_result,
-                                                 write_atomic, write_result)
+from projects.loss_study.loss_study.jobs import (Run, Slot, read_json,
+                                                 read_result, write_atomic,
+                                                 write_result)
 from projects.loss_study.loss_study.matrix import TEST_TIME_FAMILY
 
 TRAIN = osp.join(ROOT, 'tools', 'train.py')
@@ -745,11 +746,7 @@ def prepare_work_dir(args: argparse.Namespace, work_dir: str,
 
 def read_study(work_dir: str) -> Optional[Dict]:
     """The work dir's ``loss_study.json`` from an earlier call, if any."""
-    path = osp.join(work_dir, STUDY_JSON)
-    if not osp.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
+    return read_json(osp.join(work_dir, STUDY_JSON))
 
 
 def check_protocol(args: argparse.Namespace, before: Dict) -> None:
