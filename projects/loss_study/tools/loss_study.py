@@ -63,8 +63,8 @@ recommends; ARB + weights where that is CE) at half the iterations
 ``check/half/ce`` checkpoint), each with exactly the registered
 ``--cfg-options``. They are runs of the study (resumed, restored by
 ``--resume-from``) outside its tables, comparisons and planned counts;
-the JSON's ``checks`` (item 7 of the rule: whether each check changed the
-order by test mIoU) and the report's "Checks" section come from them.
+item 7 of the rule (whether each check changed the order by test mIoU)
+and the report's "Checks" section are computed from them.
 
     python projects/loss_study/tools/loss_study.py   # the short default
     python projects/loss_study/tools/loss_study.py \\
@@ -304,7 +304,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         "registration's checks (item 7 of its rule) with seed 100: CE, the "
         'chosen ARB and ARB + weights under SGD; CE, the chosen ARB and the '
         "rule's recommended row at half of --iters (loss_study/checks.py); "
-        "the JSON's checks and the report's Checks section come from them")
+        "item 7 and the report's Checks section are computed from them")
     run.add_argument(
         '--retry-failed',
         action='store_true',
@@ -1178,26 +1178,6 @@ class StudyCall:
         results = {k: read_result(d) for k, d in self.known.items()}
         return {k: r for k, r in results.items() if r is not None}
 
-    def record_checks(self) -> None:
-        """The JSON's ``checks``, item 7 of the registered rule, from the
-        check runs it holds (``report.rule_checks``); none until a check's
-        runs have all finished."""
-        from projects.loss_study.loss_study.checks import BASELINE
-        from projects.loss_study.loss_study.report import (REGISTERED, analyse,
-                                                           check_results,
-                                                           rule_checks)
-        study = self.study
-        checks = {}
-        if study['data'].get('name') in REGISTERED and \
-                BASELINE in study['protocol']['optimizers']:
-            checks = rule_checks(
-                check_results(study,
-                              analyse(study)[BASELINE]))
-        if checks:
-            study['checks'] = checks
-        else:
-            study.pop('checks', None)
-
     def save(self) -> None:
         """The study so far, its JSON and report, to the work dir and
         ``--export``: after every run, so that what finished outlives an
@@ -1216,7 +1196,6 @@ class StudyCall:
         stage_runs = [k for k in study['runs'] if k.split('/')[0] in STAGES]
         study['complete'] = len(stage_runs) >= sum(study['planned'].values())
         study['runs'] = dict(sorted(study['runs'].items()))
-        self.record_checks()
         files = {
             STUDY_JSON: json.dumps(study, indent=1),
             REPORT: render(study)
