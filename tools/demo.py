@@ -1,15 +1,18 @@
-"""The README's main command: ARB-Loss against cross-entropy, on a CPU.
+"""The README's main command: cross-entropy, the paper's ARB-Loss and the
+README's recommendation (class-weighted cross-entropy, weights n^-0.5), on a
+CPU.
 
-1. writes the long-tailed dataset in the ADE20K layout (once) and its class
-   counts (mmseg-arb class-counts' code),
-2. trains the demo's small DeepLabV3+ with CE and with ARB-Loss through
-   mmengine's Runner, same schedule and seed, with GradientBalanceHook on;
-   the console shows a progress bar, mmengine's lines go to each run's log
-   file,
-3. evaluates both with LongTailIoUMetric and prints a side-by-side table
-   (mIoU, head / body / tail mIoU, IoU of the five rarest classes),
+1. writes the long-tailed dataset in the ADE20K layout (once), its class
+   counts and the class weights n^-0.5 of those counts (mmseg-arb
+   class-counts' code),
+2. trains the demo's small DeepLabV3+ with each loss through mmengine's
+   Runner, same schedule and seed, with GradientBalanceHook on; the console
+   shows a progress bar, mmengine's lines go to each run's log file,
+3. evaluates each with LongTailIoUMetric and prints a side-by-side table
+   (mIoU, head / body / tail mIoU, IoU of the five rarest classes) with
+   each loss's difference to cross-entropy,
 4. saves under the work dir: iou_vs_frequency.png (per-class IoU against
-   class frequency, both losses), {ce,arb}/gradient_balance.png, and
+   class frequency, every loss), {ce,arb,cw}/gradient_balance.png, and
    results.md / results.json (tools/summarize_results.py's format).
 
 No download, no GPU.
@@ -21,6 +24,7 @@ import contextlib
 import json
 import os
 import os.path as osp
+import re
 from typing import Dict, List
 
 import numpy as np
@@ -35,15 +39,20 @@ from mmseg_arb.datasets import SyntheticSpec, prepare_synthetic
 from mmseg_arb.results.plots import plot_iou_vs_frequency
 from mmseg_arb.results.runs import (SUMMARY_KEYS, code_version, load_run,
                                     results_markdown)
-from mmseg_arb.utils.class_counts import load_class_counts
+from mmseg_arb.utils.class_counts import load_class_counts, power_class_weight
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 _MMENGINE_CONSOLE = open(os.devnull, 'w')
 CONFIGS = {
-    'CE': 'deeplabv3plus_r18-tiny_1xb8-400iter_synthetic-ade20k-128x128.py',
+    'CE':
+    'deeplabv3plus_r18-tiny_1xb8-400iter_synthetic-ade20k-128x128.py',
     'ARB':
     'deeplabv3plus_r18-tiny_arb_1xb8-400iter_synthetic-ade20k-128x128.py',
+    'CW':
+    'deeplabv3plus_r18-tiny_cw-p0.5_1xb8-400iter_synthetic-ade20k-128x128.py',
 }
+# The name of class_weight_file('train', p), which the CW config reads.
+WEIGHT_FILE = re.compile(r'class_weight_train_p(.+)\.json')
 
 
 def demo_spec(num_classes: int) -> SyntheticSpec:
@@ -91,12 +100,27 @@ class DemoProgressBar(Hook):
         self.bar.close()
 
 
+def use_class_weight(cfg, data_root: str, stats_path: str) -> None:
+    """A head loss that reads its class weights from a file (the one
+    ``mmseg-arb class-counts --weight-power p`` writes) reads it from
+    ``data_root``, written there from the training counts."""
+    for head in ('decode_head', 'auxiliary_head'):
+        loss = cfg.model[head].loss_decode
+        name = osp.basename(str(loss.get('class_weight') or ''))
+        power = WEIGHT_FILE.fullmatch(name)
+        if power:
+            loss.class_weight = osp.join(data_root, name)
+            with open(loss.class_weight, 'w') as f:
+                json.dump(power_class_weight(stats_path, float(power[1])), f)
+
+
 def train_one(name: str, args: argparse.Namespace, data_root: str,
               stats_path: str) -> Dict:
     cfg = load_config(
         osp.join(ROOT, 'configs', 'demo', CONFIGS[name]),
         work_dir=osp.join(args.work_dir, name.lower()))
     use_dataset(cfg, data_root, stats_path)
+    use_class_weight(cfg, data_root, stats_path)
     iters = args.iters or cfg.train_cfg.max_iters
     set_iterations(cfg, iters)
     # Visualizers are per-name singletons: a second runner in this process
@@ -120,11 +144,14 @@ def train_one(name: str, args: argparse.Namespace, data_root: str,
 
 def print_table(runs: List[Dict], counts: np.ndarray,
                 names: List[str]) -> None:
+    """The runs side by side, then each run's difference to the first
+    (cross-entropy)."""
     rarest = [names[i] for i in np.argsort(counts, kind='stable')[:5]]
     share = dict(zip(names, counts / counts.sum()))
     width = 26
-    print('\n' + f"{'':<{width}}" + ''.join(f"{r['name']:>9}"
-                                            for r in runs) + f"{'ARB-CE':>9}")
+    base = runs[0]['name']
+    print('\n' + f"{'':<{width}}" + ''.join(f"{r['name']:>9}" for r in runs) +
+          ''.join(f"{r['name'] + '-' + base:>9}" for r in runs[1:]))
     rows = [(key, [r['summary'].get(key) for r in runs])
             for key in SUMMARY_KEYS]
     rows += [(f'IoU {n.strip()} ({share[n]:.1e})',
@@ -132,9 +159,9 @@ def print_table(runs: List[Dict], counts: np.ndarray,
     for label, values in rows:
         cells = ''.join(f'{v:>9.2f}' if v is not None else f"{'-':>9}"
                         for v in values)
-        diff = values[-1] - values[0] if None not in values else None
-        print(f'{label:<{width}}{cells}' +
-              (f'{diff:>+9.2f}' if diff is not None else ''))
+        diffs = ''.join(f'{v - values[0]:>+9.2f}' if None not in (
+            v, values[0]) else f"{'-':>9}" for v in values[1:])
+        print(f'{label:<{width}}{cells}{diffs}')
 
 
 def parse_args() -> argparse.Namespace:
@@ -173,11 +200,12 @@ def main() -> None:
         f.write(results_markdown(runs, version))
     with open(osp.join(args.work_dir, 'results.json'), 'w') as f:
         json.dump({'runs': runs, 'code': version}, f, indent=1)
-    print(f'\nsaved {plot}, {args.work_dir}/{{ce,arb}}/gradient_balance.png'
-          f' and {args.work_dir}/results.md')
-    arb = runs[-1]['summary']
-    print(f"validation mIoU: CE {runs[0]['summary']['mIoU']:.2f}, "
-          f"ARB {arb['mIoU']:.2f}")
+    folders = ','.join(name.lower() for name in CONFIGS)
+    print(f'\nsaved {plot}, {args.work_dir}/{{{folders}}}/'
+          f'gradient_balance.png and {args.work_dir}/results.md')
+    print('validation mIoU: ' +
+          ', '.join(f"{run['name']} {run['summary']['mIoU']:.2f}"
+                    for run in runs))
 
 
 if __name__ == '__main__':

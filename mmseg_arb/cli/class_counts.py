@@ -6,13 +6,18 @@ configs and by ``LongTailIoUMetric`` (``counts``, ``class_names``,
 ``dataset``, ``data_root``, ``split``, ``num_images``) and a log-scale bar
 chart of the counts. By default both go next to the data:
 ``<data_root>/class_stats_<split>.json`` and ``.png``, where a prior's
-relative ``class_counts`` is looked up.
+relative ``class_counts`` is looked up. With ``--weight-power p`` it also
+writes the class weights ``n^-p`` (a JSON list,
+``class_weight_<split>_p<p>.json`` beside the counts) that mmseg's
+``CrossEntropyLoss(class_weight=...)`` reads, and prints the loss line.
 
-    mmseg-arb class-counts CONFIG [--split train] [--workers 8]
+    mmseg-arb class-counts CONFIG [--split train] [--weight-power 0.5]
 """
 import argparse
+import json
 import os
 import os.path as osp
+from math import inf
 from typing import Dict, List
 
 from mmengine.config import DictAction
@@ -20,8 +25,9 @@ from mmengine.registry import init_default_scope
 
 from ..config.shipped import resolve_config
 from ..datasets.class_counts import dataset_class_counts, plot_class_counts
-from ..utils.class_counts import class_counts_file, save_class_counts
-from .command import Command
+from ..utils.class_counts import (class_counts_file, class_weight_file,
+                                  power_class_weight, save_class_counts)
+from .command import Command, UsageError
 from .launch import load_config
 
 
@@ -39,6 +45,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         '--workers', type=int, default=min(8,
                                            os.cpu_count() or 1))
+    parser.add_argument(
+        '--weight-power',
+        type=float,
+        metavar='P',
+        help='also write class weights n^-P (scaled to a mean of 1 per '
+        'counted pixel) for CrossEntropyLoss(class_weight=...): '
+        f"{class_weight_file('<split>', 0.5).replace('0.5', '<P>')} beside "
+        'the counts (0.5: the CamVid loss study\'s class-weighted '
+        'cross-entropy)')
     parser.add_argument('--no-progress', action='store_true')
     parser.add_argument(
         '--cfg-options',
@@ -69,7 +84,27 @@ def zero_pixel_note(stats: Dict) -> List[str]:
     ]
 
 
+def class_weight_note(path: str, weight: List[float]) -> List[str]:
+    """Lines saying where the class weights went and how a config uses
+    them."""
+    present = [w for w in weight if w > 0]
+    return [
+        f'wrote {path}: class weights from {min(present):.3g} (the most '
+        f'frequent class) to {max(present):.3g}; in a config, for each '
+        'head:', "    loss_decode=dict(type='CrossEntropyLoss', "
+        f"class_weight='{path}', reduction='none')",
+        "(reduction='none': mmseg 1.2.2's weighted mean fails on ignored "
+        'pixels, open-mmlab/mmsegmentation#3734; the runner averages the '
+        "pixels' losses instead.)"
+    ]
+
+
 def run(args: argparse.Namespace, argv: List[str]) -> None:
+    if args.weight_power is not None and not 0 <= args.weight_power < inf:
+        # Said at once, not after the counting pass.
+        raise UsageError('--weight-power must be a finite number >= 0 (0.5: '
+                         'the CamVid study\'s class weights n^-0.5), got '
+                         f'{args.weight_power}')
     cfg = load_config(resolve_config(args.config), args.cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmseg'))
     from mmseg.registry import DATASETS
@@ -94,6 +129,14 @@ def run(args: argparse.Namespace, argv: List[str]) -> None:
     for line in zero_pixel_note(stats):
         print(line)
     print(f'wrote {out} and {png}')
+    if args.weight_power is not None:
+        weight = power_class_weight(stats['counts'], args.weight_power)
+        path = osp.join(
+            osp.dirname(out), class_weight_file(args.split, args.weight_power))
+        with open(path, 'w') as f:
+            json.dump(weight, f)
+        for line in class_weight_note(path, weight):
+            print(line)
 
 
 COMMAND = Command(

@@ -92,6 +92,58 @@ def load_class_weight(source: Optional[CountsSource]) -> Optional[List[float]]:
     return weight.tolist()
 
 
+def class_weight_file(split: str, weight_power: float) -> str:
+    """Default name of the class weights ``n^-weight_power`` of a dataset
+    split, written in its ``data_root`` beside the counts:
+    ``class_weight_<split>_p<weight_power>.json``."""
+    return f'class_weight_{split}_p{weight_power:g}.json'
+
+
+def power_class_weight(counts: CountsSource,
+                       weight_power: float) -> List[float]:
+    """Class weights ``n_c^-p`` from pixel counts, for mmseg's
+    ``CrossEntropyLoss(class_weight=...)``.
+
+    Scaled so that a counted pixel weighs 1 on average
+    (``sum_c n_c w_c = sum_c n_c``, as with no weights), so the loss keeps
+    cross-entropy's scale and the learning rate its meaning. ``p=1`` is
+    inverse frequency: every class gets the same total weight. A class
+    without pixels gets 0. Rounded to 6 decimals, as a config lists them.
+    ``ARBLoss(weight_power=p)`` weighs pixels by the same ``n^-p`` from its
+    own counts, normalised per step instead.
+
+    Args:
+        counts: Per-class pixel counts, or a class-counts file.
+        weight_power: The exponent ``p``, at least 0.
+
+    Returns:
+        list[float]: One weight per class.
+
+    Raises:
+        ValueError: If ``weight_power`` is negative or not finite, or no
+            class has a pixel, or the counts are not valid counts.
+    """
+    if not np.isfinite(weight_power) or weight_power < 0:
+        raise ValueError(f'weight_power must be a finite number >= 0 '
+                         f'(0: no weights), got {weight_power!r}')
+    counts = load_class_counts(counts).numpy()
+    present = counts > 0
+    raw = np.zeros_like(counts)
+    raw[present] = counts[present]**-float(weight_power)
+    return scale_class_weight(counts, raw)
+
+
+def scale_class_weight(counts: np.ndarray, raw: np.ndarray) -> List[float]:
+    """``raw`` per-class weights scaled so that a pixel of ``counts``
+    weighs 1 on average (:func:`power_class_weight`), rounded to 6
+    decimals."""
+    total = float((counts * raw).sum())
+    if total <= 0:
+        raise ValueError('class weights need at least one class with pixels '
+                         'and a positive weight; the counts have none')
+    return [round(float(w), 6) for w in raw * (counts.sum() / total)]
+
+
 def check_class_counts(counts: Tensor, origin: str = 'class_counts') -> None:
     """Raise ``ValueError`` unless ``counts`` is a 1-D vector of finite,
     non-negative numbers."""

@@ -1,4 +1,6 @@
-"""The README's main command, shortened to 20 iterations per loss."""
+"""The README's main command, shortened to 20 iterations per loss: CE, the
+paper's ARB-Loss and the README's recommendation (class-weighted CE,
+its weights written from the generated data's counts)."""
 import json
 import os.path as osp
 import subprocess
@@ -6,6 +8,8 @@ import sys
 
 import pytest
 from helpers import ROOT
+
+from mmseg_arb.utils.class_counts import power_class_weight
 
 pytestmark = pytest.mark.slow  # see tests/conftest.py
 
@@ -34,11 +38,11 @@ def test_short_demo_prints_the_table_and_saves_the_plots(tmp_path):
     assert 'per class results (groups by' not in out
     assert 'Config:' not in out and len(out.splitlines()) < 40, out
     assert f"CE: log in {work_dir / 'ce'}" in out
-    for run in ('ce', 'arb'):
+    for run in ('ce', 'arb', 'cw'):
         log = next((work_dir / run).glob('2*/2*.log')).read_text()
         assert 'per class results (groups by training statistics)' in log
     header = next(line for line in out.splitlines()
-                  if line.split()[:3] == ['CE', 'ARB', 'ARB-CE'])
+                  if line.split() == ['CE', 'ARB', 'CW', 'ARB-CE', 'CW-CE'])
     rows = out[out.index(header):].splitlines()[1:12]
     labels = [r.split()[0] for r in rows]
     assert labels[:6] == [
@@ -46,10 +50,20 @@ def test_short_demo_prints_the_table_and_saves_the_plots(tmp_path):
     ]
     assert sum(label == 'IoU' for label in labels) == 5  # five rarest
     for name in ('iou_vs_frequency.png', 'ce/gradient_balance.png',
-                 'arb/gradient_balance.png', 'results.md'):
+                 'arb/gradient_balance.png', 'cw/gradient_balance.png',
+                 'results.md'):
         assert (work_dir / name).stat().st_size > 0, name
     with open(work_dir / 'results.json') as f:
         runs = json.load(f)['runs']
-    assert [r['name'] for r in runs] == ['CE', 'ARB']
+    assert [r['name'] for r in runs] == ['CE', 'ARB', 'CW']
     assert len(runs[1]['per_class_iou']) == 24
     assert (data_root / 'class_stats_train.json').exists()
+    # The CW run read the weights written from these counts, n^-0.5.
+    counts = json.loads(
+        (data_root / 'class_stats_train.json').read_text())['counts']
+    weight = json.loads(
+        (data_root / 'class_weight_train_p0.5.json').read_text())
+    assert weight == power_class_weight(counts, 0.5)
+    dumped = next((work_dir / 'cw').glob('2*/vis_data/config.py')).read_text()
+    assert repr(str(data_root / 'class_weight_train_p0.5.json')) in dumped
+    assert "reduction='none'" in dumped

@@ -24,6 +24,7 @@ import numpy as np
 
 from mmseg_arb.config.switch import switch_to_arb, with_class_count_hook
 from mmseg_arb.counting import COUNT_MODES
+from mmseg_arb.utils.class_counts import power_class_weight, scale_class_weight
 
 LossCfg = Union[Dict, List[Dict]]
 BUDGET = 4  # configurations per tuned family
@@ -79,34 +80,17 @@ class Family:
     grid: str
 
 
-def power_weights(counts: Sequence[float], power: float) -> List[float]:
-    """``n_c^-power``, scaled so that a training pixel weighs 1 on average
-    (``sum_c n_c w_c = sum_c n_c``, as with no weights, so loss scale and
-    learning rate keep their meaning). ``power=1`` is inverse frequency,
-    which gives every class the same total weight. Classes without pixels
-    get 0."""
-    counts = np.asarray(counts, dtype=np.float64)
-    present = counts > 0
-    raw = np.zeros_like(counts)
-    raw[present] = counts[present]**-float(power)
-    return _normalised(counts, raw)
-
-
 def enet_weights(counts: Sequence[float], c: float = 1.02) -> List[float]:
     """ENet's class weights ``1 / ln(c + f_c)`` (Paszke et al. 2016; ``f``
-    the pixel share), scaled as :func:`power_weights`. They are bounded by
-    ``1 / ln(c)`` (about 50), so a very rare class gets far less than
-    inverse frequency would give it."""
+    the pixel share), scaled as
+    :func:`~mmseg_arb.utils.class_counts.power_class_weight`. They are
+    bounded by ``1 / ln(c)`` (about 50), so a very rare class gets far less
+    than inverse frequency would give it."""
     counts = np.asarray(counts, dtype=np.float64)
     present = counts > 0
     raw = np.zeros_like(counts)
     raw[present] = 1.0 / np.log(c + counts[present] / counts.sum())
-    return _normalised(counts, raw)
-
-
-def _normalised(counts: np.ndarray, raw: np.ndarray) -> List[float]:
-    scale = counts.sum() / float((counts * raw).sum())
-    return [round(float(w), 6) for w in raw * scale]
+    return scale_class_weight(counts, raw)
 
 
 def _ce(**extra) -> Dict:
@@ -177,7 +161,7 @@ def study_families(
 
     weighted = []
     for p in (0.25, 0.5, 1.0):
-        w = power_weights(counts, p)
+        w = power_class_weight(counts, p)
         weighted.append(
             StudyLoss(
                 f'cw-p{_fmt(p)}',
@@ -241,7 +225,7 @@ def study_families(
                     dict(
                         type='SoftmaxFocalLoss',
                         gamma=gamma,
-                        alpha=power_weights(counts, p),
+                        alpha=power_class_weight(counts, p),
                         loss_weight=1.0),
                     f'SoftmaxFocalLoss(gamma={_fmt(gamma)}, '
                     f'alpha=n^-{_fmt(p)})',

@@ -14,7 +14,6 @@ import mmseg_arb  # noqa: F401
 from mmseg_arb.models.losses import ARBLoss
 from projects.loss_study.loss_study.matrix import (BUDGET, STUDY_IMPORTS,
                                                    apply_loss, enet_weights,
-                                                   power_weights,
                                                    study_families)
 
 ROOT = osp.dirname(
@@ -25,24 +24,13 @@ DEMO_CE = osp.join(
 COUNTS = [5000.0, 2000.0, 700.0, 0.0] + [100.0] * 20
 
 
-def test_weights_keep_a_training_pixel_at_weight_one():
+def test_enet_weights_keep_a_training_pixel_at_weight_one():
+    """Scaled as the product's ``power_class_weight`` (tested with it)."""
     counts = np.array(COUNTS)
-    for weights in (power_weights(COUNTS, 0.25), power_weights(COUNTS, 1),
-                    enet_weights(COUNTS)):
-        weights = np.array(weights)
-        assert weights[3] == 0  # no pixels, no weight
-        assert (counts * weights).sum() / counts.sum() == pytest.approx(
-            1, rel=1e-5)
-    inverse = np.array(power_weights(COUNTS, 1))
-    share = counts / counts.sum()
-    present = counts > 0
-    # Inverse frequency: every present class carries the same total weight.
-    np.testing.assert_allclose(
-        (share * inverse)[present], 1 / present.sum(), rtol=1e-5)
-    half = np.array(power_weights(COUNTS, 0.5))
-    assert half[0] / half[4] == pytest.approx(np.sqrt(100 / 5000), rel=1e-4)
     enet = np.array(enet_weights(COUNTS))
-    f = share[[0, 4]]
+    assert enet[3] == 0  # no pixels, no weight
+    assert (counts * enet).sum() / counts.sum() == pytest.approx(1, rel=1e-5)
+    f = counts[[0, 4]] / counts.sum()
     assert enet[0] / enet[4] == pytest.approx(
         np.log(1.02 + f[1]) / np.log(1.02 + f[0]), rel=1e-4)
 
