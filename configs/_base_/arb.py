@@ -18,9 +18,8 @@ runner_type = 'ARBRunner'
 # 'batch': counts of the current batch, summed over GPUs, logits shifted by
 # tau * log n with tau = 1 and no class weights (weight_power = 0): the
 # paper's loss, the default, to reproduce the paper. weight_power = p weights
-# each pixel of class y by n_y^-p from the same counts. Which setting to use
-# on long-tailed data is not settled: a study on generated data
-# (docs/loss_study.md) tried cumulative counts, tau = 0, weight_power = 0.5
-# after its test results were seen; it is no recommendation until the
-# pre-registered study on real images (CamVid, issue 29) reports.
+# each pixel of class y by n_y^-p from the same counts. Which loss to use on
+# long-tailed data: the README's "Which loss should I use?". The
+# pre-registered study on CamVid (docs/loss_study.md) recommends
+# class-weighted cross-entropy (weights n^-0.5), not a setting of ARBLoss.
 arb = dict(count_mode='batch')

@@ -30,8 +30,8 @@ ROOT = osp.dirname(osp.dirname(PROJECT))
 # page: (the heading of the section that quotes, None for the whole page;
 # the study folders it quotes)
 QUOTED = {
-    'docs/loss_study.md': (None, ['generated']),
-    'README.md': ('## Which loss should I use?', ['generated']),
+    'docs/loss_study.md': (None, ['generated', 'camvid']),
+    'README.md': ('## Which loss should I use?', ['camvid']),
 }
 # A setting tried after a study, on its final pairs: runs keyed
 # ``<optimiser>/d<data seed>-s<seed>``, paired with the study's final rows.
