@@ -24,7 +24,7 @@ from projects.loss_study.loss_study.report import (COMPARED, analyse, families,
                                                    tuning_pairs)
 from projects.loss_study.loss_study.stats import interval, paired
 from .made_up import LARGE, SMALL, camvid_study, shifted
-from .test_report import FIXTURE, PROJECT, PUBLISHED
+from .test_report import CAMVID, FIXTURE, PROJECT, PUBLISHED
 
 ROOT = osp.dirname(osp.dirname(PROJECT))
 # page: (the heading of the section that quotes, None for the whole page;
@@ -180,8 +180,8 @@ def test_figures_are_found_as_written():
 
 
 @pytest.mark.parametrize(
-    'folder', [FIXTURE, PUBLISHED, 'camvid'],
-    ids=['fixture', 'published', 'made-up camvid'])
+    'folder', [FIXTURE, PUBLISHED, CAMVID, 'camvid'],
+    ids=['fixture', 'published', 'published camvid', 'made-up camvid'])
 def test_every_figure_of_a_report_is_computed(tmp_path, folder):
     """What a report shows (tables, verdicts, the registered rule's
     sentences of a finished CamVid-format study) is what a page may quote:

@@ -19,7 +19,7 @@ PROJECT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 STUDY = osp.join(PROJECT, 'tools', 'loss_study.py')
 FIXTURE = osp.join(PROJECT, 'tests', 'fixtures')
 PUBLISHED = osp.join(PROJECT, 'results', 'generated')
-CAMVID = osp.join(PROJECT, 'results', 'camvid')  # partial while it runs
+CAMVID = osp.join(PROJECT, 'results', 'camvid')
 
 
 def test_t_intervals_match_the_tables():
