@@ -8,6 +8,7 @@ import gc
 import importlib
 import os
 import os.path as osp
+import re
 from typing import Iterator, List, Optional
 
 from mmengine.config import Config
@@ -160,14 +161,56 @@ def quiet_per_class_tables(cfg: Config) -> None:
                 evaluator.setdefault('console_table', False)
 
 
+def check_class_weight_files(cfg: Config) -> None:
+    """Refuse a model whose losses read ``class_weight`` from a file that
+    is not there, before the runner makes its work dir: mmseg's
+    ``CrossEntropyLoss`` would stop inside the model's build with a bare
+    ``FileNotFoundError``.
+
+    Raises:
+        UsageError: Naming each such config key and path, and the command
+            that writes the file (``mmseg-arb class-counts --weight-power``).
+    """
+    missing = []  # (config key, path)
+
+    def walk(node, key: str) -> None:
+        if isinstance(node, dict):
+            items = node.items()
+        elif isinstance(node, (list, tuple)):
+            items = enumerate(node)
+        else:
+            return
+        for name, value in items:
+            if name == 'class_weight' and isinstance(value, str):
+                if not osp.isfile(value):
+                    missing.append((f'{key}.{name}', value))
+            else:
+                walk(value, f'{key}.{name}')
+
+    walk(cfg.get('model', {}), 'model')
+    if missing:
+        power = re.search(r'_p([0-9.]+)\.json$', missing[0][1])
+        power = power.group(1) if power else 'P'
+        where = '; '.join(f"{key} = '{path}'" for key, path in missing)
+        raise UsageError(
+            f'no class weights file at {where} (a relative path is read '
+            f'from {os.getcwd()}). Write it with '
+            '"mmseg-arb class-counts CONFIG --weight-power '
+            f'{power}" (class weights n^-{power} in '
+            'the data root, beside the training counts), or set the path '
+            'or a list of weights.')
+
+
 def build_runner(cfg: Config) -> Runner:
     """``Runner.from_cfg``, or the registered runner ``cfg.runner_type``,
     with ``ClassCountHook`` among the hooks, per-class tables kept off the
     console (:func:`quiet_per_class_tables`) and CPU-only distributed runs
-    given their gloo group first. In a distributed run the registries'
-    modules are imported before any process group starts
+    given their gloo group first; a missing class weights file is refused
+    first (:func:`check_class_weight_files`). In a distributed run the
+    registries' modules are imported before any process group starts
     (:func:`import_registered_modules`); run the runner inside
     :func:`process_group_ended`."""
+    check_class_weight_files(cfg)
     cfg.custom_hooks = with_class_count_hook(cfg.get('custom_hooks'))
     quiet_per_class_tables(cfg)
     if cfg.get('launcher', 'none') != 'none':

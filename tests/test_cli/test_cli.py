@@ -177,6 +177,27 @@ def test_amp_on_cpu_is_a_usage_error_before_mmengine(capsys, monkeypatch):
         capsys.readouterr().err
 
 
+def test_missing_class_weight_file_is_a_usage_error_naming_the_fix(
+        capsys, monkeypatch, tmp_path):
+    """The README's recommendation reads its weights from a file that
+    ``class-counts --weight-power`` writes; without it, ``train`` says so
+    (and how to write it) before the runner makes a work dir, where mmseg's
+    ``CrossEntropyLoss`` stopped with a bare ``FileNotFoundError``."""
+    monkeypatch.chdir(tmp_path)  # a fresh checkout: no data, no weights
+    config = osp.join(
+        CONFIGS, 'demo', 'deeplabv3plus_r18-tiny_cw-p0.5_1xb8-'
+        '400iter_synthetic-ade20k-128x128.py')
+    with pytest.raises(SystemExit) as exit_:
+        main(['train', config])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    weights = 'data/synthetic_ade20k/class_weight_train_p0.5.json'
+    for head in ('decode_head', 'auxiliary_head'):
+        assert f"model.{head}.loss_decode.class_weight = '{weights}'" in err
+    assert 'mmseg-arb class-counts CONFIG --weight-power 0.5' in err
+    assert not (tmp_path / 'work_dirs').exists()
+
+
 def test_summarize_out_defaults_under_results():
     from mmseg_arb.cli.summarize import default_out
     assert default_out(['work_dirs/arb/']) == osp.join('results', 'arb')

@@ -2,6 +2,8 @@
 differs from its cross-entropy namesake (mmseg's config of its name without
 ``_arb``, or ours beside it where mmseg has none) only in the losses."""
 import glob
+import json
+import os
 import os.path as osp
 
 import pytest
@@ -12,6 +14,7 @@ from mmengine.registry import init_default_scope
 import mmseg_arb  # noqa: F401
 from mmseg_arb.config.switch import switch_to_arb, with_class_count_hook
 from mmseg_arb.models.losses import ARBLoss
+from mmseg_arb.utils.class_counts import power_class_weight
 
 SHIPPED = sorted(
     glob.glob(osp.join(CONFIGS, '*', '*.py')) +
@@ -35,7 +38,22 @@ def test_config_builds_model(path, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no data here, as on a fresh checkout
     cfg = Config.fromfile(path)
     init_default_scope('mmseg')
+    # A loss reading its class weights from a file (the README's
+    # recommendation) gets one as `class-counts --weight-power` writes it.
+    weight = power_class_weight(
+        range(1, cfg.model.decode_head.num_classes + 1), 0.5)
+    files = {
+        h.loss_decode.class_weight
+        for h in (cfg.model.decode_head, cfg.model.get('auxiliary_head'))
+        if h and isinstance(h.loss_decode.get('class_weight'), str)
+    }
+    for file in files:
+        os.makedirs(osp.dirname(file), exist_ok=True)
+        with open(file, 'w') as f:
+            json.dump(weight, f)
     model = MODELS.build(cfg.model)
+    for head in arb_heads(model) if files else ():
+        assert head.loss_decode.class_weight == weight, path
     if '_arb' not in osp.basename(path):  # a cross-entropy baseline
         return
     assert cfg.custom_hooks == [dict(type='ClassCountHook')]
