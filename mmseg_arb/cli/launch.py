@@ -161,6 +161,11 @@ def quiet_per_class_tables(cfg: Config) -> None:
                 evaluator.setdefault('console_table', False)
 
 
+# The files mmseg's losses read ``class_weight`` from: numpy's, and
+# ``mmengine.fileio.load``'s formats.
+WEIGHT_FILES = ('.npy', '.json', '.yaml', '.yml', '.pkl', '.pickle')
+
+
 def check_class_weight_files(cfg: Config) -> None:
     """Refuse a model whose losses read ``class_weight`` from a file that
     is not there, before the runner makes its work dir: mmseg's
@@ -182,7 +187,9 @@ def check_class_weight_files(cfg: Config) -> None:
             return
         for name, value in items:
             if name == 'class_weight' and isinstance(value, str):
-                if not osp.isfile(value):
+                # A file as mmseg reads one; another string is left to
+                # whichever loss knows what it means.
+                if value.endswith(WEIGHT_FILES) and not osp.isfile(value):
                     missing.append((f'{key}.{name}', value))
             else:
                 walk(value, f'{key}.{name}')

@@ -198,6 +198,28 @@ def test_missing_class_weight_file_is_a_usage_error_naming_the_fix(
     assert not (tmp_path / 'work_dirs').exists()
 
 
+def test_class_weight_check_reads_loss_lists_and_leaves_other_strings():
+    """A list of losses is walked by index; a ``class_weight`` string that
+    is no file name (a custom loss's own keyword) is not refused."""
+    from mmengine.config import Config
+
+    from mmseg_arb.cli.command import UsageError
+    from mmseg_arb.cli.launch import check_class_weight_files
+    losses = [
+        dict(type='MyLoss', class_weight='balanced'),
+        dict(type='CrossEntropyLoss', class_weight='nowhere/w.npy')
+    ]
+    cfg = Config(dict(model=dict(decode_head=dict(loss_decode=losses))))
+    with pytest.raises(
+            UsageError,
+            match=r"loss_decode\.1\.class_weight = "
+            r"'nowhere/w\.npy'.*--weight-power P"):
+        check_class_weight_files(cfg)
+    losses.pop()
+    check_class_weight_files(
+        Config(dict(model=dict(decode_head=dict(loss_decode=losses)))))
+
+
 def test_summarize_out_defaults_under_results():
     from mmseg_arb.cli.summarize import default_out
     assert default_out(['work_dirs/arb/']) == osp.join('results', 'arb')
