@@ -24,7 +24,6 @@ import contextlib
 import json
 import os
 import os.path as osp
-import re
 from typing import Dict, List
 
 import numpy as np
@@ -39,7 +38,9 @@ from mmseg_arb.datasets import SyntheticSpec, prepare_synthetic
 from mmseg_arb.results.plots import plot_iou_vs_frequency
 from mmseg_arb.results.runs import (SUMMARY_KEYS, code_version, load_run,
                                     results_markdown)
-from mmseg_arb.utils.class_counts import load_class_counts, power_class_weight
+from mmseg_arb.utils.class_counts import (load_class_counts,
+                                          parse_class_weight_file,
+                                          power_class_weight)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 _MMENGINE_CONSOLE = open(os.devnull, 'w')
@@ -51,8 +52,6 @@ CONFIGS = {
     'CW':
     'deeplabv3plus_r18-tiny_cw-p0.5_1xb8-400iter_synthetic-ade20k-128x128.py',
 }
-# The name of class_weight_file('train', p), which the CW config reads.
-WEIGHT_FILE = re.compile(r'class_weight_train_p(.+)\.json')
 
 
 def demo_spec(num_classes: int) -> SyntheticSpec:
@@ -107,11 +106,11 @@ def use_class_weight(cfg, data_root: str, stats_path: str) -> None:
     for head in ('decode_head', 'auxiliary_head'):
         loss = cfg.model[head].loss_decode
         name = osp.basename(str(loss.get('class_weight') or ''))
-        power = WEIGHT_FILE.fullmatch(name)
-        if power:
+        split, power = parse_class_weight_file(name) or (None, None)
+        if split == 'train':
             loss.class_weight = osp.join(data_root, name)
             with open(loss.class_weight, 'w') as f:
-                json.dump(power_class_weight(stats_path, float(power[1])), f)
+                json.dump(power_class_weight(stats_path, float(power)), f)
 
 
 def train_one(name: str, args: argparse.Namespace, data_root: str,

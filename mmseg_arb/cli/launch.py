@@ -8,7 +8,6 @@ import gc
 import importlib
 import os
 import os.path as osp
-import re
 from typing import Iterator, List, Optional
 
 from mmengine.config import Config
@@ -17,6 +16,7 @@ from mmengine.runner import Runner
 
 from ..config.shipped import resolve_config
 from ..config.switch import with_class_count_hook
+from ..utils.class_counts import parse_class_weight_file
 from .command import UsageError
 from .torchrun import add_gpus_argument, relaunch_with_torchrun
 
@@ -196,13 +196,13 @@ def check_class_weight_files(cfg: Config) -> None:
 
     walk(cfg.get('model', {}), 'model')
     if missing:
-        power = re.search(r'_p([0-9.]+)\.json$', missing[0][1])
-        power = power.group(1) if power else 'P'
+        split, power = parse_class_weight_file(missing[0][1]) or ('', 'P')
+        split = f'--split {split} ' if split not in ('', 'train') else ''
         where = '; '.join(f"{key} = '{path}'" for key, path in missing)
         raise UsageError(
             f'no class weights file at {where} (a relative path is read '
             f'from {os.getcwd()}). Write it with '
-            '"mmseg-arb class-counts CONFIG --weight-power '
+            f'"mmseg-arb class-counts CONFIG {split}--weight-power '
             f'{power}" (class weights n^-{power} in '
             'the data root, beside the training counts), or set the path '
             'or a list of weights.')

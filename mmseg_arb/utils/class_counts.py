@@ -10,7 +10,8 @@ configs (``class_counts='class_stats_train.json'``) keep working.
 """
 import json
 import os
-from typing import Dict, List, Optional, Sequence, Union
+import re
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -97,6 +98,18 @@ def class_weight_file(split: str, weight_power: float) -> str:
     split, written in its ``data_root`` beside the counts:
     ``class_weight_<split>_p<weight_power>.json``."""
     return f'class_weight_{split}_p{weight_power:g}.json'
+
+
+def parse_class_weight_file(path: str) -> Optional[Tuple[str, str]]:
+    """The split and the power (as written) of a file named by
+    :func:`class_weight_file`, or None for another name.
+
+    >>> parse_class_weight_file('data/x/class_weight_train_p0.5.json')
+    ('train', '0.5')
+    """
+    match = re.fullmatch(r'class_weight_(.+)_p([^_]+)\.json',
+                         os.path.basename(path))
+    return (match[1], match[2]) if match else None
 
 
 def power_class_weight(counts: CountsSource,

@@ -199,8 +199,10 @@ def test_missing_class_weight_file_is_a_usage_error_naming_the_fix(
 
 
 def test_class_weight_check_reads_loss_lists_and_leaves_other_strings():
-    """A list of losses is walked by index; a ``class_weight`` string that
-    is no file name (a custom loss's own keyword) is not refused."""
+    """A list of losses is walked by index; the command names the split
+    and power of a file named as ``class-counts`` names it; a
+    ``class_weight`` string that is no file name (a custom loss's own
+    keyword) is not refused."""
     from mmengine.config import Config
 
     from mmseg_arb.cli.command import UsageError
@@ -214,6 +216,13 @@ def test_class_weight_check_reads_loss_lists_and_leaves_other_strings():
             UsageError,
             match=r"loss_decode\.1\.class_weight = "
             r"'nowhere/w\.npy'.*--weight-power P"):
+        check_class_weight_files(cfg)
+    losses[1]['class_weight'] = 'nowhere/class_weight_val_p0.25.json'
+    cfg = Config(dict(model=dict(decode_head=dict(loss_decode=losses))))
+    with pytest.raises(
+            UsageError,
+            match='--split val --weight-power 0.25" '
+            r'\(class weights n\^-0.25'):
         check_class_weight_files(cfg)
     losses.pop()
     check_class_weight_files(

@@ -6,7 +6,9 @@ command (tests/test_cli/test_class_counts.py)."""
 import numpy as np
 import pytest
 
-from mmseg_arb.utils.class_counts import power_class_weight
+from mmseg_arb.utils.class_counts import (class_weight_file,
+                                          parse_class_weight_file,
+                                          power_class_weight)
 
 COUNTS = [5000.0, 2000.0, 700.0, 0.0] + [100.0] * 20
 
@@ -39,3 +41,14 @@ def test_a_bad_power_is_refused(power):
 def test_counts_without_a_pixel_are_refused():
     with pytest.raises(ValueError, match='at least one class with pixels'):
         power_class_weight([0.0, 0.0], 0.5)
+
+
+def test_the_weight_file_name_reads_back():
+    """The demo and the missing-file error read split and power back from
+    the name that ``class-counts --weight-power`` writes."""
+    for split, power in (('train', 0.5), ('val', 0.25), ('train', 1.0)):
+        name = class_weight_file(split, power)
+        assert parse_class_weight_file(f'data/x/{name}') == (split,
+                                                             f'{power:g}')
+    for other in ('w.npy', 'my_p0.5.json', 'class_weight_train.json'):
+        assert parse_class_weight_file(other) is None
